@@ -2,7 +2,8 @@
 
 Sources (../shared/DATA.md): BrainWeb 1.5 T tissue values and literature 3 T values; BrainWeb's CSF T2
 (329 ms) is unrealistically short and would make CSF grey on T2-weighted images, so CSF T2 uses 2000 ms
-at 1.5 T (the 3 T literature value is 2400 ms).
+at 1.5 T (the 3 T literature value is 2400 ms). At 3 T, grey/white T2 are Stanisz et al. 2005 (99 / 69 ms):
+the 70 / 60 ms quoted in DATA.md leave 3 T FLAIR with white matter as bright as grey, which it is not.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 # (T1 ms, T2 ms, proton density) per tissue and field strength.
 TISSUE_PARAMETERS = {
     1.5: {"csf": (2569.0, 2000.0, 1.00), "gm": (833.0, 83.0, 0.86), "wm": (500.0, 70.0, 0.77)},
-    3.0: {"csf": (4270.0, 2400.0, 1.00), "gm": (1400.0, 70.0, 0.86), "wm": (825.0, 60.0, 0.77)},
+    3.0: {"csf": (4270.0, 2400.0, 1.00), "gm": (1400.0, 99.0, 0.86), "wm": (825.0, 69.0, 0.77)},
 }
 TISSUES = ("csf", "gm", "wm")
 CONTRAST_NAMES = {"t1": "T1w", "t2": "T2w", "pd": "PDw", "flair": "FLAIR"}

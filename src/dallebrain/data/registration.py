@@ -34,31 +34,39 @@ def load_volume(path: Path | str) -> nib.Nifti1Image:
     """
     path = Path(path)
     name = path.name
+
+    def unreadable(exc: Exception) -> VolumeError:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return VolumeError(f"{name}: unreadable or truncated file ({reason})")
+
     try:
         img = nib.load(str(path))
-        data = np.asarray(img.get_fdata(dtype=np.float32))
         affine = np.asarray(img.affine, dtype=float)
     except Exception as exc:  # noqa: BLE001 - nibabel, gzip and zlib each raise their own kind
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise VolumeError(f"{name}: unreadable or truncated file ({reason})") from exc
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        raise VolumeError(f"{name}: expected one 3-D volume, got shape {tuple(data.shape)}")
+        raise unreadable(exc) from exc
+    # Geometry comes from the header: a DTI series or a localiser is refused before its voxels are read.
+    shape = tuple(img.shape)
+    while len(shape) > 3 and shape[-1] == 1:
+        shape = shape[:-1]
+    if len(shape) != 3:
+        raise VolumeError(f"{name}: expected one 3-D volume, got shape {tuple(img.shape)}")
+    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise VolumeError(f"{name}: invalid affine (singular or not finite)")
+    extent = np.asarray(shape) * np.linalg.norm(affine[:3, :3], axis=0)
+    if min(shape) < MIN_VOXELS or extent.min() < MIN_EXTENT_MM or extent.max() > MAX_EXTENT_MM:
+        raise VolumeError(
+            f"{name}: field of view {' x '.join(f'{e:.0f}' for e in extent)} mm on "
+            f"{' x '.join(map(str, shape))} voxels is not a head "
+            f"(need >= {MIN_VOXELS} voxels and {MIN_EXTENT_MM:.0f}-{MAX_EXTENT_MM:.0f} mm per axis)"
+        )
+    try:
+        data = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
+    except Exception as exc:  # noqa: BLE001
+        raise unreadable(exc) from exc
     if not np.all(np.isfinite(data)):
         raise VolumeError(f"{name}: contains NaN or infinite values")
     if float(data.max()) == float(data.min()):
         raise VolumeError(f"{name}: constant image (all voxels {float(data.min()):g})")
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
-        raise VolumeError(f"{name}: invalid affine (singular or not finite)")
-    voxel_mm = np.linalg.norm(affine[:3, :3], axis=0)
-    extent = np.asarray(data.shape) * voxel_mm
-    if min(data.shape) < MIN_VOXELS or extent.min() < MIN_EXTENT_MM or extent.max() > MAX_EXTENT_MM:
-        raise VolumeError(
-            f"{name}: field of view {' x '.join(f'{e:.0f}' for e in extent)} mm on "
-            f"{' x '.join(map(str, data.shape))} voxels is not a head "
-            f"(need >= {MIN_VOXELS} voxels and {MIN_EXTENT_MM:.0f}-{MAX_EXTENT_MM:.0f} mm per axis)"
-        )
     return nib.as_closest_canonical(nib.Nifti1Image(data, affine))
 
 
@@ -154,7 +162,7 @@ def _itk_matrix(transform: sitk.Transform) -> np.ndarray:
     return out
 
 
-def _registration(fixed, moving, fixed_mask, moving_mask, seed: int):
+def _registration(fixed, fixed_mask, moving_mask, seed: int):
     import SimpleITK as sitk
 
     method = sitk.ImageRegistrationMethod()
@@ -220,7 +228,7 @@ def register_affine(
     initial = sitk.CenteredTransformInitializer(
         fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
     )
-    method = _registration(fixed, moving, masks[0], masks[1], seed)
+    method = _registration(fixed, masks[0], masks[1], seed)
     method.SetInitialTransform(initial, inPlace=False)
     # Execute may hand back a composite; its 4x4 matrix is what the next stage needs.
     rigid = _itk_matrix(method.Execute(fixed, moving))
@@ -232,7 +240,7 @@ def register_affine(
     second.SetCenter(center.tolist())
     second.SetMatrix(rigid[:3, :3].ravel().tolist())
     second.SetTranslation((rigid[:3, 3] + rigid[:3, :3] @ center - center).tolist())
-    method = _registration(fixed, moving, masks[0], masks[1], seed)
+    method = _registration(fixed, masks[0], masks[1], seed)
     method.SetInitialTransform(second, inPlace=False)
     final = method.Execute(fixed, moving)
     return LPS @ _itk_matrix(final) @ LPS

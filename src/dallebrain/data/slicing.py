@@ -1,0 +1,113 @@
+"""Cut a normalised MNI-space volume into 2-D training slices, with what each slice shows."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from dallebrain.data.captions import landmark, plain_structure_name
+from dallebrain.data.grid import NORMAL_AXIS, ORIENTATIONS, VolumeGrid, extract_slice
+from dallebrain.data.io import atomic_path
+from dallebrain.data.templates import atlas_label_names
+
+PNG_MAX = 65535  # slices are stored as 16-bit PNG: [0, 1] intensities -> [0, 65535]
+
+
+@dataclass(frozen=True)
+class SliceRecord:
+    """One kept slice (a row of metadata.parquet, before subject fields and captions are added)."""
+
+    image_path: str  # relative to the prepared data set folder
+    modality: str
+    orientation: str
+    slice_index: int
+    slice_mm: float
+    landmark: str
+    brain_fraction: float
+    structures: tuple[str, ...]
+
+
+def normalise_in_brain(volume: np.ndarray, brain: np.ndarray, percentile: float = 99.5) -> np.ndarray:
+    """Scale so the `percentile` of brain intensities is 1, clip to [0, 1], zero outside the brain.
+
+    Scale-only (no offset) keeps zero signal at zero and the ratios between tissues intact; the upper
+    percentile ignores the few hottest voxels (vessels, noise)."""
+    values = volume[brain]
+    if values.size == 0:
+        raise ValueError("empty brain mask")
+    top = float(np.percentile(values, percentile))
+    if not np.isfinite(top) or top <= 0:
+        raise ValueError("no signal inside the brain mask")
+    out = np.clip(volume / top, 0.0, 1.0).astype(np.float32)
+    out[~brain] = 0.0
+    return out
+
+
+@lru_cache(maxsize=1)
+def _plain_names() -> dict[int, str | None]:
+    return {i: plain_structure_name(n) for i, n in atlas_label_names().items()}
+
+
+def visible_structures(labels_2d: np.ndarray, brain_pixels: int, top: int = 3,
+                       min_fraction: float = 0.02) -> tuple[str, ...]:
+    """The largest named structures in a slice, left and right merged, largest first."""
+    ids, counts = np.unique(labels_2d[labels_2d > 0], return_counts=True)
+    names = _plain_names()
+    areas: Counter[str] = Counter()
+    for i, c in zip(ids.tolist(), counts.tolist(), strict=True):
+        name = names.get(i)
+        if name:
+            areas[name] += c
+    floor = min_fraction * max(brain_pixels, 1)
+    return tuple(n for n, a in areas.most_common() if a >= floor)[:top]
+
+
+def slice_positions(grid: VolumeGrid, orientation: str, step_mm: float) -> list[int]:
+    """Slice indices every `step_mm` (at least every voxel), on a lattice that contains MNI 0."""
+    axis = NORMAL_AXIS[orientation]
+    stride = max(1, round(step_mm / grid.spacing_mm))
+    zero = grid.index_of(orientation, 0.0)
+    return [i for i in range(grid.shape[axis]) if (i - zero) % stride == 0]
+
+
+def save_png16(image: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    data = np.round(np.clip(image, 0, 1) * PNG_MAX).astype(np.uint16)
+    with atomic_path(path) as tmp:
+        Image.fromarray(data).save(tmp, format="PNG")
+
+
+def load_png(path: str | Path) -> np.ndarray:
+    """A prepared slice as float32 in [0, 1] (16-bit or 8-bit PNG)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        arr = np.asarray(im)
+    scale = PNG_MAX if arr.dtype == np.uint16 or arr.max() > 255 else 255
+    return arr.astype(np.float32) / scale
+
+
+def cut_slices(volume: np.ndarray, brain: np.ndarray, labels: np.ndarray, grid: VolumeGrid, modality: str,
+               subject_dir: Path, rel_prefix: str, stem: str, step_mm: float = 3.0,
+               min_brain_fraction: float = 0.1,
+               orientations: tuple[str, ...] = ORIENTATIONS) -> list[SliceRecord]:
+    """Write the slices of one volume that show enough brain; return their records."""
+    records = []
+    for orientation in orientations:
+        for idx in slice_positions(grid, orientation, step_mm):
+            mask = extract_slice(brain, orientation, idx)
+            fraction = float(mask.mean())
+            if fraction < min_brain_fraction:
+                continue
+            level = grid.level_mm(orientation, idx)
+            name = f"{stem}_{modality}_{orientation}_{level:+06.1f}mm.png"
+            save_png16(extract_slice(volume, orientation, idx), subject_dir / name)
+            structures = visible_structures(extract_slice(labels, orientation, idx), int(mask.sum()))
+            records.append(SliceRecord(f"{rel_prefix}/{name}", modality, orientation, idx, level,
+                                       landmark(orientation, level), fraction, structures))
+    return records

@@ -1,0 +1,83 @@
+"""The prepared data set as training batches: images in [0, 1] with one of their captions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def batch_indices(n: int, batch_size: int, seed: int, step: int, rank: int = 0) -> np.ndarray:
+    """Rows of the batch for a step: a pure function of (seed, step, rank), so a resumed run sees exactly
+    the batches it would have seen."""
+    return np.random.default_rng([seed, step, rank]).choice(n, size=batch_size, replace=n < batch_size)
+
+
+class SliceDataset:
+    """Rows of metadata.parquet (optionally one split / modality / orientation) with lazily cached pixels.
+
+    Args:
+        prepared_dir: folder made by `dallebrain data prepare`.
+        split: "train", "val", "test" or None for all.
+        modalities, orientations: keep only these (None: all).
+        max_rows: keep at most this many rows (a seeded random subset), for quick runs.
+    """
+
+    def __init__(self, prepared_dir: str | Path, split: str | None = "train", modalities=None,
+                 orientations=None, max_rows: int | None = None, seed: int = 0):
+        import pandas as pd
+
+        self.root = Path(prepared_dir)
+        meta = self.root / "metadata.parquet"
+        if not meta.is_file():
+            raise ValueError(f"not a prepared data set (no metadata.parquet): {self.root}")
+        table = pd.read_parquet(meta)
+        if split is not None:
+            table = table[table["split"] == split]
+        if modalities:
+            table = table[table["modality"].isin(list(modalities))]
+        if orientations:
+            table = table[table["orientation"].isin(list(orientations))]
+        if max_rows is not None and len(table) > max_rows:
+            table = table.sample(max_rows, random_state=seed)
+        if table.empty:
+            raise ValueError(f"no slices in {self.root} for split={split} modalities={modalities} "
+                             f"orientations={orientations}")
+        self.table = table.reset_index(drop=True)
+        self._pixels: np.ndarray | None = None
+        self._loaded = np.zeros(len(self.table), dtype=bool)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def image_size(self) -> int:
+        return self.image(0).shape[-1]
+
+    def image(self, i: int) -> np.ndarray:
+        from dallebrain.data.slicing import PNG_MAX, load_png
+
+        if self._pixels is not None and self._loaded[i]:
+            return self._pixels[i].astype(np.float32) / PNG_MAX
+        img = load_png(self.root / self.table.at[i, "image_path"])
+        if self._pixels is None:
+            self._pixels = np.zeros((len(self), *img.shape), dtype=np.uint16)
+        self._pixels[i] = np.round(img * PNG_MAX)
+        self._loaded[i] = True
+        return img
+
+    def captions(self, i: int) -> list[str]:
+        return list(self.table.at[i, "captions"])
+
+    def batch(self, indices, caption_seed: int | None = None):
+        """(images (B, 1, H, W) float tensor in [0, 1], one caption per image: a random phrasing when
+        caption_seed is given, else the canonical caption)."""
+        import torch
+
+        rng = np.random.default_rng(caption_seed) if caption_seed is not None else None
+        images = np.stack([self.image(int(i)) for i in indices])[:, None]
+        captions = []
+        for i in indices:
+            options = self.captions(int(i))
+            captions.append(options[int(rng.integers(len(options)))] if rng is not None else options[0])
+        return torch.from_numpy(images), captions

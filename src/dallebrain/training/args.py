@@ -1,0 +1,29 @@
+"""The command line every training stage accepts (`dallebrain train STAGE ...` or `python -m
+dallebrain.training.STAGE ...`, which `accelerate launch` can run unchanged on several GPUs)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def stage_parser(stage: str, description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"dallebrain train {stage}", description=description)
+    parser.add_argument("--data", type=Path, required=True, help="prepared data set folder")
+    parser.add_argument("--out", type=Path, required=True, help="output folder (save_pretrained + checkpoints)")
+    parser.add_argument("--config", type=Path, default=None, help="JSON settings (see configs/)")
+    parser.add_argument("--max-steps", type=int, default=None, help="override max_steps")
+    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting (repeatable)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return parser
+
+
+def overrides_of(args: argparse.Namespace) -> list[str]:
+    extra = list(args.overrides)
+    if args.max_steps is not None:
+        if args.max_steps < 1:
+            raise ValueError(f"--max-steps must be at least 1, got {args.max_steps}")
+        extra.append(f"max_steps={args.max_steps}")
+    return extra

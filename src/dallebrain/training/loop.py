@@ -1,0 +1,183 @@
+"""The loop every stage shares: accelerate, AdamW with warm-up + cosine, gradient accumulation, clipping,
+atomic checkpoints with exact resume, losses.csv, sample grids, and the final save_pretrained export.
+
+A stage supplies only what differs (its models, its loss, its samples, its export), see `Stage`.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from dallebrain.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from dallebrain.training.config import TrainConfig, config_dict
+
+
+class Stage:
+    """What a training stage provides to `fit`. Subclasses set `name` and override the methods."""
+
+    name = "stage"
+    images_per_step: int = 0  # for the images/second column of losses.csv
+
+    def setup(self, accelerator) -> None:
+        """Move models to the device and wrap the trainable ones with accelerator.prepare."""
+        raise NotImplementedError
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        """Everything a checkpoint must hold (trainable models, EMA copies, learned scalars)."""
+        raise NotImplementedError
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        raise NotImplementedError
+
+    def loss(self, step: int, micro: int) -> dict[str, torch.Tensor]:
+        """Losses of one micro-batch; key "loss" is optimised, the others are logged."""
+        raise NotImplementedError
+
+    def after_optimizer_step(self, step: int) -> None:
+        """E.g. an EMA update."""
+
+    def sample(self, step: int, path: Path) -> None:
+        """Write a sample grid PNG (optional)."""
+
+    def export(self, out_dir: Path) -> None:
+        """Write the save_pretrained folder the next stage reads."""
+        raise NotImplementedError
+
+
+def _lr_lambda(config: TrainConfig):
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / max(1, config.warmup_steps)
+        progress = (step - config.warmup_steps) / max(1, config.max_steps - config.warmup_steps)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def _truncate_log(path: Path, after_step: int) -> None:
+    """Drop log rows of steps a resumed run will redo."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= after_step]
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(kept)
+
+
+def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = False,
+        progress: bool = True, stop_at: int | None = None) -> dict:
+    """Train `stage` for config.max_steps optimiser steps into out_dir; returns a summary.
+
+    stop_at ends this invocation after that step with a checkpoint and no export, as a preempted job on a
+    time-limited cluster would; `resume=True` later continues exactly where it stopped."""
+    import json
+
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm import tqdm
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_root = out / "checkpoints"
+    if not resume and latest_checkpoint(ckpt_root) is not None:
+        raise ValueError(f"{out} already holds a training run: pass --resume to continue it, or choose "
+                         "another --out")
+    accelerator = Accelerator(mixed_precision=config.mixed_precision,
+                              cpu=not torch.cuda.is_available())
+    set_seed(config.seed)
+    stage.setup(accelerator)
+    params = stage.trainable_parameters()
+    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
+    # The scheduler is not handed to accelerate: its wrapper steps once per process, which would run the
+    # schedule N times too fast on N GPUs; ours counts optimiser steps.
+    optimizer = accelerator.prepare(optimizer)
+    start = 0
+    checkpoint = latest_checkpoint(ckpt_root) if resume else None
+    modules = {k: accelerator.unwrap_model(m) for k, m in stage.modules().items()}
+    if checkpoint is not None:
+        trainer = load_checkpoint(checkpoint, modules, getattr(optimizer, "optimizer", optimizer), scheduler)
+        start = trainer["step"]
+    log_path = out / "losses.csv"
+    _truncate_log(log_path, start)
+    if accelerator.is_main_process:
+        (out / "train_config.json").write_text(json.dumps(config_dict(config), indent=2))
+    new_log = not log_path.exists()
+    log_file = open(log_path, "a", newline="")  # noqa: SIM115 - closed in finally
+    writer = None
+    bar = tqdm(total=config.max_steps, initial=start, desc=f"train {stage.name}", unit="step",
+               disable=not (progress and accelerator.is_local_main_process))
+    window_t, window_steps, last = time.perf_counter(), 0, {}
+    try:
+        end = config.max_steps if stop_at is None else min(stop_at, config.max_steps)
+        for step in range(start, end):
+            totals: dict[str, float] = {}
+            for micro in range(config.gradient_accumulation):
+                with accelerator.autocast():
+                    losses = stage.loss(step, micro)
+                accelerator.backward(losses["loss"] / config.gradient_accumulation)
+                for k, v in losses.items():
+                    totals[k] = totals.get(k, 0.0) + float(v.detach()) / config.gradient_accumulation
+            if config.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(params, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            stage.after_optimizer_step(step)
+            done = step + 1
+            window_steps += 1
+            if not math.isfinite(totals["loss"]):
+                raise FloatingPointError(f"loss is {totals['loss']} at step {done}: lower the learning rate")
+            if accelerator.is_main_process and (done % config.log_every == 0 or done == config.max_steps):
+                elapsed = time.perf_counter() - window_t
+                row = {"step": done, **{k: round(v, 6) for k, v in totals.items()},
+                       "lr": scheduler.get_last_lr()[0],
+                       "images_per_second": round(stage.images_per_step * config.gradient_accumulation
+                                                  * window_steps / max(elapsed, 1e-9), 2)}
+                if writer is None:
+                    writer = csv.DictWriter(log_file, fieldnames=list(row))
+                    if new_log:
+                        writer.writeheader()
+                writer.writerow(row)
+                log_file.flush()
+                window_t, window_steps, last = time.perf_counter(), 0, row
+                bar.set_postfix(loss=f"{totals['loss']:.4f}")
+            bar.update()
+            if accelerator.is_main_process and config.sample_every and done % config.sample_every == 0:
+                stage.sample(done, out / "samples" / f"step-{done:07d}.png")
+            if done % config.checkpoint_every == 0 or done in (config.max_steps, end):
+                accelerator.wait_for_everyone()
+                if accelerator.is_main_process:
+                    save_checkpoint(ckpt_root, done, modules, optimizer, scheduler, config.keep_checkpoints)
+    finally:
+        bar.close()
+        log_file.close()
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and end == config.max_steps:
+        stage.export(out)
+    return {"steps": end, "resumed_from": start, "last_log": last}
+
+
+def save_image_grid(images: torch.Tensor, path: Path, columns: int = 4) -> None:
+    """(N, 1, H, W) images in [0, 1] as one grey PNG grid, written atomically."""
+    import numpy as np
+    from PIL import Image
+
+    from dallebrain.data.io import atomic_path
+
+    arr = images.detach().float().clamp(0, 1).cpu().numpy()[:, 0]
+    n, h, w = arr.shape
+    rows = math.ceil(n / columns)
+    grid = np.zeros((rows * h, columns * w), dtype=np.float32)
+    for i, img in enumerate(arr):
+        r, c = divmod(i, columns)
+        grid[r * h:(r + 1) * h, c * w:(c + 1) * w] = img
+    with atomic_path(path) as tmp:
+        Image.fromarray((grid * 255).round().astype(np.uint8)).save(tmp, format="PNG")

@@ -109,6 +109,81 @@ def demo_cmd(
     typer.echo((out / "prepared" / "README.md").read_text())
 
 
+@app.command("generate")
+def generate_cmd(
+    prompt: str = typer.Argument(..., help="What to generate, e.g. 'axial T2-weighted slice of a healthy "
+                                 "70-year-old woman at the level of the lateral ventricles'."),
+    n: int = typer.Option(1, "--n", help="Number of images (1-1000)."),
+    seed: int = typer.Option(0, help="Seed of the first image; image i uses seed + i."),
+    steps: int = typer.Option(20, help="Denoising steps."),
+    guidance: float = typer.Option(4.0, help="Classifier-free guidance scale (0 = unconditional, 1 = none)."),
+    sampler: str = typer.Option("dpm", help="dpm (DPM-Solver++), ddim or euler."),
+    route: str = typer.Option("ldm", help="ldm (latent diffusion) or unclip (prior + decoder)."),
+    model: Path = typer.Option(None, help="Pipeline folder (default: the model shipped in the package)."),
+    lora: Path = typer.Option(None, help="LoRA adapter folder to apply."),
+    lora_scale: float = typer.Option(1.0, help="LoRA strength (0 = base model)."),
+    out: Path = typer.Option(Path("dallebrain-output"), help="Output folder for PNG, NIfTI and JSON."),
+    png16: bool = typer.Option(False, "--png16", help="Write 16-bit PNG instead of 8-bit."),
+    overwrite: bool = typer.Option(False, help="Replace files of the same seeds in --out."),
+) -> None:
+    """Generate synthetic brain MRI slices from a text prompt (PNG + NIfTI + JSON per image)."""
+    from dallebrain.models.unet import SAMPLERS
+    from dallebrain.pipelines.text2mri import check_generation_args
+
+    try:
+        check_generation_args(prompt, n, steps, guidance)
+    except ValueError as exc:
+        fail(str(exc))
+    if sampler not in SAMPLERS:
+        fail(f"unknown --sampler {sampler!r}: choose from {', '.join(SAMPLERS)}")
+    if route not in ("ldm", "unclip"):
+        fail(f"unknown --route {route!r}: choose ldm or unclip")
+    if lora_scale < 0 or lora_scale > 4:
+        fail(f"--lora-scale must be between 0 and 4, got {lora_scale}")
+    if out.exists() and not out.is_dir():
+        fail(f"--out exists and is not a folder: {out}")
+    from dallebrain.api import default_model, generate_to_folder, load_pipeline
+
+    model_dir = model or default_model()
+    try:
+        pipe = load_pipeline(model_dir, route=route, lora=lora, lora_scale=lora_scale)
+        written = generate_to_folder(pipe, prompt, out, n, seed, steps, guidance, sampler, png16, overwrite,
+                                     str(model_dir))
+    except (ValueError, FileExistsError, OSError) as exc:
+        fail(str(exc).splitlines()[0])
+    for w in json_warnings(written):
+        typer.echo(f"warning: {w}", err=True)
+    typer.echo(f"{len(written)} image(s) in {out}: " + ", ".join(p["png"].name for p in written[:4])
+               + (" ..." if len(written) > 4 else ""))
+
+
+def json_warnings(written: list[dict]) -> list[str]:
+    import json
+
+    if not written:
+        return []
+    return json.loads(written[0]["json"].read_text()).get("warnings", [])
+
+
+TRAIN_STAGES = ("clip", "vae", "ldm", "prior", "decoder", "lora")
+
+
+@app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                        "help_option_names": []})
+def train_cmd(ctx: typer.Context, stage: str = typer.Argument(..., help=f"One of: {', '.join(TRAIN_STAGES)}.")):
+    """Train one stage: dallebrain train STAGE --data PREPARED --out DIR [--config F] [--max-steps N] [--resume]
+    [--set key=value]. `dallebrain train STAGE --help` lists the stage's options."""
+    import importlib
+
+    if stage not in TRAIN_STAGES:
+        fail(f"unknown stage {stage!r}: choose from {', '.join(TRAIN_STAGES)}")
+    module = importlib.import_module(f"dallebrain.training.{stage}")
+    try:
+        module.main(list(ctx.args))
+    except (ValueError, FileNotFoundError, RuntimeError) as exc:
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
 def main() -> None:
     app()
 

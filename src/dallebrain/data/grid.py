@@ -64,8 +64,9 @@ def extract_slice(volume: np.ndarray, orientation: str, index: int) -> np.ndarra
     return np.ascontiguousarray(plane[::-1, ::-1].T)
 
 
-def slice_affine(grid: VolumeGrid, orientation: str, index: int) -> np.ndarray:
-    """4x4 affine from (row, column, 0) of the display image to MNI mm (the NIfTI affine of a slice)."""
+def slice_affine(grid: VolumeGrid, orientation: str, index: float) -> np.ndarray:
+    """4x4 affine from (row, column, 0) of the display image to MNI mm (the NIfTI affine of a slice);
+    a fractional index places a slice between grid planes (a level asked for in mm)."""
     axis = NORMAL_AXIS[orientation]
     a, b = [ax for ax in range(3) if ax != axis]  # in-plane RAS axes: columns run along a, rows along b
     s = grid.spacing_mm

@@ -1,0 +1,73 @@
+"""Writing a pipeline folder: the stock diffusers StableDiffusionPipeline layout plus our extras
+(clip/, prior/, decoder/, dallebrain.json). Each component is written to a temporary folder and renamed,
+so a killed export leaves the previous component or none, never half of one."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+MODEL_INDEX = {
+    "_class_name": "StableDiffusionPipeline",
+    "feature_extractor": [None, None],
+    "image_encoder": [None, None],
+    "requires_safety_checker": False,
+    "safety_checker": [None, None],
+    "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
+    "text_encoder": ["transformers", "BertModel"],
+    "tokenizer": ["transformers", "BertTokenizerFast"],
+    "unet": ["diffusers", "UNet2DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
+}
+
+
+def write_component(folder: Path, name: str, writer) -> Path:
+    """writer(tmp_folder) fills a temporary folder that then replaces folder/name."""
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / name
+    tmp = folder / f".tmp-{name}-{uuid.uuid4().hex[:6]}"
+    tmp.mkdir()
+    try:
+        writer(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def copy_component(folder: Path, name: str, source: Path) -> Path:
+    """Copy a stage's save_pretrained folder (config and safetensors only) into the pipeline."""
+    def writer(tmp: Path) -> None:
+        for path in Path(source).iterdir():
+            if path.is_file() and path.suffix in (".json", ".safetensors", ".txt"):
+                shutil.copy2(path, tmp / path.name)
+    return write_component(folder, name, writer)
+
+
+def write_ldm_pipeline(folder: Path, unet, vae, text_encoder, tokenizer, clip_dir: Path | None = None,
+                       info: dict | None = None, compact_text_encoder: bool = False) -> Path:
+    """The text-to-image folder: loads with our Text2MRIPipeline and with stock StableDiffusionPipeline
+    (after `dallebrain export` when the text encoder is compact)."""
+    import diffusers
+
+    from dallebrain.data.io import write_json_atomic
+    from dallebrain.models.unet import make_scheduler
+    from dallebrain.pipelines.text_encoder import save_pipeline_text_encoder
+
+    folder = Path(folder)
+    write_component(folder, "unet", lambda t: unet.save_pretrained(t, safe_serialization=True))
+    write_component(folder, "vae", lambda t: vae.save_pretrained(t, safe_serialization=True))
+    write_component(folder, "text_encoder", lambda t: save_pipeline_text_encoder(text_encoder, t, compact_text_encoder))
+    write_component(folder, "tokenizer", lambda t: tokenizer.save_pretrained(t))
+    write_component(folder, "scheduler", lambda t: make_scheduler("dpm").save_pretrained(t))
+    if clip_dir is not None:
+        copy_component(folder, "clip", clip_dir)
+    write_json_atomic(folder / "model_index.json", {**MODEL_INDEX, "_diffusers_version": diffusers.__version__})
+    info_path = folder / "dallebrain.json"
+    merged = json.loads(info_path.read_text()) if info_path.exists() else {}
+    write_json_atomic(info_path, {**merged, **(info or {})})
+    return folder

@@ -1,0 +1,73 @@
+"""What `generate` writes per image: PNG (8-bit to view, 16-bit on request), NIfTI placed in MNI space from
+the prompt's orientation and level, and a JSON sidecar saying how it was made and what the prompt left
+unsaid. Files are written to temporary names and renamed; existing files are never overwritten silently."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from dallebrain.data.captions import parse_prompt
+from dallebrain.data.grid import NORMAL_AXIS, VolumeGrid, prepared_grid, slice_affine
+from dallebrain.data.io import atomic_path
+
+
+def grid_of(info: dict, image_size: int) -> VolumeGrid:
+    g = info.get("grid")
+    if g and g.get("shape", [None])[0] == image_size:
+        return VolumeGrid(tuple(g["shape"]), float(g["spacing_mm"]), tuple(g["origin_mm"]))
+    return prepared_grid(image_size)
+
+
+def placement(prompt: str, grid: VolumeGrid) -> tuple[np.ndarray, dict]:
+    """NIfTI affine of a generated slice and a record of where it was put and why."""
+    fields = parse_prompt(prompt)
+    record = {"parsed_prompt": {k: v for k, v in vars(fields).items()}, "unspecified_in_prompt": fields.missing()}
+    if fields.orientation is None or fields.slice_mm is None:
+        # Pixel spacing is known, the position is not: no MNI placement is invented.
+        affine = np.diag([grid.spacing_mm, grid.spacing_mm, grid.spacing_mm, 1.0])
+        record["placement"] = "unknown: the prompt gives no orientation and level; affine has spacing only"
+        return affine, record
+    axis = NORMAL_AXIS[fields.orientation]
+    index = (fields.slice_mm - grid.origin_mm[axis]) / grid.spacing_mm
+    record["placement"] = f"MNI152, {fields.orientation} plane at {fields.slice_mm:+.1f} mm"
+    return slice_affine(grid, fields.orientation, index), record
+
+
+def output_paths(out_dir: Path, stem: str) -> dict[str, Path]:
+    return {"png": out_dir / f"{stem}.png", "nifti": out_dir / f"{stem}.nii.gz", "json": out_dir / f"{stem}.json"}
+
+
+def save_outputs(out_dir: str | Path, stem: str, image: np.ndarray, sidecar: dict, grid: VolumeGrid,
+                 prompt_for_placement: str | None = None, png16: bool = False, overwrite: bool = False) -> dict:
+    """Write one image's PNG, NIfTI and JSON; returns their paths."""
+    import nibabel as nib
+    from PIL import Image
+
+    out_dir = Path(out_dir)
+    paths = output_paths(out_dir, stem)
+    if not overwrite:
+        existing = [p for p in paths.values() if p.exists()]
+        if existing:
+            raise FileExistsError(f"{existing[0]} exists: choose another --out or pass --overwrite")
+    image = np.clip(np.asarray(image, dtype=np.float32), 0, 1)
+    affine, where = placement(prompt_for_placement or sidecar.get("prompt", ""), grid)
+    with atomic_path(paths["png"]) as tmp:
+        data = np.round(image * (65535 if png16 else 255)).astype(np.uint16 if png16 else np.uint8)
+        Image.fromarray(data).save(tmp, format="PNG")
+    img = nib.Nifti1Image(image[:, :, None], affine)
+    img.header.set_xyzt_units("mm")
+    img.header["descrip"] = b"dallebrain synthetic slice"
+    with atomic_path(paths["nifti"]) as tmp:
+        # gzip with mtime 0 so the same seed gives the same bytes
+        import gzip
+
+        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+            gz.write(img.to_bytes())
+    full = {**sidecar, **where, "files": {k: p.name for k, p in paths.items()},
+            "nifti_affine": affine.round(6).tolist(), "pixel_spacing_mm": grid.spacing_mm}
+    with atomic_path(paths["json"]) as tmp:
+        tmp.write_text(json.dumps(full, indent=2, default=str) + "\n")
+    return paths

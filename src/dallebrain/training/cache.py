@@ -1,0 +1,117 @@
+"""Latents and text-token states computed once, so the diffusion stages never run the VAE or the text
+encoder inside the training loop (measured gain: see BENCHMARKS.md, `benchmarks/bench_training.py`).
+
+Layout of a cache folder: latents.npy (N, C, h, w) float16 for the N slices; text_states.npy
+(N * P, 64, 384) float16 (P phrasings per slice, memory-mapped); text_mask.npy; uncond.npy (the empty
+prompt, for caption dropout); meta.json (what it was made from: a changed input rebuilds it)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def module_fingerprint(module: torch.nn.Module) -> str:
+    """Hash of a module's weights (cheap: a strided sample of every tensor)."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        flat = tensor.detach().float().flatten()
+        h.update(name.encode())
+        h.update(flat[:: max(1, flat.numel() // 64)].numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class LatentCache:
+    latents: torch.Tensor  # (N, C, h, w) float16
+    text_states: np.ndarray  # (N * P, T, D) float16, memory-mapped
+    text_mask: np.ndarray  # (N * P, T) bool
+    uncond: torch.Tensor  # (T, D) float16
+    phrasings: int
+
+    def __len__(self) -> int:
+        return self.latents.shape[0]
+
+    def text(self, rows: np.ndarray, phrasing: np.ndarray) -> torch.Tensor:
+        index = rows * self.phrasings + phrasing
+        order = np.argsort(index)  # memmap reads are fastest in order
+        states = np.empty((len(index), *self.text_states.shape[1:]), dtype=np.float16)
+        states[order] = self.text_states[index[order]]
+        return torch.from_numpy(states)
+
+
+@torch.no_grad()
+def encode_texts(text_encoder, tokenizer, texts: list[str], batch_size: int = 64):
+    """Token states (last hidden layer) and masks of texts, as a diffusers pipeline computes them."""
+    from dallebrain.models.text import tokenize
+
+    device = next(text_encoder.parameters()).device
+    states, masks = [], []
+    for start in range(0, len(texts), batch_size):
+        tok = tokenize(tokenizer, texts[start:start + batch_size])
+        out = text_encoder(tok["input_ids"].to(device), attention_mask=tok["attention_mask"].to(device))
+        states.append(out[0].float().cpu())
+        masks.append(tok["attention_mask"].bool())
+    return torch.cat(states), torch.cat(masks)
+
+
+def build_latent_cache(dataset, vae, text_encoder, tokenizer, folder: Path, phrasings: int = 2,
+                       batch_size: int = 32, progress: bool = True) -> LatentCache:
+    """Encode every slice of `dataset` with the VAE and `phrasings` captions each with the text encoder;
+    reuse the folder when it was made from the same data and weights."""
+    from tqdm import tqdm
+
+    from dallebrain.models.vae import encode_images
+
+    folder = Path(folder)
+    meta = {"data": str(dataset.root.resolve()), "rows": len(dataset),
+            "first": str(dataset.table.at[0, "image_path"]), "phrasings": phrasings,
+            "vae": module_fingerprint(vae), "text_encoder": module_fingerprint(text_encoder)}
+    if (folder / "meta.json").exists() and json.loads((folder / "meta.json").read_text()) == meta:
+        return load_latent_cache(folder)
+    tmp = folder.with_name(f".tmp-{folder.name}-{uuid.uuid4().hex[:6]}")
+    tmp.mkdir(parents=True)
+    n = len(dataset)
+    device = next(vae.parameters()).device
+    latents = []
+    for start in tqdm(range(0, n, batch_size), desc="cache latents", disable=not progress):
+        images, _ = dataset.batch(range(start, min(n, start + batch_size)))
+        latents.append(encode_images(vae, images.to(device)).half().cpu())
+    np.save(tmp / "latents.npy", torch.cat(latents).numpy())
+    uncond, _ = encode_texts(text_encoder, tokenizer, [""])
+    np.save(tmp / "uncond.npy", uncond[0].half().numpy())
+    shape = (n * phrasings, *uncond.shape[1:])
+    states = np.lib.format.open_memmap(tmp / "text_states.npy", mode="w+", dtype=np.float16, shape=shape)
+    masks = np.zeros(shape[:2], dtype=bool)
+    texts = []
+    for i in range(n):
+        options = dataset.captions(i)
+        # the canonical caption first, then other phrasings (repeating when a row has fewer)
+        texts += [options[p % len(options)] for p in range(phrasings)]
+    for start in tqdm(range(0, len(texts), 256), desc="cache text", disable=not progress):
+        s, m = encode_texts(text_encoder, tokenizer, texts[start:start + 256])
+        states[start:start + len(s)] = s.half().numpy()
+        masks[start:start + len(s)] = m.numpy()
+    states.flush()
+    del states
+    np.save(tmp / "text_mask.npy", masks)
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    if folder.exists():
+        shutil.rmtree(folder)
+    tmp.rename(folder)
+    return load_latent_cache(folder)
+
+
+def load_latent_cache(folder: Path) -> LatentCache:
+    folder = Path(folder)
+    meta = json.loads((folder / "meta.json").read_text())
+    return LatentCache(torch.from_numpy(np.load(folder / "latents.npy")),
+                       np.load(folder / "text_states.npy", mmap_mode="r"), np.load(folder / "text_mask.npy"),
+                       torch.from_numpy(np.load(folder / "uncond.npy")), meta["phrasings"])

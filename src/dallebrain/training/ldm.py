@@ -1,0 +1,185 @@
+"""Latent diffusion stage: a UNet2DConditionModel denoising cached VAE latents, conditioned on cached
+text-token states, with caption dropout for classifier-free guidance, min-SNR weighting and EMA weights.
+Its output folder is a complete text-to-image pipeline (stock diffusers layout)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dallebrain.models.unet import UnetConfig, build_unet, noise_scheduler_config
+from dallebrain.training.config import TrainConfig
+from dallebrain.training.loop import Stage, fit, save_image_grid
+
+SAMPLE_PROMPTS = [
+    "axial T1-weighted brain MRI of a healthy 25-year-old woman at the level of the lateral ventricles",
+    "axial T2-weighted brain MRI of a healthy 80-year-old man at the level of the lateral ventricles",
+    "coronal FLAIR brain MRI of a healthy 50-year-old woman through the hippocampi",
+    "sagittal PD-weighted brain MRI of a healthy 40-year-old man, midsagittal",
+]
+
+
+@dataclasses.dataclass
+class LdmTrainConfig(TrainConfig):
+    """LDM settings: the UNet's size and how it is trained."""
+
+    block_out_channels: list[int] = dataclasses.field(default_factory=lambda: [64, 128, 256])
+    layers_per_block: int = 1
+    attention_head_dim: int = 8
+    cross_attention_levels: int = 2
+    norm_num_groups: int = 32
+    caption_dropout: float = 0.1  # share of captions replaced by "" so guidance has an unconditional model
+    phrasings: int = 2  # cached caption phrasings per slice (the canonical one first)
+    max_rows: int = 0  # cache at most this many training slices (0: all)
+    snr_gamma: float = 5.0  # min-SNR loss weighting (Hang et al. 2023); 0 disables
+    ema_decay: float = 0.999  # exponential moving average of the weights (0: none)
+    compact_text_encoder: bool = False  # store only the text-encoder weights that differ from MiniLM
+    sample_steps: int = 20
+
+
+def unet_config_of(config: LdmTrainConfig, latent_channels: int, sample_size: int) -> UnetConfig:
+    return UnetConfig(sample_size=sample_size, latent_channels=latent_channels,
+                      block_out_channels=list(config.block_out_channels), layers_per_block=config.layers_per_block,
+                      attention_head_dim=config.attention_head_dim,
+                      cross_attention_levels=config.cross_attention_levels, norm_num_groups=config.norm_num_groups)
+
+
+def load_conditioning(clip_dir: Path | None):
+    """The text encoder the LDM is conditioned on: the brain-CLIP-tuned MiniLM when a CLIP folder is given,
+    else the pretrained MiniLM."""
+    from dallebrain.models.text import load_text_encoder, load_tokenizer
+
+    if clip_dir is None:
+        return load_text_encoder(), load_tokenizer()
+    from dallebrain.models.clip import BrainCLIP
+
+    encoder = BrainCLIP.from_pretrained(clip_dir).text_encoder_for_diffusers()
+    encoder.config.use_attention_mask = True
+    return encoder.eval(), load_tokenizer()
+
+
+def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
+    alphas = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
+    snr = alphas / (1 - alphas)
+    return torch.clamp(snr, max=gamma) / snr
+
+
+class LdmStage(Stage):
+    name = "ldm"
+
+    def __init__(self, config: LdmTrainConfig, dataset, vae_dir: Path, clip_dir: Path | None, out_dir: Path,
+                 progress: bool = True):
+        from diffusers import DDPMScheduler
+
+        from dallebrain.models.vae import load_vae
+        from dallebrain.training.cache import build_latent_cache
+
+        self.config, self.dataset, self.clip_dir, self.out_dir = config, dataset, clip_dir, Path(out_dir)
+        self.vae = load_vae(vae_dir).eval()
+        self.text_encoder, self.tokenizer = load_conditioning(clip_dir)
+        self.cache = build_latent_cache(dataset, self.vae, self.text_encoder, self.tokenizer,
+                                        self.out_dir / "cache", config.phrasings, progress=progress)
+        channels, size = self.cache.latents.shape[1], self.cache.latents.shape[-1]
+        torch.manual_seed(config.seed)
+        self.unet = build_unet(unet_config_of(config, channels, size))
+        self.ema = copy.deepcopy(self.unet).requires_grad_(False) if config.ema_decay > 0 else None
+        self.noise = DDPMScheduler.from_config(noise_scheduler_config())
+        self.images_per_step = config.batch_size
+
+    def setup(self, accelerator) -> None:
+        self.accelerator = accelerator
+        self.unet = accelerator.prepare(self.unet)
+        self.rank = accelerator.process_index
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"unet": self.unet, **({"ema": self.ema} if self.ema is not None else {})}
+
+    def trainable_parameters(self):
+        return list(self.unet.parameters())
+
+    def loss(self, step: int, micro: int) -> dict[str, torch.Tensor]:
+        from dallebrain.data.dataset import batch_indices
+
+        cfg = self.config
+        device = self.accelerator.device
+        rows = batch_indices(len(self.cache), cfg.batch_size, cfg.seed, step * 1000 + micro, self.rank)
+        rng = np.random.default_rng([cfg.seed, step, micro, self.rank, 7])
+        latents = self.cache.latents[rows].float().to(device)
+        states = self.cache.text(rows, rng.integers(self.cache.phrasings, size=len(rows))).float()
+        drop = torch.from_numpy(rng.random(len(rows)) < cfg.caption_dropout)
+        states[drop] = self.cache.uncond.float()
+        states = states.to(device)
+        noise = torch.randn_like(latents)
+        t = torch.randint(0, self.noise.config.num_train_timesteps, (len(rows),), device=device)
+        noisy = self.noise.add_noise(latents, noise, t)
+        pred = self.unet(noisy, t, encoder_hidden_states=states).sample
+        per_sample = ((pred.float() - noise) ** 2).mean(dim=(1, 2, 3))
+        weights = min_snr_weights(self.noise, t, cfg.snr_gamma) if cfg.snr_gamma > 0 else torch.ones_like(per_sample)
+        return {"loss": (per_sample * weights).mean(), "mse": per_sample.mean()}
+
+    @torch.no_grad()
+    def after_optimizer_step(self, step: int) -> None:
+        if self.ema is None:
+            return
+        # warm-up of the decay (as in diffusers' EMAModel): early weights are forgotten quickly
+        decay = min(self.config.ema_decay, (1 + step) / (10 + step))
+        live = self.accelerator.unwrap_model(self.unet)
+        for e, p in zip(self.ema.parameters(), live.parameters(), strict=True):
+            e.lerp_(p.detach(), 1 - decay)
+
+    def final_unet(self):
+        return self.ema if self.ema is not None else self.accelerator.unwrap_model(self.unet)
+
+    def pipeline(self):
+        from dallebrain.pipelines.text2mri import Text2MRIPipeline
+
+        return Text2MRIPipeline(self.vae, self.text_encoder, self.tokenizer, self.final_unet().eval(),
+                                noise_scheduler_config())
+
+    def sample(self, step: int, path: Path) -> None:
+        pipe = self.pipeline()
+        images = [torch.from_numpy(pipe(p, n=1, seed=0, steps=self.config.sample_steps).images)
+                  for p in SAMPLE_PROMPTS]
+        save_image_grid(torch.cat(images)[:, None], path)
+        self.final_unet().train()
+
+    def export(self, out_dir: Path) -> None:
+        from dallebrain.data.prepare import read_settings
+        from dallebrain.pipelines.export import write_ldm_pipeline
+
+        try:
+            settings = read_settings(self.dataset.root)
+        except FileNotFoundError:
+            settings = {}
+        info = {"image_size": int(self.dataset.image_size), "grid": settings.get("grid"),
+                "trained_on": {"data": str(self.dataset.root), "source": settings.get("source"),
+                               "slices": len(self.dataset),
+                               "subjects": int(self.dataset.table["subject_id"].nunique())},
+                "ldm_steps": self.config.max_steps}
+        write_ldm_pipeline(Path(out_dir), self.final_unet(), self.vae, self.text_encoder, self.tokenizer,
+                           self.clip_dir, info, self.config.compact_text_encoder)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from dallebrain.data.dataset import SliceDataset
+    from dallebrain.training.args import overrides_of, stage_parser
+    from dallebrain.training.config import load_config
+
+    parser = stage_parser("ldm", "Train the latent diffusion UNet (writes a complete text-to-image pipeline).")
+    parser.add_argument("--vae", type=Path, required=True, help="VAE folder (dallebrain train vae)")
+    parser.add_argument("--clip", type=Path, default=None, help="brain-CLIP folder: its tuned text tower conditions "
+                        "the UNet (default: the pretrained MiniLM)")
+    args = parser.parse_args(argv)
+    config = load_config(LdmTrainConfig, args.config, overrides_of(args))
+    dataset = SliceDataset(args.data, "train", max_rows=config.max_rows or None, seed=config.seed)
+    stage = LdmStage(config, dataset, args.vae, args.clip, args.out, progress=not args.no_progress)
+    summary = fit(stage, config, args.out, resume=args.resume, progress=not args.no_progress)
+    return summary
+
+
+if __name__ == "__main__":
+    main()

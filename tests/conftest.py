@@ -37,3 +37,28 @@ def tiny_prepared(tiny_cohort, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("prepared")
     prepare(PrepareOptions("simulated", tiny_cohort, out, size=64, slice_step_mm=6.0), progress=False)
     return out
+
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+@pytest.fixture(scope="session")
+def tiny_vae(tiny_prepared, tmp_path_factory) -> Path:
+    """A VAE trained 3 steps with configs/vae.tiny.json."""
+    from dallebrain.training import vae
+
+    out = tmp_path_factory.mktemp("vae")
+    vae.main(["--data", str(tiny_prepared), "--out", str(out), "--config", str(CONFIGS / "vae.tiny.json"),
+              "--no-progress"])
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(tiny_prepared, tiny_vae, tmp_path_factory) -> Path:
+    """A text-to-image pipeline folder: tiny LDM trained 3 steps on the pretrained MiniLM conditioning."""
+    from dallebrain.training import ldm
+
+    out = tmp_path_factory.mktemp("pipeline")
+    ldm.main(["--data", str(tiny_prepared), "--out", str(out), "--vae", str(tiny_vae),
+              "--config", str(CONFIGS / "ldm.tiny.json"), "--no-progress"])
+    return out

@@ -36,7 +36,10 @@ def load_tokenizer(path: str | Path | None = None):
 def load_text_encoder(path: str | Path | None = None):
     """BertModel with `use_attention_mask` set, so diffusers pipelines pass the mask as our code does."""
     from transformers import BertModel
+    from transformers.utils import logging
 
+    # The sentence-transformers checkpoint carries a pooler we do not use; its "unexpected keys" report is noise.
+    logging.set_verbosity_error()
     model = BertModel.from_pretrained(str(path or minilm_path()), add_pooling_layer=False)
     model.config.use_attention_mask = True
     return model.eval()

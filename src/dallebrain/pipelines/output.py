@@ -61,10 +61,10 @@ def save_outputs(out_dir: str | Path, stem: str, image: np.ndarray, sidecar: dic
     img.header.set_xyzt_units("mm")
     img.header["descrip"] = b"dallebrain synthetic slice"
     with atomic_path(paths["nifti"]) as tmp:
-        # gzip with mtime 0 so the same seed gives the same bytes
+        # gzip with no name and mtime 0 in its header, so the same seed gives the same bytes
         import gzip
 
-        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", fileobj=raw, mode="wb", mtime=0) as gz:
             gz.write(img.to_bytes())
     full = {**sidecar, **where, "files": {k: p.name for k, p in paths.items()},
             "nifti_affine": affine.round(6).tolist(), "pixel_spacing_mm": grid.spacing_mm}

@@ -62,6 +62,7 @@ def encode_texts(text_encoder, tokenizer, texts: list[str], batch_size: int = 64
     return torch.cat(states), torch.cat(masks)
 
 
+@torch.no_grad()
 def build_latent_cache(dataset, vae, text_encoder, tokenizer, folder: Path, phrasings: int = 2,
                        batch_size: int = 32, progress: bool = True) -> LatentCache:
     """Encode every slice of `dataset` with the VAE and `phrasings` captions each with the text encoder;

@@ -93,8 +93,9 @@ def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = F
                               cpu=not torch.cuda.is_available())
     set_seed(config.seed)
     stage.setup(accelerator)
-    params = stage.trainable_parameters()
+    params = stage.trainable_parameters()  # a list of parameters, or of AdamW parameter groups (dicts)
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
+    flat_params = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
     # The scheduler is not handed to accelerate: its wrapper steps once per process, which would run the
     # schedule N times too fast on N GPUs; ours counts optimiser steps.
@@ -126,7 +127,7 @@ def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = F
                 for k, v in losses.items():
                     totals[k] = totals.get(k, 0.0) + float(v.detach()) / config.gradient_accumulation
             if config.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(params, config.max_grad_norm)
+                accelerator.clip_grad_norm_(flat_params, config.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)

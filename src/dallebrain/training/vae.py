@@ -1,0 +1,275 @@
+"""Train the 1-channel VAE: L1 + SSIM reconstruction + a small KL term, on random crops that contain brain.
+
+The VAE is convolutional, so it trains on crops (about 5x cheaper per image on a CPU than whole slices)
+and applies to whole slices unchanged. At export it sets `scaling_factor` so diffusion latents have unit
+variance (as Stable Diffusion did), saves the `AutoencoderKL` folder, and measures reconstruction PSNR /
+SSIM on whole held-out slices (`metrics.json`).
+
+    python -m dallebrain.training.vae --data PREPARED --out runs/vae --config configs/vae.base.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dallebrain.models.vae import VaeConfig, build_vae, decode_latents, encode_images
+from dallebrain.training.config import TrainConfig
+from dallebrain.training.loop import Stage, save_image_grid
+
+
+@dataclasses.dataclass
+class VaeTrainConfig(TrainConfig):
+    """TrainConfig plus the VAE architecture and its losses."""
+
+    latent_channels: int = 4  # see VaeConfig
+    block_out_channels: tuple[int, ...] = (32, 64, 64)  # see VaeConfig (3 levels: 4x downsampling)
+    layers_per_block: int = 1  # see VaeConfig
+    norm_num_groups: int = 8  # see VaeConfig
+    mid_block_attention: bool = True  # see VaeConfig
+    crop_size: int = 64  # side of the training crops (centred on brain); >= the slice size: whole slices
+    horizontal_flip: bool = True  # mirror half the crops left-right (brains are nearly symmetric)
+    kl_weight: float = 1e-6  # on the per-sample KL sum, relative to the per-pixel L1 summed (LDM's balance)
+    ssim_weight: float = 0.2  # weight of (1 - SSIM); SSIM rewards kept structure that L1 alone blurs
+    val_images: int = 64  # whole held-out slices for the export metrics
+    scaling_images: int = 128  # training slices whose latent std sets scaling_factor
+    learning_rate: float = 2e-4
+    warmup_steps: int = 100
+
+    def vae_config(self, sample_size: int) -> VaeConfig:
+        return VaeConfig(latent_channels=self.latent_channels, block_out_channels=tuple(self.block_out_channels),
+                         layers_per_block=self.layers_per_block, norm_num_groups=self.norm_num_groups,
+                         mid_block_attention=self.mid_block_attention, sample_size=sample_size)
+
+
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-(x ** 2) / (2 * sigma ** 2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
+
+
+def ssim_map(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Differentiable SSIM map (Wang et al. 2004: 11x11 Gaussian window, sigma 1.5, valid region) of
+    (B, 1, H, W) images."""
+    window = _gaussian_window().to(device=x.device, dtype=x.dtype)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+
+    def blur(t):
+        return torch.nn.functional.conv2d(t, window)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x ** 2
+    var_y = blur(y * y) - mu_y ** 2
+    cov = blur(x * y) - mu_x * mu_y
+    return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x ** 2 + mu_y ** 2 + c1) * (var_x + var_y + c2))
+
+
+class _VaeForward(torch.nn.Module):
+    """encode -> sample -> decode in one forward, so DistributedDataParallel sees the whole graph."""
+
+    def __init__(self, vae):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        posterior = self.vae.encode(x).latent_dist
+        return self.vae.decode(posterior.sample()).sample, posterior.kl()
+
+
+def brain_crops(images: np.ndarray, crop: int, rng: np.random.Generator, flip: bool = False) -> np.ndarray:
+    """(B, H, W) slices -> (B, crop, crop) crops whose centre is a brain (nonzero) pixel, shifted to lie
+    inside the slice; a slice without brain gets a uniform random crop."""
+    out = np.empty((len(images), crop, crop), dtype=np.float32)
+    h, w = images.shape[1:]
+    for k, img in enumerate(images):
+        ys, xs = np.nonzero(img > 0)
+        if len(ys):
+            j = int(rng.integers(len(ys)))
+            cy, cx = int(ys[j]), int(xs[j])
+        else:
+            cy, cx = int(rng.integers(h)), int(rng.integers(w))
+        top = min(max(cy - crop // 2, 0), h - crop)
+        left = min(max(cx - crop // 2, 0), w - crop)
+        out[k] = img[top:top + crop, left:left + crop]
+        if flip and rng.random() < 0.5:
+            out[k] = out[k, :, ::-1]
+    return out
+
+
+def held_out(data: str | Path, seed: int = 0, max_rows: int | None = None):
+    """The val split, else test, else train (a small data set may have no held-out subjects)."""
+    from dallebrain.data.dataset import SliceDataset
+
+    for split in ("val", "test", "train"):
+        try:
+            return SliceDataset(data, split, max_rows=max_rows, seed=seed), split
+        except ValueError:
+            continue
+    raise ValueError(f"no slices in {data}")
+
+
+def _psnr(mse: float) -> float:
+    return float(10 * math.log10(1.0 / mse)) if mse > 0 else float("inf")
+
+
+@torch.no_grad()
+def reconstruct(vae, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """Posterior-mean reconstructions of (N, 1, H, W) images in [0, 1], on the CPU."""
+    outs = []
+    for i in range(0, len(images), batch_size):
+        outs.append(decode_latents(vae, encode_images(vae, images[i:i + batch_size])).float().cpu())
+    return torch.cat(outs)
+
+
+def reconstruction_metrics(originals: torch.Tensor, reconstructions: torch.Tensor) -> dict[str, float]:
+    """PSNR / SSIM (data range 1, Gaussian SSIM as in Wang et al.) over whole slices and within the brain
+    (nonzero pixels of the original), averaged over slices."""
+    from skimage.metrics import structural_similarity
+
+    psnr, ssim, psnr_brain, ssim_brain = [], [], [], []
+    pairs = zip(originals[:, 0].double().numpy(), reconstructions[:, 0].double().numpy(), strict=True)
+    for a, b in pairs:
+        _, smap = structural_similarity(a, b, data_range=1.0, gaussian_weights=True, sigma=1.5,
+                                        use_sample_covariance=False, full=True)
+        brain = a > 0
+        psnr.append(_psnr(float(np.mean((a - b) ** 2))))
+        ssim.append(float(smap.mean()))
+        if brain.any():
+            psnr_brain.append(_psnr(float(np.mean((a[brain] - b[brain]) ** 2))))
+            ssim_brain.append(float(smap[brain].mean()))
+    return {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim)),
+            "psnr_brain": float(np.mean(psnr_brain)) if psnr_brain else float("nan"),
+            "ssim_brain": float(np.mean(ssim_brain)) if ssim_brain else float("nan"),
+            "images": len(psnr)}
+
+
+class VaeStage(Stage):
+    """The VAE stage for `fit`: random brain crops in, L1 + SSIM + KL out; exports an AutoencoderKL folder."""
+
+    name = "vae"
+
+    def __init__(self, config: VaeTrainConfig, train_set, data_dir: str | Path):
+        self.config = config
+        self.train_set = train_set
+        self.data_dir = Path(data_dir)
+        self.image_size = train_set.image_size
+        self.crop = min(config.crop_size, self.image_size)
+        self.images_per_step = config.batch_size
+        vae_config = config.vae_config(self.image_size)
+        factor = vae_config.downsampling_factor
+        if self.crop % factor or self.image_size % factor:
+            raise ValueError(f"crop_size {self.crop} and image size {self.image_size} must be multiples of the "
+                             f"VAE downsampling factor {factor}")
+        torch.manual_seed(config.seed)
+        self.vae = build_vae(vae_config)
+        self.net = _VaeForward(self.vae)
+        self.accelerator = None
+        self._sample_images: torch.Tensor | None = None
+
+    def setup(self, accelerator) -> None:
+        self.accelerator = accelerator
+        self.net = accelerator.prepare(self.net)
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"vae": self.vae}
+
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.vae.parameters())
+
+    def _batch(self, step: int, micro: int) -> torch.Tensor:
+        from dallebrain.data.dataset import batch_indices
+
+        rank = self.accelerator.process_index if self.accelerator is not None else 0
+        cfg = self.config
+        stream = step * cfg.gradient_accumulation + micro
+        rows = batch_indices(len(self.train_set), cfg.batch_size, cfg.seed, stream, rank)
+        images = np.stack([self.train_set.image(int(i)) for i in rows])
+        rng = np.random.default_rng([cfg.seed, stream, rank, 1])
+        crops = brain_crops(images, self.crop, rng, cfg.horizontal_flip)
+        return torch.from_numpy(crops)[:, None]
+
+    def loss(self, step: int, micro: int) -> dict[str, torch.Tensor]:
+        device = self.accelerator.device if self.accelerator is not None else torch.device("cpu")
+        x = self._batch(step, micro).to(device)
+        target = x * 2 - 1
+        recon, kl = self.net(target)
+        l1 = (recon - target).abs().mean()
+        ssim = ssim_map(((recon + 1) / 2).float(), x.float()).mean()
+        # LDM weighs the per-sample KL sum against the per-sample *sum* of pixel losses; ours are pixel means
+        kl_per_pixel = kl.mean() / x[0].numel()
+        loss = l1 + self.config.ssim_weight * (1 - ssim) + self.config.kl_weight * kl_per_pixel
+        return {"loss": loss, "l1": l1, "ssim": ssim, "kl": kl.mean()}
+
+    def _held_out_images(self, count: int) -> torch.Tensor:
+        dataset, _ = held_out(self.data_dir, self.config.seed, max_rows=count)
+        return dataset.batch(range(len(dataset)))[0]
+
+    def sample(self, step: int, path: Path) -> None:
+        if self._sample_images is None:
+            self._sample_images = self._held_out_images(8)
+        vae = self.vae
+        was_training = vae.training
+        vae.eval()
+        originals = self._sample_images
+        recon = reconstruct(vae, originals)
+        vae.train(was_training)
+        save_image_grid(torch.cat([originals, recon]), path, columns=len(originals))
+
+    @torch.no_grad()
+    def latent_std(self, vae) -> float:
+        """Std of posterior-mean latents (unscaled) of a fixed sample of whole training slices."""
+        n = len(self.train_set)
+        rows = np.random.default_rng(self.config.seed).choice(n, size=min(n, self.config.scaling_images),
+                                                              replace=False)
+        images = self.train_set.batch(sorted(int(i) for i in rows))[0]
+        stds = []
+        for i in range(0, len(images), 16):
+            x = images[i:i + 16].to(device=vae.device, dtype=vae.dtype) * 2 - 1
+            stds.append(vae.encode(x).latent_dist.mode().float().cpu())
+        return float(torch.cat(stds).std())
+
+    def export(self, out_dir: Path) -> None:
+        from dallebrain.data.io import write_json_atomic
+
+        vae = self.vae
+        vae.eval()
+        std = self.latent_std(vae)
+        if not math.isfinite(std) or std <= 0:
+            raise FloatingPointError(f"latent std is {std}: the VAE did not train")
+        vae.register_to_config(scaling_factor=1.0 / std)
+        vae.save_pretrained(out_dir, safe_serialization=True)
+        dataset, split = held_out(self.data_dir, self.config.seed, max_rows=self.config.val_images)
+        originals = dataset.batch(range(len(dataset)))[0]
+        metrics = reconstruction_metrics(originals, reconstruct(vae, originals))
+        metrics.update({"split": split, "scaling_factor": 1.0 / std, "latent_std": std})
+        write_json_atomic(Path(out_dir) / "metrics.json", metrics)
+        print("vae reconstruction (" + split + ", whole slices): "
+              + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Train the VAE stage; returns fit's summary plus the export metrics (when the run finished)."""
+    from dallebrain.data.dataset import SliceDataset
+    from dallebrain.training.args import overrides_of, stage_parser
+    from dallebrain.training.config import load_config
+    from dallebrain.training.loop import fit
+
+    parser = stage_parser("vae", "Train the 1-channel AutoencoderKL on random brain crops.")
+    args = parser.parse_args(argv)
+    config = load_config(VaeTrainConfig, args.config, overrides_of(args))
+    stage = VaeStage(config, SliceDataset(args.data, "train"), args.data)
+    summary = fit(stage, config, args.out, resume=args.resume, progress=not args.no_progress)
+    metrics_path = Path(args.out) / "metrics.json"
+    if summary["steps"] == config.max_steps and metrics_path.exists():
+        summary["metrics"] = json.loads(metrics_path.read_text())
+    return summary
+
+
+if __name__ == "__main__":
+    main()

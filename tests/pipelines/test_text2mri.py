@@ -1,0 +1,102 @@
+import json
+import shutil
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from dallebrain.api import load_pipeline
+
+PROMPT = "axial T2-weighted slice of a healthy 70-year-old woman at the level of the lateral ventricles"
+
+
+def test_same_seed_same_image_and_image_i_independent_of_n(tiny_pipeline):
+    pipe = load_pipeline(tiny_pipeline, device="cpu")
+    a = pipe(PROMPT, n=2, seed=5, steps=3)
+    b = pipe(PROMPT, n=1, seed=6, steps=3)
+    assert a.images.shape == (2, 64, 64) and a.images.dtype == np.float32
+    assert 0 <= a.images.min() and a.images.max() <= 1
+    # the same seed gives the same image whatever the batch (to float rounding: batched BLAS sums differ)
+    np.testing.assert_allclose(a.images[1], b.images[0], atol=1e-4)
+    np.testing.assert_array_equal(a.images, pipe(PROMPT, n=2, seed=5, steps=3).images)
+    assert not np.array_equal(a.images[0], a.images[1])
+
+
+@pytest.mark.parametrize("sampler", ["dpm", "ddim", "euler"])
+def test_every_sampler_runs(tiny_pipeline, sampler):
+    result = load_pipeline(tiny_pipeline, device="cpu")(PROMPT, steps=2, sampler=sampler)
+    assert np.isfinite(result.images).all()
+
+
+def test_stock_stable_diffusion_pipeline_loads_and_generates(tiny_pipeline):
+    """A real client nobody here wrote: diffusers' own StableDiffusionPipeline."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_pipeline), safety_checker=None)
+    out = pipe(PROMPT, num_inference_steps=2, height=64, width=64, output_type="np",
+               generator=torch.Generator().manual_seed(0))
+    assert out.images.shape == (1, 64, 64, 1) and np.isfinite(out.images).all()
+
+
+def _generate(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "dallebrain.cli", "generate", *args], capture_output=True,
+                          text=True, timeout=300, cwd=cwd)
+
+
+def test_generate_cli_writes_png_nifti_json_identically_for_a_seed(tiny_pipeline, tmp_path):
+    for name in ("a", "b"):
+        result = _generate(PROMPT, "--model", str(tiny_pipeline), "--n", "2", "--seed", "3", "--steps", "2",
+                           "--out", name, cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+    for suffix in (".png", ".nii.gz", ".json"):
+        a = (tmp_path / "a" / f"seed-000004{suffix}").read_bytes()
+        assert a == (tmp_path / "b" / f"seed-000004{suffix}").read_bytes(), suffix
+    img = nib.load(tmp_path / "a" / "seed-000003.nii.gz")
+    assert img.shape == (64, 64, 1) and np.allclose(np.abs(img.header.get_zooms()), 3.0)
+    centre = img.affine @ np.array([32, 32, 0, 1])
+    assert centre[2] == pytest.approx(23.0)  # "at the level of the lateral ventricles" -> z = 23 mm
+    sidecar = json.loads((tmp_path / "a" / "seed-000003.json").read_text())
+    for key in ("prompt", "seed", "steps", "sampler", "guidance", "route", "lora", "model_hash",
+                "dallebrain_version"):
+        assert key in sidecar
+    assert sidecar["seed"] == 3 and sidecar["route"] == "ldm" and "field_strength" in sidecar["unspecified_in_prompt"]
+    # a rerun into the same folder refuses instead of overwriting
+    again = _generate(PROMPT, "--model", str(tiny_pipeline), "--seed", "3", "--steps", "2", "--out", "a",
+                      cwd=tmp_path)
+    assert again.returncode == 2 and "exists" in again.stderr
+
+
+def test_long_prompt_is_truncated_with_a_warning(tiny_pipeline, tmp_path):
+    long_prompt = PROMPT + " with a very detailed description" * 20
+    result = _generate(long_prompt, "--model", str(tiny_pipeline), "--steps", "1", "--out", "o", cwd=tmp_path)
+    assert result.returncode == 0 and "truncated" in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "0"], "steps"),
+    (["--guidance", "-1"], "guidance"),
+    (["--n", "100000"], "number of images"),
+    (["--sampler", "plms"], "sampler"),
+])
+def test_bad_generation_settings(tiny_pipeline, tmp_path, args, message):
+    result = _generate(PROMPT, "--model", str(tiny_pipeline), *args, cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "dallebrain-output").exists()
+
+
+def test_bad_model_folders(tiny_pipeline, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_pipeline, broken, ignore=shutil.ignore_patterns("checkpoints", "cache"))
+    shutil.rmtree(broken / "unet")
+    result = _generate(PROMPT, "--model", str(broken), cwd=tmp_path)
+    assert result.returncode == 2 and "unet" in result.stderr
+    pickled = tmp_path / "pickled"
+    shutil.copytree(tiny_pipeline, pickled, ignore=shutil.ignore_patterns("checkpoints", "cache"))
+    (pickled / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"not allowed")
+    result = _generate(PROMPT, "--model", str(pickled), cwd=tmp_path)
+    assert result.returncode == 2 and "pickle" in result.stderr
+    result = _generate(PROMPT, "--model", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert result.returncode == 2 and "not found" in result.stderr

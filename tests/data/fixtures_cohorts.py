@@ -236,3 +236,158 @@ def write_bids(root: Path) -> Path:
         "sub-05\tn/a\tF\tn/a\tright\n"
     )
     return path
+
+
+# ---------------------------------------------------------------- template-based heads (registration has work to do)
+def rotation(axis: int, degrees: float) -> np.ndarray:
+    angle = np.deg2rad(degrees)
+    i, j = [k for k in range(3) if k != axis]
+    out = np.eye(4)
+    out[i, i] = out[j, j] = np.cos(angle)
+    out[i, j], out[j, i] = -np.sin(angle), np.sin(angle)
+    return out
+
+
+def known_transform(degrees=(8.0, 0.0, -6.0), scale=(1.0, 1.0, 1.0), shift=(6.0, -10.0, 5.0)) -> np.ndarray:
+    """A native <- MNI world transform (the `to_mni` a registration should recover)."""
+    out = rotation(0, degrees[0]) @ rotation(1, degrees[1]) @ rotation(2, degrees[2]) @ np.diag([*scale, 1.0])
+    out[:3, 3] = shift
+    return out
+
+
+@lru_cache(maxsize=4)
+def _mni_head(voxel_mm: float, skull: bool) -> tuple[np.ndarray, np.ndarray]:
+    from scipy import ndimage
+
+    from dallebrain.data.templates import template_path
+
+    img = nib.load(template_path("t1"))
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    pad = 24.0  # mm around the template box: room for the scalp
+    lo = img.affine[:3, 3] - pad
+    hi = img.affine[:3, 3] + np.asarray(data.shape) - 1 + pad
+    shape = tuple(int(n) for n in np.floor((hi - lo) / voxel_mm) + 1)
+    affine = np.diag([voxel_mm] * 3 + [1.0])
+    affine[:3, 3] = lo
+    if voxel_mm > 1.5:
+        data = ndimage.gaussian_filter(data, 0.4 * voxel_mm)
+    vox = np.linalg.inv(img.affine) @ affine
+    head = ndimage.affine_transform(data, vox[:3, :3], vox[:3, 3], output_shape=shape, order=1)
+    if skull:
+        brain = ndimage.binary_fill_holes(head > 0.3 * head.max())
+        depth = ndimage.distance_transform_edt(~brain) * voxel_mm
+        # dark CSF rim, dark bone, bright scalp fat: what a T1 of a whole head shows around the brain
+        shell = np.select([depth <= 0, depth <= 2, depth <= 7, depth <= 13], [0.0, 30.0, 12.0, 190.0], 0.0)
+        head = np.where(brain, head, shell).astype(np.float32)
+    return head.astype(np.float32), affine
+
+
+def mni_head(voxel_mm: float = 3.0, skull: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The MNI152 template T1 (from nilearn's wheel) at `voxel_mm`, optionally wrapped in a fake skull and
+    scalp; returns (data, voxel->MNI affine). Real brain anatomy, so registration has something to align."""
+    data, affine = _mni_head(float(voxel_mm), bool(skull))
+    return data.copy(), affine.copy()
+
+
+def native_grid(to_mni: np.ndarray, shape=(64, 76, 64), voxel_mm=(3.0, 3.0, 3.0), axes="LAS") -> np.ndarray:
+    """voxel -> native world affine of a scanner grid centred on the head that `to_mni` puts in native space."""
+    import nibabel.orientations as nio
+
+    ornt = nio.axcodes2ornt(tuple(axes))
+    affine = np.zeros((4, 4))
+    affine[3, 3] = 1.0
+    for voxel_axis, (world_axis, flip) in enumerate(ornt.astype(int)):
+        affine[world_axis, voxel_axis] = flip * voxel_mm[voxel_axis]
+    centre = (to_mni @ [0.0, -18.0, 9.0, 1.0])[:3]
+    affine[:3, 3] = centre - affine[:3, :3] @ ((np.asarray(shape) - 1) / 2)
+    return affine
+
+
+def native_head(to_mni: np.ndarray, shape=(64, 76, 64), affine: np.ndarray | None = None, voxel_mm: float = 3.0,
+                skull: bool = True, noise: float = 2.0, bias: float = 0.0, seed: int = 0) -> nib.Nifti1Image:
+    """The template head seen by a scanner whose world is `to_mni` (native <- MNI) away from MNI, on `shape`
+    voxels (default: LAS, `voxel_mm`), with Rician-like noise and an optional smooth multiplicative bias."""
+    from scipy import ndimage
+
+    spacing = voxel_mm if affine is None else float(np.linalg.norm(affine[:3, :3], axis=0).min())
+    head, head_affine = mni_head(max(1.0, round(spacing)), skull)
+    if affine is None:
+        affine = native_grid(to_mni, shape, (voxel_mm,) * 3)
+    vox = np.linalg.inv(head_affine) @ np.linalg.inv(to_mni) @ affine
+    data = ndimage.affine_transform(head, vox[:3, :3], vox[:3, 3], output_shape=tuple(shape), order=1)
+    rng = np.random.default_rng(seed)
+    if bias:
+        grid = np.stack(np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij"))
+        data = data * np.exp(bias * (grid[0] - grid[1] ** 2 + 0.5 * grid[2]))
+    if noise:
+        data = np.hypot(data + rng.normal(0, noise, data.shape), rng.normal(0, noise, data.shape))
+    return nib.Nifti1Image(data.astype(np.float32), affine)
+
+
+def t2_like(data: np.ndarray) -> np.ndarray:
+    """Invert the brain's contrast (CSF bright, WM dark) as a T2 does; background stays dark."""
+    return np.where(data > 20, np.clip(300.0 - data, 20, None), data).astype(np.float32)
+
+
+IXI_T1_AXES = ("A", "S", "R")  # sagittal slices along the last axis, like the IXI T1 files
+IXI_T2_AXES = ("L", "A", "S")  # axial
+
+
+def write_ixi_heads(root: Path, transforms: dict[str, np.ndarray], shape=(64, 76, 60), voxel_mm=3.0) -> dict:
+    """IXI subjects whose T1 is the MNI152 template in a fake skull seen through a known native <- MNI
+    transform (stored sagittally); the first subject also gets a T2 and a PD stored axially on another
+    grid of the same session. Returns name -> T1 path."""
+    paths = {}
+    for i, (name, to_mni) in enumerate(transforms.items()):
+        t1_shape = tuple(shape[k] for k in (1, 2, 0))
+        affine = native_grid(to_mni, t1_shape, (voxel_mm, voxel_mm, voxel_mm), IXI_T1_AXES)
+        img = native_head(to_mni, t1_shape, affine, bias=0.15, seed=i)
+        paths[name] = root / "IXI-T1" / f"{name}-T1.nii.gz"
+        paths[name].parent.mkdir(parents=True, exist_ok=True)
+        nib.save(img, paths[name])
+        if i == 0:
+            t2_affine = native_grid(to_mni, shape, (voxel_mm, voxel_mm, 1.2 * voxel_mm), IXI_T2_AXES)
+            head = native_head(to_mni, shape, t2_affine, seed=10).get_fdata(dtype=np.float32)
+            (root / "IXI-T2").mkdir(parents=True, exist_ok=True)
+            nib.save(nib.Nifti1Image(t2_like(head), t2_affine), root / "IXI-T2" / f"{name}-T2.nii.gz")
+            nib.save(nib.Nifti1Image(0.4 * head + 40.0 * (head > 20), t2_affine),
+                     root / "IXI-T2" / f"{name}-PD.nii.gz")
+    return paths
+
+
+@lru_cache(maxsize=2)
+def _mni_tissue(voxel_mm: float) -> np.ndarray:
+    from scipy import ndimage
+
+    from dallebrain.data.templates import template_path
+
+    head, affine = _mni_head(voxel_mm, False)
+    maps = []
+    for kind in ("gm", "wm"):
+        img = nib.load(template_path(kind))
+        vox = np.linalg.inv(img.affine) @ affine
+        maps.append(ndimage.affine_transform(np.asarray(img.dataobj, np.float32), vox[:3, :3], vox[:3, 3],
+                                             output_shape=head.shape, order=1))
+    gm, wm = maps
+    brain = head > 0.3 * head.max()
+    csf = np.where(brain, np.clip(255.0 - gm - wm, 0, None), 0)
+    labels = np.argmax(np.stack([np.zeros_like(gm), csf, gm, wm]), axis=0).astype(np.int16)  # 1 CSF, 2 GM, 3 WM
+    return np.where(brain, labels, 0).astype(np.int16)
+
+
+def native_labels(to_mni: np.ndarray, shape, affine: np.ndarray, voxel_mm: float = 3.0) -> np.ndarray:
+    """Template tissue classes (0 background, 1 CSF, 2 GM, 3 WM) on a native grid (nearest neighbour)."""
+    from scipy import ndimage
+
+    labels = _mni_tissue(float(voxel_mm))
+    _, head_affine = _mni_head(float(voxel_mm), False)
+    vox = np.linalg.inv(head_affine) @ np.linalg.inv(to_mni) @ affine
+    return ndimage.affine_transform(labels, vox[:3, :3], vox[:3, 3], output_shape=tuple(shape), order=0)
+
+
+def analyze_affine(shape, voxel_mm: float = 3.0) -> np.ndarray:
+    """The affine nibabel gives an Analyze image of this shape (centred, LAS): what OASIS users get."""
+    header = nib.AnalyzeHeader()
+    header.set_data_shape(shape)
+    header.set_zooms((voxel_mm,) * 3)
+    return header.get_best_affine()

@@ -58,7 +58,17 @@ def _record(sid: str, folder: Path, row: tuple | None) -> SubjectRecord:
             record.images = {m: folder / f for m, f in images.items() if (folder / f).is_file()}
             record.in_mni = space == "mni"
             record.tissue_seg = folder / seg if (folder / seg).is_file() else None
+            # "restore_brain": bias corrected and skull stripped by the HCP pipelines
+            record.extra.update(skull_stripped=True, bias_corrected=True)
+            if record.in_mni:
+                record.extra["atlas"] = "MNI152"
             break
+    native_images, native_seg = LAYOUTS["native"]
+    # Volumes need the native (ACPC, rigid) labels: the MNINonLinear ones are warped.
+    if (folder / native_seg).is_file():
+        record.extra["native_seg"] = str(folder / native_seg)
+    if (folder / native_images["T1w"]).is_file():
+        record.extra["native_brain"] = str(folder / native_images["T1w"])
     if not record.images:
         record.problems.append("no T1w_restore_brain or T1w_acpc_dc_restore_brain image")
     tables.fill_demographics(record, row)

@@ -73,6 +73,8 @@ def _record(sid: str, folder: Path, row: tuple | None) -> SubjectRecord:
         # Talairach-88 atlas space, skull stripped, bias corrected: registration is only checked.
         record.images["T1w"] = processed
         record.in_mni = True
+        # skull stripped ("masked") and bias corrected ("gfc"): prepare skips N4 and keeps the zero background
+        record.extra.update(atlas="T88", skull_stripped=True, bias_corrected=True)
         record.tissue_seg = _analyze(tables.single_match(folder / "FSL_SEG", ("*_masked_gfc_fseg.hdr",)))
     else:
         raw = _analyze(tables.single_match(folder / "RAW", ("*_mpr-1_anon.hdr", "*_mpr-*_anon.hdr")))

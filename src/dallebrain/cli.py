@@ -125,6 +125,8 @@ def generate_cmd(
     out: Path = typer.Option(Path("dallebrain-output"), help="Output folder for PNG, NIfTI and JSON."),
     png16: bool = typer.Option(False, "--png16", help="Write 16-bit PNG instead of 8-bit."),
     overwrite: bool = typer.Option(False, help="Replace files of the same seeds in --out."),
+    prior_steps: int = typer.Option(25, help="unCLIP only: denoising steps of the prior."),
+    prior_guidance: float = typer.Option(4.0, help="unCLIP only: guidance scale of the prior."),
 ) -> None:
     """Generate synthetic brain MRI slices from a text prompt (PNG + NIfTI + JSON per image)."""
     from dallebrain.models.unet import SAMPLERS
@@ -138,6 +140,8 @@ def generate_cmd(
         fail(f"unknown --sampler {sampler!r}: choose from {', '.join(SAMPLERS)}")
     if route not in ("ldm", "unclip"):
         fail(f"unknown --route {route!r}: choose ldm or unclip")
+    if route == "unclip" and (prior_steps < 1 or prior_steps > 1000 or prior_guidance < 0):
+        fail(f"--prior-steps must be 1-1000 and --prior-guidance non-negative, got {prior_steps}, {prior_guidance}")
     if lora_scale < 0 or lora_scale > 4:
         fail(f"--lora-scale must be between 0 and 4, got {lora_scale}")
     if out.exists() and not out.is_dir():
@@ -147,8 +151,9 @@ def generate_cmd(
     model_dir = model or default_model()
     try:
         pipe = load_pipeline(model_dir, route=route, lora=lora, lora_scale=lora_scale)
+        extra = {"prior_steps": prior_steps, "prior_guidance": prior_guidance} if route == "unclip" else {}
         written = generate_to_folder(pipe, prompt, out, n, seed, steps, guidance, sampler, png16, overwrite,
-                                     str(model_dir))
+                                     str(model_dir), **extra)
     except (ValueError, FileExistsError, OSError) as exc:
         fail(str(exc).splitlines()[0])
     for w in json_warnings(written):
@@ -163,6 +168,60 @@ def json_warnings(written: list[dict]) -> list[str]:
     if not written:
         return []
     return json.loads(written[0]["json"].read_text()).get("warnings", [])
+
+
+@app.command("variations")
+def variations_cmd(
+    image: Path = typer.Argument(..., help="A slice: PNG (8/16-bit) or single-slice NIfTI."),
+    n: int = typer.Option(4, "--n", help="Number of variations."),
+    seed: int = typer.Option(0, help="Seed of the first variation."),
+    steps: int = typer.Option(20, help="Denoising steps."),
+    guidance: float = typer.Option(4.0, help="Guidance scale."),
+    sampler: str = typer.Option("dpm", help="dpm, ddim or euler."),
+    model: Path = typer.Option(None, help="Pipeline folder with prior/ and decoder/ (default: shipped model)."),
+    out: Path = typer.Option(Path("dallebrain-variations"), help="Output folder."),
+    png16: bool = typer.Option(False, "--png16", help="Write 16-bit PNG."),
+    overwrite: bool = typer.Option(False, help="Replace files of the same seeds in --out."),
+) -> None:
+    """New slices that share a slice's brain-CLIP image embedding (unCLIP decoder)."""
+    from dallebrain.models.unet import SAMPLERS
+    from dallebrain.pipelines.text2mri import check_generation_args
+
+    try:
+        check_generation_args("variations", n, steps, guidance)
+    except ValueError as exc:
+        fail(str(exc))
+    if sampler not in SAMPLERS:
+        fail(f"unknown --sampler {sampler!r}: choose from {', '.join(SAMPLERS)}")
+    from dallebrain.api import default_model, load_pipeline, variations_to_folder
+
+    model_dir = model or default_model()
+    try:
+        if not image.is_file():
+            raise ValueError(f"image not found: {image}")
+        pipe = load_pipeline(model_dir, route="unclip")
+        written = variations_to_folder(pipe, image, out, n, seed, steps, guidance, sampler, png16, overwrite,
+                                       str(model_dir))
+    except (ValueError, FileExistsError, OSError) as exc:
+        fail(str(exc).splitlines()[0])
+    typer.echo(f"{len(written)} variation(s) in {out}")
+
+
+@app.command("export")
+def export_cmd(
+    model: Path = typer.Option(None, help="Pipeline folder (default: the shipped model)."),
+    out: Path = typer.Option(..., help="New folder for the stock-diffusers copy."),
+) -> None:
+    """Write a self-contained copy of a pipeline for stock diffusers (StableDiffusionPipeline.from_pretrained):
+    the text encoder is materialised in full from the installed MiniLM plus our tuned layers."""
+    from dallebrain.api import default_model
+    from dallebrain.pipelines.export import export_stock_folder
+
+    try:
+        export_stock_folder(model or default_model(), out)
+    except (ValueError, OSError) as exc:
+        fail(str(exc).splitlines()[0])
+    typer.echo(f"stock diffusers folder: {out}")
 
 
 TRAIN_STAGES = ("clip", "vae", "ldm", "prior", "decoder", "lora")

@@ -71,3 +71,27 @@ def write_ldm_pipeline(folder: Path, unet, vae, text_encoder, tokenizer, clip_di
     merged = json.loads(info_path.read_text()) if info_path.exists() else {}
     write_json_atomic(info_path, {**merged, **(info or {})})
     return folder
+
+
+def export_stock_folder(model: Path, out: Path) -> Path:
+    """Copy a pipeline folder for a stock diffusers client: weights and configs only (no checkpoints or
+    caches), the text encoder materialised in full when it is stored compact."""
+    from dallebrain.pipelines.folder import check_model_folder
+    from dallebrain.pipelines.text_encoder import load_pipeline_text_encoder
+
+    model = check_model_folder(model)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"--out {out} exists and is not empty")
+    for sub in sorted(p for p in model.iterdir() if p.is_dir()):
+        if sub.name in ("checkpoints", "cache", "samples") or sub.name.startswith("."):
+            continue
+        if sub.name == "text_encoder":
+            encoder = load_pipeline_text_encoder(sub)
+            write_component(out, "text_encoder", lambda t, e=encoder: e.save_pretrained(t, safe_serialization=True))
+        else:
+            copy_component(out, sub.name, sub)
+    for name in ("model_index.json", "dallebrain.json"):
+        if (model / name).exists():
+            shutil.copy2(model / name, out / name)
+    return out

@@ -1,0 +1,219 @@
+"""Text -> brain MRI slice the unCLIP way (DALL-E 2; Kandinsky 2.2's prior / decoder / combined split), inference
+only: prompt -> Brain-CLIP text embedding and token states -> diffusion prior -> Brain-CLIP image embedding ->
+decoder UNet over VAE latents -> VAE decoder. The image embedding also gives variations of a real slice and
+interpolations between two slices.
+
+The folder holds clip/ (Brain-CLIP), vae/, prior/ and decoder/ (each a save_pretrained folder, safetensors only);
+it may be the LDM pipeline folder with those added (`dallebrain train prior|decoder --into FOLDER`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dallebrain.models.text import MAX_TOKENS, shared_tokenizer, token_count
+from dallebrain.pipelines.folder import check_model_folder
+from dallebrain.pipelines.text2mri import GenerationResult, Text2MRIPipeline, check_generation_args
+
+UNCLIP_COMPONENTS = ("clip", "vae", "prior", "decoder")
+# The prior's noise for image i comes from its own stream, distinct from the decoder's stream of the same seed.
+_PRIOR_STREAM = 0x9E3779B97F4A7C15
+
+
+def prior_generator(seed: int) -> torch.Generator:
+    return torch.Generator("cpu").manual_seed((seed + _PRIOR_STREAM) % 2**64)
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation between unit vectors a and b (D,) at fractions t (K,): (K, D) unit vectors."""
+    a, b = F.normalize(a, dim=-1), F.normalize(b, dim=-1)
+    omega = torch.arccos((a * b).sum().clamp(-1.0, 1.0))
+    t = t[:, None].to(a)
+    if float(omega) < 1e-4:  # (nearly) the same direction: linear is exact enough
+        return F.normalize((1 - t) * a + t * b, dim=-1)
+    return (torch.sin((1 - t) * omega) * a + torch.sin(t * omega) * b) / torch.sin(omega)
+
+
+@torch.no_grad()
+def sample_image_embeds(prior, scheduler_config: dict, text_embeds: torch.Tensor, text_states: torch.Tensor,
+                        text_mask: torch.Tensor, uncond: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+                        seeds: list[int], steps: int = 25, guidance: float = 4.0) -> torch.Tensor:
+    """Image embeddings (n, D), L2-normalised like Brain-CLIP's, sampled by the prior for n texts (text_embeds
+    (n, D), token states (n, T, 384), masks (n, T)); `uncond` is the same triple for the empty prompt (1, ...),
+    mixed in by classifier-free guidance. Embedding i depends only on seeds[i]."""
+    from dallebrain.models.prior import make_prior_scheduler
+
+    device = prior.device
+    scheduler = make_prior_scheduler(scheduler_config)
+    scheduler.set_timesteps(steps, device=device)
+    generators = [prior_generator(s) for s in seeds]
+    dim = prior.config.clip_embed_dim or prior.config.embedding_dim
+    latents = torch.cat([torch.randn((1, dim), generator=g) for g in generators]).to(device)
+    latents = latents * scheduler.init_noise_sigma
+    n = len(seeds)
+    guided = guidance != 1.0
+    cond = [x.to(device) for x in (text_embeds, text_states, text_mask)]
+    if guided:
+        cond = [torch.cat([u.to(device).expand(n, *u.shape[1:]), c]) for u, c in zip(uncond, cond, strict=True)]
+    embeds, states, mask = cond
+    for t in scheduler.timesteps:
+        model_in = torch.cat([latents, latents]) if guided else latents
+        pred = prior(model_in, t, proj_embedding=embeds, encoder_hidden_states=states,
+                     attention_mask=mask).predicted_image_embedding
+        if guided:
+            pred_uncond, pred_cond = pred.chunk(2)
+            pred = pred_uncond + guidance * (pred_cond - pred_uncond)
+        latents = scheduler.step(pred, t, latents, generator=generators).prev_sample
+    return F.normalize(prior.post_process_latents(latents).float(), dim=-1)
+
+
+def _check_image(image, name: str = "image") -> torch.Tensor:
+    arr = np.asarray(image, dtype=np.float32)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be one 2-D slice (H, W), got shape {arr.shape}")
+    if arr.shape[0] % 8 or arr.shape[1] % 8:
+        raise ValueError(f"{name} sides must be multiples of 8, got {arr.shape}")
+    if not np.isfinite(arr).all() or arr.min() < -1e-3 or arr.max() > 1 + 1e-3:
+        raise ValueError(f"{name} must hold finite values in [0, 1], got [{arr.min():.3g}, {arr.max():.3g}]")
+    return torch.from_numpy(np.clip(arr, 0, 1))[None, None]
+
+
+def _check_prior_args(prior_steps: int, prior_guidance: float) -> None:
+    if prior_steps < 1 or prior_steps > 1000:
+        raise ValueError(f"prior_steps must be between 1 and 1000, got {prior_steps}")
+    if not np.isfinite(prior_guidance) or prior_guidance < 0:
+        raise ValueError(f"prior_guidance must be a non-negative number, got {prior_guidance}")
+
+
+class UnCLIPPipeline(Text2MRIPipeline):
+    """unCLIP pipeline: `pipe(prompt)`, `pipe.variations(slice)`, `pipe.interpolate(a, b)`.
+
+    It shares Text2MRIPipeline's decoder loop (`denoise`: per-image seeds, batched guidance, every sampler);
+    `unet` is the decoder's UNet, so LoRA adapters apply to it as to the LDM's."""
+
+    def __init__(self, clip, vae, prior, unet, prior_scheduler_config: dict | None, scheduler_config: dict,
+                 folder: Path | None = None):
+        from dallebrain.models.prior import prior_scheduler_config as default_prior_schedule
+
+        super().__init__(vae, None, None, unet, scheduler_config, folder)
+        self.clip, self.prior = clip, prior
+        self.prior_scheduler_config = dict(prior_scheduler_config or default_prior_schedule())
+        self.lora = None
+        self._uncond_text: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    @classmethod
+    def from_pretrained(cls, folder: str | Path, device: str = "cpu") -> UnCLIPPipeline:
+        from dallebrain.models.clip import BrainCLIP
+        from dallebrain.models.decoder import image_embed_dim_of, load_decoder
+        from dallebrain.models.prior import load_prior
+        from dallebrain.models.vae import load_vae
+
+        folder = check_model_folder(folder, UNCLIP_COMPONENTS)
+        clip = BrainCLIP.from_pretrained(folder / "clip", device=device).eval()
+        vae = load_vae(folder / "vae").to(device).eval()
+        prior, prior_schedule = load_prior(folder / "prior")
+        unet, schedule = load_decoder(folder / "decoder")
+        dims = {"clip": clip.config.embed_dim, "prior": prior.config.clip_embed_dim or prior.config.embedding_dim,
+                "decoder": image_embed_dim_of(unet)}
+        if len(set(dims.values())) != 1:
+            raise ValueError(f"mismatched unCLIP folder {folder}: embedding sizes {dims} (train prior and decoder "
+                             "on the folder's clip/)")
+        if unet.config.in_channels != vae.config.latent_channels:
+            raise ValueError(f"mismatched unCLIP folder {folder}: decoder has {unet.config.in_channels} latent "
+                             f"channels, vae/ {vae.config.latent_channels}")
+        return cls(clip, vae, prior.to(device), unet.to(device), prior_schedule, schedule, folder)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompt: str) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], bool]:
+        """((text embedding (1, D), token states (1, 64, 384), mask (1, 64)), truncated?) - cached."""
+        if prompt not in self._prompt_cache:
+            embeds = self.clip.encode_text([prompt])
+            states, mask = self.clip.text_states([prompt])
+            truncated = token_count(shared_tokenizer(), prompt) > MAX_TOKENS
+            if len(self._prompt_cache) > 256:
+                self._prompt_cache.clear()
+            self._prompt_cache[prompt] = ((embeds, states, mask.bool()), truncated)
+        return self._prompt_cache[prompt]
+
+    @torch.no_grad()
+    def image_embeds_of_prompt(self, prompt: str, seeds: list[int], prior_steps: int = 25,
+                               prior_guidance: float = 4.0, negative_prompt: str = "") -> torch.Tensor:
+        """The prior's Brain-CLIP image embeddings (n, D) for a prompt, one per seed."""
+        if self.prior is None:
+            raise ValueError("this pipeline has no prior: it can make variations, not text-to-image")
+        (embeds, states, mask), _ = self.encode_prompt(prompt)
+        uncond, _ = self.encode_prompt(negative_prompt)
+        n = len(seeds)
+        cond = (embeds.expand(n, -1), states.expand(n, -1, -1), mask.expand(n, -1))
+        return sample_image_embeds(self.prior, self.prior_scheduler_config, *cond, uncond, seeds, prior_steps,
+                                   prior_guidance)
+
+    @torch.no_grad()
+    def image_embeds_of_image(self, image, name: str = "image") -> torch.Tensor:
+        """Brain-CLIP image embedding (1, D) of a slice (H, W) in [0, 1]."""
+        return self.clip.encode_image(_check_image(image, name).to(self.device)).float()
+
+    def decode_embeddings(self, image_embeds: torch.Tensor, seeds: list[int], steps: int = 20,
+                          guidance: float = 4.0, sampler: str = "dpm") -> np.ndarray:
+        """Decoder + VAE: (n, H, W) float32 slices in [0, 1] for image embeddings (n, D); guidance mixes in the
+        zero embedding, which the decoder learned as "no condition"."""
+        embeds = image_embeds.to(self.device, self.unet.dtype)
+        uncond = torch.zeros_like(embeds)
+        # denoise() batches [uncond, cond] when guided; the embeddings the UNet reads must follow that order
+        image_embeds_in = torch.cat([uncond, embeds]) if guidance != 1.0 else embeds
+        return self.denoise(embeds[:, None], uncond[:, None], seeds, steps, guidance, sampler,
+                            {"added_cond_kwargs": {"image_embeds": image_embeds_in}})
+
+    def _settings(self, **extra) -> dict:
+        return {**extra, "route": "unclip", "model_hash": self.model_hash}
+
+    def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = 20, guidance: float = 4.0,
+                 sampler: str = "dpm", prior_steps: int = 25, prior_guidance: float = 4.0,
+                 negative_prompt: str = "") -> GenerationResult:
+        check_generation_args(prompt, n, steps, guidance)
+        _check_prior_args(prior_steps, prior_guidance)
+        seeds = [seed + i for i in range(n)]
+        embeds = self.image_embeds_of_prompt(prompt, seeds, prior_steps, prior_guidance, negative_prompt)
+        images = self.decode_embeddings(embeds, seeds, steps, guidance, sampler)
+        _, truncated = self.encode_prompt(prompt)
+        warnings = [f"prompt longer than {MAX_TOKENS} tokens: truncated"] if truncated else []
+        settings = self._settings(prompt=prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
+                                  sampler=sampler, prior_steps=prior_steps, prior_guidance=prior_guidance)
+        return GenerationResult(images, seeds, settings, warnings)
+
+    def variations(self, image, n: int = 4, seed: int = 0, steps: int = 20, guidance: float = 4.0,
+                   sampler: str = "dpm") -> GenerationResult:
+        """n new slices sharing the Brain-CLIP image embedding of `image` (H, W) in [0, 1]."""
+        check_generation_args("variations", n, steps, guidance)
+        seeds = [seed + i for i in range(n)]
+        embeds = self.image_embeds_of_image(image).expand(n, -1)
+        images = self.decode_embeddings(embeds, seeds, steps, guidance, sampler)
+        settings = self._settings(mode="variations", prompt="", steps=steps, guidance=guidance, sampler=sampler)
+        return GenerationResult(images, seeds, settings)
+
+    def interpolate(self, image_a, image_b, n_frames: int = 8, seed: int = 0, steps: int = 20,
+                    guidance: float = 4.0, sampler: str = "dpm", prior_steps: int = 25,
+                    prior_guidance: float = 4.0) -> GenerationResult:
+        """n_frames slices along the great circle between the embeddings of two slices (or prompts: a str is
+        sent through the prior); every frame uses the same decoder seed, so only the embedding changes."""
+        check_generation_args("interpolate", n_frames, steps, guidance)
+        _check_prior_args(prior_steps, prior_guidance)
+        if n_frames < 2:
+            raise ValueError(f"n_frames must be at least 2, got {n_frames}")
+        ends = []
+        for name, item in (("image_a", image_a), ("image_b", image_b)):
+            if isinstance(item, str):
+                ends.append(self.image_embeds_of_prompt(item, [seed], prior_steps, prior_guidance)[0])
+            else:
+                ends.append(self.image_embeds_of_image(item, name)[0])
+        fractions = torch.linspace(0, 1, n_frames)
+        embeds = slerp(ends[0], ends[1], fractions)
+        seeds = [seed] * n_frames
+        images = self.decode_embeddings(embeds, seeds, steps, guidance, sampler)
+        settings = self._settings(mode="interpolation", prompt="", fractions=[round(float(t), 6) for t in fractions],
+                                  steps=steps, guidance=guidance, sampler=sampler)
+        return GenerationResult(images, seeds, settings)

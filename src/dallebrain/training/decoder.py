@@ -1,0 +1,194 @@
+"""unCLIP decoder stage: a UNet2DConditionModel denoising cached VAE latents conditioned on the slice's cached
+Brain-CLIP image embedding (Kandinsky 2.2 conditioning, see models/decoder.py), with embedding dropout (the
+zero embedding) for classifier-free guidance, min-SNR weighting and EMA weights.
+
+    dallebrain train decoder --data PREPARED --clip runs/clip --vae runs/vae --out runs/decoder [--into PIPELINE]
+
+--out receives the decoder's save_pretrained folder (the EMA weights) with its noise schedule.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dallebrain.training.config import TrainConfig
+from dallebrain.training.loop import Stage, fit, save_image_grid
+from dallebrain.training.prior import attach_to_pipeline, cached_arrays, check_pipeline_parts, dataset_meta
+
+
+@dataclasses.dataclass
+class DecoderTrainConfig(TrainConfig):
+    """Decoder settings: the UNet's size (as the LDM's) and how it is trained."""
+
+    block_out_channels: list[int] = dataclasses.field(default_factory=lambda: [64, 128, 256])
+    layers_per_block: int = 1
+    attention_head_dim: int = 8
+    cross_attention_levels: int = 2
+    cross_attention_dim: int = 256  # width of the 32 image-embedding tokens the UNet cross-attends to
+    norm_num_groups: int = 32
+    embed_dropout: float = 0.1  # share of embeddings replaced by zeros so guidance has an unconditional model
+    max_rows: int = 0  # cache at most this many training slices (0: all)
+    snr_gamma: float = 5.0  # min-SNR loss weighting (Hang et al. 2023); 0 disables
+    ema_decay: float = 0.999  # exponential moving average of the weights (0: none)
+    sample_steps: int = 20
+    sample_guidance: float = 4.0
+
+
+def build_decoder_cache(dataset, vae, clip, folder: Path, batch_size: int = 32,
+                        progress: bool = True) -> dict[str, np.ndarray]:
+    """latents (N, C, h, w) float16 (posterior means, scaled) and image_embeds (N, D) of every slice."""
+    from tqdm import tqdm
+
+    from dallebrain.models.vae import encode_images
+    from dallebrain.training.cache import module_fingerprint
+
+    meta = {**dataset_meta(dataset), "vae": module_fingerprint(vae), "clip": module_fingerprint(clip)}
+
+    @torch.no_grad()
+    def fill(tmp: Path) -> None:
+        latents, embeds = [], []
+        for start in tqdm(range(0, len(dataset), batch_size), desc="cache latents", disable=not progress):
+            images, _ = dataset.batch(range(start, min(len(dataset), start + batch_size)))
+            latents.append(encode_images(vae, images).half().cpu())
+            embeds.append(clip.encode_image(images).float().cpu())
+        np.save(tmp / "latents.npy", torch.cat(latents).numpy())
+        np.save(tmp / "image_embeds.npy", torch.cat(embeds).numpy())
+
+    return cached_arrays(folder, meta, fill)
+
+
+class DecoderStage(Stage):
+    name = "decoder"
+
+    def __init__(self, config: DecoderTrainConfig, dataset, clip_dir: Path, vae_dir: Path, out_dir: Path,
+                 progress: bool = True):
+        from dallebrain.models.clip import BrainCLIP
+        from dallebrain.models.decoder import build_decoder
+        from dallebrain.models.unet import UnetConfig
+        from dallebrain.models.vae import load_vae
+
+        self.config, self.dataset = config, dataset
+        self.clip = BrainCLIP.from_pretrained(clip_dir).eval()
+        self.vae = load_vae(vae_dir).eval()
+        cache = build_decoder_cache(dataset, self.vae, self.clip, Path(out_dir) / "cache", progress=progress)
+        self.latents = torch.from_numpy(np.array(cache["latents"]))
+        self.image_embeds = torch.from_numpy(np.array(cache["image_embeds"]))
+        channels, size = self.latents.shape[1], self.latents.shape[-1]
+        torch.manual_seed(config.seed)
+        self.unet = build_decoder(UnetConfig(
+            sample_size=size, latent_channels=channels, block_out_channels=list(config.block_out_channels),
+            layers_per_block=config.layers_per_block, attention_head_dim=config.attention_head_dim,
+            cross_attention_levels=config.cross_attention_levels, cross_attention_dim=config.cross_attention_dim,
+            norm_num_groups=config.norm_num_groups), self.image_embeds.shape[1])
+        self.ema = copy.deepcopy(self.unet).requires_grad_(False) if config.ema_decay > 0 else None
+        self.noise = None
+        self.images_per_step = config.batch_size
+
+    def setup(self, accelerator) -> None:
+        from diffusers import DDPMScheduler
+
+        from dallebrain.models.decoder import decoder_scheduler_config
+
+        self.accelerator = accelerator
+        self.vae.to(accelerator.device)
+        self.clip.to(accelerator.device)
+        if self.ema is not None:
+            self.ema.to(accelerator.device)
+        self.live = accelerator.prepare(self.unet)
+        self.rank = accelerator.process_index
+        self.noise = DDPMScheduler.from_config(decoder_scheduler_config())
+
+    def modules(self) -> dict[str, torch.nn.Module]:
+        return {"unet": self.unet, **({"ema": self.ema} if self.ema is not None else {})}
+
+    def trainable_parameters(self):
+        return list(self.unet.parameters())
+
+    def loss(self, step: int, micro: int) -> dict[str, torch.Tensor]:
+        from dallebrain.data.dataset import batch_indices
+        from dallebrain.models.decoder import decoder_inputs
+        from dallebrain.training.ldm import min_snr_weights
+
+        cfg, device = self.config, self.accelerator.device
+        rows = batch_indices(len(self.latents), cfg.batch_size, cfg.seed, step * 1000 + micro, self.rank)
+        rng = np.random.default_rng([cfg.seed, step, micro, self.rank, 13])
+        latents = self.latents[rows].float().to(device)
+        embeds = self.image_embeds[rows].clone()
+        embeds[torch.from_numpy(rng.random(len(rows)) < cfg.embed_dropout)] = 0.0
+        noise = torch.randn_like(latents)
+        t = torch.randint(0, self.noise.config.num_train_timesteps, (len(rows),), device=device)
+        noisy = self.noise.add_noise(latents, noise, t)
+        pred = self.live(noisy, t, **decoder_inputs(embeds.to(device))).sample
+        per_sample = ((pred.float() - noise) ** 2).mean(dim=(1, 2, 3))
+        weights = min_snr_weights(self.noise, t, cfg.snr_gamma) if cfg.snr_gamma > 0 else torch.ones_like(per_sample)
+        return {"loss": (per_sample * weights).mean(), "mse": per_sample.mean().detach()}
+
+    @torch.no_grad()
+    def after_optimizer_step(self, step: int) -> None:
+        if self.ema is None:
+            return
+        decay = min(self.config.ema_decay, (1 + step) / (10 + step))  # early weights are forgotten quickly
+        for e, p in zip(self.ema.parameters(), self.unet.parameters(), strict=True):
+            e.lerp_(p.detach(), 1 - decay)
+
+    def final_unet(self):
+        return self.ema if self.ema is not None else self.unet
+
+    def sample(self, step: int, path: Path) -> None:
+        """Top row: training slices; bottom row: the decoder's slices from their embeddings."""
+        from dallebrain.models.decoder import decoder_scheduler_config
+        from dallebrain.pipelines.unclip import UnCLIPPipeline
+
+        unet = self.final_unet().eval()
+        pipe = UnCLIPPipeline(self.clip, self.vae, None, unet, None, decoder_scheduler_config())
+        rows = list(range(min(4, len(self.dataset))))
+        images = self.dataset.batch(rows)[0]
+        decoded = pipe.decode_embeddings(self.image_embeds[rows], [0] * len(rows), self.config.sample_steps,
+                                         self.config.sample_guidance)
+        save_image_grid(torch.cat([images, torch.from_numpy(decoded)[:, None]]), path, columns=len(rows))
+        unet.train()
+
+    def export(self, out_dir: Path) -> None:
+        from dallebrain.models.decoder import save_decoder
+
+        save_decoder(self.final_unet(), out_dir)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Train the unCLIP decoder; returns fit's summary."""
+    from dallebrain.data.dataset import SliceDataset
+    from dallebrain.training.args import overrides_of, stage_parser
+    from dallebrain.training.config import load_config
+
+    parser = stage_parser("decoder", "Train the unCLIP decoder (Brain-CLIP image embedding -> VAE latents).")
+    parser.add_argument("--clip", type=Path, required=True, help="Brain-CLIP folder (dallebrain train clip)")
+    parser.add_argument("--vae", type=Path, required=True, help="VAE folder (dallebrain train vae)")
+    parser.add_argument("--into", type=Path, default=None, metavar="PIPELINE",
+                        help="after export, copy the decoder into PIPELINE/decoder (and --clip / --vae if absent)")
+    args = parser.parse_args(argv)
+    config = load_config(DecoderTrainConfig, args.config, overrides_of(args))
+    parts = {"clip": args.clip, "vae": args.vae}
+    if args.into is not None:
+        check_pipeline_parts(args.into, parts)  # fail before training, not after
+    dataset = SliceDataset(args.data, "train", max_rows=config.max_rows or None, seed=config.seed)
+    stage = DecoderStage(config, dataset, args.clip, args.vae, args.out, progress=not args.no_progress)
+    summary = fit(stage, config, args.out, resume=args.resume, progress=not args.no_progress)
+    if summary["steps"] == config.max_steps and args.into is not None:
+        from dallebrain.data.prepare import read_settings
+
+        try:
+            grid = read_settings(dataset.root).get("grid")
+        except FileNotFoundError:
+            grid = None
+        attach_to_pipeline(args.into, "decoder", args.out, parts,
+                           {"image_size": int(dataset.image_size), "grid": grid, "decoder_steps": config.max_steps})
+    return summary
+
+
+if __name__ == "__main__":
+    main()

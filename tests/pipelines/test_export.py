@@ -1,0 +1,38 @@
+import subprocess
+import sys
+
+import torch
+
+from dallebrain.models.text import load_text_encoder, load_tokenizer, tokenize
+from dallebrain.pipelines.text_encoder import DELTA_FILE, load_pipeline_text_encoder, save_pipeline_text_encoder
+
+
+def test_compact_text_encoder_keeps_only_changed_layers(tmp_path):
+    encoder = load_text_encoder()
+    with torch.no_grad():  # as if brain-CLIP had tuned the top layer
+        for p in encoder.encoder.layer[-1].parameters():
+            p.add_(0.01)
+    save_pipeline_text_encoder(encoder, tmp_path / "te", compact=True)
+    assert (tmp_path / "te" / DELTA_FILE).stat().st_size < 10_000_000  # MiniLM itself is ~90 MB
+    loaded = load_pipeline_text_encoder(tmp_path / "te")
+    tok = tokenize(load_tokenizer(), ["axial T1-weighted brain MRI"])
+    with torch.no_grad():
+        a = encoder(**tok).last_hidden_state
+        b = loaded(**tok).last_hidden_state
+    torch.testing.assert_close(a, b)
+
+
+def test_export_makes_a_stock_loadable_copy(tiny_pipeline, tmp_path):
+    from diffusers import StableDiffusionPipeline
+
+    out = tmp_path / "stock"
+    result = subprocess.run([sys.executable, "-m", "dallebrain.cli", "export", "--model", str(tiny_pipeline),
+                             "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert not (out / "checkpoints").exists() and not (out / "cache").exists()
+    pipe = StableDiffusionPipeline.from_pretrained(str(out), safety_checker=None)
+    image = pipe("axial FLAIR", num_inference_steps=1, height=64, width=64, output_type="np").images
+    assert image.shape == (1, 64, 64, 1)
+    again = subprocess.run([sys.executable, "-m", "dallebrain.cli", "export", "--model", str(tiny_pipeline),
+                            "--out", str(out)], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "not empty" in again.stderr

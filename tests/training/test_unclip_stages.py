@@ -1,0 +1,122 @@
+"""The unCLIP stages end to end on the tiny data: a tiny Brain-CLIP and VAE trained by their own stages, then the
+prior and the decoder (trained, stopped, resumed, exported, attached to a pipeline folder that then generates)."""
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dallebrain.training.config import load_config
+from dallebrain.training.decoder import DecoderTrainConfig
+from dallebrain.training.decoder import main as decoder_main
+from dallebrain.training.prior import PriorTrainConfig, check_pipeline_parts
+from dallebrain.training.prior import main as prior_main
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+PROMPT = "axial T1-weighted slice of a healthy 30-year-old man at the level of the lateral ventricles"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def parts(tiny_prepared, tmp_path_factory) -> Path:
+    """clip/ and vae/ trained 3 steps each by their stages' main()."""
+    from dallebrain.training.clip import main as clip_main
+    from dallebrain.training.vae import main as vae_main
+
+    root = tmp_path_factory.mktemp("unclip-stages")
+    for name, main in (("clip", clip_main), ("vae", vae_main)):
+        main(["--data", str(tiny_prepared), "--out", str(root / name), "--config", str(CONFIGS / f"{name}.tiny.json"),
+              "--no-progress"])
+    return root
+
+
+def _steps(path: Path) -> list[int]:
+    with open(path) as f:
+        return [int(r["step"]) for r in csv.DictReader(f)]
+
+
+def test_configs_load():
+    for cls, stage in ((PriorTrainConfig, "prior"), (DecoderTrainConfig, "decoder")):
+        assert load_config(cls, CONFIGS / f"{stage}.base.json").max_steps > 1000
+        assert load_config(cls, CONFIGS / f"{stage}.tiny.json").max_steps == 3
+
+
+def _train(main, args: list[str], pipeline: Path) -> tuple[dict, dict]:
+    """Stop after 2 of 3 steps (as a preempted job), then resume to the end and attach to `pipeline`."""
+    first = main(args + ["--max-steps", "2"])
+    return first, main(args + ["--resume", "--max-steps", "3", "--into", str(pipeline)])
+
+
+@pytest.fixture(scope="module")
+def prior_run(parts, tiny_prepared):
+    args = ["--data", str(tiny_prepared), "--clip", str(parts / "clip"), "--out", str(parts / "prior"),
+            "--config", str(CONFIGS / "prior.tiny.json"), "--no-progress"]
+    return _train(prior_main, args, parts / "pipeline")
+
+
+@pytest.fixture(scope="module")
+def decoder_run(parts, tiny_prepared, prior_run):
+    args = ["--data", str(tiny_prepared), "--clip", str(parts / "clip"), "--vae", str(parts / "vae"),
+            "--out", str(parts / "decoder"), "--config", str(CONFIGS / "decoder.tiny.json"), "--no-progress"]
+    return _train(decoder_main, args, parts / "pipeline")
+
+
+def test_prior_trains_resumes_exports_and_attaches(parts, prior_run):
+    from dallebrain.models.prior import load_prior
+
+    first, resumed = prior_run
+    out, pipeline = parts / "prior", parts / "pipeline"
+    assert first["steps"] == 2 and (resumed["resumed_from"], resumed["steps"]) == (2, 3)
+    assert _steps(out / "losses.csv") == [1, 2, 3]
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("cosine_prior_to_true", "cosine_random_pairs", "retrieval_top1", "retrieval_top1_chance"):
+        assert math.isfinite(metrics[key]), key
+    prior, _ = load_prior(out)
+    assert prior.config.embedding_dim == 32 and float(prior.clip_std.min()) > 0
+    assert (pipeline / "prior" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (pipeline / "clip" / "model.safetensors").is_file()
+
+
+def test_decoder_trains_resumes_exports_and_attaches(parts, decoder_run):
+    from dallebrain.models.decoder import load_decoder
+
+    first, resumed = decoder_run
+    out, pipeline = parts / "decoder", parts / "pipeline"
+    assert first["steps"] == 2 and (resumed["resumed_from"], resumed["steps"]) == (2, 3)
+    assert _steps(out / "losses.csv") == [1, 2, 3]
+    unet, schedule = load_decoder(out)
+    assert unet.config.encoder_hid_dim == 32 and schedule["prediction_type"] == "epsilon"
+    assert (pipeline / "decoder" / "diffusion_pytorch_model.safetensors").is_file()
+    assert (pipeline / "vae" / "diffusion_pytorch_model.safetensors").is_file()
+    assert json.loads((pipeline / "dallebrain.json").read_text())["image_size"] == 64
+
+
+def test_the_assembled_pipeline_generates(parts, decoder_run):
+    from dallebrain.pipelines.unclip import UnCLIPPipeline
+
+    pipe = UnCLIPPipeline.from_pretrained(parts / "pipeline")
+    result = pipe(PROMPT, n=2, seed=0, steps=2, prior_steps=2)
+    assert result.images.shape == (2, 64, 64) and 0 <= result.images.min() and result.images.max() <= 1
+    np.testing.assert_array_equal(result.images, pipe(PROMPT, n=2, seed=0, steps=2, prior_steps=2).images)
+    assert not np.array_equal(result.images, pipe(PROMPT, n=2, seed=1, steps=2, prior_steps=2).images)
+
+
+def test_a_pipeline_with_another_vae_is_refused(parts, tmp_path):
+    from safetensors.torch import save_file
+
+    (tmp_path / "vae").mkdir()
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "vae" / "diffusion_pytorch_model.safetensors"))
+    with pytest.raises(ValueError, match="other weights"):
+        check_pipeline_parts(tmp_path, {"vae": parts / "vae"})
+    check_pipeline_parts(tmp_path / "empty", {"vae": parts / "vae"})  # nothing there yet: fine

@@ -1,0 +1,126 @@
+"""Training throughput of every stage with its base config, and what caching gains for the LDM.
+
+    python benchmarks/bench_training.py --data PREPARED_128 --steps 12 --out /tmp/bench-train
+
+Each stage runs `--steps` optimiser steps through its own `main` (max_rows / val sizes cut so set-up is
+short); images/second is read from losses.csv (the last logged window, so start-up is excluded).
+The LDM comparison times the same UNet step two ways on the same batches: with cached latents and text
+states (our stage), and the stock loop that runs the VAE encoder and the text encoder every step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+
+
+def _last_rate(out: Path) -> float:
+    with open(out / "losses.csv") as f:
+        rows = list(csv.DictReader(f))
+    return float(rows[-1]["images_per_second"])
+
+
+def stage_rates(data: Path, out: Path, steps: int) -> dict[str, float]:
+    from dallebrain.training import clip, decoder, ldm, prior, vae
+
+    common = ["--data", str(data), "--max-steps", str(steps), "--no-progress", "--set", f"log_every={steps // 2}",
+              "--set", "sample_every=0", "--set", f"checkpoint_every={steps}"]
+    rates = {}
+    clip.main([*common, "--out", str(out / "clip"), "--config", str(CONFIGS / "clip.base.json"),
+               "--set", "val_pairs=64"])
+    rates["clip"] = _last_rate(out / "clip")
+    vae.main([*common, "--out", str(out / "vae"), "--config", str(CONFIGS / "vae.base.json"),
+              "--set", "val_images=8", "--set", "scaling_images=32"])
+    rates["vae"] = _last_rate(out / "vae")
+    ldm.main([*common, "--out", str(out / "ldm"), "--config", str(CONFIGS / "ldm.base.json"), "--vae",
+              str(out / "vae"), "--clip", str(out / "clip"), "--set", "max_rows=512"])
+    rates["ldm (cached)"] = _last_rate(out / "ldm")
+    prior.main([*common, "--out", str(out / "prior"), "--config", str(CONFIGS / "prior.base.json"), "--clip",
+                str(out / "clip"), "--set", "max_rows=512"])
+    rates["prior (cached)"] = _last_rate(out / "prior")
+    decoder.main([*common, "--out", str(out / "decoder"), "--config", str(CONFIGS / "decoder.base.json"), "--clip",
+                  str(out / "clip"), "--vae", str(out / "vae"), "--set", "max_rows=512"])
+    rates["decoder (cached)"] = _last_rate(out / "decoder")
+    return rates
+
+
+def caching_gain(data: Path, out: Path, steps: int) -> tuple[float, float]:
+    """images/s of one LDM training step with the cache vs encoding every batch (same UNet, same batches)."""
+    import numpy as np
+    import torch
+    from diffusers import DDPMScheduler
+
+    from dallebrain.data.dataset import SliceDataset, batch_indices
+    from dallebrain.models.text import tokenize
+    from dallebrain.models.unet import build_unet, noise_scheduler_config
+    from dallebrain.models.vae import encode_images, load_vae
+    from dallebrain.training.cache import build_latent_cache
+    from dallebrain.training.config import load_config
+    from dallebrain.training.ldm import LdmTrainConfig, load_conditioning, unet_config_of
+
+    cfg = load_config(LdmTrainConfig, CONFIGS / "ldm.base.json")
+    ds = SliceDataset(data, "train", max_rows=512)
+    vae = load_vae(out / "vae").eval()
+    encoder, tokenizer = load_conditioning(out / "clip")
+    cache = build_latent_cache(ds, vae, encoder, tokenizer, out / "gain-cache", 1, progress=False)
+    unet = build_unet(unet_config_of(cfg, cache.latents.shape[1], cache.latents.shape[-1]))
+    opt = torch.optim.AdamW(unet.parameters(), lr=1e-4)
+    noise_sched = DDPMScheduler.from_config(noise_scheduler_config())
+
+    def step(latents, states):
+        noise = torch.randn_like(latents)
+        t = torch.randint(0, 1000, (len(latents),))
+        pred = unet(noise_sched.add_noise(latents, noise, t), t, encoder_hidden_states=states).sample
+        loss = ((pred - noise) ** 2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    def run(cached: bool) -> float:
+        start = time.perf_counter()
+        for s in range(steps):
+            rows = batch_indices(len(ds), cfg.batch_size, 0, s)
+            if cached:
+                latents = cache.latents[rows].float()
+                states = cache.text(rows, np.zeros(len(rows), dtype=int)).float()
+            else:
+                with torch.no_grad():
+                    images, captions = ds.batch(rows)
+                    latents = encode_images(vae, images)
+                    tok = tokenize(tokenizer, captions)
+                    states = encoder(tok["input_ids"], attention_mask=tok["attention_mask"])[0]
+            step(latents, states)
+        return steps * cfg.batch_size / (time.perf_counter() - start)
+
+    run(True)  # warm-up
+    return run(True), run(False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="a prepared data set at 128x128")
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--out", type=Path, default=Path("/tmp/dallebrain-bench-train"))
+    args = parser.parse_args(argv)
+    shutil.rmtree(args.out, ignore_errors=True)
+    rates = stage_rates(args.data, args.out, args.steps)
+    cached, uncached = caching_gain(args.data, args.out, args.steps)
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"torch threads {__import__('torch').get_num_threads()}; base configs; {args.steps} steps each")
+    print("| stage | images/second |\n|---|---|")
+    for name, rate in rates.items():
+        print(f"| {name} | {rate:.1f} |")
+    print(f"\n| LDM step | images/second |\n|---|---|\n| cached latents + text states | {cached:.1f} |\n"
+          f"| VAE + text encoder every step (stock loop) | {uncached:.1f} |\n| gain | {cached / uncached:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

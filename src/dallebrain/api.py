@@ -46,7 +46,7 @@ def load_pipeline(model: str | Path | None = None, route: str = "ldm", device: s
     if lora is not None:
         from dallebrain.pipelines.lora import apply_lora
 
-        apply_lora(pipe.unet, lora, lora_scale)
+        apply_lora(pipe.unet, lora, lora_scale, text_encoder=getattr(pipe, "text_encoder", None))
         pipe.lora = {"path": str(lora), "scale": lora_scale}
     return pipe
 

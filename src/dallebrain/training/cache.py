@@ -62,19 +62,37 @@ def encode_texts(text_encoder, tokenizer, texts: list[str], batch_size: int = 64
     return torch.cat(states), torch.cat(masks)
 
 
+def caption_texts(dataset, rows, phrasing) -> list[str]:
+    """Caption `phrasing[i]` of row `rows[i]` (the canonical caption is phrasing 0; rows with fewer
+    phrasings repeat)."""
+    texts = []
+    for row, p in zip(rows, phrasing, strict=True):
+        options = dataset.captions(int(row))
+        texts.append(options[int(p) % len(options)])
+    return texts
+
+
 @torch.no_grad()
 def build_latent_cache(dataset, vae, text_encoder, tokenizer, folder: Path, phrasings: int = 2,
-                       batch_size: int = 32, progress: bool = True) -> LatentCache:
+                       batch_size: int = 32, progress: bool = True, encode_fn=None, text_fn=None,
+                       with_text: bool = True, extra_meta: dict | None = None) -> LatentCache:
     """Encode every slice of `dataset` with the VAE and `phrasings` captions each with the text encoder;
-    reuse the folder when it was made from the same data and weights."""
+    reuse the folder when it was made from the same data and weights.
+
+    encode_fn(images in [0, 1]) -> scaled latents and text_fn(texts) -> (states, masks) replace the
+    defaults (our 1-channel VAE, MiniLM at 64 tokens) for other bases, e.g. a stock Stable Diffusion folder;
+    with_text=False caches latents only (a text encoder that trains makes cached states stale)."""
     from tqdm import tqdm
 
     from dallebrain.models.vae import encode_images
 
+    encode_fn = encode_fn or (lambda images: encode_images(vae, images))
+    text_fn = text_fn or (lambda texts: encode_texts(text_encoder, tokenizer, texts))
     folder = Path(folder)
     meta = {"data": str(dataset.root.resolve()), "rows": len(dataset),
             "first": str(dataset.table.at[0, "image_path"]), "phrasings": phrasings,
-            "vae": module_fingerprint(vae), "text_encoder": module_fingerprint(text_encoder)}
+            "vae": module_fingerprint(vae),
+            "text_encoder": module_fingerprint(text_encoder) if with_text else None, **(extra_meta or {})}
     if (folder / "meta.json").exists() and json.loads((folder / "meta.json").read_text()) == meta:
         return load_latent_cache(folder)
     tmp = folder.with_name(f".tmp-{folder.name}-{uuid.uuid4().hex[:6]}")
@@ -84,22 +102,19 @@ def build_latent_cache(dataset, vae, text_encoder, tokenizer, folder: Path, phra
     latents = []
     for start in tqdm(range(0, n, batch_size), desc="cache latents", disable=not progress):
         images, _ = dataset.batch(range(start, min(n, start + batch_size)))
-        latents.append(encode_images(vae, images.to(device)).half().cpu())
+        latents.append(encode_fn(images.to(device)).half().cpu())
     np.save(tmp / "latents.npy", torch.cat(latents).numpy())
-    uncond, _ = encode_texts(text_encoder, tokenizer, [""])
-    np.save(tmp / "uncond.npy", uncond[0].half().numpy())
-    shape = (n * phrasings, *uncond.shape[1:])
+    uncond, _ = text_fn([""])
+    np.save(tmp / "uncond.npy", uncond[0].half().cpu().numpy())
+    shape = ((n * phrasings) if with_text else 0, *uncond.shape[1:])
     states = np.lib.format.open_memmap(tmp / "text_states.npy", mode="w+", dtype=np.float16, shape=shape)
     masks = np.zeros(shape[:2], dtype=bool)
-    texts = []
-    for i in range(n):
-        options = dataset.captions(i)
-        # the canonical caption first, then other phrasings (repeating when a row has fewer)
-        texts += [options[p % len(options)] for p in range(phrasings)]
-    for start in tqdm(range(0, len(texts), 256), desc="cache text", disable=not progress):
-        s, m = encode_texts(text_encoder, tokenizer, texts[start:start + 256])
-        states[start:start + len(s)] = s.half().numpy()
-        masks[start:start + len(s)] = m.numpy()
+    if with_text:
+        texts = caption_texts(dataset, np.repeat(np.arange(n), phrasings), np.tile(np.arange(phrasings), n))
+        for start in tqdm(range(0, len(texts), 256), desc="cache text", disable=not progress):
+            s, m = text_fn(texts[start:start + 256])
+            states[start:start + len(s)] = s.half().cpu().numpy()
+            masks[start:start + len(s)] = m.cpu().numpy()
     states.flush()
     del states
     np.save(tmp / "text_mask.npy", masks)

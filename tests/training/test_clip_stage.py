@@ -89,7 +89,7 @@ def test_two_learning_rates_and_clipping_reach_the_optimizer(tiny_prepared, tmp_
     clip_norm = stage.accelerator.clip_grad_norm_
     loss = stage.loss(0, 0)["loss"]
     loss.backward()
-    norm = clip_norm(groups, 1e-6)
+    norm = clip_norm([p for g in groups for p in g["params"]], 1e-6)  # as loop.fit flattens the groups
     assert float(norm) > 0
     grads = [p.grad for g in groups for p in g["params"] if p.grad is not None]
     assert float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))) <= 1.1e-6

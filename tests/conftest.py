@@ -13,10 +13,7 @@ os.environ["HF_HOME"] = str(_CACHE / "huggingface")
 
 import pytest  # noqa: E402
 
-from dallebrain.data.grid import VolumeGrid  # noqa: E402
-
-# 3 mm instead of 1.5 mm: 8x fewer voxels, the same code paths.
-TINY_GRID = VolumeGrid((64, 76, 64), 3.0, (-96.0, -132.0, -78.0))
+from testing_constants import CONFIGS, TINY_GRID  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -37,9 +34,6 @@ def tiny_prepared(tiny_cohort, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("prepared")
     prepare(PrepareOptions("simulated", tiny_cohort, out, size=64, slice_step_mm=6.0), progress=False)
     return out
-
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @pytest.fixture(scope="session")

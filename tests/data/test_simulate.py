@@ -5,7 +5,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import TINY_GRID
 from dallebrain.data.anatomy import AgeingModel, exponentiate, make_anatomy
 from dallebrain.data.mr_physics import csf_null_ti, draw_sequence, tissue_signals
 from dallebrain.data.simulate import (
@@ -15,6 +14,7 @@ from dallebrain.data.simulate import (
     simulate_cohort,
     synthesize,
 )
+from testing_constants import TINY_GRID
 
 # No individual variation: only age and sex act, so trends can be checked on a handful of subjects.
 FIXED = AgeingModel(icv_cv=0.0, tissue_cv=0.0, ventricle_log_sd=0.0)

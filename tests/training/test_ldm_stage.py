@@ -3,8 +3,8 @@ import json
 
 import pytest
 
-from conftest import CONFIGS
 from dallebrain.training import ldm
+from testing_constants import CONFIGS
 
 
 def test_ldm_writes_a_complete_pipeline_folder(tiny_pipeline):

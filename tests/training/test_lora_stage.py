@@ -9,8 +9,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from conftest import CONFIGS
 from dallebrain.training import lora
+from testing_constants import CONFIGS
 
 TINY = str(CONFIGS / "lora.tiny.json")
 

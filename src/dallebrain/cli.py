@@ -243,6 +243,11 @@ def train_cmd(ctx: typer.Context, stage: str = typer.Argument(..., help=f"One of
         fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
 
+from dallebrain.evaluation.cli import evaluate_cmd  # noqa: E402 - uses fail() above
+
+app.command("evaluate")(evaluate_cmd)
+
+
 def main() -> None:
     app()
 

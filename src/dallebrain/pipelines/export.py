@@ -95,3 +95,35 @@ def export_stock_folder(model: Path, out: Path) -> Path:
         if (model / name).exists():
             shutil.copy2(model / name, out / name)
     return out
+
+
+RELEASE_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "clip", "prior", "decoder")
+
+
+def release_folder(model: Path, out: Path, fp16: bool = True) -> Path:
+    """The folder to ship: components only (no checkpoints, caches or logs), float weights stored as fp16
+    (loaders upcast them to the model's float32), a sha256 list of the files."""
+    import hashlib
+
+    from safetensors.torch import load_file, save_file
+
+    from dallebrain.data.io import write_json_atomic
+
+    model, out = Path(model), Path(out)
+    if out.exists():
+        shutil.rmtree(out)
+    for name in RELEASE_PARTS:
+        if (model / name).is_dir():
+            copy_component(out, name, model / name)
+    for name in ("model_index.json", "dallebrain.json"):
+        if (model / name).exists():
+            shutil.copy2(model / name, out / name)
+    if fp16:
+        for path in out.rglob("*.safetensors"):
+            tensors = load_file(path)
+            half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
+            save_file(half, path)
+    sums = {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(out.rglob("*")) if p.is_file()}
+    write_json_atomic(out / "SHA256SUMS.json", sums)
+    return out

@@ -247,6 +247,10 @@ from dallebrain.evaluation.cli import evaluate_cmd  # noqa: E402 - uses fail() a
 
 app.command("evaluate")(evaluate_cmd)
 
+from dallebrain.app.cli import serve_cmd  # noqa: E402
+
+app.command("serve")(serve_cmd)
+
 
 def main() -> None:
     app()

@@ -23,27 +23,9 @@ def _one_thread():
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
+def folder(tiny_unclip):
     """clip/, vae/, prior/, decoder/ of random tiny models (64x64 slices, 4x16x16 latents)."""
-    from dallebrain.models.clip import BrainCLIP, BrainCLIPConfig
-    from dallebrain.models.decoder import build_decoder, save_decoder
-    from dallebrain.models.prior import PriorConfig, build_prior, save_prior
-    from dallebrain.models.unet import UnetConfig
-    from dallebrain.models.vae import VaeConfig, build_vae
-
-    root = tmp_path_factory.mktemp("unclip-pipeline")
-    torch.manual_seed(0)
-    BrainCLIP(BrainCLIPConfig(image_width=8, image_blocks_per_stage=1, image_stages=2, embed_dim=DIM,
-                              tuned_text_layers=1, image_size=64)).save_pretrained(root / "clip")
-    vae = build_vae(VaeConfig(block_out_channels=(8, 8, 8), norm_num_groups=4, mid_block_attention=False,
-                              sample_size=64))
-    vae.register_to_config(scaling_factor=0.5)
-    vae.save_pretrained(root / "vae", safe_serialization=True)
-    save_prior(build_prior(PriorConfig(num_layers=1, num_attention_heads=2, attention_head_dim=8), DIM), root / "prior")
-    save_decoder(build_decoder(UnetConfig(sample_size=16, block_out_channels=[8, 16], attention_head_dim=4,
-                                          cross_attention_levels=1, cross_attention_dim=16, norm_num_groups=4), DIM),
-                 root / "decoder")
-    return root
+    return tiny_unclip
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,70 @@
+"""`dallebrain serve`: the web page. gradio is imported inside the command, so `dallebrain --help` stays instant
+and the rest of the CLI works without the `web` extra."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from pathlib import Path
+
+import typer
+
+
+def _fail(message: str) -> None:
+    from dallebrain.cli import fail  # here, not at the top: dallebrain.cli imports this module
+
+    fail(message)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve_cmd(
+    host: str = typer.Option("127.0.0.1", help="Address to listen on; anything but loopback exposes the page "
+                             "(and the study) to the network."),
+    port: int = typer.Option(7860, help="Port."),
+    model: Path = typer.Option(None, help="Pipeline folder (default: the model shipped in the package)."),
+    data: Path = typer.Option(None, help="Prepared data set: its test split gives the reader study's real slices."),
+    study_dir: Path = typer.Option(Path("dallebrain-study"), help="Reader study folder (study.sqlite, images/); "
+                                   "created from --data when new, reopened otherwise."),
+    study_items: int = typer.Option(20, help="Items in a new study: half real, half synthetic."),
+    study_steps: int = typer.Option(20, help="Denoising steps of the study's synthetic slices."),
+    device: str = typer.Option(None, help="cpu, cuda, ... (default: cuda if available)."),
+) -> None:
+    """Serve the web page: generate, variations and a blinded reader study (needs gradio: pip install
+    'dallebrain\\[web]')."""
+    if not 1 <= port <= 65535:
+        _fail(f"--port must be between 1 and 65535, got {port}")
+    if model is not None and not model.is_dir():
+        _fail(f"--model folder not found: {model}")
+    if data is not None and not (data / "metadata.parquet").is_file():
+        _fail(f"--data is not a prepared data set (no metadata.parquet): {data}")
+    if not 2 <= study_items <= 1000:
+        _fail(f"--study-items must be between 2 and 1000, got {study_items}")
+    if not 1 <= study_steps <= 100:
+        _fail(f"--study-steps must be between 1 and 100, got {study_steps}")
+    if study_dir.exists() and not study_dir.is_dir():
+        _fail(f"--study-dir exists and is not a folder: {study_dir}")
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no usage reports from a hospital network
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        _fail("the web page needs gradio: pip install 'dallebrain[web]'")
+    from dallebrain.app.ui import ServeConfig, launch
+
+    if not _is_loopback(host):
+        typer.echo(f"warning: listening on {host}: anyone who can reach this machine can use the page and the "
+                   "reader study", err=True)
+    use_study = data is not None or (study_dir / "study.sqlite").is_file()
+    config = ServeConfig(model=model, data=data, study_dir=study_dir if use_study else None,
+                         study_items=study_items, study_steps=study_steps, device=device)
+    try:
+        launch(config, host, port)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc).splitlines()[0])

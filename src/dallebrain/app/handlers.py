@@ -1,0 +1,377 @@
+"""What the page's buttons call: plain functions over plain values (no gradio here), so tests call them directly.
+
+Every refusal is a `RequestError` with one line for the page. Pipelines are loaded once per process and kept by
+(model, route, LoRA, scale, device); generation runs one request at a time (`GENERATION_LOCK`), which is also
+what the page's queue enforces.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import shutil
+import tempfile
+import threading
+import time
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAX_PROMPT_CHARS = 300
+MAX_IMAGES = 16
+MAX_STEPS = 100
+MAX_SEED = 2**32 - 1
+MAX_GUIDANCE = 20.0
+AGES = tuple(range(20, 91, 10))  # the ageing sequence: 20, 30, ..., 90
+ROUTES = ("ldm", "unclip")
+UPLOAD_SUFFIXES = (".png", ".nii", ".nii.gz")
+
+GENERATION_LOCK = threading.Lock()
+_STUDY_LOCK = threading.Lock()
+
+EXAMPLE_PROMPTS = [
+    "axial T2-weighted slice of a healthy 70-year-old woman at the level of the lateral ventricles",
+    "axial T1-weighted brain MRI of a healthy 25-year-old man at the level of the basal ganglia, 3 T",
+    "coronal FLAIR slice of a healthy 60-year-old man through the hippocampi",
+    "midsagittal T1-weighted MRI of a healthy 45-year-old woman",
+    "axial PD-weighted slice of a healthy 80-year-old man at the level of the centrum semiovale, 1.5 T",
+]
+
+
+class RequestError(ValueError):
+    """A request the page refuses; the message is one line a user can act on."""
+
+
+@dataclass
+class Generated:
+    """What a generation request gives the page."""
+
+    images: list[tuple[str, str]]  # (PNG path, caption) per image
+    files: list[str]  # downloads: PNG, NIfTI, JSON per image (or the ageing strip and a zip)
+    message: str = ""  # warnings and notes for the page, markdown
+    strip: str | None = None  # ageing sequence only: one PNG with the frames left (20) to right (90)
+    folder: Path | None = None
+
+
+@dataclass
+class StudyView:
+    """What the reader-study tab shows; `state` stays on the server (gr.State)."""
+
+    state: dict = field(default_factory=dict)  # reader, item_id, shown_at
+    image: str | None = None
+    stated_contrast: str = ""
+    progress: str = ""
+    message: str = ""
+
+
+# --- checks ---------------------------------------------------------------------------------------------
+
+
+def _as_int(value, name: str, low: int, high: int) -> int:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise RequestError(f"{name} must be a whole number, got {value!r}") from None
+    if number != int(number):
+        raise RequestError(f"{name} must be a whole number, got {value!r}")
+    if not low <= number <= high:
+        raise RequestError(f"{name} must be between {low} and {high}, got {int(number)}")
+    return int(number)
+
+
+def _as_float(value, name: str, low: float, high: float) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise RequestError(f"{name} must be a number, got {value!r}") from None
+    if not low <= number <= high:  # also refuses NaN
+        raise RequestError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
+    return number
+
+
+def check_prompt(prompt) -> str:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise RequestError("empty prompt: describe the slice, e.g. 'axial T2-weighted slice of a healthy "
+                           "70-year-old woman at the level of the lateral ventricles'")
+    prompt = " ".join(prompt.split())
+    if len(prompt) > MAX_PROMPT_CHARS:
+        raise RequestError(f"prompt too long: {len(prompt)} characters, at most {MAX_PROMPT_CHARS}")
+    return prompt
+
+
+def check_settings(seed, steps, guidance, sampler, n=1) -> tuple[int, int, float, str, int]:
+    from dallebrain.models.unet import SAMPLERS
+
+    n = _as_int(n, "number of images", 1, MAX_IMAGES)
+    steps = _as_int(steps, "steps", 1, MAX_STEPS)
+    seed = _as_int(seed, "seed", 0, MAX_SEED)
+    guidance = _as_float(guidance, "guidance", 0.0, MAX_GUIDANCE)
+    if sampler not in SAMPLERS:
+        raise RequestError(f"unknown sampler {sampler!r}: choose from {', '.join(SAMPLERS)}")
+    return seed, steps, guidance, sampler, n
+
+
+def _check_lora(lora, lora_scale) -> tuple[str | None, float]:
+    lora = str(lora).strip() if lora else ""
+    scale = _as_float(lora_scale if lora_scale is not None else 1.0, "LoRA scale", 0.0, 4.0)
+    if not lora:
+        return None, 1.0
+    if not Path(lora).is_dir():
+        raise RequestError(f"LoRA adapter folder not found on the server: {lora}")
+    return lora, scale
+
+
+# --- pipelines ------------------------------------------------------------------------------------------
+
+
+def model_folder(model) -> Path:
+    from dallebrain.api import default_model
+
+    folder = Path(model) if model else default_model()
+    if not folder.is_dir():
+        raise RequestError(f"no model at {folder}: start the server with --model DIR (a `dallebrain train ldm` "
+                           "folder)")
+    return folder
+
+
+@functools.lru_cache(maxsize=4)
+def _load(model: str, route: str, lora: str | None, lora_scale: float, device: str | None):
+    from dallebrain.api import load_pipeline
+
+    return load_pipeline(model, route=route, device=device, lora=lora, lora_scale=lora_scale)
+
+
+def get_pipeline(model=None, route: str = "ldm", lora=None, lora_scale: float = 1.0, device: str | None = None):
+    """The pipeline for these settings, loaded once per process (the four most recent are kept)."""
+    if route not in ROUTES:
+        raise RequestError(f"unknown route {route!r}: choose ldm or unclip")
+    folder = model_folder(model)
+    try:
+        return _load(str(folder.resolve()), route, lora, float(lora_scale), device)
+    except ValueError as exc:
+        message = str(exc).splitlines()[0]
+        if route == "unclip" and ("prior" in message or "clip" in message or "decoder" in message):
+            message += " (the unCLIP route needs clip/, prior/ and decoder/: `dallebrain train prior|decoder`)"
+        raise RequestError(message) from exc
+
+
+def _request_folder(work_dir, kind: str) -> Path:
+    root = Path(work_dir) if work_dir else Path(tempfile.gettempdir()) / "dallebrain-serve"
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f"{kind}-", dir=root))
+
+
+def _files(written: list[dict], out: Path, zip_name: str) -> list[str]:
+    """A zip of everything first (one click for a radiologist who wants all NIfTIs), then each file."""
+    files = [paths[kind] for paths in written for kind in ("png", "nifti", "json")]
+    zip_path = out / zip_name
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
+        for path in files:
+            z.write(path, path.relative_to(out))
+    return [str(zip_path)] + [str(p) for p in files]
+
+
+def _notes(prompt: str, written: list[dict]) -> str:
+    import json
+
+    from dallebrain.data.captions import parse_prompt
+
+    notes = []
+    if written:
+        notes += json.loads(Path(written[0]["json"]).read_text()).get("warnings", [])
+    missing = [m for m in parse_prompt(prompt).missing() if m not in ("healthy", "landmark")]
+    if missing:
+        notes.append("the prompt does not say " + ", ".join(m.replace("_", " ") for m in missing)
+                     + ": the model chooses")
+    return "\n".join(f"- {n}" for n in notes)
+
+
+# --- generate -------------------------------------------------------------------------------------------
+
+
+def generate(prompt, seed=0, steps=20, guidance=4.0, sampler="dpm", route="ldm", lora=None, lora_scale=1.0, n=1,
+             *, model=None, work_dir=None, device: str | None = None) -> Generated:
+    """n slices for a prompt, written (PNG, NIfTI, JSON) to a new folder under work_dir."""
+    from dallebrain.api import generate_to_folder
+
+    prompt = check_prompt(prompt)
+    seed, steps, guidance, sampler, n = check_settings(seed, steps, guidance, sampler, n)
+    lora, lora_scale = _check_lora(lora, lora_scale)
+    pipe = get_pipeline(model, route, lora, lora_scale, device)
+    out = _request_folder(work_dir, "generate")
+    with GENERATION_LOCK:
+        written = generate_to_folder(pipe, prompt, out, n=n, seed=seed, steps=steps, guidance=guidance,
+                                     sampler=sampler, model_path=str(model_folder(model)))
+    images = [(str(p["png"]), f"seed {seed + i}") for i, p in enumerate(written)]
+    return Generated(images, _files(written, out, f"slices-seed-{seed:06d}.zip"), _notes(prompt, written), folder=out)
+
+
+_AGE_PATTERNS = (  # as dallebrain.data.captions reads an age; group 1 is the number
+    r"(\d+(?:\.\d+)?)\s*-?\s*(?:years?|yrs?)[-\s]+old\b",
+    r"\bage[ds]?\s*:?\s*(\d+(?:\.\d+)?)\b",
+    r"(\d+(?:\.\d+)?)\s*(?:years?|yrs?|y/o|yo)\b",
+)
+
+
+def with_age(prompt: str, age: int) -> str:
+    """The prompt with its age replaced by `age` (or ', age N' appended when it names none)."""
+    article = "an" if str(age).startswith("8") or age in (11, 18) else "a"
+    for pattern in _AGE_PATTERNS:
+        m = re.search(pattern, prompt, flags=re.IGNORECASE)
+        if m and 0 <= float(m.group(1)) <= 120:
+            head, tail = prompt[:m.start(1)], prompt[m.end(1):]
+            a = re.search(r"\b([Aa])n?(\s+)$", head)  # "a 70-year-old" -> "an 80-year-old"
+            if a:
+                head = head[:a.start()] + (article if a.group(1) == "a" else article.title()) + a.group(2)
+            return f"{head}{age}{tail}"
+    return f"{prompt.rstrip(' .;,')}, age {age}"
+
+
+def ageing_sequence(prompt, seed=0, steps=20, guidance=4.0, sampler="dpm", route="ldm", lora=None,
+                    lora_scale=1.0, *, model=None, work_dir=None, device: str | None = None,
+                    ages: tuple[int, ...] = AGES) -> Generated:
+    """The same seed and prompt at ages 20, 30, ..., 90: one frame per age and a strip of them."""
+    import numpy as np
+    from PIL import Image
+
+    from dallebrain.api import generate_to_folder
+
+    prompt = check_prompt(prompt)
+    seed, steps, guidance, sampler, _ = check_settings(seed, steps, guidance, sampler, len(ages))
+    lora, lora_scale = _check_lora(lora, lora_scale)
+    pipe = get_pipeline(model, route, lora, lora_scale, device)
+    out = _request_folder(work_dir, "ageing")
+    written = []
+    with GENERATION_LOCK:
+        for age in ages:
+            written += generate_to_folder(pipe, with_age(prompt, age), out / f"age-{age}", n=1, seed=seed,
+                                          steps=steps, guidance=guidance, sampler=sampler,
+                                          model_path=str(model_folder(model)))
+    frames = [np.asarray(Image.open(p["png"])) for p in written]
+    gap = np.zeros((frames[0].shape[0], 2), dtype=frames[0].dtype)
+    strip = np.concatenate([x for f in frames for x in (f, gap)][:-1], axis=1)
+    strip_path = out / f"ageing-seed-{seed:06d}.png"
+    Image.fromarray(strip).save(strip_path)
+    zip_path = _files(written, out, f"ageing-seed-{seed:06d}.zip")[0]
+    images = [(str(p["png"]), f"age {age}") for age, p in zip(ages, written, strict=True)]
+    return Generated(images, [str(strip_path), zip_path], _notes(with_age(prompt, ages[0]), written),
+                     strip=str(strip_path), folder=out)
+
+
+# --- variations -----------------------------------------------------------------------------------------
+
+
+def variations(image_path, n=4, seed=0, steps=20, guidance=4.0, sampler="dpm", *, model=None, work_dir=None,
+               device: str | None = None) -> Generated:
+    """unCLIP variations of an uploaded slice (PNG or single-slice NIfTI)."""
+    from dallebrain.api import variations_to_folder
+
+    if not image_path:
+        raise RequestError("upload a slice first (PNG or single-slice NIfTI)")
+    path = Path(image_path)
+    if not path.name.lower().endswith(UPLOAD_SUFFIXES):
+        raise RequestError(f"{path.name}: upload a PNG (.png) or a NIfTI (.nii, .nii.gz)")
+    seed, steps, guidance, sampler, n = check_settings(seed, steps, guidance, sampler, n)
+    pipe = get_pipeline(model, "unclip", None, 1.0, device)
+    out = _request_folder(work_dir, "variations")
+    try:
+        with GENERATION_LOCK:
+            written = variations_to_folder(pipe, path, out, n=n, seed=seed, steps=steps, guidance=guidance,
+                                           sampler=sampler, model_path=str(model_folder(model)))
+    except ValueError as exc:
+        raise RequestError(str(exc).splitlines()[0]) from exc
+    images = [(str(p["png"]), f"variation, seed {seed + i}") for i, p in enumerate(written)]
+    return Generated(images, _files(written, out, f"variations-seed-{seed:06d}.zip"), folder=out)
+
+
+# --- reader study ---------------------------------------------------------------------------------------
+
+CONTRAST_ANSWERS = {"yes": True, "no": False}
+
+
+def _synthetic_maker(model, device, steps: int, guidance: float = 4.0, sampler: str = "dpm"):
+    def make(prompt: str, seed: int):
+        pipe = get_pipeline(model, "ldm", None, 1.0, device)
+        with GENERATION_LOCK:
+            return pipe(prompt, n=1, seed=seed, steps=steps, guidance=guidance, sampler=sampler).images[0]
+
+    return make
+
+
+def _show(study, name: str, message: str = "") -> StudyView:
+    item = study.next_item(name)
+    done, total = study.progress(name)
+    if item is None:
+        return StudyView({"reader": name}, None, "", f"**{name}**: all {total} items answered. Thank you.",
+                         message or "Study complete for this reader.")
+    state = {"reader": name, "item_id": item.item_id, "shown_at": time.time()}
+    return StudyView(state, str(item.image), item.stated_contrast,
+                     f"**{name}**: item {done + 1} of {total}", message)
+
+
+def study_start(study, reader_name, *, model=None, device: str | None = None, steps: int = 20) -> StudyView:
+    """Register (or resume) a reader and show their next item; generates the study's synthetic items the first
+    time any reader starts."""
+    from dallebrain.app.study import clean_reader_name
+
+    if study is None:
+        raise RequestError("no reader study on this server: start it with --data PREPARED")
+    try:
+        name = clean_reader_name(reader_name)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from exc
+    with _STUDY_LOCK:
+        if study.pending_synthetic():
+            study.materialise(_synthetic_maker(model, device, steps))
+    return _show(study, name)
+
+
+def study_submit(study, state: dict | None, answer, plausibility, contrast_ok, now: float | None = None) -> StudyView:
+    """Store the reader's answer to the item on screen and show the next one."""
+    if study is None:
+        raise RequestError("no reader study on this server: start it with --data PREPARED")
+    if not state or not state.get("reader"):
+        raise RequestError("enter your reader name and press Start first")
+    if state.get("item_id") is None:
+        raise RequestError("no item on screen: all items are answered")
+    if answer not in ("real", "synthetic"):
+        raise RequestError("answer 'real or synthetic?' first")
+    if plausibility in (None, ""):
+        raise RequestError("rate the anatomical plausibility (1-5) first")
+    plausibility = _as_int(plausibility, "plausibility", 1, 5)
+    if contrast_ok not in CONTRAST_ANSWERS:
+        raise RequestError("answer 'is the contrast the stated one?' first")
+    seconds = (now if now is not None else time.time()) - state["shown_at"] if state.get("shown_at") else None
+    try:
+        study.submit(state["reader"], state["item_id"], answer, plausibility, CONTRAST_ANSWERS[contrast_ok],
+                     seconds)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from exc
+    return _show(study, state["reader"], "Answer saved.")
+
+
+def _check_organiser(study, code) -> None:
+    if study is None:
+        raise RequestError("no reader study on this server: start it with --data PREPARED")
+    try:
+        study.check_organiser(code)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from exc
+
+
+def study_summary(study, organiser_code):
+    """The summary table (see Study.summary), rounded for the page; for the organiser only."""
+    _check_organiser(study, organiser_code)
+    return study.summary().round({"accuracy": 3, "p_value": 4, "plausibility_real": 2, "plausibility_synthetic": 2,
+                                  "contrast_confirmed": 3})
+
+
+def study_export(study, organiser_code, work_dir=None) -> str:
+    """A CSV of every answer, for download; for the organiser only."""
+    _check_organiser(study, organiser_code)
+    out = _request_folder(work_dir, "export")
+    return str(study.export_csv(out / f"reader-study-{time.strftime('%Y%m%d-%H%M%S')}.csv"))
+
+
+def clear_work_dir(work_dir) -> None:
+    shutil.rmtree(work_dir, ignore_errors=True)

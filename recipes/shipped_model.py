@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--install", action="store_true", help="copy the result into the package as the default")
+    parser.add_argument("--ldm-only", action="store_true",
+                        help="VAE + LDM on the pretrained MiniLM only (no brain CLIP, no unCLIP): a CPU-sized run")
     args = parser.parse_args(argv)
     work, log = args.work, []
     cohort, data, runs, model = work / "cohort", work / "prepared", work / "runs", work / "model"
@@ -55,13 +57,16 @@ def main(argv: list[str] | None = None) -> Path:
         run(["data", "prepare", "--source", "simulated", "--input", str(cohort), "--out", str(data),
              "--size", str(args.size), "--workers", str(args.workers)], log)
     d = ["--data", str(data)]
-    stage("clip", runs / "clip", d, args.configs, log)
+    clip = [] if args.ldm_only else ["--clip", str(runs / "clip")]
+    if not args.ldm_only:
+        stage("clip", runs / "clip", d, args.configs, log)
     stage("vae", runs / "vae", d, args.configs, log)
-    stage("ldm", model, [*d, "--vae", str(runs / "vae"), "--clip", str(runs / "clip"), "--set",
-                         "compact_text_encoder=true"], args.configs, log, done_marker="model_index.json")
-    stage("prior", runs / "prior", [*d, "--clip", str(runs / "clip"), "--into", str(model)], args.configs, log)
-    stage("decoder", runs / "decoder", [*d, "--clip", str(runs / "clip"), "--vae", str(runs / "vae"), "--into",
-                                        str(model)], args.configs, log)
+    stage("ldm", model, [*d, "--vae", str(runs / "vae"), *clip, "--set", "compact_text_encoder=true"], args.configs,
+          log, done_marker="model_index.json")
+    if not args.ldm_only:
+        stage("prior", runs / "prior", [*d, *clip, "--into", str(model)], args.configs, log)
+        stage("decoder", runs / "decoder", [*d, *clip, "--vae", str(runs / "vae"), "--into", str(model)],
+              args.configs, log)
     from dallebrain.pipelines.export import release_folder
 
     release = release_folder(model, work / "release")

@@ -12,6 +12,11 @@ os.environ["NILEARN_DATA"] = str(_CACHE / "nilearn_data")
 os.environ["HF_HOME"] = str(_CACHE / "huggingface")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# One intra-op thread: the tiny test models gain nothing from two, and on shared cores two threads per
+# process oversubscribe (measured here: ~10x slower).
+torch.set_num_threads(1)
 
 from testing_constants import CONFIGS, TINY_GRID  # noqa: E402
 

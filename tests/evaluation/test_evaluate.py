@@ -7,21 +7,12 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 import typer
 from typer.testing import CliRunner
 
 from dallebrain.evaluation.features import EncoderConfig
 
 TINY_ENCODER = EncoderConfig(input_size=32, widths=(8, 16), feature_dim=16, steps=12, batch_size=16)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

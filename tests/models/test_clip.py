@@ -24,15 +24,6 @@ def _images(n=4, size=32):
     return torch.rand(n, 1, size, size, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The test machine's cores are shared: one thread avoids oversubscription, which slows torch ~10x here.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def model() -> BrainCLIP:
     return _tiny()

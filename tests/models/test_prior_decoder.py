@@ -21,14 +21,6 @@ TINY_UNET = UnetConfig(sample_size=8, latent_channels=4, block_out_channels=[8, 
                        cross_attention_levels=1, cross_attention_dim=16, norm_num_groups=4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _prior_inputs(n=3):
     g = torch.Generator().manual_seed(0)
     mask = torch.ones(n, 64, dtype=torch.bool)

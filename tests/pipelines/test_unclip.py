@@ -14,14 +14,6 @@ PROMPT = "axial T2-weighted slice of a healthy 70-year-old woman at the level of
 DIM = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def folder(tiny_unclip):
     """clip/, vae/, prior/, decoder/ of random tiny models (64x64 slices, 4x16x16 latents)."""

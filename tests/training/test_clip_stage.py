@@ -14,15 +14,6 @@ CONFIGS = Path(__file__).parents[2] / "configs"
 TINY = CONFIGS / "clip.tiny.json"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The test machine's cores are shared: one thread avoids oversubscription, which slows torch ~10x here.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _losses(out: Path) -> dict[int, float]:
     with open(out / "losses.csv") as f:
         return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(f)}

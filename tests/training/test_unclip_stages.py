@@ -20,14 +20,6 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 PROMPT = "axial T1-weighted slice of a healthy 30-year-old man at the level of the lateral ventricles"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def parts(tiny_prepared, tmp_path_factory) -> Path:
     """clip/ and vae/ trained 3 steps each by their stages' main()."""

@@ -112,7 +112,7 @@ class DecoderStage(Stage):
     def loss(self, step: int, micro: int) -> dict[str, torch.Tensor]:
         from dallebrain.data.dataset import batch_indices
         from dallebrain.models.decoder import decoder_inputs
-        from dallebrain.training.ldm import min_snr_weights
+        from dallebrain.training.ldm import denoising_loss
 
         cfg, device = self.config, self.accelerator.device
         rows = batch_indices(len(self.latents), cfg.batch_size, cfg.seed, step * 1000 + micro, self.rank)
@@ -120,13 +120,9 @@ class DecoderStage(Stage):
         latents = self.latents[rows].float().to(device)
         embeds = self.image_embeds[rows].clone()
         embeds[torch.from_numpy(rng.random(len(rows)) < cfg.embed_dropout)] = 0.0
-        noise = torch.randn_like(latents)
-        t = torch.randint(0, self.noise.config.num_train_timesteps, (len(rows),), device=device)
-        noisy = self.noise.add_noise(latents, noise, t)
-        pred = self.live(noisy, t, **decoder_inputs(embeds.to(device))).sample
-        per_sample = ((pred.float() - noise) ** 2).mean(dim=(1, 2, 3))
-        weights = min_snr_weights(self.noise, t, cfg.snr_gamma) if cfg.snr_gamma > 0 else torch.ones_like(per_sample)
-        return {"loss": (per_sample * weights).mean(), "mse": per_sample.mean().detach()}
+        conditioning = decoder_inputs(embeds.to(device))
+        return denoising_loss(lambda x, t: self.live(x, t, **conditioning).sample, self.noise, latents,
+                              cfg.snr_gamma)
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int) -> None:

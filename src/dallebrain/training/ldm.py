@@ -62,10 +62,24 @@ def load_conditioning(clip_dir: Path | None):
     return encoder.eval(), load_tokenizer()
 
 
-def min_snr_weights(scheduler, timesteps: torch.Tensor, gamma: float) -> torch.Tensor:
-    alphas = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
-    snr = alphas / (1 - alphas)
-    return torch.clamp(snr, max=gamma) / snr
+def denoising_loss(denoise, scheduler, latents: torch.Tensor, snr_gamma: float) -> dict[str, torch.Tensor]:
+    """The diffusion loss every denoiser here trains with (LDM, decoder, LoRA): noise the latents at random
+    timesteps, predict with denoise(noisy, t), squared error against the scheduler's target (the noise, or the
+    velocity for v-prediction bases), min-SNR weighted (Hang et al. 2023: min(SNR, gamma) / SNR for epsilon,
+    / (SNR + 1) for velocity)."""
+    noise = torch.randn_like(latents)
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), device=latents.device)
+    pred = denoise(scheduler.add_noise(latents, noise, t), t)
+    velocity = scheduler.config.prediction_type == "v_prediction"
+    target = scheduler.get_velocity(latents, noise, t) if velocity else noise
+    per_sample = ((pred.float() - target) ** 2).mean(dim=(1, 2, 3))
+    if snr_gamma > 0:
+        alphas = scheduler.alphas_cumprod.to(t.device)[t]
+        snr = alphas / (1 - alphas)
+        weights = torch.clamp(snr, max=snr_gamma) / (snr + 1 if velocity else snr)
+    else:
+        weights = torch.ones_like(per_sample)
+    return {"loss": (per_sample * weights).mean(), "mse": per_sample.mean().detach()}
 
 
 class LdmStage(Stage):
@@ -113,13 +127,8 @@ class LdmStage(Stage):
         drop = torch.from_numpy(rng.random(len(rows)) < cfg.caption_dropout)
         states[drop] = self.cache.uncond.float()
         states = states.to(device)
-        noise = torch.randn_like(latents)
-        t = torch.randint(0, self.noise.config.num_train_timesteps, (len(rows),), device=device)
-        noisy = self.noise.add_noise(latents, noise, t)
-        pred = self.unet(noisy, t, encoder_hidden_states=states).sample
-        per_sample = ((pred.float() - noise) ** 2).mean(dim=(1, 2, 3))
-        weights = min_snr_weights(self.noise, t, cfg.snr_gamma) if cfg.snr_gamma > 0 else torch.ones_like(per_sample)
-        return {"loss": (per_sample * weights).mean(), "mse": per_sample.mean()}
+        return denoising_loss(lambda x, t: self.unet(x, t, encoder_hidden_states=states).sample, self.noise,
+                              latents, cfg.snr_gamma)
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int) -> None:

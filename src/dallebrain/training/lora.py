@@ -175,11 +175,6 @@ def add_text_encoder_adapter(text_encoder, config, adapter_name: str = "default"
     text_encoder.peft_config = {**(getattr(text_encoder, "peft_config", None) or {}), adapter_name: config}
 
 
-def _snr(scheduler, timesteps: torch.Tensor) -> torch.Tensor:
-    alphas = scheduler.alphas_cumprod.to(timesteps.device)[timesteps]
-    return alphas / (1 - alphas)
-
-
 class LoraStage(Stage):
     name = "lora"
 
@@ -252,7 +247,7 @@ class LoraStage(Stage):
 
     def loss(self, step: int, micro: int) -> dict[str, torch.Tensor]:
         from dallebrain.data.dataset import batch_indices
-        from dallebrain.training.ldm import min_snr_weights
+        from dallebrain.training.ldm import denoising_loss
 
         cfg = self.config
         device = self.accelerator.device
@@ -260,21 +255,8 @@ class LoraStage(Stage):
         rng = np.random.default_rng([cfg.seed, step, micro, self.rank, 7])
         latents = self.cache.latents[rows].float().to(device)
         states = self.conditioning(rows, rng)
-        noise = torch.randn_like(latents)
-        t = torch.randint(0, self.noise.config.num_train_timesteps, (len(rows),), device=device)
-        noisy = self.noise.add_noise(latents, noise, t)
-        pred = self.unet(noisy, t, encoder_hidden_states=states).sample
-        v_prediction = self.noise.config.prediction_type == "v_prediction"
-        target = self.noise.get_velocity(latents, noise, t) if v_prediction else noise
-        per_sample = ((pred.float() - target) ** 2).mean(dim=(1, 2, 3))
-        if cfg.snr_gamma > 0:
-            weights = min_snr_weights(self.noise, t, cfg.snr_gamma)
-            if v_prediction:  # min(SNR, gamma) / (SNR + 1) for a velocity target
-                snr = _snr(self.noise, t)
-                weights = weights * snr / (snr + 1)
-        else:
-            weights = torch.ones_like(per_sample)
-        return {"loss": (per_sample * weights).mean(), "mse": per_sample.mean()}
+        return denoising_loss(lambda x, t: self.unet(x, t, encoder_hidden_states=states).sample, self.noise,
+                              latents, cfg.snr_gamma)
 
     def pipeline(self):
         """The base with the adapters in training, as a stock in-memory StableDiffusionPipeline."""

@@ -16,21 +16,23 @@ class UnetConfig:
     block_out_channels: list[int] = field(default_factory=lambda: [64, 128, 256])  # one per resolution level
     layers_per_block: int = 1  # ResNet blocks per level
     attention_head_dim: int = 8  # channels per attention head
-    cross_attention_levels: int = 2  # the first N levels get cross-attention (the lowest-resolution ones cost least)
+    cross_attention_levels: int = 2  # the N lowest-resolution levels get attention (cheapest: 8x8 vs 32x32 tokens)
     cross_attention_dim: int = HIDDEN_SIZE  # MiniLM hidden size
     norm_num_groups: int = 32
     extra_condition_tokens: int = 0  # >0: an unCLIP decoder adds image-embedding tokens (see models/decoder)
 
 
 def build_unet(config: UnetConfig):
-    """A UNet2DConditionModel whose first `cross_attention_levels` levels hold cross-attention, so the
-    saved folder loads in a stock diffusers pipeline."""
+    """A UNet2DConditionModel whose `cross_attention_levels` lowest-resolution levels hold (self- and cross-)
+    attention. Attention cost grows with the square of the token count, so on a CPU it belongs where the
+    feature maps are small (measured: with attention at the 32x32 level a 3.4 M-parameter UNet trained at
+    2.7 s/step, batch 16). The folder still loads in a stock diffusers pipeline."""
     from diffusers import UNet2DConditionModel
 
     n = len(config.block_out_channels)
     levels = min(config.cross_attention_levels, n)
-    down = ["CrossAttnDownBlock2D"] * levels + ["DownBlock2D"] * (n - levels)
-    up = ["UpBlock2D"] * (n - levels) + ["CrossAttnUpBlock2D"] * levels
+    down = ["DownBlock2D"] * (n - levels) + ["CrossAttnDownBlock2D"] * levels  # high -> low resolution
+    up = ["CrossAttnUpBlock2D"] * levels + ["UpBlock2D"] * (n - levels)  # low -> high resolution
     return UNet2DConditionModel(
         sample_size=config.sample_size, in_channels=config.latent_channels, out_channels=config.latent_channels,
         down_block_types=tuple(down), up_block_types=tuple(up),

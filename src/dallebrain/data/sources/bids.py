@@ -105,20 +105,12 @@ def _read_participants(path: Path) -> dict[str, tuple[dict, list[str]]]:
         text = str(row[id_col]).strip()
         return None if tables.is_missing(text) else text.removeprefix("sub-")
 
-    def sex_of(row):
-        return tables.parse_sex(row[sex_col])[0] if sex_col else None
-
     def age_of(row):
         return tables.parse_age_range(row[age_col]) if age_col else None
 
     known = {id_col, sex_col, age_col, strength_col}
     cleaned = {}
-    for sid, (row, problems) in tables.dedupe(table, key, sex_of, age_of).items():
-        problems = list(problems)
-        # Numbers are refused: "1" means male in some data sets and female in others.
-        sex, sex_problem = tables.parse_sex(row[sex_col]) if sex_col else (None, None)
-        if sex_problem:
-            problems.append(sex_problem)
+    for sid, row, problems, sex in tables.subject_rows(table, key, sex_col, age_of):
         values = {
             "age": age_of(row),
             "sex": sex,

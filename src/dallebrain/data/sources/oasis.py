@@ -102,18 +102,11 @@ def _read_demographics(path: Path) -> dict[str, tuple[dict, list[str]]]:
         # The CSV also lists the MR2 repeat sessions: only the first session describes our image.
         return match.group(1) if match and int(match.group(2)) == 1 else None
 
-    def sex_of(row):
-        return tables.parse_sex(row[sex_col])[0] if sex_col else None
-
     def age_of(row):
         return tables.to_float(row[age_col]) if age_col else None
 
     cleaned = {}
-    for sid, (row, problems) in tables.dedupe(table, key, sex_of, age_of).items():
-        problems = list(problems)
-        sex, sex_problem = tables.parse_sex(row[sex_col]) if sex_col else (None, None)
-        if sex_problem:
-            problems.append(sex_problem)
+    for sid, row, problems, sex in tables.subject_rows(table, key, sex_col, age_of):
         values = {"age": age_of(row), "sex": sex}
         for column, extra_key in EXTRA_COLUMNS.items():
             found = tables.find_column(table, column)

@@ -213,3 +213,19 @@ def fill_demographics(record: SubjectRecord, row: tuple[dict, list[str]] | None)
         record.problems.append("age missing")
     if record.sex is None and not any(p.startswith("sex") for p in problems):
         record.problems.append("sex missing")
+
+
+def subject_rows(df: pd.DataFrame, key: Any, sex_col: str | None, age_of: Any):
+    """(subject key, fullest row, problems, sex) per subject of a demographics table: duplicate rows merged
+    by `dedupe` (conflicting sex or age reported), sex read once with `parse_sex` (letters and words only),
+    an unreadable sex added to the problems. The readers without numeric sex codes share this loop."""
+
+    def sex_of(row):
+        return parse_sex(row[sex_col])[0] if sex_col else None
+
+    for sid, (row, problems) in dedupe(df, key, sex_of, age_of).items():
+        problems = list(problems)
+        sex, sex_problem = parse_sex(row[sex_col]) if sex_col else (None, None)
+        if sex_problem:
+            problems.append(sex_problem)
+        yield sid, row, problems, sex

@@ -1,12 +1,17 @@
-"""Sampling speed: seconds per 128x128 image end to end, our pipeline at several samplers and step counts
-vs stock `diffusers.StableDiffusionPipeline` at its defaults (50 steps, guidance 7.5) on the same weights,
-in one run; plus peak memory.
+"""Sampling speed and quality: seconds per 128x128 image end to end for our pipeline at several samplers and
+step counts vs stock `diffusers.StableDiffusionPipeline` at its defaults (PNDM, 50 steps, guidance 7.5) on
+the same weights, in one run; with --data, the Frechet distance of each setting's images to held-out real
+slices in both feature spaces of `dallebrain evaluate`; plus peak memory.
 
-    python benchmarks/bench_sampling.py [--model PIPELINE] [--n 4] [--repeats 2]
+    python benchmarks/bench_sampling.py                        # speed only, base-size untrained pipeline
+    python benchmarks/bench_sampling.py --data PREPARED --eval EVAL_OUT [--model PIPELINE] [--n 128]
 
-Without --model it builds a pipeline of the base sizes (configs/vae.base.json, configs/ldm.base.json) with
-untrained weights: time per image does not depend on what the weights have learned (image quality does: the
-Frechet distance per sampler needs a trained model, `dallebrain evaluate`).
+--eval is the --out folder of an earlier `dallebrain evaluate` on the same data: its trained evaluation
+encoder is reused (so every setting is scored in the same feature space as the report). Every setting
+generates the same N (prompt, seed) pairs, the prompts being the captions of N held-out slices; time per
+image is that whole run divided by N (batches of 8 different prompts, guided and unguided passes batched).
+Without --model and --data it builds a pipeline of the base sizes with untrained weights: time per image does
+not depend on what the weights have learned.
 """
 
 from __future__ import annotations
@@ -19,8 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "axial T2-weighted slice of a healthy 70-year-old woman at the level of the lateral ventricles"
+SETTINGS = (("dpm", 10), ("dpm", 15), ("dpm", 20), ("dpm", 25), ("ddim", 50))
+BATCH = 8
 
 
 def build_base_pipeline(folder: Path) -> Path:
@@ -41,47 +50,109 @@ def build_base_pipeline(folder: Path) -> Path:
     return folder
 
 
-def seconds_per_image(fn, n: int, repeats: int) -> float:
-    fn()  # warm-up (first call allocates)
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best / n
+def stock_images(stock, prompts: list[str], seeds: list[int]) -> np.ndarray:
+    """Stock StableDiffusionPipeline at its defaults, one generator per image, (N, H, W) in [0, 1]."""
+    import torch
+
+    out = []
+    for start in range(0, len(prompts), BATCH):
+        gens = [torch.Generator().manual_seed(s) for s in seeds[start:start + BATCH]]
+        images = stock(prompts[start:start + BATCH], height=128, width=128, output_type="np", generator=gens).images
+        out.append(np.asarray(images)[..., 0])
+    return np.concatenate(out).astype(np.float32)
+
+
+class Scorer:
+    """Frechet distances of image sets to the held-out real slices, in the evaluation encoder's feature space
+    and in Brain-CLIP's (when the model has clip/), plus the real/real floor at the same N."""
+
+    def __init__(self, data: Path, eval_out: Path, model: Path, n: int, seed: int = 0):
+        import pandas as pd
+
+        from dallebrain.evaluation import features as Fe
+        from dallebrain.evaluation.run import _match_train, _sample_heldout
+
+        table = pd.read_parquet(data / "metadata.parquet")
+        train = table[table["split"] == "train"].reset_index(drop=True)
+        heldout = _sample_heldout(table, "test", n, seed, [])
+        self.prompts = heldout["caption"].tolist()
+        self.seeds = [seed + i for i in range(len(self.prompts))]
+        real = Fe.load_slices(data, heldout["image_path"])
+        floor = Fe.load_slices(data, train.loc[_match_train(train, heldout, seed), "image_path"])
+        self.encoder = Fe.TrainedEncoder.load(eval_out / "encoder")
+        self.clip = Fe.load_brain_clip(model)
+        self.real = self._features(real)
+        self.floor = self.score(floor)
+
+    def _features(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        from dallebrain.evaluation import features as Fe
+
+        feats = {"encoder": self.encoder.run(images)[0]}
+        if self.clip is not None:
+            feats["clip"] = Fe.clip_image_features(self.clip, images)
+        return feats
+
+    def score(self, images: np.ndarray) -> dict[str, float]:
+        from dallebrain.evaluation.metrics import frechet_distance
+
+        return {k: frechet_distance(self.real[k], v) for k, v in self._features(images).items()}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", type=Path, default=None)
-    parser.add_argument("--n", type=int, default=4, help="images per call")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model "
+                        "with --data, an untrained base-size pipeline without)")
+    parser.add_argument("--data", type=Path, default=None, help="prepared data set: adds Frechet distances")
+    parser.add_argument("--eval", type=Path, default=None, help="--out of an earlier `dallebrain evaluate`")
+    parser.add_argument("--n", type=int, default=None, help="images per setting (default 128 with --data, else 8)")
     args = parser.parse_args(argv)
+    if args.data is not None and args.eval is None:
+        parser.error("--data needs --eval (the folder of an earlier `dallebrain evaluate`, for its encoder)")
 
     import torch
     from diffusers import StableDiffusionPipeline
 
-    from dallebrain.api import load_pipeline
+    from dallebrain.api import default_model, load_pipeline
+    from dallebrain.evaluation.run import generate_slices
+    from dallebrain.pipelines.export import export_stock_folder
 
-    folder = args.model or build_base_pipeline(Path(tempfile.mkdtemp()) / "base")
+    tmp = Path(tempfile.mkdtemp())
+    folder = args.model or (default_model() if args.data else build_base_pipeline(tmp / "base"))
+    scorer = Scorer(args.data, args.eval, folder, args.n or 128) if args.data else None
+    prompts = scorer.prompts if scorer else [PROMPT] * (args.n or 8)
+    seeds = scorer.seeds if scorer else list(range(len(prompts)))
+    n = len(prompts)
+
     ours = load_pipeline(folder, device="cpu")
+    generate_slices(ours, "ldm", prompts[:BATCH], seeds[:BATCH], 2)  # warm-up: first calls allocate
     rows = []
-    for sampler, steps in (("dpm", 10), ("dpm", 15), ("dpm", 20), ("dpm", 25), ("ddim", 50)):
-        t = seconds_per_image(lambda s=sampler, k=steps: ours(PROMPT, n=args.n, steps=k, sampler=s), args.n,
-                              args.repeats)
-        rows.append((f"ours, {sampler} {steps} steps, guidance 4", t))
-    stock = StableDiffusionPipeline.from_pretrained(str(folder), safety_checker=None)
+    for sampler, steps in SETTINGS:
+        start = time.perf_counter()
+        images = generate_slices(ours, "ldm", prompts, seeds, steps, 4.0, sampler, batch_size=BATCH)
+        rows.append((f"ours, {sampler} {steps} steps, guidance 4", (time.perf_counter() - start) / n,
+                     scorer.score(images) if scorer else {}))
+    stock = StableDiffusionPipeline.from_pretrained(str(export_stock_folder(folder, tmp / "stock")),
+                                                    safety_checker=None)
     stock.set_progress_bar_config(disable=True)
-    t_stock = seconds_per_image(lambda: stock([PROMPT] * args.n, height=128, width=128, output_type="np",
-                                              generator=torch.Generator().manual_seed(0)), args.n, args.repeats)
-    rows.append(("stock StableDiffusionPipeline defaults (50 steps, guidance 7.5)", t_stock))
+    stock_images(stock, prompts[:BATCH], seeds[:BATCH])  # warm-up
+    start = time.perf_counter()
+    images = stock_images(stock, prompts, seeds)
+    t_stock = (time.perf_counter() - start) / n
+    rows.append(("stock StableDiffusionPipeline defaults (PNDM 50 steps, guidance 7.5)", t_stock,
+                 scorer.score(images) if scorer else {}))
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
-          f"{torch.get_num_threads()}; UNet {sum(p.numel() for p in ours.unet.parameters()) / 1e6:.1f} M parameters; "
-          f"batches of {args.n}")
-    print("| sampling | s / image | vs stock defaults |\n|---|---|---|")
-    for name, t in rows:
-        print(f"| {name} | {t:.3f} | {t_stock / t:.1f}x faster |" if t < t_stock else f"| {name} | {t:.3f} | 1.0x |")
+
+    spaces = list(rows[0][2])
+    print(f"\nmodel: {folder}\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+          f"torch threads {torch.get_num_threads()}; UNet {sum(p.numel() for p in ours.unet.parameters()) / 1e6:.1f} M "
+          f"parameters; {n} images per setting, batches of {BATCH}")
+    head = "| sampling | s / image | speed vs stock |" + "".join(f" FD ({s}) |" for s in spaces)
+    print(head + "\n|" + "---|" * (3 + len(spaces)))
+    for name, t, fd in rows:
+        print(f"| {name} | {t:.3f} | {t_stock / t:.1f}x |" + "".join(f" {fd[s]:.3f} |" for s in spaces))
+    if scorer:
+        print("| real/real floor (train slices matched to the held-out ones) | | |"
+              + "".join(f" {scorer.floor[s]:.3f} |" for s in spaces))
     print(f"\npeak resident memory of the process (both pipelines loaded): {peak_mb:.0f} MB")
 
 

@@ -1,6 +1,6 @@
-"""Training throughput of every stage with its base config, and what caching gains for the LDM.
+"""Training throughput of every stage with a config set (base or cpu), and what caching gains for the LDM.
 
-    python benchmarks/bench_training.py --data PREPARED_128 --steps 12 --out /tmp/bench-train
+    python benchmarks/bench_training.py --data PREPARED_128 --steps 12 --configs base --out /tmp/bench-train
 
 Each stage runs `--steps` optimiser steps through its own `main` (max_rows / val sizes cut so set-up is
 short); images/second is read from losses.csv (the last logged window, so start-up is excluded).
@@ -28,31 +28,31 @@ def _last_rate(out: Path) -> float:
     return float(rows[-1]["images_per_second"])
 
 
-def stage_rates(data: Path, out: Path, steps: int) -> dict[str, float]:
+def stage_rates(data: Path, out: Path, steps: int, configs: str) -> dict[str, float]:
     from dallebrain.training import clip, decoder, ldm, prior, vae
 
     common = ["--data", str(data), "--max-steps", str(steps), "--no-progress", "--set", f"log_every={steps // 2}",
               "--set", "sample_every=0", "--set", f"checkpoint_every={steps}"]
     rates = {}
-    clip.main([*common, "--out", str(out / "clip"), "--config", str(CONFIGS / "clip.base.json"),
+    clip.main([*common, "--out", str(out / "clip"), "--config", str(CONFIGS / f"clip.{configs}.json"),
                "--set", "val_pairs=64"])
     rates["clip"] = _last_rate(out / "clip")
-    vae.main([*common, "--out", str(out / "vae"), "--config", str(CONFIGS / "vae.base.json"),
+    vae.main([*common, "--out", str(out / "vae"), "--config", str(CONFIGS / f"vae.{configs}.json"),
               "--set", "val_images=8", "--set", "scaling_images=32"])
     rates["vae"] = _last_rate(out / "vae")
-    ldm.main([*common, "--out", str(out / "ldm"), "--config", str(CONFIGS / "ldm.base.json"), "--vae",
+    ldm.main([*common, "--out", str(out / "ldm"), "--config", str(CONFIGS / f"ldm.{configs}.json"), "--vae",
               str(out / "vae"), "--clip", str(out / "clip"), "--set", "max_rows=512"])
     rates["ldm (cached)"] = _last_rate(out / "ldm")
-    prior.main([*common, "--out", str(out / "prior"), "--config", str(CONFIGS / "prior.base.json"), "--clip",
+    prior.main([*common, "--out", str(out / "prior"), "--config", str(CONFIGS / f"prior.{configs}.json"), "--clip",
                 str(out / "clip"), "--set", "max_rows=512"])
     rates["prior (cached)"] = _last_rate(out / "prior")
-    decoder.main([*common, "--out", str(out / "decoder"), "--config", str(CONFIGS / "decoder.base.json"), "--clip",
-                  str(out / "clip"), "--vae", str(out / "vae"), "--set", "max_rows=512"])
+    decoder.main([*common, "--out", str(out / "decoder"), "--config", str(CONFIGS / f"decoder.{configs}.json"),
+                  "--clip", str(out / "clip"), "--vae", str(out / "vae"), "--set", "max_rows=512"])
     rates["decoder (cached)"] = _last_rate(out / "decoder")
     return rates
 
 
-def caching_gain(data: Path, out: Path, steps: int) -> tuple[float, float]:
+def caching_gain(data: Path, out: Path, steps: int, configs: str) -> tuple[float, float]:
     """images/s of one LDM training step with the cache vs encoding every batch (same UNet, same batches)."""
     import numpy as np
     import torch
@@ -66,7 +66,7 @@ def caching_gain(data: Path, out: Path, steps: int) -> tuple[float, float]:
     from dallebrain.training.config import load_config
     from dallebrain.training.ldm import LdmTrainConfig, load_conditioning, unet_config_of
 
-    cfg = load_config(LdmTrainConfig, CONFIGS / "ldm.base.json")
+    cfg = load_config(LdmTrainConfig, CONFIGS / f"ldm.{configs}.json")
     ds = SliceDataset(data, "train", max_rows=512)
     vae = load_vae(out / "vae").eval()
     encoder, tokenizer = load_conditioning(out / "clip")
@@ -108,13 +108,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="a prepared data set at 128x128")
     parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--configs", default="base", help="config set: base or cpu (configs/STAGE.SET.json)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/dallebrain-bench-train"))
     args = parser.parse_args(argv)
     shutil.rmtree(args.out, ignore_errors=True)
-    rates = stage_rates(args.data, args.out, args.steps)
-    cached, uncached = caching_gain(args.data, args.out, args.steps)
+    rates = stage_rates(args.data, args.out, args.steps, args.configs)
+    cached, uncached = caching_gain(args.data, args.out, args.steps, args.configs)
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-          f"torch threads {__import__('torch').get_num_threads()}; base configs; {args.steps} steps each")
+          f"torch threads {__import__('torch').get_num_threads()}; {args.configs} configs; {args.steps} steps each")
     print("| stage | images/second |\n|---|---|")
     for name, rate in rates.items():
         print(f"| {name} | {rate:.1f} |")

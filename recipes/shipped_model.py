@@ -1,7 +1,13 @@
-"""The recipe of the model that ships inside the package: simulate -> prepare -> clip -> vae -> ldm ->
-prior -> decoder -> fp16 pipeline folder (-> optionally installed as the package's default model).
+"""The recipe of the model that ships inside the package: simulate -> prepare -> two training lanes
+(vae -> ldm, and clip -> prior -> decoder) -> fp16 pipeline folder (-> optionally installed as the package's
+default model).
 
-    python recipes/shipped_model.py --work runs/shipped --subjects 200 --configs base [--install]
+    python recipes/shipped_model.py --work runs/shipped --subjects 200 --configs cpu [--install]
+
+The lanes run side by side (`--lanes 2`, one thread each on a 2-core machine): small networks use two cores
+poorly, so two one-thread trainings finish sooner than the same trainings one after the other with two
+threads. The LDM is conditioned on the pretrained MiniLM token states (as Stable Diffusion is on a frozen text
+encoder), so it need not wait for Brain-CLIP; the unCLIP prior and decoder use Brain-CLIP's embeddings.
 
 Every step is a `dallebrain` command, so the recipe is exactly what a user would run; a finished step is
 skipped on a rerun (each stage resumes from its checkpoints), so a killed run continues where it stopped.
@@ -12,38 +18,82 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(args: list[str], log: list) -> None:
+def run(args: list[str], log: list, threads: int | None = None) -> None:
     start = time.time()
     print("+ dallebrain " + " ".join(args), flush=True)
-    subprocess.run([sys.executable, "-m", "dallebrain.cli", *args], check=True)
-    log.append({"command": "dallebrain " + " ".join(args), "seconds": round(time.time() - start, 1)})
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    subprocess.run([sys.executable, "-m", "dallebrain.cli", *args], check=True, env=env)
+    log.append({"command": "dallebrain " + " ".join(args), "seconds": round(time.time() - start, 1),
+                "threads": threads})
 
 
-def stage(name: str, out: Path, args: list[str], configs: str, log: list, done_marker: str = "config.json") -> None:
+def stage(name: str, out: Path, args: list[str], configs: str, log: list, done_marker: str = "config.json",
+          threads: int | None = None) -> None:
     if (out / done_marker).exists() and (out / "losses.csv").exists():
         print(f"= {name}: done ({out})")
         return
     resume = ["--resume"] if (out / "checkpoints" / "latest").exists() else []
     run(["train", name, *args, "--out", str(out), "--config", str(ROOT / "configs" / f"{name}.{configs}.json"),
-         *resume], log)
+         *resume], log, threads)
+
+
+def run_lanes(lanes: list[list], parallel: bool) -> None:
+    """Run each lane's steps in order; lanes side by side when `parallel`. A lane never waits on another except
+    through `_wait_for` (the decoder for the VAE); the first failure is raised once every lane has stopped."""
+    if not parallel:
+        for lane in lanes:
+            for step in lane:
+                step()
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run_lane(lane: list) -> None:
+        try:
+            for step in lane:
+                step()
+        except BaseException:
+            FAILED.set()  # a lane waiting on this one's output gives up instead of waiting forever
+            raise
+
+    with ThreadPoolExecutor(len(lanes)) as pool:
+        futures = [pool.submit(run_lane, lane) for lane in lanes]
+    for future in futures:
+        future.result()
+
+
+FAILED = threading.Event()
+
+
+def _wait_for(path: Path, poll_s: float = 5.0) -> None:
+    while not path.exists():
+        if FAILED.is_set():
+            raise RuntimeError(f"another lane failed before writing {path}")
+        time.sleep(poll_s)
 
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="working folder (cohort, data, runs)")
     parser.add_argument("--subjects", type=int, default=200)
-    parser.add_argument("--configs", default="base", help="config set: base (real run) or tiny (smoke test)")
+    parser.add_argument("--configs", default="base",
+                        help="config set: base (GPU run), cpu (hours on 2 cores) or tiny (smoke test)")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--lanes", type=int, default=2, choices=(1, 2),
+                        help="2: train vae->ldm beside clip->prior->decoder, the cores split between them")
     parser.add_argument("--install", action="store_true", help="copy the result into the package as the default")
     parser.add_argument("--ldm-only", action="store_true",
                         help="VAE + LDM on the pretrained MiniLM only (no brain CLIP, no unCLIP): a CPU-sized run")
@@ -57,16 +107,20 @@ def main(argv: list[str] | None = None) -> Path:
         run(["data", "prepare", "--source", "simulated", "--input", str(cohort), "--out", str(data),
              "--size", str(args.size), "--workers", str(args.workers)], log)
     d = ["--data", str(data)]
-    clip = [] if args.ldm_only else ["--clip", str(runs / "clip")]
-    if not args.ldm_only:
-        stage("clip", runs / "clip", d, args.configs, log)
-    stage("vae", runs / "vae", d, args.configs, log)
-    stage("ldm", model, [*d, "--vae", str(runs / "vae"), *clip, "--set", "compact_text_encoder=true"], args.configs,
-          log, done_marker="model_index.json")
-    if not args.ldm_only:
-        stage("prior", runs / "prior", [*d, *clip, "--into", str(model)], args.configs, log)
-        stage("decoder", runs / "decoder", [*d, *clip, "--vae", str(runs / "vae"), "--into", str(model)],
-              args.configs, log)
+    threads = max(1, (os.cpu_count() or 2) // args.lanes) if args.lanes > 1 else None
+    vae, clip = ["--vae", str(runs / "vae")], ["--clip", str(runs / "clip")]
+    ldm_lane = [lambda: stage("vae", runs / "vae", d, args.configs, log, threads=threads),
+                lambda: stage("ldm", model, [*d, *vae, "--set", "compact_text_encoder=true"], args.configs, log,
+                              done_marker="model_index.json", threads=threads)]
+    unclip_lane = [lambda: stage("clip", runs / "clip", d, args.configs, log, threads=threads),
+                   lambda: stage("prior", runs / "prior", [*d, *clip, "--into", str(model)], args.configs, log,
+                                 threads=threads),
+                   # the decoder needs the VAE: with --lanes 2 it starts long after the VAE (the clip and
+                   # prior take longer); wait for it in any case
+                   lambda: (_wait_for(runs / "vae" / "config.json"),
+                            stage("decoder", runs / "decoder", [*d, *clip, *vae, "--into", str(model)],
+                                  args.configs, log, threads=threads))]
+    run_lanes([ldm_lane] if args.ldm_only else [ldm_lane, unclip_lane], parallel=args.lanes > 1)
     from dallebrain.pipelines.export import release_folder
 
     release = release_folder(model, work / "release")

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from dallebrain._env import configure_offline
+from dallebrain.pipelines import defaults as D
 
 configure_offline()
 
@@ -115,9 +116,9 @@ def generate_cmd(
                                  "70-year-old woman at the level of the lateral ventricles'."),
     n: int = typer.Option(1, "--n", help="Number of images (1-1000)."),
     seed: int = typer.Option(0, help="Seed of the first image; image i uses seed + i."),
-    steps: int = typer.Option(20, help="Denoising steps."),
+    steps: int = typer.Option(D.STEPS, help="Denoising steps."),
     guidance: float = typer.Option(4.0, help="Classifier-free guidance scale (0 = unconditional, 1 = none)."),
-    sampler: str = typer.Option("dpm", help="dpm (DPM-Solver++), ddim or euler."),
+    sampler: str = typer.Option(D.SAMPLER, help="dpm (DPM-Solver++), ddim or euler."),
     route: str = typer.Option("ldm", help="ldm (latent diffusion) or unclip (prior + decoder)."),
     model: Path = typer.Option(None, help="Pipeline folder (default: the model shipped in the package)."),
     lora: Path = typer.Option(None, help="LoRA adapter folder to apply."),
@@ -175,9 +176,9 @@ def variations_cmd(
     image: Path = typer.Argument(..., help="A slice: PNG (8/16-bit) or single-slice NIfTI."),
     n: int = typer.Option(4, "--n", help="Number of variations."),
     seed: int = typer.Option(0, help="Seed of the first variation."),
-    steps: int = typer.Option(20, help="Denoising steps."),
+    steps: int = typer.Option(D.STEPS, help="Denoising steps."),
     guidance: float = typer.Option(4.0, help="Guidance scale."),
-    sampler: str = typer.Option("dpm", help="dpm, ddim or euler."),
+    sampler: str = typer.Option(D.SAMPLER, help="dpm, ddim or euler."),
     model: Path = typer.Option(None, help="Pipeline folder with prior/ and decoder/ (default: shipped model)."),
     out: Path = typer.Option(Path("dallebrain-variations"), help="Output folder."),
     png16: bool = typer.Option(False, "--png16", help="Write 16-bit PNG."),

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from dallebrain.pipelines import defaults as D
+
 
 def _fail(message: str) -> None:
     from dallebrain.cli import fail  # here, not at the top: dallebrain.cli imports this module
@@ -34,7 +36,7 @@ def serve_cmd(
     study_dir: Path = typer.Option(Path("dallebrain-study"), help="Reader study folder (study.sqlite, images/); "
                                    "created from --data when new, reopened otherwise."),
     study_items: int = typer.Option(20, help="Items in a new study: half real, half synthetic."),
-    study_steps: int = typer.Option(20, help="Denoising steps of the study's synthetic slices."),
+    study_steps: int = typer.Option(D.STEPS, help="Denoising steps of the study's synthetic slices."),
     device: str = typer.Option(None, help="cpu, cuda, ... (default: cuda if available)."),
 ) -> None:
     """Serve the web page: generate, variations and a blinded reader study (needs gradio: pip install

@@ -17,6 +17,8 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dallebrain.pipelines import defaults as D
+
 MAX_PROMPT_CHARS = 300
 MAX_IMAGES = 16
 MAX_STEPS = 100
@@ -189,8 +191,8 @@ def _notes(prompt: str, written: list[dict]) -> str:
 # --- generate -------------------------------------------------------------------------------------------
 
 
-def generate(prompt, seed=0, steps=20, guidance=4.0, sampler="dpm", route="ldm", lora=None, lora_scale=1.0, n=1,
-             *, model=None, work_dir=None, device: str | None = None) -> Generated:
+def generate(prompt, seed=0, steps=D.STEPS, guidance=4.0, sampler=D.SAMPLER, route="ldm", lora=None, lora_scale=1.0,
+             n=1, *, model=None, work_dir=None, device: str | None = None) -> Generated:
     """n slices for a prompt, written (PNG, NIfTI, JSON) to a new folder under work_dir."""
     from dallebrain.api import generate_to_folder
 
@@ -227,7 +229,7 @@ def with_age(prompt: str, age: int) -> str:
     return f"{prompt.rstrip(' .;,')}, age {age}"
 
 
-def ageing_sequence(prompt, seed=0, steps=20, guidance=4.0, sampler="dpm", route="ldm", lora=None,
+def ageing_sequence(prompt, seed=0, steps=D.STEPS, guidance=4.0, sampler=D.SAMPLER, route="ldm", lora=None,
                     lora_scale=1.0, *, model=None, work_dir=None, device: str | None = None,
                     ages: tuple[int, ...] = AGES) -> Generated:
     """The same seed and prompt at ages 20, 30, ..., 90: one frame per age and a strip of them."""
@@ -261,7 +263,7 @@ def ageing_sequence(prompt, seed=0, steps=20, guidance=4.0, sampler="dpm", route
 # --- variations -----------------------------------------------------------------------------------------
 
 
-def variations(image_path, n=4, seed=0, steps=20, guidance=4.0, sampler="dpm", *, model=None, work_dir=None,
+def variations(image_path, n=4, seed=0, steps=D.STEPS, guidance=4.0, sampler=D.SAMPLER, *, model=None, work_dir=None,
                device: str | None = None) -> Generated:
     """unCLIP variations of an uploaded slice (PNG or single-slice NIfTI)."""
     from dallebrain.api import variations_to_folder
@@ -289,7 +291,7 @@ def variations(image_path, n=4, seed=0, steps=20, guidance=4.0, sampler="dpm", *
 CONTRAST_ANSWERS = {"yes": True, "no": False}
 
 
-def _synthetic_maker(model, device, steps: int, guidance: float = 4.0, sampler: str = "dpm"):
+def _synthetic_maker(model, device, steps: int, guidance: float = 4.0, sampler: str = D.SAMPLER):
     def make(prompt: str, seed: int):
         pipe = get_pipeline(model, "ldm", None, 1.0, device)
         with GENERATION_LOCK:
@@ -309,7 +311,7 @@ def _show(study, name: str, message: str = "") -> StudyView:
                      f"**{name}**: item {done + 1} of {total}", message)
 
 
-def study_start(study, reader_name, *, model=None, device: str | None = None, steps: int = 20) -> StudyView:
+def study_start(study, reader_name, *, model=None, device: str | None = None, steps: int = D.STEPS) -> StudyView:
     """Register (or resume) a reader and show their next item; generates the study's synthetic items the first
     time any reader starts."""
     from dallebrain.app.study import clean_reader_name

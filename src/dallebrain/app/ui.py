@@ -12,6 +12,7 @@ from pathlib import Path
 import gradio as gr
 
 from dallebrain.app import handlers as h
+from dallebrain.pipelines import defaults as D
 
 log = logging.getLogger("dallebrain.app")
 
@@ -39,7 +40,7 @@ class ServeConfig:
     data: Path | None = None  # prepared data set: the reader study's real slices (test split)
     study_dir: Path | None = None  # study folder (study.sqlite + images/); created from data when new
     study_items: int = 20  # items in a new study, half real and half synthetic
-    study_steps: int = 20  # denoising steps of the study's synthetic slices
+    study_steps: int = D.STEPS  # denoising steps of the study's synthetic slices
     device: str | None = None
     work_dir: Path | None = None  # per-request output folders (default: a new temporary folder)
 
@@ -61,7 +62,7 @@ def _problem(exc: Exception) -> str:
     return f"**Not done:** {message}"
 
 
-def _settings_block(prefix: str, default_steps: int = 20):
+def _settings_block(prefix: str, default_steps: int = D.STEPS):
     with gr.Row():
         seed = gr.Number(0, label="Seed", precision=0, minimum=0, maximum=h.MAX_SEED,
                          info="image i uses seed + i", elem_id=f"{prefix}-seed")

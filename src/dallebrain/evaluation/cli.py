@@ -6,14 +6,17 @@ from pathlib import Path
 
 import typer
 
+from dallebrain.pipelines import defaults as D
+
 
 def evaluate_cmd(
-    model: Path = typer.Option(..., "--model", help="Pipeline folder (clip/ in it adds the Brain-CLIP metrics)."),
+    model: Path = typer.Option(None, "--model", help="Pipeline folder (clip/ in it adds the Brain-CLIP metrics; "
+                               "default: the shipped model)."),
     data: Path = typer.Option(..., "--data", help="Prepared data set (dallebrain data prepare)."),
     split: str = typer.Option("test", help="Held-out split of real slices: test or val."),
     n: int = typer.Option(64, "--n", help="Held-out real slices, and synthetic slices per route (at least 2)."),
     route: str = typer.Option("ldm", help="ldm, unclip or both (side by side)."),
-    steps: int = typer.Option(20, help="Denoising steps."),
+    steps: int = typer.Option(D.STEPS, help="Denoising steps."),
     guidance: float = typer.Option(4.0, help="Classifier-free guidance scale."),
     seed: int = typer.Option(0, help="Seed of synthetic slice 0; slice i uses seed + i (as generate does)."),
     encoder_steps: int = typer.Option(600, help="Training steps of the evaluation's own encoder (cached in --out)."),
@@ -21,10 +24,12 @@ def evaluate_cmd(
 ) -> None:
     """Evaluate synthetic slices against held-out real ones: realism, grey levels, texture, diversity, prompt
     adherence, latent space and privacy, each beside the real-vs-real floor; writes a self-contained HTML report."""
+    from dallebrain.api import default_model
     from dallebrain.cli import fail
     from dallebrain.evaluation.features import EncoderConfig
     from dallebrain.evaluation.run import check_inputs
 
+    model = model or default_model()
     try:
         check_inputs(model, data, split, n, route)
     except ValueError as exc:

@@ -22,6 +22,7 @@ import numpy as np
 
 from dallebrain.evaluation import metrics as M
 from dallebrain.evaluation.features import EncoderConfig
+from dallebrain.pipelines import defaults as D
 
 ROUTES = ("ldm", "unclip", "both")
 SPLITS = ("test", "val")
@@ -106,8 +107,9 @@ def _same_attribute_rows(table, row, k: int, seed: int) -> list[int]:
     return [int(i) for i in rng.permutation(same.index.to_numpy())[:k]]
 
 
-def generate_slices(pipe, route: str, prompts: list[str], seeds: list[int], steps: int = 20, guidance: float = 4.0,
-                    sampler: str = "dpm", batch_size: int = 8, progress: bool = False, desc: str = "") -> np.ndarray:
+def generate_slices(pipe, route: str, prompts: list[str], seeds: list[int], steps: int = D.STEPS,
+                    guidance: float = 4.0, sampler: str = D.SAMPLER, batch_size: int = 8, progress: bool = False,
+                    desc: str = "") -> np.ndarray:
     """(N, H, W) slices for N (prompt, seed) pairs, image i exactly what `pipe(prompts[i], seed=seeds[i])` gives
     (the pipelines draw each image's noise from its own seed), but denoised in batches of different prompts."""
     import torch
@@ -170,7 +172,7 @@ def _json_ready(obj):
 
 
 def evaluate(model: str | Path, data: str | Path, split: str = "test", n: int = 64, route: str = "ldm",
-             steps: int = 20, seed: int = 0, out: str | Path = "dallebrain-evaluation", progress: bool = True, *,
+             steps: int = D.STEPS, seed: int = 0, out: str | Path = "dallebrain-evaluation", progress: bool = True, *,
              guidance: float = 4.0, encoder: EncoderConfig | None = None, diversity_prompts: int = 4,
              diversity_samples: int = 4, device: str | None = None) -> dict:
     """Evaluate a model folder against held-out real slices; writes metrics.json, summary.md and report.html

@@ -16,6 +16,7 @@ import torch
 
 from dallebrain.models.text import MAX_TOKENS, load_tokenizer, token_count, tokenize
 from dallebrain.models.unet import make_scheduler
+from dallebrain.pipelines import defaults as D
 from dallebrain.pipelines.folder import check_model_folder, folder_hash, read_info
 
 
@@ -117,8 +118,8 @@ class Text2MRIPipeline:
             latents = scheduler.step(eps, t, latents).prev_sample
         return decode_latents(self.vae, latents)[:, 0].float().cpu().numpy()
 
-    def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = 20, guidance: float = 4.0,
-                 sampler: str = "dpm", negative_prompt: str = "") -> GenerationResult:
+    def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS, guidance: float = 4.0,
+                 sampler: str = D.SAMPLER, negative_prompt: str = "") -> GenerationResult:
         check_generation_args(prompt, n, steps, guidance)
         cond, truncated = self.encode_prompt(prompt)
         uncond, _ = self.encode_prompt(negative_prompt)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from dallebrain.models.text import MAX_TOKENS, shared_tokenizer, token_count
+from dallebrain.pipelines import defaults as D
 from dallebrain.pipelines.folder import check_model_folder
 from dallebrain.pipelines.text2mri import GenerationResult, Text2MRIPipeline, check_generation_args
 
@@ -157,8 +158,8 @@ class UnCLIPPipeline(Text2MRIPipeline):
         """Brain-CLIP image embedding (1, D) of a slice (H, W) in [0, 1]."""
         return self.clip.encode_image(_check_image(image, name).to(self.device)).float()
 
-    def decode_embeddings(self, image_embeds: torch.Tensor, seeds: list[int], steps: int = 20,
-                          guidance: float = 4.0, sampler: str = "dpm") -> np.ndarray:
+    def decode_embeddings(self, image_embeds: torch.Tensor, seeds: list[int], steps: int = D.STEPS,
+                          guidance: float = 4.0, sampler: str = D.SAMPLER) -> np.ndarray:
         """Decoder + VAE: (n, H, W) float32 slices in [0, 1] for image embeddings (n, D); guidance mixes in the
         zero embedding, which the decoder learned as "no condition"."""
         embeds = image_embeds.to(self.device, self.unet.dtype)
@@ -171,8 +172,8 @@ class UnCLIPPipeline(Text2MRIPipeline):
     def _settings(self, **extra) -> dict:
         return {**extra, "route": "unclip", "model_hash": self.model_hash}
 
-    def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = 20, guidance: float = 4.0,
-                 sampler: str = "dpm", prior_steps: int = 25, prior_guidance: float = 4.0,
+    def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS, guidance: float = 4.0,
+                 sampler: str = D.SAMPLER, prior_steps: int = 25, prior_guidance: float = 4.0,
                  negative_prompt: str = "") -> GenerationResult:
         check_generation_args(prompt, n, steps, guidance)
         _check_prior_args(prior_steps, prior_guidance)
@@ -185,8 +186,8 @@ class UnCLIPPipeline(Text2MRIPipeline):
                                   sampler=sampler, prior_steps=prior_steps, prior_guidance=prior_guidance)
         return GenerationResult(images, seeds, settings, warnings)
 
-    def variations(self, image, n: int = 4, seed: int = 0, steps: int = 20, guidance: float = 4.0,
-                   sampler: str = "dpm") -> GenerationResult:
+    def variations(self, image, n: int = 4, seed: int = 0, steps: int = D.STEPS, guidance: float = 4.0,
+                   sampler: str = D.SAMPLER) -> GenerationResult:
         """n new slices sharing the Brain-CLIP image embedding of `image` (H, W) in [0, 1]."""
         check_generation_args("variations", n, steps, guidance)
         seeds = [seed + i for i in range(n)]
@@ -195,8 +196,8 @@ class UnCLIPPipeline(Text2MRIPipeline):
         settings = self._settings(mode="variations", prompt="", steps=steps, guidance=guidance, sampler=sampler)
         return GenerationResult(images, seeds, settings)
 
-    def interpolate(self, image_a, image_b, n_frames: int = 8, seed: int = 0, steps: int = 20,
-                    guidance: float = 4.0, sampler: str = "dpm", prior_steps: int = 25,
+    def interpolate(self, image_a, image_b, n_frames: int = 8, seed: int = 0, steps: int = D.STEPS,
+                    guidance: float = 4.0, sampler: str = D.SAMPLER, prior_steps: int = 25,
                     prior_guidance: float = 4.0) -> GenerationResult:
         """n_frames slices along the great circle between the embeddings of two slices (or prompts: a str is
         sent through the prior); every frame uses the same decoder seed, so only the embedding changes."""

@@ -59,3 +59,18 @@ def test_both_routes_of_the_shipped_model_generate_reproducibly(route):
     b = pipe(README_PROMPT, n=1, seed=6, steps=8).images
     assert a.shape == (2, 128, 128) and np.isfinite(a).all()
     np.testing.assert_allclose(a[1], b[0], atol=1e-4)  # image i depends only on its own seed
+
+
+def test_the_shipped_model_obeys_the_contrast_it_is_asked_for():
+    """Axial slices through the lateral ventricles: ventricular CSF (the image centre) is brighter than the brain
+    on T2, darker on T1 and darkest on FLAIR (CSF nulled). A model that ignored the contrast in the prompt would
+    give the three the same ratio."""
+    pipe = load_pipeline(device="cpu")
+
+    def centre_to_brain(contrast: str) -> float:
+        prompt = f"axial {contrast} slice of a healthy 60-year-old man at the level of the lateral ventricles"
+        images = pipe(prompt, n=4, seed=3).images
+        return float(np.mean([im[52:76, 52:76].mean() / im[im > 0.1].mean() for im in images]))
+
+    t1, t2, flair = (centre_to_brain(c) for c in ("T1-weighted", "T2-weighted", "FLAIR"))
+    assert t2 > 1.1 and t1 < 1.0 and flair < 0.7, (t1, t2, flair)

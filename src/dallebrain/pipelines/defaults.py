@@ -1,8 +1,10 @@
 """Default sampling settings of every entry point (CLI, Python API, web page, evaluation), in one place.
 
 Chosen from measurements on the shipped model (`python benchmarks/bench_sampling.py --data ... --eval ...`,
-table in BENCHMARKS.md): the fewest DPM-Solver++ steps whose Frechet distances stay close to the best
-setting's. Kept import-free so `dallebrain --help` stays instant.
+table in BENCHMARKS.md): DPM-Solver++ at 20 steps is within 5.4 % of DDIM-50's Frechet distance in the
+evaluation encoder's space and equal in Brain-CLIP's, at 2.6x the speed of stock StableDiffusionPipeline
+defaults; 10 steps lose 8 %, 25 gain 1.4 % for 18 % more time. Kept import-free so `dallebrain --help`
+stays instant.
 """
 
 SAMPLER = "dpm"  # DPM-Solver++ (2M)

@@ -1,0 +1,45 @@
+"""Which contrast the generated slices of a `dallebrain evaluate` run show, by two judges: the evaluation's own
+encoder (trained on sharp real slices only) and Brain-CLIP's zero-shot classifier (prompt ensembles, as
+`train clip` reports it on real slices). Prints both confusion tables and accuracies.
+
+    python benchmarks/contrast_confusion.py --eval EVAL_OUT [--route ldm] [--model PIPELINE]
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--eval", type=Path, required=True, help="--out of `dallebrain evaluate`")
+    parser.add_argument("--route", default="ldm", choices=("ldm", "unclip"))
+    parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")
+    args = parser.parse_args(argv)
+
+    import pandas as pd
+
+    from dallebrain.api import default_model
+    from dallebrain.data.captions import MODALITIES
+    from dallebrain.evaluation import features as Fe
+    from dallebrain.training.clip import CONTRAST_PROMPTS, _class_embeddings
+
+    samples = np.load(args.eval / f"samples_{args.route}.npz")
+    images, prompts = samples["images"].astype(np.float32), list(samples["prompts"])
+    asked = pd.Series(np.array(MODALITIES)[Fe.Targets.from_prompts(prompts).contrast], name="asked")
+    _, predictions = Fe.TrainedEncoder.load(args.eval / "encoder").run(images)
+    clip = Fe.load_brain_clip(args.model or default_model())
+    scores = Fe.clip_image_features(clip, images) @ _class_embeddings(clip, CONTRAST_PROMPTS).float().numpy().T
+    judges = {"evaluation encoder": predictions["contrast"],
+              "Brain-CLIP zero-shot": np.array(list(CONTRAST_PROMPTS))[scores.argmax(1)]}
+    print(f"{len(images)} synthetic slices of {args.eval} ({args.route})")
+    for name, said in judges.items():
+        print(f"\n{name}: contrast accuracy {(said == asked.to_numpy()).mean():.3f}")
+        print(pd.crosstab(asked, pd.Series(said, name=f"{name} says")).to_string())
+
+
+if __name__ == "__main__":
+    main()

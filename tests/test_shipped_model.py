@@ -5,7 +5,6 @@ import hashlib
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np

@@ -50,6 +50,9 @@ def stage(name: str, out: Path, args: list[str], configs: str, log: list, done_m
          *resume], log, threads)
 
 
+FAILED = threading.Event()  # set when a lane fails, so a lane waiting on its output stops waiting
+
+
 def run_lanes(lanes: list[list], parallel: bool) -> None:
     """Run each lane's steps in order; lanes side by side when `parallel`. A lane never waits on another except
     through `_wait_for` (the decoder for the VAE); the first failure is raised once every lane has stopped."""
@@ -60,21 +63,20 @@ def run_lanes(lanes: list[list], parallel: bool) -> None:
         return
     from concurrent.futures import ThreadPoolExecutor
 
+    FAILED.clear()  # a failure of an earlier run in this process is not this run's
+
     def run_lane(lane: list) -> None:
         try:
             for step in lane:
                 step()
         except BaseException:
-            FAILED.set()  # a lane waiting on this one's output gives up instead of waiting forever
+            FAILED.set()
             raise
 
     with ThreadPoolExecutor(len(lanes)) as pool:
         futures = [pool.submit(run_lane, lane) for lane in lanes]
     for future in futures:
         future.result()
-
-
-FAILED = threading.Event()
 
 
 def _wait_for(path: Path, poll_s: float = 5.0) -> None:

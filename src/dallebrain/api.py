@@ -80,7 +80,7 @@ def _write_result(pipe, result, out: Path, stems: list[str], placement_prompt: s
 
 
 def generate_to_folder(pipe, prompt: str, out: str | Path, n: int = 1, seed: int = 0, steps: int = D.STEPS,
-                       guidance: float = 4.0, sampler: str = D.SAMPLER, png16: bool = False,
+                       guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER, png16: bool = False,
                        overwrite: bool = False, model_path: str | None = None, **route_options) -> list[dict]:
     """Generate and write PNG + NIfTI + JSON per image; returns the written paths per image.
     route_options go to the pipeline (prior_steps, prior_guidance for unCLIP)."""
@@ -132,9 +132,9 @@ def load_slice(path: str | Path, size: int):
     return data.astype(np.float32)
 
 
-def variations_to_folder(pipe, image_path: str | Path, out: str | Path, n: int = 4, seed: int = 0, steps: int = D.STEPS,
-                         guidance: float = 4.0, sampler: str = D.SAMPLER, png16: bool = False, overwrite: bool = False,
-                         model_path: str | None = None) -> list[dict]:
+def variations_to_folder(pipe, image_path: str | Path, out: str | Path, n: int = 4, seed: int = 0,
+                         steps: int = D.STEPS, guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER,
+                         png16: bool = False, overwrite: bool = False, model_path: str | None = None) -> list[dict]:
     """unCLIP variations of a slice; the NIfTI carries pixel spacing only (no MNI position is invented)."""
     out = Path(out)
     stems = [f"variation-seed-{seed + i:06d}" for i in range(n)]

@@ -117,7 +117,7 @@ def generate_cmd(
     n: int = typer.Option(1, "--n", help="Number of images (1-1000)."),
     seed: int = typer.Option(0, help="Seed of the first image; image i uses seed + i."),
     steps: int = typer.Option(D.STEPS, help="Denoising steps."),
-    guidance: float = typer.Option(4.0, help="Classifier-free guidance scale (0 = unconditional, 1 = none)."),
+    guidance: float = typer.Option(D.GUIDANCE, help="Classifier-free guidance scale (0 = unconditional, 1 = none)."),
     sampler: str = typer.Option(D.SAMPLER, help="dpm (DPM-Solver++), ddim or euler."),
     route: str = typer.Option("ldm", help="ldm (latent diffusion) or unclip (prior + decoder)."),
     model: Path = typer.Option(None, help="Pipeline folder (default: the model shipped in the package)."),

@@ -191,8 +191,8 @@ def _notes(prompt: str, written: list[dict]) -> str:
 # --- generate -------------------------------------------------------------------------------------------
 
 
-def generate(prompt, seed=0, steps=D.STEPS, guidance=4.0, sampler=D.SAMPLER, route="ldm", lora=None, lora_scale=1.0,
-             n=1, *, model=None, work_dir=None, device: str | None = None) -> Generated:
+def generate(prompt, seed=0, steps=D.STEPS, guidance=D.GUIDANCE, sampler=D.SAMPLER, route="ldm", lora=None,
+             lora_scale=1.0, n=1, *, model=None, work_dir=None, device: str | None = None) -> Generated:
     """n slices for a prompt, written (PNG, NIfTI, JSON) to a new folder under work_dir."""
     from dallebrain.api import generate_to_folder
 
@@ -229,7 +229,7 @@ def with_age(prompt: str, age: int) -> str:
     return f"{prompt.rstrip(' .;,')}, age {age}"
 
 
-def ageing_sequence(prompt, seed=0, steps=D.STEPS, guidance=4.0, sampler=D.SAMPLER, route="ldm", lora=None,
+def ageing_sequence(prompt, seed=0, steps=D.STEPS, guidance=D.GUIDANCE, sampler=D.SAMPLER, route="ldm", lora=None,
                     lora_scale=1.0, *, model=None, work_dir=None, device: str | None = None,
                     ages: tuple[int, ...] = AGES) -> Generated:
     """The same seed and prompt at ages 20, 30, ..., 90: one frame per age and a strip of them."""
@@ -263,8 +263,8 @@ def ageing_sequence(prompt, seed=0, steps=D.STEPS, guidance=4.0, sampler=D.SAMPL
 # --- variations -----------------------------------------------------------------------------------------
 
 
-def variations(image_path, n=4, seed=0, steps=D.STEPS, guidance=4.0, sampler=D.SAMPLER, *, model=None, work_dir=None,
-               device: str | None = None) -> Generated:
+def variations(image_path, n=4, seed=0, steps=D.STEPS, guidance=D.GUIDANCE, sampler=D.SAMPLER, *, model=None,
+               work_dir=None, device: str | None = None) -> Generated:
     """unCLIP variations of an uploaded slice (PNG or single-slice NIfTI)."""
     from dallebrain.api import variations_to_folder
 
@@ -291,7 +291,7 @@ def variations(image_path, n=4, seed=0, steps=D.STEPS, guidance=4.0, sampler=D.S
 CONTRAST_ANSWERS = {"yes": True, "no": False}
 
 
-def _synthetic_maker(model, device, steps: int, guidance: float = 4.0, sampler: str = D.SAMPLER):
+def _synthetic_maker(model, device, steps: int, guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER):
     def make(prompt: str, seed: int):
         pipe = get_pipeline(model, "ldm", None, 1.0, device)
         with GENERATION_LOCK:

@@ -69,7 +69,7 @@ def _settings_block(prefix: str, default_steps: int = D.STEPS):
         steps = gr.Slider(1, h.MAX_STEPS, value=default_steps, step=1, label="Denoising steps",
                           elem_id=f"{prefix}-steps")
     with gr.Row():
-        guidance = gr.Slider(0, h.MAX_GUIDANCE, value=4.0, step=0.5, label="Guidance",
+        guidance = gr.Slider(0, h.MAX_GUIDANCE, value=D.GUIDANCE, step=0.5, label="Guidance",
                              info="0 unconditional, 1 none", elem_id=f"{prefix}-guidance")
         sampler = gr.Dropdown(["dpm", "ddim", "euler"], value="dpm", label="Sampler", elem_id=f"{prefix}-sampler")
     return seed, steps, guidance, sampler

@@ -17,7 +17,7 @@ def evaluate_cmd(
     n: int = typer.Option(64, "--n", help="Held-out real slices, and synthetic slices per route (at least 2)."),
     route: str = typer.Option("ldm", help="ldm, unclip or both (side by side)."),
     steps: int = typer.Option(D.STEPS, help="Denoising steps."),
-    guidance: float = typer.Option(4.0, help="Classifier-free guidance scale."),
+    guidance: float = typer.Option(D.GUIDANCE, help="Classifier-free guidance scale."),
     seed: int = typer.Option(0, help="Seed of synthetic slice 0; slice i uses seed + i (as generate does)."),
     encoder_steps: int = typer.Option(600, help="Training steps of the evaluation's own encoder (cached in --out)."),
     out: Path = typer.Option(..., "--out", help="Report folder: report.html, metrics.json, summary.md."),

@@ -108,7 +108,7 @@ def _same_attribute_rows(table, row, k: int, seed: int) -> list[int]:
 
 
 def generate_slices(pipe, route: str, prompts: list[str], seeds: list[int], steps: int = D.STEPS,
-                    guidance: float = 4.0, sampler: str = D.SAMPLER, batch_size: int = 8, progress: bool = False,
+                    guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER, batch_size: int = 8, progress: bool = False,
                     desc: str = "") -> np.ndarray:
     """(N, H, W) slices for N (prompt, seed) pairs, image i exactly what `pipe(prompts[i], seed=seeds[i])` gives
     (the pipelines draw each image's noise from its own seed), but denoised in batches of different prompts."""
@@ -173,7 +173,7 @@ def _json_ready(obj):
 
 def evaluate(model: str | Path, data: str | Path, split: str = "test", n: int = 64, route: str = "ldm",
              steps: int = D.STEPS, seed: int = 0, out: str | Path = "dallebrain-evaluation", progress: bool = True, *,
-             guidance: float = 4.0, encoder: EncoderConfig | None = None, diversity_prompts: int = 4,
+             guidance: float = D.GUIDANCE, encoder: EncoderConfig | None = None, diversity_prompts: int = 4,
              diversity_samples: int = 4, device: str | None = None) -> dict:
     """Evaluate a model folder against held-out real slices; writes metrics.json, summary.md and report.html
     into `out` (and the evaluation encoder under out/encoder/, reused by later runs) and returns the metrics.

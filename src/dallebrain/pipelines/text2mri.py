@@ -118,7 +118,7 @@ class Text2MRIPipeline:
             latents = scheduler.step(eps, t, latents).prev_sample
         return decode_latents(self.vae, latents)[:, 0].float().cpu().numpy()
 
-    def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS, guidance: float = 4.0,
+    def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
                  sampler: str = D.SAMPLER, negative_prompt: str = "") -> GenerationResult:
         check_generation_args(prompt, n, steps, guidance)
         cond, truncated = self.encode_prompt(prompt)

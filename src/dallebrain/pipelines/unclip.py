@@ -159,7 +159,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
         return self.clip.encode_image(_check_image(image, name).to(self.device)).float()
 
     def decode_embeddings(self, image_embeds: torch.Tensor, seeds: list[int], steps: int = D.STEPS,
-                          guidance: float = 4.0, sampler: str = D.SAMPLER) -> np.ndarray:
+                          guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER) -> np.ndarray:
         """Decoder + VAE: (n, H, W) float32 slices in [0, 1] for image embeddings (n, D); guidance mixes in the
         zero embedding, which the decoder learned as "no condition"."""
         embeds = image_embeds.to(self.device, self.unet.dtype)
@@ -172,7 +172,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
     def _settings(self, **extra) -> dict:
         return {**extra, "route": "unclip", "model_hash": self.model_hash}
 
-    def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS, guidance: float = 4.0,
+    def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
                  sampler: str = D.SAMPLER, prior_steps: int = 25, prior_guidance: float = 4.0,
                  negative_prompt: str = "") -> GenerationResult:
         check_generation_args(prompt, n, steps, guidance)
@@ -186,7 +186,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
                                   sampler=sampler, prior_steps=prior_steps, prior_guidance=prior_guidance)
         return GenerationResult(images, seeds, settings, warnings)
 
-    def variations(self, image, n: int = 4, seed: int = 0, steps: int = D.STEPS, guidance: float = 4.0,
+    def variations(self, image, n: int = 4, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
                    sampler: str = D.SAMPLER) -> GenerationResult:
         """n new slices sharing the Brain-CLIP image embedding of `image` (H, W) in [0, 1]."""
         check_generation_args("variations", n, steps, guidance)
@@ -197,7 +197,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
         return GenerationResult(images, seeds, settings)
 
     def interpolate(self, image_a, image_b, n_frames: int = 8, seed: int = 0, steps: int = D.STEPS,
-                    guidance: float = 4.0, sampler: str = D.SAMPLER, prior_steps: int = 25,
+                    guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER, prior_steps: int = 25,
                     prior_guidance: float = 4.0) -> GenerationResult:
         """n_frames slices along the great circle between the embeddings of two slices (or prompts: a str is
         sent through the prior); every frame uses the same decoder seed, so only the embedding changes."""

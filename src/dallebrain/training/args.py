@@ -13,7 +13,8 @@ def stage_parser(stage: str, description: str) -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, required=True, help="output folder (save_pretrained + checkpoints)")
     parser.add_argument("--config", type=Path, default=None, help="JSON settings (see configs/)")
     parser.add_argument("--max-steps", type=int, default=None, help="override max_steps")
-    parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out")
+    parser.add_argument("--resume", action="store_true", help="continue from the newest intact checkpoint in --out "
+                        "(an error when there is none)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one setting (repeatable)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

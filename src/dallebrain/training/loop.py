@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 import time
 from pathlib import Path
 
 import torch
 
-from dallebrain.training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from dallebrain.data.io import atomic_path, write_text_atomic
+from dallebrain.training.checkpoint import (
+    holds_run,
+    load_checkpoint,
+    point_latest,
+    require_run,
+    resume_checkpoint,
+    save_checkpoint,
+)
 from dallebrain.training.config import TrainConfig, config_dict
 
 
@@ -58,16 +67,27 @@ def _lr_lambda(config: TrainConfig):
     return factor
 
 
-def _truncate_log(path: Path, after_step: int) -> None:
-    """Drop log rows of steps a resumed run will redo."""
+def _keep_log_until(path: Path, step: int) -> None:
+    """Keep the header and the rows of steps up to `step` of losses.csv (a resumed run redoes the later ones and
+    appends their rows). A last row cut short by a kill is dropped; the file is replaced atomically, so a kill
+    here leaves the old log whole."""
     if not path.exists():
         return
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    if not rows:
+    lines = path.read_text().splitlines(keepends=True)
+    complete = [line for line in lines if line.endswith("\n")]  # only the last line can lack its end
+    rows = list(csv.reader(complete))
+    kept = rows[:1]
+    for number, row in enumerate(rows[1:], start=2):
+        try:
+            row_step = int(row[0]) if row else None
+        except ValueError:
+            raise ValueError(f"{path} line {number} is not a log row (step {row[0]!r}): fix or remove that "
+                             "line, then resume") from None
+        if row_step is not None and row_step <= step:
+            kept.append(row)
+    if len(kept) == len(rows) and len(complete) == len(lines):
         return
-    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= after_step]
-    with open(path, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         csv.writer(f).writerows(kept)
 
 
@@ -86,9 +106,11 @@ def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = F
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_root = out / "checkpoints"
-    if not resume and latest_checkpoint(ckpt_root) is not None:
+    if not resume and holds_run(ckpt_root):
         raise ValueError(f"{out} already holds a training run: pass --resume to continue it, or choose "
                          "another --out")
+    if resume:
+        require_run(ckpt_root)  # before the models are built: starting over would overwrite the run's log
     accelerator = Accelerator(mixed_precision=config.mixed_precision,
                               cpu=not torch.cuda.is_available())
     set_seed(config.seed)
@@ -100,17 +122,21 @@ def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = F
     # The scheduler is not handed to accelerate: its wrapper steps once per process, which would run the
     # schedule N times too fast on N GPUs; ours counts optimiser steps.
     optimizer = accelerator.prepare(optimizer)
-    start = 0
-    checkpoint = latest_checkpoint(ckpt_root) if resume else None
+    start, notes = 0, []
     modules = {k: accelerator.unwrap_model(m) for k, m in stage.modules().items()}
-    if checkpoint is not None:
+    if resume:
+        checkpoint, notes = resume_checkpoint(ckpt_root, list(modules))
         trainer = load_checkpoint(checkpoint, modules, getattr(optimizer, "optimizer", optimizer), scheduler)
         start = trainer["step"]
+        if accelerator.is_main_process:
+            print(f"resuming {stage.name} from {checkpoint}" + (f" ({'; '.join(notes)})" if notes else ""),
+                  file=sys.stderr, flush=True)
+            point_latest(checkpoint)  # so a reader of the pointer (the recipe) sees what this run continues
     log_path = out / "losses.csv"
-    _truncate_log(log_path, start)
     if accelerator.is_main_process:
-        (out / "train_config.json").write_text(json.dumps(config_dict(config), indent=2))
-    new_log = not log_path.exists()
+        _keep_log_until(log_path, start)
+        write_text_atomic(out / "train_config.json", json.dumps(config_dict(config), indent=2))
+    new_log = not log_path.exists() or log_path.stat().st_size == 0
     log_file = open(log_path, "a", newline="")  # noqa: SIM115 - closed in finally
     writer = None
     bar = tqdm(total=config.max_steps, initial=start, desc=f"train {stage.name}", unit="step",
@@ -163,15 +189,13 @@ def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = F
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and end == config.max_steps:
         stage.export(out)
-    return {"steps": end, "resumed_from": start, "last_log": last}
+    return {"steps": end, "resumed_from": start, "resume_notes": notes, "last_log": last}
 
 
 def save_image_grid(images: torch.Tensor, path: Path, columns: int = 4) -> None:
     """(N, 1, H, W) images in [0, 1] as one grey PNG grid, written atomically."""
     import numpy as np
     from PIL import Image
-
-    from dallebrain.data.io import atomic_path
 
     arr = images.detach().float().clamp(0, 1).cpu().numpy()[:, 0]
     n, h, w = arr.shape

@@ -45,7 +45,11 @@ def stage(name: str, out: Path, args: list[str], configs: str, log: list, done_m
     if (out / done_marker).exists() and (out / "losses.csv").exists():
         print(f"= {name}: done ({out})")
         return
-    resume = ["--resume"] if (out / "checkpoints" / "latest").exists() else []
+    from dallebrain.training.checkpoint import holds_run
+
+    # Any checkpoint folder counts (not only the `latest` pointer): a stage whose pointer was lost still resumes
+    # from its newest intact checkpoint instead of refusing to start over.
+    resume = ["--resume"] if holds_run(out / "checkpoints") else []
     run(["train", name, *args, "--out", str(out), "--config", str(ROOT / "configs" / f"{name}.{configs}.json"),
          *resume], log, threads)
 

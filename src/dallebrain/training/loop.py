@@ -91,6 +91,66 @@ def _keep_log_until(path: Path, step: int) -> None:
         csv.writer(f).writerows(kept)
 
 
+class _LossLog:
+    """losses.csv of a run: one row every `log_every` steps with the losses, learning rate and throughput of the
+    steps since the last row; appended to (a resumed run keeps its earlier rows), flushed per row."""
+
+    def __init__(self, path: Path, images_per_step: int):
+        self.new = not path.exists() or path.stat().st_size == 0
+        self.file = open(path, "a", newline="")  # noqa: SIM115 - closed by close()
+        self.writer = None
+        self.images_per_step = images_per_step
+        self.window_t, self.window_steps, self.last = time.perf_counter(), 0, {}
+
+    def write(self, step: int, totals: dict[str, float], lr: float) -> None:
+        elapsed = time.perf_counter() - self.window_t
+        row = {"step": step, **{k: round(v, 6) for k, v in totals.items()}, "lr": lr,
+               "images_per_second": round(self.images_per_step * self.window_steps / max(elapsed, 1e-9), 2)}
+        if self.writer is None:
+            self.writer = csv.DictWriter(self.file, fieldnames=list(row))
+            if self.new:
+                self.writer.writeheader()
+        self.writer.writerow(row)
+        self.file.flush()
+        self.window_t, self.window_steps, self.last = time.perf_counter(), 0, row
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _optimiser_step(stage: Stage, config: TrainConfig, accelerator, optimizer, scheduler, flat_params,
+                    step: int) -> dict[str, float]:
+    """One optimiser step over `gradient_accumulation` micro-batches; the mean of each loss term."""
+    totals: dict[str, float] = {}
+    for micro in range(config.gradient_accumulation):
+        with accelerator.autocast():
+            losses = stage.loss(step, micro)
+        accelerator.backward(losses["loss"] / config.gradient_accumulation)
+        for k, v in losses.items():
+            totals[k] = totals.get(k, 0.0) + float(v.detach()) / config.gradient_accumulation
+    if config.max_grad_norm > 0:
+        accelerator.clip_grad_norm_(flat_params, config.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    stage.after_optimizer_step(step)
+    if not math.isfinite(totals["loss"]):
+        raise FloatingPointError(f"loss is {totals['loss']} at step {step + 1}: lower the learning rate")
+    return totals
+
+
+def _resume(stage: Stage, ckpt_root: Path, accelerator, modules, optimizer, scheduler) -> tuple[int, list[str]]:
+    """Load the newest intact checkpoint into the modules, optimizer and scheduler; its step and the notes on
+    what was skipped on the way."""
+    checkpoint, notes = resume_checkpoint(ckpt_root, list(modules))
+    trainer = load_checkpoint(checkpoint, modules, getattr(optimizer, "optimizer", optimizer), scheduler)
+    if accelerator.is_main_process:
+        print(f"resuming {stage.name} from {checkpoint}" + (f" ({'; '.join(notes)})" if notes else ""),
+              file=sys.stderr, flush=True)
+        point_latest(checkpoint)  # so a reader of the pointer (the recipe) sees what this run continues
+    return trainer["step"], notes
+
+
 def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = False,
         progress: bool = True, stop_at: int | None = None) -> dict:
     """Train `stage` for config.max_steps optimiser steps into out_dir; returns a summary.
@@ -122,59 +182,22 @@ def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = F
     # The scheduler is not handed to accelerate: its wrapper steps once per process, which would run the
     # schedule N times too fast on N GPUs; ours counts optimiser steps.
     optimizer = accelerator.prepare(optimizer)
-    start, notes = 0, []
     modules = {k: accelerator.unwrap_model(m) for k, m in stage.modules().items()}
-    if resume:
-        checkpoint, notes = resume_checkpoint(ckpt_root, list(modules))
-        trainer = load_checkpoint(checkpoint, modules, getattr(optimizer, "optimizer", optimizer), scheduler)
-        start = trainer["step"]
-        if accelerator.is_main_process:
-            print(f"resuming {stage.name} from {checkpoint}" + (f" ({'; '.join(notes)})" if notes else ""),
-                  file=sys.stderr, flush=True)
-            point_latest(checkpoint)  # so a reader of the pointer (the recipe) sees what this run continues
-    log_path = out / "losses.csv"
+    start, notes = _resume(stage, ckpt_root, accelerator, modules, optimizer, scheduler) if resume else (0, [])
     if accelerator.is_main_process:
-        _keep_log_until(log_path, start)
+        _keep_log_until(out / "losses.csv", start)
         write_text_atomic(out / "train_config.json", json.dumps(config_dict(config), indent=2))
-    new_log = not log_path.exists() or log_path.stat().st_size == 0
-    log_file = open(log_path, "a", newline="")  # noqa: SIM115 - closed in finally
-    writer = None
+    log = _LossLog(out / "losses.csv", stage.images_per_step * config.gradient_accumulation)
     bar = tqdm(total=config.max_steps, initial=start, desc=f"train {stage.name}", unit="step",
                disable=not (progress and accelerator.is_local_main_process))
-    window_t, window_steps, last = time.perf_counter(), 0, {}
+    end = config.max_steps if stop_at is None else min(stop_at, config.max_steps)
     try:
-        end = config.max_steps if stop_at is None else min(stop_at, config.max_steps)
         for step in range(start, end):
-            totals: dict[str, float] = {}
-            for micro in range(config.gradient_accumulation):
-                with accelerator.autocast():
-                    losses = stage.loss(step, micro)
-                accelerator.backward(losses["loss"] / config.gradient_accumulation)
-                for k, v in losses.items():
-                    totals[k] = totals.get(k, 0.0) + float(v.detach()) / config.gradient_accumulation
-            if config.max_grad_norm > 0:
-                accelerator.clip_grad_norm_(flat_params, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            stage.after_optimizer_step(step)
+            totals = _optimiser_step(stage, config, accelerator, optimizer, scheduler, flat_params, step)
             done = step + 1
-            window_steps += 1
-            if not math.isfinite(totals["loss"]):
-                raise FloatingPointError(f"loss is {totals['loss']} at step {done}: lower the learning rate")
+            log.window_steps += 1
             if accelerator.is_main_process and (done % config.log_every == 0 or done == config.max_steps):
-                elapsed = time.perf_counter() - window_t
-                row = {"step": done, **{k: round(v, 6) for k, v in totals.items()},
-                       "lr": scheduler.get_last_lr()[0],
-                       "images_per_second": round(stage.images_per_step * config.gradient_accumulation
-                                                  * window_steps / max(elapsed, 1e-9), 2)}
-                if writer is None:
-                    writer = csv.DictWriter(log_file, fieldnames=list(row))
-                    if new_log:
-                        writer.writeheader()
-                writer.writerow(row)
-                log_file.flush()
-                window_t, window_steps, last = time.perf_counter(), 0, row
+                log.write(done, totals, scheduler.get_last_lr()[0])
                 bar.set_postfix(loss=f"{totals['loss']:.4f}")
             bar.update()
             if accelerator.is_main_process and config.sample_every and done % config.sample_every == 0:
@@ -185,11 +208,11 @@ def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = F
                     save_checkpoint(ckpt_root, done, modules, optimizer, scheduler, config.keep_checkpoints)
     finally:
         bar.close()
-        log_file.close()
+        log.close()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and end == config.max_steps:
         stage.export(out)
-    return {"steps": end, "resumed_from": start, "resume_notes": notes, "last_log": last}
+    return {"steps": end, "resumed_from": start, "resume_notes": notes, "last_log": log.last}
 
 
 def save_image_grid(images: torch.Tensor, path: Path, columns: int = 4) -> None:

@@ -58,7 +58,7 @@ def test_generate_returns_n_images_and_their_files(opts):
     ({"guidance": float("nan")}, "guidance must be between 0 and 20"),
     ({"sampler": "plms"}, "unknown sampler 'plms'"),
     ({"route": "gan"}, "unknown route 'gan'"),
-    ({"lora": "/no/such/adapter"}, "LoRA adapter folder not found"),
+    ({"lora": "/no/such/adapter"}, "LoRA adapters are off on this server"),
     ({"lora_scale": 9}, "LoRA scale must be between 0 and 4"),
 ])
 def test_bad_requests_get_one_clear_line(opts, change, message):

@@ -16,12 +16,16 @@ app.command()(serve_cmd)
     (["--data", "."], "--data is not a prepared data set"),
     (["--study-items", "1"], "--study-items must be between 2 and 1000"),
     (["--study-steps", "101"], "--study-steps must be between 1 and 100"),
+    (["--max-upload-mb", "0"], "--max-upload-mb must be above 0 and at most 1024"),
+    (["--lora-dir", "no-such-folder"], "--lora-dir folder not found"),
+    (["--auth", "organiser"], "--auth must be USER:PASSWORD"),
+    (["--auth", ":s3cret"], "--auth must be USER:PASSWORD"),
 ])
 def test_bad_options_fail_with_one_line(args, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2 and f"error: {message}" in result.output
-    assert "Traceback" not in result.output
+    assert "Traceback" not in result.output and "s3cret" not in result.output  # a password is never echoed
 
 
 def test_loopback_detection():

@@ -38,6 +38,13 @@ def serve_cmd(
     study_items: int = typer.Option(20, help="Items in a new study: half real, half synthetic."),
     study_steps: int = typer.Option(D.STEPS, help="Denoising steps of the study's synthetic slices."),
     device: str = typer.Option(None, help="cpu, cuda, ... (default: cuda if available)."),
+    max_upload_mb: float = typer.Option(20.0, help="Largest upload accepted (a slice PNG or NIfTI is well under "
+                                        "1 MB); larger ones are refused before they are stored."),
+    lora_dir: Path = typer.Option(None, help="Folder of LoRA adapters (one sub-folder each) the page may choose "
+                                  "from by name; without it LoRA is off."),
+    auth: str = typer.Option(None, envvar="DALLEBRAIN_SERVE_AUTH", show_envvar=True,
+                             help="USER:PASSWORD for a login page (gradio auth). Send it over TLS only: see README, "
+                             "'Threat model'."),
 ) -> None:
     """Serve the web page: generate, variations and a blinded reader study (needs gradio: pip install
     'dallebrain\\[web]')."""
@@ -53,6 +60,16 @@ def serve_cmd(
         _fail(f"--study-steps must be between 1 and 100, got {study_steps}")
     if study_dir.exists() and not study_dir.is_dir():
         _fail(f"--study-dir exists and is not a folder: {study_dir}")
+    if not 0 < max_upload_mb <= 1024:
+        _fail(f"--max-upload-mb must be above 0 and at most 1024, got {max_upload_mb:g}")
+    if lora_dir is not None and not lora_dir.is_dir():
+        _fail(f"--lora-dir folder not found: {lora_dir}")
+    login = None
+    if auth is not None:
+        user, _, password = auth.partition(":")
+        if not user.strip() or not password:
+            _fail("--auth must be USER:PASSWORD with both parts non-empty")  # never echo a password
+        login = (user.strip(), password)
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no usage reports from a hospital network
     try:
         import gradio  # noqa: F401
@@ -61,11 +78,13 @@ def serve_cmd(
     from dallebrain.app.ui import ServeConfig, launch
 
     if not _is_loopback(host):
-        typer.echo(f"warning: listening on {host}: anyone who can reach this machine can use the page and the "
-                   "reader study", err=True)
+        who = "anyone with the login" if login else "anyone who can reach this machine"
+        typer.echo(f"warning: listening on {host}: {who} can use the page and the reader study; put a reverse "
+                   "proxy with TLS in front (README, 'Threat model')", err=True)
     use_study = data is not None or (study_dir / "study.sqlite").is_file()
     config = ServeConfig(model=model, data=data, study_dir=study_dir if use_study else None,
-                         study_items=study_items, study_steps=study_steps, device=device)
+                         study_items=study_items, study_steps=study_steps, device=device, lora_dir=lora_dir,
+                         max_upload_mb=max_upload_mb, auth=login)
     try:
         launch(config, host, port)
     except (ValueError, OSError) as exc:

@@ -17,6 +17,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dallebrain.app.untrusted import adapter_folder, markdown_text, redact
 from dallebrain.pipelines import defaults as D
 
 MAX_PROMPT_CHARS = 300
@@ -113,14 +114,23 @@ def check_settings(seed, steps, guidance, sampler, n=1) -> tuple[int, int, float
     return seed, steps, guidance, sampler, n
 
 
-def _check_lora(lora, lora_scale) -> tuple[str | None, float]:
-    lora = str(lora).strip() if lora else ""
+def _check_lora(lora, lora_scale, lora_dir=None) -> tuple[str | None, float]:
+    """The folder of the adapter the page names (one of lora_dir's, never a path the page sends) and its scale."""
+    name = str(lora).strip() if lora else ""
     scale = _as_float(lora_scale if lora_scale is not None else 1.0, "LoRA scale", 0.0, 4.0)
-    if not lora:
+    if not name:
         return None, 1.0
-    if not Path(lora).is_dir():
-        raise RequestError(f"LoRA adapter folder not found on the server: {lora}")
-    return lora, scale
+    try:
+        return str(adapter_folder(name, lora_dir)), scale
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
+
+
+def check_upload_size(path: Path, max_upload_mb: float | None) -> None:
+    """gradio refuses bigger uploads at the door (max_file_size); this keeps the limit for direct callers too."""
+    if max_upload_mb is not None and path.stat().st_size > max_upload_mb * 2**20:
+        raise RequestError(f"{path.name} is {path.stat().st_size / 2**20:.1f} MB: uploads are limited to "
+                           f"{max_upload_mb:g} MB on this server")
 
 
 # --- pipelines ------------------------------------------------------------------------------------------
@@ -140,7 +150,10 @@ def model_folder(model) -> Path:
 def _load(model: str, route: str, lora: str | None, lora_scale: float, device: str | None):
     from dallebrain.api import load_pipeline
 
-    return load_pipeline(model, route=route, device=device, lora=lora, lora_scale=lora_scale)
+    pipe = load_pipeline(model, route=route, device=device, lora=lora, lora_scale=lora_scale)
+    if lora is not None:  # the downloads' JSON names the adapter, not where it lives on the server
+        pipe.lora = {"path": Path(lora).name, "scale": lora_scale}
+    return pipe
 
 
 def get_pipeline(model=None, route: str = "ldm", lora=None, lora_scale: float = 1.0, device: str | None = None):
@@ -151,7 +164,11 @@ def get_pipeline(model=None, route: str = "ldm", lora=None, lora_scale: float = 
     try:
         return _load(str(folder.resolve()), route, lora, float(lora_scale), device)
     except ValueError as exc:
-        message = str(exc).splitlines()[0]
+        # the page names the adapter and the model, not where they are on the server
+        labels = {str(folder.resolve()): "the model folder", str(folder): "the model folder"}
+        if lora:
+            labels[str(lora)] = f"LoRA adapter '{Path(lora).name}'"
+        message = redact(str(exc).splitlines()[0], labels)
         if route == "unclip" and ("prior" in message or "clip" in message or "decoder" in message):
             message += " (the unCLIP route needs clip/, prior/ and decoder/: `dallebrain train prior|decoder`)"
         raise RequestError(message) from exc
@@ -185,25 +202,27 @@ def _notes(prompt: str, written: list[dict]) -> str:
     if missing:
         notes.append("the prompt does not say " + ", ".join(m.replace("_", " ") for m in missing)
                      + ": the model chooses")
-    return "\n".join(f"- {n}" for n in notes)
+    return "\n".join(f"- {markdown_text(n)}" for n in notes)
 
 
 # --- generate -------------------------------------------------------------------------------------------
 
 
 def generate(prompt, seed=0, steps=D.STEPS, guidance=D.GUIDANCE, sampler=D.SAMPLER, route="ldm", lora=None,
-             lora_scale=1.0, n=1, *, model=None, work_dir=None, device: str | None = None) -> Generated:
-    """n slices for a prompt, written (PNG, NIfTI, JSON) to a new folder under work_dir."""
+             lora_scale=1.0, n=1, *, model=None, work_dir=None, device: str | None = None,
+             lora_dir=None) -> Generated:
+    """n slices for a prompt, written (PNG, NIfTI, JSON) to a new folder under work_dir; `lora` is the name of
+    an adapter folder in lora_dir (None: LoRA off)."""
     from dallebrain.api import generate_to_folder
 
     prompt = check_prompt(prompt)
     seed, steps, guidance, sampler, n = check_settings(seed, steps, guidance, sampler, n)
-    lora, lora_scale = _check_lora(lora, lora_scale)
+    lora, lora_scale = _check_lora(lora, lora_scale, lora_dir)
     pipe = get_pipeline(model, route, lora, lora_scale, device)
     out = _request_folder(work_dir, "generate")
     with GENERATION_LOCK:
         written = generate_to_folder(pipe, prompt, out, n=n, seed=seed, steps=steps, guidance=guidance,
-                                     sampler=sampler, model_path=str(model_folder(model)))
+                                     sampler=sampler, model_path=model_folder(model).name)
     images = [(str(p["png"]), f"seed {seed + i}") for i, p in enumerate(written)]
     return Generated(images, _files(written, out, f"slices-seed-{seed:06d}.zip"), _notes(prompt, written), folder=out)
 
@@ -231,7 +250,7 @@ def with_age(prompt: str, age: int) -> str:
 
 def ageing_sequence(prompt, seed=0, steps=D.STEPS, guidance=D.GUIDANCE, sampler=D.SAMPLER, route="ldm", lora=None,
                     lora_scale=1.0, *, model=None, work_dir=None, device: str | None = None,
-                    ages: tuple[int, ...] = AGES) -> Generated:
+                    ages: tuple[int, ...] = AGES, lora_dir=None) -> Generated:
     """The same seed and prompt at ages 20, 30, ..., 90: one frame per age and a strip of them."""
     import numpy as np
     from PIL import Image
@@ -240,7 +259,7 @@ def ageing_sequence(prompt, seed=0, steps=D.STEPS, guidance=D.GUIDANCE, sampler=
 
     prompt = check_prompt(prompt)
     seed, steps, guidance, sampler, _ = check_settings(seed, steps, guidance, sampler, len(ages))
-    lora, lora_scale = _check_lora(lora, lora_scale)
+    lora, lora_scale = _check_lora(lora, lora_scale, lora_dir)
     pipe = get_pipeline(model, route, lora, lora_scale, device)
     out = _request_folder(work_dir, "ageing")
     written = []
@@ -248,7 +267,7 @@ def ageing_sequence(prompt, seed=0, steps=D.STEPS, guidance=D.GUIDANCE, sampler=
         for age in ages:
             written += generate_to_folder(pipe, with_age(prompt, age), out / f"age-{age}", n=1, seed=seed,
                                           steps=steps, guidance=guidance, sampler=sampler,
-                                          model_path=str(model_folder(model)))
+                                          model_path=model_folder(model).name)
     frames = [np.asarray(Image.open(p["png"])) for p in written]
     gap = np.zeros((frames[0].shape[0], 2), dtype=frames[0].dtype)
     strip = np.concatenate([x for f in frames for x in (f, gap)][:-1], axis=1)
@@ -264,8 +283,8 @@ def ageing_sequence(prompt, seed=0, steps=D.STEPS, guidance=D.GUIDANCE, sampler=
 
 
 def variations(image_path, n=4, seed=0, steps=D.STEPS, guidance=D.GUIDANCE, sampler=D.SAMPLER, *, model=None,
-               work_dir=None, device: str | None = None) -> Generated:
-    """unCLIP variations of an uploaded slice (PNG or single-slice NIfTI)."""
+               work_dir=None, device: str | None = None, max_upload_mb: float | None = None) -> Generated:
+    """unCLIP variations of an uploaded slice (PNG or single-slice NIfTI) of at most max_upload_mb."""
     from dallebrain.api import variations_to_folder
 
     if not image_path:
@@ -273,13 +292,14 @@ def variations(image_path, n=4, seed=0, steps=D.STEPS, guidance=D.GUIDANCE, samp
     path = Path(image_path)
     if not path.name.lower().endswith(UPLOAD_SUFFIXES):
         raise RequestError(f"{path.name}: upload a PNG (.png) or a NIfTI (.nii, .nii.gz)")
+    check_upload_size(path, max_upload_mb)
     seed, steps, guidance, sampler, n = check_settings(seed, steps, guidance, sampler, n)
     pipe = get_pipeline(model, "unclip", None, 1.0, device)
     out = _request_folder(work_dir, "variations")
     try:
         with GENERATION_LOCK:
             written = variations_to_folder(pipe, path, out, n=n, seed=seed, steps=steps, guidance=guidance,
-                                           sampler=sampler, model_path=str(model_folder(model)))
+                                           sampler=sampler, model_path=model_folder(model).name)
     except ValueError as exc:
         raise RequestError(str(exc).splitlines()[0]) from exc
     images = [(str(p["png"]), f"variation, seed {seed + i}") for i, p in enumerate(written)]
@@ -303,12 +323,13 @@ def _synthetic_maker(model, device, steps: int, guidance: float = D.GUIDANCE, sa
 def _show(study, name: str, message: str = "") -> StudyView:
     item = study.next_item(name)
     done, total = study.progress(name)
+    shown_name = markdown_text(name)  # a name is shown as typed, never as markup
     if item is None:
-        return StudyView({"reader": name}, None, "", f"**{name}**: all {total} items answered. Thank you.",
+        return StudyView({"reader": name}, None, "", f"**{shown_name}**: all {total} items answered. Thank you.",
                          message or "Study complete for this reader.")
     state = {"reader": name, "item_id": item.item_id, "shown_at": time.time()}
     return StudyView(state, str(item.image), item.stated_contrast,
-                     f"**{name}**: item {done + 1} of {total}", message)
+                     f"**{shown_name}**: item {done + 1} of {total}", message)
 
 
 def study_start(study, reader_name, *, model=None, device: str | None = None, steps: int = D.STEPS) -> StudyView:

@@ -28,6 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
+from dallebrain.app.untrusted import csv_cell
+from dallebrain.data.io import atomic_path
+
 CONTRAST_NAMES = {"T1w": "T1-weighted", "T2w": "T2-weighted", "PDw": "PD-weighted", "FLAIR": "FLAIR"}
 MAX_READER_NAME = 80
 
@@ -320,11 +323,12 @@ class Study:
         return pd.DataFrame(rows)
 
     def export_csv(self, path: str | Path) -> Path:
-        """All answers as CSV (no subject, no source path): one row per answer, columns EXPORT_COLUMNS."""
+        """All answers as CSV (no subject, no source path): one row per answer, columns EXPORT_COLUMNS. Reader
+        names come from the page, so a cell a spreadsheet would run as a formula is made inert (csv_cell)."""
         path = Path(path)
         table = self.answers()
-        with path.open("w", newline="") as f:
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as f:
             writer = csv.writer(f)
             writer.writerow(EXPORT_COLUMNS)
-            writer.writerows(table.itertuples(index=False, name=None))
+            writer.writerows([csv_cell(v) for v in row] for row in table.itertuples(index=False, name=None))
         return path

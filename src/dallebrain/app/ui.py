@@ -1,17 +1,26 @@
 """The page: gr.Blocks with tabs Generate / Variations / Reader study. Layout and wiring only; the work is in
-handlers.py and study.py. A refused request shows a one-line message in the page, never a traceback."""
+handlers.py and study.py. A refused request shows a one-line message in the page, never a traceback.
+
+What the server hands out over HTTP is only gradio's own cache: copies of what a request produced, under
+content-hash names. No folder is in gradio's allowed_paths, the study folder is in its blocked_paths, and a study
+item reaches the page as pixels, never as a path (see README, "Threat model")."""
 
 from __future__ import annotations
 
+import html
 import inspect
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
+from PIL import Image
 
 from dallebrain.app import handlers as h
+from dallebrain.app.untrusted import LORA_OFF, lora_adapters, markdown_text
 from dallebrain.pipelines import defaults as D
 
 log = logging.getLogger("dallebrain.app")
@@ -42,7 +51,11 @@ class ServeConfig:
     study_items: int = 20  # items in a new study, half real and half synthetic
     study_steps: int = D.STEPS  # denoising steps of the study's synthetic slices
     device: str | None = None
-    work_dir: Path | None = None  # per-request output folders (default: a new temporary folder)
+    work_dir: Path | None = None  # per-request output folders (default: a new temporary folder); must lie under
+    # the system temp folder or the current folder, the only places gradio copies a returned file from
+    lora_dir: Path | None = None  # the LoRA adapters the page may name (one folder each); None: LoRA off
+    max_upload_mb: float = 20.0  # larger uploads are refused by gradio before they are stored
+    auth: tuple[str, str] | None = None  # (user, password) for gradio's login page
 
 
 def _kwargs_for(func, **kwargs) -> dict:
@@ -52,14 +65,25 @@ def _kwargs_for(func, **kwargs) -> dict:
 
 
 def _problem(exc: Exception) -> str:
-    """The page's line for a failed request; anything but a RequestError goes to the log, not the page."""
+    """The page's line for a failed request; anything but a RequestError goes to the log, not the page. A message
+    may quote what the user typed, so it is shown as text (the pop-up renders HTML, the line markdown)."""
     if isinstance(exc, h.RequestError):
         message = str(exc)
     else:
         log.exception("request failed")
         message = "the request failed on the server (details in the server log); try other settings"
-    gr.Warning(message, duration=6)  # the line stays in the page; the pop-up must not cover the buttons for long
-    return f"**Not done:** {message}"
+    gr.Warning(html.escape(message), duration=6)  # the line stays in the page; the pop-up must not cover the buttons
+    return f"**Not done:** {markdown_text(message)}"
+
+
+def _message(elem_id: str | None = None) -> gr.Markdown:
+    """A message line: markdown without LaTeX ($$ in a reader name stays two dollar signs)."""
+    return gr.Markdown(elem_id=elem_id, latex_delimiters=[])
+
+
+def _pixels(path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image)
 
 
 def _settings_block(prefix: str, default_steps: int = D.STEPS):
@@ -93,11 +117,16 @@ def _generate_tab(cfg: ServeConfig) -> None:
                 route = gr.Radio(list(h.ROUTES), value="ldm", label="Route",
                                  info="ldm: latent diffusion; unclip: prior + decoder")
                 with gr.Row():
-                    lora = gr.Textbox(label="LoRA adapter folder (on the server)", placeholder="none")
+                    # a choice among the adapters in --lora-dir, never a path typed into the page
+                    adapters = lora_adapters(cfg.lora_dir)
+                    lora = gr.Dropdown([("none", "")] + [(name, name) for name in adapters], value="",
+                                       label="LoRA adapter", interactive=bool(adapters), elem_id="lora",
+                                       info=LORA_OFF if cfg.lora_dir is None else
+                                       None if adapters else "no adapter in this server's LoRA folder")
                     lora_scale = gr.Slider(0, 4, value=1.0, step=0.1, label="LoRA scale")
             button = gr.Button("Generate", variant="primary", elem_id="generate-button")
         with gr.Column(scale=3):
-            message = gr.Markdown(elem_id="generate-message")
+            message = _message("generate-message")
             gallery = gr.Gallery(label="Synthetic slices (not from any real person)", columns=4, height="auto",
                                  object_fit="contain", format="png", elem_id="gallery", elem_classes=["mri"])
             files = gr.File(label="Downloads: PNG, NIfTI, JSON", file_count="multiple", elem_id="downloads")
@@ -108,7 +137,7 @@ def _generate_tab(cfg: ServeConfig) -> None:
 
     def run(prompt, mode, n, seed, steps, guidance, sampler, route, lora, lora_scale):
         try:
-            common = dict(model=cfg.model, work_dir=cfg.work_dir, device=cfg.device)
+            common = dict(model=cfg.model, work_dir=cfg.work_dir, device=cfg.device, lora_dir=cfg.lora_dir)
             if mode == "ageing sequence":
                 result = h.ageing_sequence(prompt, seed, steps, guidance, sampler, route, lora, lora_scale, **common)
             else:
@@ -119,7 +148,7 @@ def _generate_tab(cfg: ServeConfig) -> None:
                 result.message)
 
     button.click(run, [prompt, mode, n, seed, steps, guidance, sampler, route, lora, lora_scale],
-                 [gallery, strip, files, message], concurrency_id="generation")
+                 [gallery, strip, files, message], concurrency_id="generation", api_name="generate")
 
 
 def _variations_tab(cfg: ServeConfig) -> None:
@@ -127,13 +156,13 @@ def _variations_tab(cfg: ServeConfig) -> None:
                 "image embedding. Needs a model with the unCLIP stages (clip/, prior/, decoder/).")
     with gr.Row():
         with gr.Column(scale=2):
-            upload = gr.File(label="Slice (.png, .nii, .nii.gz)", file_types=list(h.UPLOAD_SUFFIXES),
-                             type="filepath", elem_id="variation-upload")
+            upload = gr.File(label=f"Slice (.png, .nii, .nii.gz; at most {cfg.max_upload_mb:g} MB)",
+                             file_types=list(h.UPLOAD_SUFFIXES), type="filepath", elem_id="variation-upload")
             n = gr.Slider(1, h.MAX_IMAGES, value=4, step=1, label="Number of variations")
             seed, steps, guidance, sampler = _settings_block("variations")
             button = gr.Button("Make variations", variant="primary", elem_id="variations-button")
         with gr.Column(scale=3):
-            message = gr.Markdown(elem_id="variations-message")
+            message = _message("variations-message")
             gallery = gr.Gallery(label="Variations (synthetic)", columns=4, height="auto", object_fit="contain",
                                  format="png", elem_classes=["mri"])
             files = gr.File(label="Downloads: PNG, NIfTI, JSON", file_count="multiple")
@@ -141,13 +170,13 @@ def _variations_tab(cfg: ServeConfig) -> None:
     def run(upload, n, seed, steps, guidance, sampler):
         try:
             result = h.variations(upload, n, seed, steps, guidance, sampler, model=cfg.model, work_dir=cfg.work_dir,
-                                  device=cfg.device)
+                                  device=cfg.device, max_upload_mb=cfg.max_upload_mb)
         except Exception as exc:  # noqa: BLE001
             return None, None, _problem(exc)
         return result.images, result.files, result.message
 
     button.click(run, [upload, n, seed, steps, guidance, sampler], [gallery, files, message],
-                 concurrency_id="generation")
+                 concurrency_id="generation", api_name="variations")
 
 
 def _study_tab(cfg: ServeConfig, study) -> None:
@@ -163,7 +192,7 @@ def _study_tab(cfg: ServeConfig, study) -> None:
         reader = gr.Textbox(label="Reader name", placeholder="your name or an agreed pseudonym", scale=3,
                             elem_id="reader-name")
         start = gr.Button("Start / resume", scale=1, elem_id="study-start")
-    progress = gr.Markdown(elem_id="study-progress")
+    progress = _message("study-progress")
     with gr.Row():
         with gr.Column(scale=3):
             # no share or download button: the reader looks, answers, moves on
@@ -180,22 +209,25 @@ def _study_tab(cfg: ServeConfig, study) -> None:
             contrast_ok = gr.Radio(["yes", "no"], label="Is the contrast the stated one?",
                                    elem_id="answer-contrast")
             submit = gr.Button("Submit answer", variant="primary", elem_id="study-submit")
-            message = gr.Markdown(elem_id="study-message")
+            message = _message("study-message")
     with gr.Accordion("Study organiser: summary and CSV export", open=False):
         with gr.Row():
             code = gr.Textbox(label="Organiser code (printed when the server starts)", type="password", scale=2,
                               elem_id="organiser-code")
             refresh = gr.Button("Summary", scale=1)
             export = gr.Button("Export CSV", scale=1)
-        organiser_message = gr.Markdown()
+        organiser_message = _message()
         table = gr.Dataframe(label="Accuracy against chance (50 %, exact binomial test)", interactive=False,
                              elem_id="study-summary")
         csv_file = gr.File(label="Answers (CSV)")
 
     def show(view: h.StudyView):
         stated_text = f"Stated contrast: {view.stated_contrast}" if view.stated_contrast else ""
+        # Pixels, not the item's path: gradio caches them under a content hash, so nothing in the page names the
+        # study folder or an item file, and the study folder never has to be reachable over HTTP.
+        image = _pixels(view.image) if view.image else None
         # the answers are cleared for the next item
-        return view.state, view.image, stated_text, view.progress, view.message, None, None, None
+        return view.state, image, stated_text, view.progress, view.message, None, None, None
 
     outputs = [state, image, stated, progress, message, answer, plausibility, contrast_ok]
 
@@ -224,11 +256,12 @@ def _study_tab(cfg: ServeConfig, study) -> None:
         except Exception as exc:  # noqa: BLE001
             return None, _problem(exc)
 
-    start.click(on_start, [reader], outputs, concurrency_id="generation")
+    start.click(on_start, [reader], outputs, concurrency_id="generation", api_name="study_start")
     reader.submit(on_start, [reader], outputs, concurrency_id="generation")
-    submit.click(on_submit, [state, answer, plausibility, contrast_ok], outputs, concurrency_limit=8)
-    refresh.click(on_summary, [code], [table, organiser_message], concurrency_limit=4)
-    export.click(on_export, [code], [csv_file, organiser_message], concurrency_limit=4)
+    submit.click(on_submit, [state, answer, plausibility, contrast_ok], outputs, concurrency_limit=8,
+                 api_name="study_submit")
+    refresh.click(on_summary, [code], [table, organiser_message], concurrency_limit=4, api_name="study_summary")
+    export.click(on_export, [code], [csv_file, organiser_message], concurrency_limit=4, api_name="study_export")
 
 
 def _theme():
@@ -241,12 +274,18 @@ def build_app(cfg: ServeConfig) -> gr.Blocks:
 
     if cfg.work_dir is None:
         cfg.work_dir = Path(tempfile.mkdtemp(prefix="dallebrain-serve-"))
+    elif not any(Path(cfg.work_dir).resolve().is_relative_to(Path(p).resolve())
+                 for p in (tempfile.gettempdir(), os.getcwd())):
+        raise ValueError(f"the work folder must lie under {tempfile.gettempdir()} or the current folder: gradio "
+                         "serves files from nowhere else")
     study = None
     if cfg.study_dir is not None and (cfg.data is not None or (Path(cfg.study_dir) / "study.sqlite").is_file()):
         study = Study.open_or_create(cfg.study_dir, cfg.data, cfg.study_items)
         print(f"reader study: {study.folder} (organiser code for the summary and the export: "
               f"{study.organiser_code})")
-    with gr.Blocks(title="Dall-e Brain", analytics_enabled=False,
+    # gradio's cache (uploads and copies of results) is swept hourly of files older than a day, so uploads are
+    # not kept for ever
+    with gr.Blocks(title="Dall-e Brain", analytics_enabled=False, delete_cache=(3600, 86400),
                    **_kwargs_for(gr.Blocks.__init__, theme=_theme(), css=CSS)) as demo:
         gr.Markdown("# Dall-e Brain\nSynthetic healthy brain MRI slices from text. Every generated image is "
                     "synthetic and is not from any real person; not for diagnosis.")
@@ -264,9 +303,13 @@ def build_app(cfg: ServeConfig) -> gr.Blocks:
 def launch(cfg: ServeConfig, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
     """Serve the page; with block=False it returns (demo, local URL) and serves from a background thread."""
     demo = build_app(cfg)
-    allowed = [str(p) for p in (cfg.work_dir, cfg.study_dir) if p is not None]
+    # Nothing in allowed_paths: gradio then serves only its cache, where every returned file is copied under a
+    # content hash. The study folder is blocked as well, so no later change can hand out the database.
+    blocked = [str(Path(cfg.study_dir).resolve())] if cfg.study_dir is not None else []
     _, url, _ = demo.launch(server_name=host, server_port=port, share=False, show_error=False, quiet=not block,
-                            allowed_paths=allowed, prevent_thread_lock=not block,
+                            allowed_paths=[], blocked_paths=blocked, auth=cfg.auth,
+                            max_file_size=int(cfg.max_upload_mb * 2**20), enable_monitoring=False,
+                            prevent_thread_lock=not block,
                             **_kwargs_for(demo.launch, theme=_theme(), css=CSS, ssr_mode=False,
                                           footer_links=["gradio"], mcp_server=False))
     return demo, url

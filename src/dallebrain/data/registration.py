@@ -8,6 +8,8 @@ ITK works in LPS; the flip diag(-1, -1, 1, 1) is applied on both sides at the bo
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,29 +21,51 @@ if TYPE_CHECKING:
 
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS, its own inverse
 MIN_EXTENT_MM, MAX_EXTENT_MM, MIN_VOXELS = 100.0, 400.0, 32
+# Size limits read from the header, so a small crafted (or gzip-bomb) file is refused before its voxels are
+# decompressed. 512^3 voxels is 512 MiB as float32 (prepare holds a few copies per worker): above any
+# in-vivo head scan we prepare (1 mm: 256^3 = 17 M; HCP 0.7 mm: 21 M; 7 T 0.5 mm: ~80 M voxels).
+# 1024 per axis is 0.25 mm over 256 mm. Larger scans pass with a larger `max_voxels` (`--max-voxels`).
+MAX_VOXELS = 512**3
+MAX_VOXELS_PER_AXIS = 1024
+# nibabel reads NIfTI header extensions (everything before vox_offset) into memory on open: a real file has
+# at most a few hundred kB there.
+MAX_HEADER_BYTES = 64 * 2**20
+# SimpleITK reads a sampling seed of 0 as "seed from the wall clock": any fixed non-zero value makes the
+# random metric samples, hence the transform, the same on every run.
+REGISTRATION_SEED = 20240611
 
 
 class VolumeError(ValueError):
     """An image file that cannot serve as a head MRI volume; the message is one line naming the file."""
 
 
-def load_volume(path: Path | str) -> nib.Nifti1Image:
+def load_volume(path: Path | str, max_voxels: int = MAX_VOXELS) -> nib.Nifti1Image:
     """Read a NIfTI (.nii, .nii.gz) or Analyze (.hdr/.img) head volume, checked and reoriented to RAS+.
 
     Returns a Nifti1Image with float32 data in memory. Raises VolumeError for an unreadable or truncated
-    file, more than one volume, NaN/inf values, constant data, or a field of view that is not a head
-    (fewer than 32 voxels, or an extent outside 100-400 mm, along any axis).
+    file, more than one volume, NaN/inf values, constant data, a field of view that is not a head
+    (fewer than 32 voxels, or an extent outside 100-400 mm, along any axis), or a size over the limits
+    (`max_voxels` in all, MAX_VOXELS_PER_AXIS along an axis, MAX_HEADER_BYTES of header extensions),
+    which are checked from the header before any voxel is read.
     """
     path = Path(path)
     name = path.name
+    if max_voxels < 1:
+        raise ValueError(f"max_voxels must be positive, got {max_voxels}")
 
     def unreadable(exc: Exception) -> VolumeError:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         return VolumeError(f"{name}: unreadable or truncated file ({reason})")
 
     try:
+        extensions = _nifti_extension_bytes(path)
+        if extensions > MAX_HEADER_BYTES:
+            raise VolumeError(f"{name}: header extensions of {extensions / 2**20:.0f} MiB "
+                              f"(more than {MAX_HEADER_BYTES // 2**20} MiB): not an MRI volume")
         img = nib.load(str(path))
         affine = np.asarray(img.affine, dtype=float)
+    except VolumeError:
+        raise
     except Exception as exc:  # noqa: BLE001 - nibabel, gzip and zlib each raise their own kind
         raise unreadable(exc) from exc
     # Geometry comes from the header: a DTI series or a localiser is refused before its voxels are read.
@@ -50,6 +74,13 @@ def load_volume(path: Path | str) -> nib.Nifti1Image:
         shape = shape[:-1]
     if len(shape) != 3:
         raise VolumeError(f"{name}: expected one 3-D volume, got shape {tuple(img.shape)}")
+    size = " x ".join(map(str, shape))
+    voxels = int(np.prod(shape, dtype=object))  # Python ints: never overflows, whatever the header claims
+    if voxels > max_voxels:
+        raise VolumeError(f"{name}: {size} = {voxels:,} voxels exceed the limit of {max_voxels:,} "
+                          "(max_voxels; raise it for larger scans)")
+    if max(shape) > MAX_VOXELS_PER_AXIS:
+        raise VolumeError(f"{name}: {size} voxels: more than {MAX_VOXELS_PER_AXIS} along an axis")
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
         raise VolumeError(f"{name}: invalid affine (singular or not finite)")
     extent = np.asarray(shape) * np.linalg.norm(affine[:3, :3], axis=0)
@@ -68,6 +99,27 @@ def load_volume(path: Path | str) -> nib.Nifti1Image:
     if float(data.max()) == float(data.min()):
         raise VolumeError(f"{name}: constant image (all voxels {float(data.min()):g})")
     return nib.as_closest_canonical(nib.Nifti1Image(data, affine))
+
+
+def _nifti_extension_bytes(path: Path) -> int:
+    """Bytes between a single-file NIfTI header and its voxels (where extensions live); 0 for other files.
+
+    Reads only the fixed-size header, itself decompressed if need be, so it costs the same for any file."""
+    from nibabel.openers import ImageOpener
+
+    with ImageOpener(str(path)) as handle:
+        raw = handle.read(nib.Nifti2Header.sizeof_hdr)
+    for klass in (nib.Nifti1Header, nib.Nifti2Header):
+        size = klass.sizeof_hdr
+        if len(raw) < size:
+            continue
+        try:
+            header = klass(raw[:size], check=False)
+        except Exception:  # noqa: BLE001 - not this kind of header: nib.load will say what is wrong
+            continue
+        if int(header["sizeof_hdr"]) == size and header["magic"].item() in (b"n+1", b"n+2"):
+            return max(0, int(header["vox_offset"]) - size)
+    return 0
 
 
 def sitk_from_nib(img: nib.spatialimages.SpatialImage, data: np.ndarray | None = None) -> sitk.Image:
@@ -155,7 +207,8 @@ def n4_log_bias(
     corrector = sitk.N4BiasFieldCorrectionImageFilter()
     corrector.SetMaximumNumberOfIterations([int(i) for i in iterations])
     corrector.SetConvergenceThreshold(float(convergence))
-    corrector.Execute(small, small_mask)
+    with _single_threaded_itk():
+        corrector.Execute(small, small_mask)
     log_bias = corrector.GetLogBiasFieldAsImage(image)
     return sitk.GetArrayFromImage(log_bias).transpose(2, 1, 0).astype(np.float32)
 
@@ -180,12 +233,35 @@ def _itk_matrix(transform: sitk.Transform) -> np.ndarray:
     return out
 
 
+@contextlib.contextmanager
+def _single_threaded_itk() -> Iterator[None]:
+    """ITK filters created inside this block run on one thread.
+
+    The N4 fit sums over voxels in per-thread parts, so its result changes (~1e-6) with the thread count,
+    which `prepare` sets from the cores and workers; its inner B-spline filters ignore the N4 filter's own
+    thread setting, hence the process default, put back afterwards. The fit runs on ~50k voxels, where
+    threads gain little."""
+    import SimpleITK as sitk
+
+    before = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        yield
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(before)
+
+
 def _registration(fixed, fixed_mask, moving_mask, seed: int, shrink_factors=(4, 2, 1),
                   smoothing_mm=(2.0, 1.0, 0.0), max_samples: int = 150_000, iterations: int = 200,
                   min_step: float = 1e-3):
     import SimpleITK as sitk
 
     method = sitk.ImageRegistrationMethod()
+    # One thread and one work unit: with the metric threaded, the same inputs and seed gave transforms that
+    # differed by up to 2e-8 from run to run, and by thread count (measured on 2 and 4 threads).
+    # The metric visits only ~10k samples: on the 3 mm test head one thread took 1.8 s, two 2.4 s (2 cores).
+    method.SetNumberOfThreads(1)
+    method.SetNumberOfWorkUnits(1)
     method.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     shrinks = [int(s) for s in shrink_factors]
     voxels = float(np.prod(fixed.GetSize()))
@@ -218,7 +294,7 @@ def register_affine(
     moving_mask=None,
     fixed_mask=None,
     degrees_of_freedom: int = 12,
-    seed: int = 0,
+    seed: int = REGISTRATION_SEED,
     initial: np.ndarray | None = None,
     shrink_factors: tuple[int, ...] = (4, 2, 1),
     smoothing_mm: tuple[float, ...] = (2.0, 1.0, 0.0),
@@ -238,12 +314,16 @@ def register_affine(
             close to a rotation. None: the translation that aligns the centres of mass.
         shrink_factors, smoothing_mm: the pyramid, one entry per level (shrink is in voxels of the inputs,
             so pass pre-downsampled images and few levels for speed: see `fast_register_to_template`).
+        seed: of the random metric samples (1 to 2^32 - 1): the same seed and inputs give the same T, bit
+            for bit, whatever the thread settings.
         max_samples: random metric samples per level; iterations, min_step: optimizer stopping rules.
     """
     import SimpleITK as sitk
 
     if degrees_of_freedom not in (6, 7, 12):
         raise ValueError(f"degrees_of_freedom must be 6, 7 or 12, got {degrees_of_freedom}")
+    if not 0 < seed < 2**32:
+        raise ValueError(f"seed must be between 1 and 2^32 - 1 (SimpleITK reads 0 as 'from the clock'), got {seed}")
     if len(shrink_factors) != len(smoothing_mm):
         raise ValueError("shrink_factors and smoothing_mm need one entry per level")
     fixed = sitk_from_nib(fixed_img)

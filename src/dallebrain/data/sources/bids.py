@@ -86,7 +86,7 @@ def _sidecar(image: Path, root: Path) -> dict:
     for candidate in (image.parent / f"{stem}.json", root / f"{suffix}.json"):
         if candidate.is_file():
             try:
-                return json.loads(candidate.read_text())
+                return json.loads(candidate.read_bytes())  # bytes: json finds UTF-8 (BOM or not), -16 or -32
             except (OSError, ValueError):
                 return {}
     return {}

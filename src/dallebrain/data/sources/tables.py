@@ -6,6 +6,9 @@ letters or numbers), so the rules live here once.
 
 from __future__ import annotations
 
+import codecs
+import csv
+import io
 import math
 import re
 from pathlib import Path
@@ -18,6 +21,21 @@ if TYPE_CHECKING:
 
 MISSING_TEXT = {"", "n/a", "na", "nan", "none", "null", "-", "?"}
 _SEX_WORDS = {"m": "M", "male": "M", "man": "M", "f": "F", "female": "F", "woman": "F"}
+# DataFrame.attrs key of a text table: data row position -> why the row cannot be trusted. `dedupe` turns it
+# into a problem of that row's subject, so one damaged row fails one subject, not the cohort.
+ROW_PROBLEMS = "row_problems"
+# Byte-order marks, longest first (the UTF-32 LE mark starts with the UTF-16 LE one).
+_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF8, "utf-8-sig"),
+         (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+# Stands for bytes that do not decode: a lone surrogate, which no strict decoding ever produces.
+_UNDECODABLE = "\udfff"
+
+
+def _mark_undecodable(error: UnicodeDecodeError) -> tuple[str, int]:
+    return _UNDECODABLE, error.end
+
+
+codecs.register_error("dallebrain-undecodable", _mark_undecodable)
 
 
 def read_table(path: Path, sheet: str | int | None = None, what: str = "demographics") -> pd.DataFrame:
@@ -31,17 +49,70 @@ def read_table(path: Path, sheet: str | int | None = None, what: str = "demograp
     try:
         if suffix in (".xls", ".xlsx"):
             df = pd.read_excel(path, sheet_name=0 if sheet is None else sheet)
-        elif suffix == ".tsv":
-            df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
         else:
-            df = pd.read_csv(path)
-            if df.shape[1] == 1 and any(sep in str(df.columns[0]) for sep in ";\t"):
-                # Spreadsheets saved in some locales separate with ";".
-                df = pd.read_csv(path, sep=None, engine="python")
+            df = _read_text_table(path, suffix == ".tsv")
     except Exception as exc:  # noqa: BLE001 - any parser failure means the same thing to the user
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"cannot read {what} file {path}: {reason}") from exc
     df.columns = [str(c).strip() for c in df.columns]
+    return df
+
+
+def decode_table_text(raw: bytes) -> tuple[str, str]:
+    """(text, encoding) of a text table's bytes, where bytes that are not text become U+DFFF.
+
+    The encoding: the byte-order mark's (UTF-8, UTF-16, UTF-32); else UTF-8 when the file is UTF-8, or
+    when it is UTF-8 apart from some damaged lines (some other line holds non-ASCII UTF-8 text); else
+    Latin-1, what spreadsheets write as "ANSI" text, in which every byte is a character. NUL bytes count as
+    damage: real tables have none, and a file full of them is UTF-16 without its mark (refused, since
+    nothing tells its byte order for sure)."""
+    for bom, encoding in _BOMS:
+        if raw.startswith(bom):
+            return raw.decode(encoding, errors="dallebrain-undecodable"), encoding
+    if raw.count(0) > len(raw) // 10:
+        raise ValueError("looks like UTF-16 without a byte-order mark: save it as UTF-8")
+    text = raw.decode("utf-8", errors="dallebrain-undecodable")
+    if _UNDECODABLE in text and not any(
+        _UNDECODABLE not in line and not line.isascii() for line in text.splitlines()
+    ):
+        return raw.decode("latin-1").replace("\x00", _UNDECODABLE), "latin-1"
+    return text.replace("\x00", _UNDECODABLE), "utf-8"
+
+
+def _read_text_table(path: Path, tab_separated: bool) -> pd.DataFrame:
+    """A .tsv (all cells text) or .csv (pandas' number parsing) in any encoding `decode_table_text` knows.
+
+    Rows with bytes that are not text, or with more non-empty cells than the header has columns, stay in the
+    table (so their subject is still found) with their reason in `df.attrs[ROW_PROBLEMS]`."""
+    import pandas as pd
+
+    text, encoding = decode_table_text(path.read_bytes())
+    first = text.split("\n", 1)[0]
+    if tab_separated:
+        sep = "\t"
+    elif "," in first or not any(c in first for c in ";\t"):
+        sep = ","
+    else:  # spreadsheets saved in some locales separate with ";"
+        sep = max(";\t", key=first.count)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=sep)
+    rows = [(reader.line_num, fields) for fields in reader if any(f.strip() for f in fields)]
+    if not rows:
+        raise ValueError("empty file")
+    header = [f.replace(_UNDECODABLE, "\ufffd") for f in rows[0][1]]
+    problems, kept = {}, []
+    for line, fields in rows[1:]:
+        extra = fields[len(header):]
+        if any(_UNDECODABLE in f for f in fields):
+            problems[len(kept)] = f"demographics line {line} has bytes that are not {encoding} text"
+        elif any(f.strip() for f in extra):
+            problems[len(kept)] = f"demographics line {line} has {len(fields)} cells for {len(header)} columns"
+        kept.append([f.replace(_UNDECODABLE, "\ufffd") for f in fields[:len(header)]])
+    buffer = io.StringIO()
+    csv.writer(buffer, delimiter=sep, lineterminator="\n").writerows([header, *kept])
+    buffer.seek(0)
+    options = {"dtype": str, "keep_default_na": False} if tab_separated else {}
+    df = pd.read_csv(buffer, sep=sep, index_col=False, **options)
+    df.attrs[ROW_PROBLEMS] = problems
     return df
 
 
@@ -162,11 +233,12 @@ def dedupe(
         k = key(row)
         if k is not None:
             groups.setdefault(k, []).append(row)
+    row_problems = df.attrs.get(ROW_PROBLEMS, {})
     kept = {}
     for k, rows in groups.items():
         # max() keeps the first of equally full rows, so the table order breaks ties.
         best = max(rows, key=fullness)
-        problems = []
+        problems = [row_problems[r.name] for r in rows if r.name in row_problems]
         if len(rows) > 1:
             sexes = {s for s in (sex_of(r) for r in rows) if s} if sex_of else set()
             ages = [a for a in (age_of(r) for r in rows) if a is not None] if age_of else []

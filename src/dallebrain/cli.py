@@ -63,9 +63,12 @@ def prepare_cmd(
     seed: int = typer.Option(0, help="Split and caption seed."),
     captions_per_slice: int = typer.Option(5, help="Caption phrasings per slice."),
     workers: int = typer.Option(None, help="Parallel processes (default: the cores, at most 4)."),
+    max_voxels: int = typer.Option(None, help="Refuse images with more voxels, read from the header before "
+                                   "decompressing (default 512^3 = 134217728: 512 MiB as float32)."),
 ) -> None:
     """Register, normalise, slice and caption a cohort into metadata.parquet + PNG slices."""
     from dallebrain.data.prepare import SOURCES, PrepareOptions, prepare
+    from dallebrain.data.registration import MAX_VOXELS, MIN_VOXELS
 
     if source not in SOURCES:
         fail(f"unknown --source {source!r}: choose from {', '.join(SOURCES)}")
@@ -81,8 +84,12 @@ def prepare_cmd(
         fail(f"--min-brain must be in [0, 1), got {min_brain}")
     if captions_per_slice < 1:
         fail(f"--captions-per-slice must be at least 1, got {captions_per_slice}")
+    max_voxels = MAX_VOXELS if max_voxels is None else max_voxels
+    if max_voxels < MIN_VOXELS**3:
+        fail(f"--max-voxels must be at least {MIN_VOXELS**3} (the smallest head volume), got {max_voxels}")
     options = PrepareOptions(source, input, out, demographics, size, slice_step_mm, min_brain,
-                             seed=seed, captions_per_slice=captions_per_slice, workers=_workers(workers))
+                             seed=seed, captions_per_slice=captions_per_slice, workers=_workers(workers),
+                             max_voxels=max_voxels)
     try:
         result = prepare(options)
     except (ValueError, RuntimeError) as exc:

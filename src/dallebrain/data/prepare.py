@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from dallebrain.data import leftovers
 from dallebrain.data.grid import ORIENTATIONS, VolumeGrid, prepared_grid
 from dallebrain.data.io import atomic_path, write_json_atomic, write_text_atomic
+from dallebrain.data.registration import MAX_VOXELS
 from dallebrain.data.sources.base import SubjectRecord
 
 SOURCES = ("simulated", "bids", "ixi", "oasis1", "hcp")
@@ -45,6 +47,7 @@ class PrepareOptions:
     seed: int = 0  # split and caption phrasing
     captions_per_slice: int = 5
     workers: int = 1
+    max_voxels: int = MAX_VOXELS  # larger images are refused from their header (registration.load_volume)
 
     @property
     def grid(self) -> VolumeGrid:
@@ -135,7 +138,7 @@ class Placement:
     tissue: dict  # icv_ml, gm_ml, wm_ml, csf_ml, lateral_ventricles_ml, nwbv (native mL) + volume_method
 
 
-def place_in_mni(record: SubjectRecord, grid: VolumeGrid) -> Placement:
+def place_in_mni(record: SubjectRecord, grid: VolumeGrid, max_voxels: int = MAX_VOXELS) -> Placement:
     """Read a subject's images and put them on `grid` in MNI space, with brain mask, labels and volumes.
 
     Simulated subjects use their known transform and volumes. Real ones: N4 (unless the source corrected
@@ -148,7 +151,7 @@ def place_in_mni(record: SubjectRecord, grid: VolumeGrid) -> Placement:
     from dallebrain.data import registration
     from dallebrain.data.templates import atlas_labels, resample_to_grid
 
-    images = {m: registration.load_volume(p) for m, p in record.images.items()}
+    images = {m: registration.load_volume(p, max_voxels) for m, p in record.images.items()}
     if record.to_mni is not None:  # ground truth (simulated): nothing to estimate
         to_mni = np.asarray(record.to_mni, dtype=float)
         seg, atlas = nib.load(record.tissue_seg), nib.load(record.extra["atlas_seg"])
@@ -183,7 +186,7 @@ def place_in_mni(record: SubjectRecord, grid: VolumeGrid) -> Placement:
     reference_v = on(volume_grid, reference)
     brain_v = _brain_mask(reference_v, volume_grid, skull_stripped, check=True,
                           t1_reference=reference == "T1w")
-    tissue = _tissue_volumes(record, images[reference], reference_v, brain_v, volume_grid, to_mni)
+    tissue = _tissue_volumes(record, images[reference], reference_v, brain_v, volume_grid, to_mni, max_voxels)
     volumes = {m: on(grid, m) for m in images}
     brain = _brain_mask(volumes[reference], grid, skull_stripped)
     return Placement(to_mni, volumes, brain, atlas_labels(grid), tissue)
@@ -221,7 +224,7 @@ def _brain_mask(reference: np.ndarray, grid: VolumeGrid, skull_stripped: bool, c
 
 
 def _tissue_volumes(record: SubjectRecord, reference_img, reference_v: np.ndarray, brain_v: np.ndarray,
-                    grid: VolumeGrid, to_mni: np.ndarray) -> dict:
+                    grid: VolumeGrid, to_mni: np.ndarray, max_voxels: int = MAX_VOXELS) -> dict:
     """Native tissue volumes: the source's segmentation when it has one, else a GMM on the reference."""
     from scipy import ndimage
 
@@ -241,7 +244,7 @@ def _tissue_volumes(record: SubjectRecord, reference_img, reference_v: np.ndarra
     ventricles = ndimage.binary_dilation(np.isin(atlas_labels(grid), label_ids(*LATERAL_VENTRICLE_LABELS)))
     result = None
     if record.source == "oasis1" and record.tissue_seg is not None:
-        seg = registration.load_volume(record.tissue_seg)
+        seg = registration.load_volume(record.tissue_seg, max_voxels)
         seg_data = np.rint(np.asarray(seg.dataobj)).astype(np.int16)
         t1 = np.asarray(reference_img.dataobj)
         if seg_data.shape != t1.shape or not np.allclose(seg.affine, reference_img.affine, atol=1e-3):
@@ -257,11 +260,11 @@ def _tissue_volumes(record: SubjectRecord, reference_img, reference_v: np.ndarra
         path = record.extra.get("native_seg") or (None if record.in_mni else record.tissue_seg)
         if path is None:  # only the MNINonLinear labels: non-linearly warped, their volumes are not native
             return {k: None for k in SUBJECT_COLUMNS[4:]} | {"volume_method": None}
-        aseg = registration.load_volume(path)
+        aseg = registration.load_volume(path, max_voxels)
         brain_path = record.extra.get("native_brain")
         brain = None
         if brain_path:
-            brain_img = registration.load_volume(brain_path)
+            brain_img = registration.load_volume(brain_path, max_voxels)
             if brain_img.shape == aseg.shape:
                 brain = np.asarray(brain_img.dataobj) > 0
         result = volumes.from_freesurfer(np.rint(np.asarray(aseg.dataobj)), aseg.affine, brain)
@@ -286,7 +289,7 @@ def prepare_subject(record: SubjectRecord, options: PrepareOptions) -> Path:
         raise ValueError("no image found")
     grid = options.grid
     rel_dir = f"slices/{record.source}-{record.subject_id}"
-    placement = place_in_mni(record, grid)
+    placement = place_in_mni(record, grid, options.max_voxels)
     rows = []
     for modality, volume in placement.volumes.items():
         brain = placement.brain & (volume > 0)
@@ -375,6 +378,7 @@ def prepare(options: PrepareOptions, progress: bool = True) -> PrepareResult:
     records = find_subjects(options.source, options.input_dir, options.demographics)
     out = Path(options.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    leftovers.remove_temp_files(out)  # a killed run's half-written files
     todo = [r for r in records if not _subject_file(out, r).exists()]
     failures = []
     bar = tqdm(total=len(records), initial=len(records) - len(todo), desc="prepare", unit="subject",
@@ -405,6 +409,8 @@ def prepare(options: PrepareOptions, progress: bool = True) -> PrepareResult:
     slices = add_cohort_fields(pd.concat(parts, ignore_index=True), options.seed, options.captions_per_slice)
     with atomic_path(out / "metadata.parquet") as tmp:
         slices.to_parquet(tmp, index=False)
+    # After the metadata: a kill before this line leaves the old slices for the next run to judge.
+    leftovers.remove_unreferenced_slices(out, leftovers.referenced_files(slices))
     settings = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(options).items()}
     settings["grid"] = {"shape": options.grid.shape, "spacing_mm": options.grid.spacing_mm,
                         "origin_mm": options.grid.origin_mm}

@@ -7,6 +7,8 @@ import io
 import os
 import socket
 import sqlite3
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +141,25 @@ def test_variations_refuse_an_oversize_file_with_a_message(tmp_path):
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (1100, 1100), dtype=np.uint8)).save(big)
     with pytest.raises(h.RequestError, match="uploads are limited to 1 MB") as caught:
         h.variations(str(big), model="unused", work_dir=tmp_path / "work", max_upload_mb=1)
+    assert "\n" not in str(caught.value) and str(tmp_path) not in str(caught.value)
+
+
+def _png_header(path: Path, side: int) -> Path:
+    """A PNG whose header claims side x side pixels and holds a few rows: a decompression bomb, undecoded."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(bytes((side + 1) * 4))) + chunk(b"IEND", b""))
+    return path
+
+
+def test_a_slice_too_large_to_decode_is_a_message(tiny_unclip, tmp_path):
+    """api.load_slice refuses it from its header (ValueError); the page shows that line, not a server error."""
+    bomb = _png_header(tmp_path / "scan.png", 30000)
+    with pytest.raises(h.RequestError, match="scan.png") as caught:
+        h.variations(str(bomb), n=1, steps=1, model=tiny_unclip, work_dir=tmp_path / "work", device="cpu",
+                     max_upload_mb=1)
     assert "\n" not in str(caught.value) and str(tmp_path) not in str(caught.value)
 
 

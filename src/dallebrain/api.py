@@ -3,11 +3,17 @@ the CLI runs."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from dallebrain.pipelines import defaults as D
 
 SHIPPED_MODEL = Path(__file__).parent / "weights" / "default"
+# A slice to vary is checked against this from its header, before its pixels are decoded: a 435 KB gzip NIfTI
+# of 20000 x 20000 decoded to 5.8 GB. Real slices are at most 1024 px (`data prepare --size`); twice that leaves
+# room for native-resolution scans.
+MAX_SLICE_SIDE = 2048
+VARIATION_PREFIX = "variation-seed"  # variations are named apart from generated slices of the same seed
 
 
 def default_model() -> Path:
@@ -53,78 +59,63 @@ def load_pipeline(model: str | Path | None = None, route: str = "ldm", device: s
     return pipe
 
 
-def _refuse_existing(out: Path, stems: list[str]) -> None:
-    """Refuse before any work, so nothing already written is replaced."""
-    from dallebrain.pipelines.output import output_paths
+def image_stems(seed: int, n: int, prefix: str = "seed") -> list[str]:
+    """File names (without suffix) of a request's images: image i is `{prefix}-{seed + i:06d}`."""
+    from dallebrain.pipelines.text2mri import image_seeds
 
-    for stem in stems:
-        for path in output_paths(out, stem).values():
-            if path.exists():
-                raise FileExistsError(f"{path} exists: choose another --out or pass --overwrite")
+    return [f"{prefix}-{s:06d}" for s in image_seeds(seed, n)]
 
 
-def _write_result(pipe, result, out: Path, stems: list[str], placement_prompt: str, png16: bool,
+def check_output(out: str | Path, seed: int, n: int, overwrite: bool = False, prefix: str = "seed") -> list[str]:
+    """Everything about where a request's files go, checked before any model is loaded: the seeds, the folder
+    (not a file, writable) and, without overwrite, no file of these seeds already there. Returns the stems."""
+    from dallebrain.pipelines.output import check_output_folder
+
+    stems = image_stems(seed, n, prefix)
+    check_output_folder(out, stems, overwrite)
+    return stems
+
+
+def _write_chunks(pipe, chunks, out: Path, seed: int, stems: list[str], placement_prompt: str, png16: bool,
                   model_path: str | None, extra: dict | None = None) -> list[dict]:
+    """Write each pass's images as it finishes: a request of any n holds one pass in memory, and a killed run
+    keeps the images finished so far."""
     from dallebrain import __version__
     from dallebrain.pipelines.output import grid_of, save_outputs
 
-    grid = grid_of(pipe.info, result.images.shape[-1])
     written = []
-    for i, (image, image_seed) in enumerate(zip(result.images, result.seeds, strict=True)):
-        sidecar = {**result.settings, **(extra or {}), "seed": image_seed, "index": i, "n": len(stems),
-                   "lora": getattr(pipe, "lora", None), "model": model_path or str(pipe.folder),
-                   "dallebrain_version": __version__, "warnings": result.warnings,
-                   "synthetic": True, "note": "synthetic image; not from any real person"}
-        written.append(save_outputs(out, stems[i], image, sidecar, grid, placement_prompt, png16, overwrite=True))
+    for result in chunks:
+        grid = grid_of(pipe.info, result.images.shape[-1])
+        for image, image_seed in zip(result.images, result.seeds, strict=True):
+            i = image_seed - seed
+            sidecar = {**result.settings, **(extra or {}), "seed": image_seed, "index": i, "n": len(stems),
+                       "lora": getattr(pipe, "lora", None), "model": model_path or str(pipe.folder),
+                       "dallebrain_version": __version__, "warnings": result.warnings,
+                       "synthetic": True, "note": "synthetic image; not from any real person"}
+            written.append(save_outputs(out, stems[i], image, sidecar, grid, placement_prompt, png16,
+                                        overwrite=True))
     return written
 
 
 def generate_to_folder(pipe, prompt: str, out: str | Path, n: int = 1, seed: int = 0, steps: int = D.STEPS,
                        guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER, png16: bool = False,
                        overwrite: bool = False, model_path: str | None = None, **route_options) -> list[dict]:
-    """Generate and write PNG + NIfTI + JSON per image; returns the written paths per image.
-    route_options go to the pipeline (prior_steps, prior_guidance for unCLIP)."""
+    """Generate and write PNG + NIfTI + JSON per image, each pass of images as it finishes; returns the written
+    paths per image. route_options go to the pipeline (prior_steps, prior_guidance for unCLIP)."""
     out = Path(out)
-    stems = [f"seed-{seed + i:06d}" for i in range(n)]
-    if not overwrite:
-        _refuse_existing(out, stems)
-    result = pipe(prompt, n=n, seed=seed, steps=steps, guidance=guidance, sampler=sampler, **route_options)
-    return _write_result(pipe, result, out, stems, prompt, png16, model_path)
+    stems = check_output(out, seed, n, overwrite)
+    chunks = pipe.generate_chunks(prompt, n=n, seed=seed, steps=steps, guidance=guidance, sampler=sampler,
+                                  **route_options)
+    return _write_chunks(pipe, chunks, out, seed, stems, prompt, png16, model_path)
 
 
 def load_slice(path: str | Path, size: int):
-    """A slice to vary: PNG (8/16-bit) or a single-slice NIfTI, as (size, size) in [0, 1]."""
+    """A slice to vary: PNG (8/16-bit) or a single-slice NIfTI, as (size, size) in [0, 1]. Its dimensions are
+    checked from the header (at most MAX_SLICE_SIDE a side, one 2-D slice) before any pixel is decoded."""
     import numpy as np
 
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"image not found: {path}")
-    name = path.name.lower()
-    if name.endswith((".nii", ".nii.gz")):
-        import nibabel as nib
-
-        try:
-            data = np.asarray(nib.load(path).dataobj, dtype=np.float32)
-        except Exception as exc:
-            raise ValueError(f"cannot read NIfTI {path.name}: {exc}") from exc
-        data = np.squeeze(data)
-        if data.ndim != 2:
-            raise ValueError(f"{path.name} holds a {data.ndim}-D image: give one 2-D slice")
-        positive = data[data > 0]
-        if not np.isfinite(data).all() or positive.size == 0:
-            raise ValueError(f"{path.name} has no usable signal (empty or NaN)")
-        data = np.clip(data / np.percentile(positive, 99.5), 0, 1)
-    else:
-        from PIL import Image, UnidentifiedImageError
-
-        try:
-            with Image.open(path) as im:
-                arr = np.asarray(im)
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ValueError(f"cannot read image {path.name}: not a PNG/NIfTI") from exc
-        if arr.ndim == 3:
-            arr = arr[..., :3].mean(axis=-1)
-        data = arr.astype(np.float32) / (65535.0 if arr.max() > 255 else 255.0)
+    path = check_slice_file(path)
+    data = _read_nifti_slice(path) if _is_nifti(path) else _read_png_slice(path)
     if data.shape != (size, size):
         from skimage.transform import resize
 
@@ -132,15 +123,101 @@ def load_slice(path: str | Path, size: int):
     return data.astype(np.float32)
 
 
+def check_slice_file(path: str | Path) -> Path:
+    """A slice file's existence and dimensions, from its header alone: cheap enough to run before a model loads."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"image not found: {path}")
+    if _is_nifti(path):
+        _open_nifti(path)
+    else:
+        with _open_png(path):
+            pass
+    return path
+
+
+def _is_nifti(path: Path) -> bool:
+    return path.name.lower().endswith((".nii", ".nii.gz"))
+
+
+def _check_slice_shape(name: str, shape: tuple[int, ...]) -> None:
+    sides = [int(s) for s in shape if s != 1]
+    if len(sides) > 2:
+        raise ValueError(f"{name} holds a {len(sides)}-D image {tuple(shape)}: give one 2-D slice")
+    if any(s > MAX_SLICE_SIDE for s in sides):
+        raise ValueError(f"{name} is {' x '.join(map(str, shape))} pixels: at most {MAX_SLICE_SIDE} a side")
+
+
+def _open_nifti(path: Path):
+    """The image with its header checked; nibabel reads the header only, the pixels stay on disk until asked for."""
+    import nibabel as nib
+
+    try:
+        img = nib.load(path)
+    except Exception as exc:
+        raise ValueError(f"cannot read NIfTI {path.name}: {str(exc).splitlines()[0]}") from exc
+    _check_slice_shape(path.name, img.shape)
+    return img
+
+
+def _read_nifti_slice(path: Path):
+    import numpy as np
+
+    img = _open_nifti(path)
+    try:
+        data = np.asarray(img.dataobj, dtype=np.float32)
+    except Exception as exc:
+        raise ValueError(f"cannot read NIfTI {path.name}: {str(exc).splitlines()[0]}") from exc
+    data = np.squeeze(data)
+    if data.ndim != 2:
+        raise ValueError(f"{path.name} holds a {data.ndim}-D image: give one 2-D slice")
+    positive = data[data > 0]
+    if not np.isfinite(data).all() or positive.size == 0:
+        raise ValueError(f"{path.name} has no usable signal (empty or NaN)")
+    return np.clip(data / np.percentile(positive, 99.5), 0, 1)
+
+
+@contextlib.contextmanager
+def _open_png(path: Path):
+    """The opened image with its size checked; PIL reads the size lazily, before decoding any pixel. PIL's own
+    decompression-bomb guard (a warning past 89 M pixels, an error past twice that) becomes a ValueError too."""
+    import warnings
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            im = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ValueError(f"{path.name} is too large: {str(exc).splitlines()[0]}") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise ValueError(f"cannot read image {path.name}: not a PNG/NIfTI") from exc
+    with im:
+        _check_slice_shape(path.name, (im.height, im.width))
+        yield im
+
+
+def _read_png_slice(path: Path):
+    import numpy as np
+
+    with _open_png(path) as im:
+        try:
+            arr = np.asarray(im)
+        except (OSError, SyntaxError) as exc:
+            raise ValueError(f"cannot read image {path.name}: {str(exc).splitlines()[0]}") from exc
+    if arr.ndim == 3:
+        arr = arr[..., :3].mean(axis=-1)
+    return arr.astype(np.float32) / (65535.0 if arr.max() > 255 else 255.0)
+
+
 def variations_to_folder(pipe, image_path: str | Path, out: str | Path, n: int = 4, seed: int = 0,
                          steps: int = D.STEPS, guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER,
                          png16: bool = False, overwrite: bool = False, model_path: str | None = None) -> list[dict]:
     """unCLIP variations of a slice; the NIfTI carries pixel spacing only (no MNI position is invented)."""
     out = Path(out)
-    stems = [f"variation-seed-{seed + i:06d}" for i in range(n)]
-    if not overwrite:
-        _refuse_existing(out, stems)
+    stems = check_output(out, seed, n, overwrite, VARIATION_PREFIX)
     size = int(pipe.unet.config.sample_size) * int(2 ** (len(pipe.vae.config.block_out_channels) - 1))
     image = load_slice(image_path, size)
-    result = pipe.variations(image, n=n, seed=seed, steps=steps, guidance=guidance, sampler=sampler)
-    return _write_result(pipe, result, out, stems, "", png16, model_path, {"source_image": str(image_path)})
+    chunks = pipe.variation_chunks(image, n=n, seed=seed, steps=steps, guidance=guidance, sampler=sampler)
+    return _write_chunks(pipe, chunks, out, seed, stems, "", png16, model_path, {"source_image": str(image_path)})

@@ -141,7 +141,7 @@ def generate_cmd(
     from dallebrain.pipelines.text2mri import check_generation_args
 
     try:
-        check_generation_args(prompt, n, steps, guidance)
+        check_generation_args(prompt, n, steps, guidance, seed=seed)
     except ValueError as exc:
         fail(str(exc))
     if sampler not in SAMPLERS:
@@ -152,12 +152,11 @@ def generate_cmd(
         fail(f"--prior-steps must be 1-1000 and --prior-guidance non-negative, got {prior_steps}, {prior_guidance}")
     if lora_scale < 0 or lora_scale > 4:
         fail(f"--lora-scale must be between 0 and 4, got {lora_scale}")
-    if out.exists() and not out.is_dir():
-        fail(f"--out exists and is not a folder: {out}")
-    from dallebrain.api import default_model, generate_to_folder, load_pipeline
+    from dallebrain.api import check_output, default_model, generate_to_folder, load_pipeline
 
     model_dir = model or default_model()
     try:
+        check_output(out, seed, n, overwrite)  # before the model loads: a bad --out costs nothing
         pipe = load_pipeline(model_dir, route=route, lora=lora, lora_scale=lora_scale)
         extra = {"prior_steps": prior_steps, "prior_guidance": prior_guidance} if route == "unclip" else {}
         written = generate_to_folder(pipe, prompt, out, n, seed, steps, guidance, sampler, png16, overwrite,
@@ -196,17 +195,24 @@ def variations_cmd(
     from dallebrain.pipelines.text2mri import check_generation_args
 
     try:
-        check_generation_args("variations", n, steps, guidance)
+        check_generation_args("variations", n, steps, guidance, seed=seed)
     except ValueError as exc:
         fail(str(exc))
     if sampler not in SAMPLERS:
         fail(f"unknown --sampler {sampler!r}: choose from {', '.join(SAMPLERS)}")
-    from dallebrain.api import default_model, load_pipeline, variations_to_folder
+    from dallebrain.api import (
+        VARIATION_PREFIX,
+        check_output,
+        check_slice_file,
+        default_model,
+        load_pipeline,
+        variations_to_folder,
+    )
 
     model_dir = model or default_model()
     try:
-        if not image.is_file():
-            raise ValueError(f"image not found: {image}")
+        check_slice_file(image)  # the slice's header and --out before the model loads: bad input costs nothing
+        check_output(out, seed, n, overwrite, VARIATION_PREFIX)
         pipe = load_pipeline(model_dir, route="unclip")
         written = variations_to_folder(pipe, image, out, n, seed, steps, guidance, sampler, png16, overwrite,
                                        str(model_dir))

@@ -1,13 +1,22 @@
-"""Checks and reads of a pipeline folder: safetensors only, every component present, one-line errors."""
+"""Checks and reads of a pipeline folder: safetensors only, every component present, sizes in bounds, one-line
+errors that name the file."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 LDM_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+# Bounds on what a folder's config.json may ask of a generation. The latent noise and every activation grow with
+# the square of the side, so an unchecked sample_size (1024, 100000) allocates without limit before anything fails.
+MAX_IMAGE_SIDE = 1024  # pixels, as `dallebrain data prepare --size` allows
+MAX_LATENT_SIDE = 256  # the denoiser's sample_size (1024 px over the smallest VAE factor, 4)
+MAX_LATENT_CHANNELS = 16
+MAX_VAE_LEVELS = 6  # block_out_channels entries: downsampling factor up to 32
+SCALING_FACTOR_RANGE = (1e-4, 1e4)  # 1 / std of the training latents; outside this the latents are numerically void
 
 
 class ModelFolderError(ValueError):
@@ -29,7 +38,63 @@ def check_model_folder(folder: str | Path, components: tuple[str, ...] = LDM_COM
         if name in ("unet", "vae", "text_encoder", "prior", "decoder", "clip") and not any(
                 p.suffix == ".safetensors" for p in sub.iterdir()):
             raise ModelFolderError(f"incomplete model folder {folder}: no safetensors weights in '{name}/'")
+    denoiser = next((name for name in ("unet", "decoder") if name in components), None)
+    if denoiser and "vae" in components:
+        check_model_configs(folder, denoiser)
     return folder
+
+
+def read_config(path: Path) -> dict:
+    """A component's config.json as a dict, or a ModelFolderError naming the file."""
+    try:
+        config = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelFolderError(f"model config missing: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFolderError(f"model config {path} is not readable JSON: {str(exc).splitlines()[0]}") from None
+    if not isinstance(config, dict):
+        raise ModelFolderError(f"model config {path} must hold a JSON object")
+    return config
+
+
+def _whole(config: dict, key: str, low: int, high: int, path: Path) -> int:
+    value = config.get(key)
+    # bool is an int to Python, not to a config reader
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ModelFolderError(f"model config {path}: {key} must be a whole number in [{low}, {high}], got {value!r}")
+    return value
+
+
+def check_model_configs(folder: str | Path, denoiser: str = "unet") -> tuple[dict, dict]:
+    """The denoiser's and the VAE's config.json, checked against the bounds above before any weight is loaded:
+    (denoiser config, vae config)."""
+    folder = Path(folder)
+    unet_path, vae_path = folder / denoiser / "config.json", folder / "vae" / "config.json"
+    unet, vae = read_config(unet_path), read_config(vae_path)
+    side = _whole(unet, "sample_size", 1, MAX_LATENT_SIDE, unet_path)
+    channels = _whole(unet, "in_channels", 1, MAX_LATENT_CHANNELS, unet_path)
+    if unet.get("out_channels") != channels:
+        raise ModelFolderError(f"model config {unet_path}: out_channels {unet.get('out_channels')!r} must equal "
+                               f"in_channels {channels}")
+    for key in ("in_channels", "out_channels"):  # grey-scale slices
+        _whole(vae, key, 1, 1, vae_path)
+    if _whole(vae, "latent_channels", 1, MAX_LATENT_CHANNELS, vae_path) != channels:
+        raise ModelFolderError(f"model config {vae_path}: latent_channels {vae['latent_channels']} differs from "
+                               f"the {channels} input channels of {unet_path}")
+    levels = vae.get("block_out_channels")
+    if not isinstance(levels, list) or not 1 <= len(levels) <= MAX_VAE_LEVELS:
+        raise ModelFolderError(f"model config {vae_path}: block_out_channels must list 1 to {MAX_VAE_LEVELS} "
+                               f"levels, got {levels!r}")
+    if side * 2 ** (len(levels) - 1) > MAX_IMAGE_SIDE:
+        raise ModelFolderError(f"model config {unet_path}: sample_size {side} gives {side * 2 ** (len(levels) - 1)} "
+                               f"px images (VAE factor {2 ** (len(levels) - 1)}); at most {MAX_IMAGE_SIDE}")
+    scale = vae.get("scaling_factor", 1.0)
+    low, high = SCALING_FACTOR_RANGE
+    number = isinstance(scale, (int, float)) and not isinstance(scale, bool)
+    if not (number and math.isfinite(scale) and low <= scale <= high):
+        raise ModelFolderError(f"model config {vae_path}: scaling_factor must be a number in [{low:g}, {high:g}], "
+                               f"got {scale!r}")
+    return unet, vae
 
 
 def folder_hash(folder: str | Path) -> str:

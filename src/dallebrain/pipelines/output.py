@@ -40,6 +40,28 @@ def output_paths(out_dir: Path, stem: str) -> dict[str, Path]:
     return {"png": out_dir / f"{stem}.png", "nifti": out_dir / f"{stem}.nii.gz", "json": out_dir / f"{stem}.json"}
 
 
+def check_output_folder(out_dir: str | Path, stems: list[str], overwrite: bool = False) -> Path:
+    """Refuse an output folder that cannot take these images before any model is loaded or image generated, so a
+    bad --out costs nothing and nothing already written is replaced. Creates nothing."""
+    import os
+
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"output folder {out_dir} exists and is not a folder")
+    existing = next(p for p in [out_dir, *out_dir.absolute().parents] if p.exists())  # "/" at the latest
+    if not existing.is_dir():
+        raise ValueError(f"cannot make output folder {out_dir}: {existing} is not a folder")
+    # os.access says yes to root for every folder; a write that still fails is an OSError caught per file later
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"output folder {out_dir} is not writable ({existing})")
+    if not overwrite and out_dir.is_dir():
+        for stem in stems:
+            for path in output_paths(out_dir, stem).values():
+                if path.exists():
+                    raise FileExistsError(f"{path} exists: choose another --out or pass --overwrite")
+    return out_dir
+
+
 def save_outputs(out_dir: str | Path, stem: str, image: np.ndarray, sidecar: dict, grid: VolumeGrid,
                  prompt_for_placement: str | None = None, png16: bool = False, overwrite: bool = False) -> dict:
     """Write one image's PNG, NIfTI and JSON; returns their paths."""

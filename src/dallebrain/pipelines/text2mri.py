@@ -3,11 +3,13 @@
 The folder it reads is a stock diffusers StableDiffusionPipeline folder (BertModel text encoder, 1-channel
 AutoencoderKL, UNet2DConditionModel), so `diffusers.StableDiffusionPipeline.from_pretrained` loads it too;
 this class adds what brain MRI needs: grey-scale float output, a per-image seed (image i of a request is
-the same whatever n is), cached prompt encodings, and the guided and unguided passes batched together.
+the same, byte for byte, whatever n is), cached prompt encodings, the guided and unguided passes batched
+together, and memory bounded by one pass of `images_per_pass` images whatever n is.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +21,16 @@ from dallebrain.models.unet import make_scheduler
 from dallebrain.pipelines import defaults as D
 from dallebrain.pipelines.folder import check_model_folder, folder_hash, read_info
 
+# Seeds live in [0, 2**63): torch.Generator.manual_seed silently wraps -1 onto 2**64 - 1 (the same image under
+# another file name) and overflows past 2**64 only once the model has loaded.
+MAX_SEED = 2**63 - 1
+# Images denoised and decoded together in one pass. One keeps image i byte-identical whatever n: batched CPU
+# convolutions and GEMMs round differently across batch sizes (measured on the shipped model: up to 1.4e-6 in
+# the UNet output, 2 pixels of an 8-bit image). A pipeline's `images_per_pass` may be raised for throughput
+# (1.8x at 8 images on one CPU thread), giving that identity up; memory grows with it, never with n.
+IMAGES_PER_PASS = 1
+MAX_IMAGES_PER_PASS = 64
+
 
 @dataclass
 class GenerationResult:
@@ -27,8 +39,45 @@ class GenerationResult:
     settings: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
+    @classmethod
+    def join(cls, parts: list[GenerationResult]) -> GenerationResult:
+        """One result from consecutive passes of the same request."""
+        return cls(np.concatenate([p.images for p in parts]), [s for p in parts for s in p.seeds],
+                   parts[0].settings, parts[0].warnings)
 
-def check_generation_args(prompt: str, n: int, steps: int, guidance: float, max_n: int = 1000) -> None:
+
+def check_seed(seed, n: int = 1) -> int:
+    """The one seed check of every entry point (CLI, Python API, web page): image i uses seed + i, and each of
+    those must lie in [0, MAX_SEED]."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ValueError(f"seed must be a whole number, got {seed!r}")
+    seed = int(seed)
+    if seed < 0 or seed > MAX_SEED - (n - 1):
+        raise ValueError(f"seed must be between 0 and {MAX_SEED - (n - 1)} (2**63 - {n}) for {n} image(s), "
+                         f"got {seed}")
+    return seed
+
+
+def image_seeds(seed: int, n: int) -> list[int]:
+    return [check_seed(seed, n) + i for i in range(n)]
+
+
+def initial_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Image i's starting latents (1, *shape), from its own generator: they depend on its seed alone."""
+    return torch.randn((1, *shape), generator=torch.Generator("cpu").manual_seed(check_seed(seed)))
+
+
+def chunk_results(passes: Iterator[np.ndarray], seeds: list[int], settings: dict,
+                  warnings: list[str]) -> Iterator[GenerationResult]:
+    """A GenerationResult per pass of images, with the seeds of those images."""
+    done = 0
+    for images in passes:
+        yield GenerationResult(images, seeds[done:done + len(images)], settings, warnings)
+        done += len(images)
+
+
+def check_generation_args(prompt: str, n: int, steps: int, guidance: float, max_n: int = 1000,
+                          seed: int = 0) -> None:
     """One-line ValueError for a request that cannot be served."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError("empty prompt: describe the slice, e.g. 'axial T2-weighted slice of a healthy 70-year-old "
@@ -39,6 +88,7 @@ def check_generation_args(prompt: str, n: int, steps: int, guidance: float, max_
         raise ValueError(f"steps must be between 1 and 1000, got {steps}")
     if not np.isfinite(guidance) or guidance < 0:
         raise ValueError(f"guidance must be a non-negative number, got {guidance}")
+    check_seed(seed, n)
 
 
 class Text2MRIPipeline:
@@ -51,6 +101,7 @@ class Text2MRIPipeline:
         self._prompt_cache: dict[str, tuple[torch.Tensor, bool]] = {}
         self.info = read_info(folder) if folder else {}
         self._hash: str | None = None
+        self.images_per_pass = IMAGES_PER_PASS
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str = "cpu") -> Text2MRIPipeline:
@@ -92,22 +143,47 @@ class Text2MRIPipeline:
             self._prompt_cache[prompt] = (states, truncated)
         return self._prompt_cache[prompt]
 
-    @torch.no_grad()
+    def passes(self, n: int) -> list[slice]:
+        """The rows of each pass over n images: consecutive runs of at most `images_per_pass`."""
+        k = self.images_per_pass
+        if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= MAX_IMAGES_PER_PASS:
+            raise ValueError(f"images_per_pass must be a whole number in [1, {MAX_IMAGES_PER_PASS}], got {k!r}")
+        return [slice(start, min(start + k, n)) for start in range(0, n, k)]
+
+    def denoise_passes(self, cond: torch.Tensor, uncond: torch.Tensor, seeds: list[int], steps: int,
+                       guidance: float, sampler: str, image_embeds: torch.Tensor | None = None) -> Iterator[np.ndarray]:
+        """The sampling loop shared by the text and image-embedding routes, one pass at a time: yields (k, H, W)
+        float32 in [0, 1], k <= images_per_pass, in seed order. cond and uncond hold 1 or len(seeds) rows;
+        image_embeds (n, D) feed an unCLIP decoder, whose unconditional input is the zero embedding."""
+        def rows_of(x: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
+            return x if x is None or x.shape[0] == 1 else x[rows]
+
+        return (self._denoise_pass(rows_of(cond, rows), rows_of(uncond, rows), seeds[rows], steps, guidance, sampler,
+                                   rows_of(image_embeds, rows)) for rows in self.passes(len(seeds)))
+
     def denoise(self, cond: torch.Tensor, uncond: torch.Tensor, seeds: list[int], steps: int, guidance: float,
-                sampler: str, extra_unet_kwargs: dict | None = None) -> np.ndarray:
-        """The sampling loop shared by the text and image-embedding routes: (n, H, W) float32 in [0, 1]."""
+                sampler: str, image_embeds: torch.Tensor | None = None) -> np.ndarray:
+        """`denoise_passes` joined: (n, H, W) float32 in [0, 1]."""
+        return np.concatenate(list(self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler, image_embeds)))
+
+    @torch.no_grad()
+    def _denoise_pass(self, cond: torch.Tensor, uncond: torch.Tensor, seeds: list[int], steps: int, guidance: float,
+                      sampler: str, image_embeds: torch.Tensor | None) -> np.ndarray:
         from dallebrain.models.vae import decode_latents
 
+        # a fresh scheduler per pass: the multistep samplers keep the previous model outputs
         scheduler = make_scheduler(sampler, self.scheduler_config)
         scheduler.set_timesteps(steps, device=self.device)
         n = len(seeds)
         shape = (self.unet.config.in_channels, self.unet.config.sample_size, self.unet.config.sample_size)
-        # One generator per image: image i depends only on its own seed.
-        latents = torch.cat([torch.randn((1, *shape), generator=torch.Generator("cpu").manual_seed(s))
-                             for s in seeds]).to(self.device) * scheduler.init_noise_sigma
+        latents = torch.cat([initial_noise(shape, s) for s in seeds]).to(self.device) * scheduler.init_noise_sigma
         guided = guidance != 1.0
-        context = torch.cat([uncond.expand(n, -1, -1), cond.expand(n, -1, -1)]) if guided else cond.expand(n, -1, -1)
-        extra = extra_unet_kwargs or {}
+        cond = cond.expand(n, *cond.shape[1:])
+        context = torch.cat([uncond.expand(n, *uncond.shape[1:]), cond]) if guided else cond
+        extra = {}
+        if image_embeds is not None:  # rows in the order of `context`: [unconditional, conditional]
+            embeds = torch.cat([torch.zeros_like(image_embeds), image_embeds]) if guided else image_embeds
+            extra = {"added_cond_kwargs": {"image_embeds": embeds}}
         for t in scheduler.timesteps:
             model_in = torch.cat([latents, latents]) if guided else latents
             model_in = scheduler.scale_model_input(model_in, t)
@@ -118,14 +194,23 @@ class Text2MRIPipeline:
             latents = scheduler.step(eps, t, latents).prev_sample
         return decode_latents(self.vae, latents)[:, 0].float().cpu().numpy()
 
-    def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
-                 sampler: str = D.SAMPLER, negative_prompt: str = "") -> GenerationResult:
-        check_generation_args(prompt, n, steps, guidance)
+    def generate_chunks(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS,
+                        guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER,
+                        negative_prompt: str = "") -> Iterator[GenerationResult]:
+        """`self(...)` one pass at a time (the request is checked now, the images made as they are asked for):
+        a caller can write each pass as it comes, holding one pass in memory whatever n is."""
+        check_generation_args(prompt, n, steps, guidance, seed=seed)
+        make_scheduler(sampler)  # an unknown sampler is refused now, not at the first pass
         cond, truncated = self.encode_prompt(prompt)
         uncond, _ = self.encode_prompt(negative_prompt)
-        seeds = [seed + i for i in range(n)]
-        images = self.denoise(cond, uncond, seeds, steps, guidance, sampler)
+        seeds = image_seeds(seed, n)
         warnings = [f"prompt longer than {MAX_TOKENS} tokens: truncated"] if truncated else []
         settings = {"prompt": prompt, "negative_prompt": negative_prompt, "steps": steps, "guidance": guidance,
                     "sampler": sampler, "route": "ldm", "model_hash": self.model_hash}
-        return GenerationResult(images, seeds, settings, warnings)
+        return chunk_results(self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler), seeds, settings,
+                             warnings)
+
+    def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
+                 sampler: str = D.SAMPLER, negative_prompt: str = "") -> GenerationResult:
+        return GenerationResult.join(list(self.generate_chunks(prompt, n, seed, steps, guidance, sampler,
+                                                               negative_prompt)))

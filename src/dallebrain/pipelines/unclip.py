@@ -9,6 +9,7 @@ it may be the LDM pipeline folder with those added (`dallebrain train prior|deco
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,17 @@ import torch
 import torch.nn.functional as F
 
 from dallebrain.models.text import MAX_TOKENS, shared_tokenizer, token_count
+from dallebrain.models.unet import make_scheduler
 from dallebrain.pipelines import defaults as D
 from dallebrain.pipelines.folder import check_model_folder
-from dallebrain.pipelines.text2mri import GenerationResult, Text2MRIPipeline, check_generation_args
+from dallebrain.pipelines.text2mri import (
+    GenerationResult,
+    Text2MRIPipeline,
+    check_generation_args,
+    check_seed,
+    chunk_results,
+    image_seeds,
+)
 
 UNCLIP_COMPONENTS = ("clip", "vae", "prior", "decoder")
 # The prior's noise for image i comes from its own stream, distinct from the decoder's stream of the same seed.
@@ -26,7 +35,7 @@ _PRIOR_STREAM = 0x9E3779B97F4A7C15
 
 
 def prior_generator(seed: int) -> torch.Generator:
-    return torch.Generator("cpu").manual_seed((seed + _PRIOR_STREAM) % 2**64)
+    return torch.Generator("cpu").manual_seed((check_seed(seed) + _PRIOR_STREAM) % 2**64)
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -93,8 +102,9 @@ def _check_prior_args(prior_steps: int, prior_guidance: float) -> None:
 class UnCLIPPipeline(Text2MRIPipeline):
     """unCLIP pipeline: `pipe(prompt)`, `pipe.variations(slice)`, `pipe.interpolate(a, b)`.
 
-    It shares Text2MRIPipeline's decoder loop (`denoise`: per-image seeds, batched guidance, every sampler);
-    `unet` is the decoder's UNet, so LoRA adapters apply to it as to the LDM's."""
+    It shares Text2MRIPipeline's decoder loop (`denoise`: per-image seeds, batched guidance, every sampler, passes
+    of `images_per_pass` images, the prior's included, so image i is the same whatever n is); `unet` is the
+    decoder's UNet, so LoRA adapters apply to it as to the LDM's."""
 
     def __init__(self, clip, vae, prior, unet, prior_scheduler_config: dict | None, scheduler_config: dict,
                  folder: Path | None = None):
@@ -143,15 +153,19 @@ class UnCLIPPipeline(Text2MRIPipeline):
     @torch.no_grad()
     def image_embeds_of_prompt(self, prompt: str, seeds: list[int], prior_steps: int = 25,
                                prior_guidance: float = 4.0, negative_prompt: str = "") -> torch.Tensor:
-        """The prior's Brain-CLIP image embeddings (n, D) for a prompt, one per seed."""
+        """The prior's Brain-CLIP image embeddings (n, D) for a prompt, one per seed, sampled in passes of
+        `images_per_pass` seeds (as the decoder's, so embedding i does not depend on n)."""
         if self.prior is None:
             raise ValueError("this pipeline has no prior: it can make variations, not text-to-image")
         (embeds, states, mask), _ = self.encode_prompt(prompt)
         uncond, _ = self.encode_prompt(negative_prompt)
-        n = len(seeds)
-        cond = (embeds.expand(n, -1), states.expand(n, -1, -1), mask.expand(n, -1))
-        return sample_image_embeds(self.prior, self.prior_scheduler_config, *cond, uncond, seeds, prior_steps,
-                                   prior_guidance)
+        parts = []
+        for rows in self.passes(len(seeds)):
+            k = len(seeds[rows])
+            cond = (embeds.expand(k, -1), states.expand(k, -1, -1), mask.expand(k, -1))
+            parts.append(sample_image_embeds(self.prior, self.prior_scheduler_config, *cond, uncond, seeds[rows],
+                                             prior_steps, prior_guidance))
+        return torch.cat(parts)
 
     @torch.no_grad()
     def image_embeds_of_image(self, image, name: str = "image") -> torch.Tensor:
@@ -162,46 +176,65 @@ class UnCLIPPipeline(Text2MRIPipeline):
                           guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER) -> np.ndarray:
         """Decoder + VAE: (n, H, W) float32 slices in [0, 1] for image embeddings (n, D); guidance mixes in the
         zero embedding, which the decoder learned as "no condition"."""
+        return np.concatenate(list(self.decode_embedding_passes(image_embeds, seeds, steps, guidance, sampler)))
+
+    def decode_embedding_passes(self, image_embeds: torch.Tensor, seeds: list[int], steps: int = D.STEPS,
+                                guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER) -> Iterator[np.ndarray]:
+        """`decode_embeddings` one pass of images at a time."""
         embeds = image_embeds.to(self.device, self.unet.dtype)
         uncond = torch.zeros_like(embeds)
-        # denoise() batches [uncond, cond] when guided; the embeddings the UNet reads must follow that order
-        image_embeds_in = torch.cat([uncond, embeds]) if guidance != 1.0 else embeds
-        return self.denoise(embeds[:, None], uncond[:, None], seeds, steps, guidance, sampler,
-                            {"added_cond_kwargs": {"image_embeds": image_embeds_in}})
+        return self.denoise_passes(embeds[:, None], uncond[:, None], seeds, steps, guidance, sampler, embeds)
 
     def _settings(self, **extra) -> dict:
         return {**extra, "route": "unclip", "model_hash": self.model_hash}
 
-    def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
-                 sampler: str = D.SAMPLER, prior_steps: int = 25, prior_guidance: float = 4.0,
-                 negative_prompt: str = "") -> GenerationResult:
-        check_generation_args(prompt, n, steps, guidance)
+    def generate_chunks(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS,
+                        guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER, prior_steps: int = 25,
+                        prior_guidance: float = 4.0, negative_prompt: str = "") -> Iterator[GenerationResult]:
+        """`self(...)` one pass at a time: the prior and the decoder run per pass, so memory stays bounded."""
+        check_generation_args(prompt, n, steps, guidance, seed=seed)
         _check_prior_args(prior_steps, prior_guidance)
-        seeds = [seed + i for i in range(n)]
-        embeds = self.image_embeds_of_prompt(prompt, seeds, prior_steps, prior_guidance, negative_prompt)
-        images = self.decode_embeddings(embeds, seeds, steps, guidance, sampler)
+        make_scheduler(sampler)  # an unknown sampler is refused now, not at the first pass
+        if self.prior is None:
+            raise ValueError("this pipeline has no prior: it can make variations, not text-to-image")
+        seeds = image_seeds(seed, n)
         _, truncated = self.encode_prompt(prompt)
         warnings = [f"prompt longer than {MAX_TOKENS} tokens: truncated"] if truncated else []
         settings = self._settings(prompt=prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
                                   sampler=sampler, prior_steps=prior_steps, prior_guidance=prior_guidance)
-        return GenerationResult(images, seeds, settings, warnings)
+        passes = (self.decode_embeddings(self.image_embeds_of_prompt(prompt, seeds[rows], prior_steps, prior_guidance,
+                                                                     negative_prompt), seeds[rows], steps, guidance,
+                                         sampler) for rows in self.passes(n))
+        return chunk_results(passes, seeds, settings, warnings)
+
+    def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
+                 sampler: str = D.SAMPLER, prior_steps: int = 25, prior_guidance: float = 4.0,
+                 negative_prompt: str = "") -> GenerationResult:
+        return GenerationResult.join(list(self.generate_chunks(prompt, n, seed, steps, guidance, sampler, prior_steps,
+                                                               prior_guidance, negative_prompt)))
+
+    def variation_chunks(self, image, n: int = 4, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
+                         sampler: str = D.SAMPLER) -> Iterator[GenerationResult]:
+        """`variations` one pass at a time."""
+        check_generation_args("variations", n, steps, guidance, seed=seed)
+        make_scheduler(sampler)
+        seeds = image_seeds(seed, n)
+        embeds = self.image_embeds_of_image(image).expand(n, -1)
+        settings = self._settings(mode="variations", prompt="", steps=steps, guidance=guidance, sampler=sampler)
+        return chunk_results(self.decode_embedding_passes(embeds, seeds, steps, guidance, sampler), seeds, settings,
+                             [])
 
     def variations(self, image, n: int = 4, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
                    sampler: str = D.SAMPLER) -> GenerationResult:
         """n new slices sharing the Brain-CLIP image embedding of `image` (H, W) in [0, 1]."""
-        check_generation_args("variations", n, steps, guidance)
-        seeds = [seed + i for i in range(n)]
-        embeds = self.image_embeds_of_image(image).expand(n, -1)
-        images = self.decode_embeddings(embeds, seeds, steps, guidance, sampler)
-        settings = self._settings(mode="variations", prompt="", steps=steps, guidance=guidance, sampler=sampler)
-        return GenerationResult(images, seeds, settings)
+        return GenerationResult.join(list(self.variation_chunks(image, n, seed, steps, guidance, sampler)))
 
     def interpolate(self, image_a, image_b, n_frames: int = 8, seed: int = 0, steps: int = D.STEPS,
                     guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER, prior_steps: int = 25,
                     prior_guidance: float = 4.0) -> GenerationResult:
         """n_frames slices along the great circle between the embeddings of two slices (or prompts: a str is
         sent through the prior); every frame uses the same decoder seed, so only the embedding changes."""
-        check_generation_args("interpolate", n_frames, steps, guidance)
+        check_generation_args("interpolate", n_frames, steps, guidance, seed=seed)
         _check_prior_args(prior_steps, prior_guidance)
         if n_frames < 2:
             raise ValueError(f"n_frames must be at least 2, got {n_frames}")

@@ -35,19 +35,37 @@ def simulate_cmd(
     seed: int = typer.Option(0, help="Cohort seed: the same seed gives the same subjects."),
     contrasts: str = typer.Option("t1,t2,pd,flair", help="Comma-separated: t1, t2, pd, flair."),
     workers: int = typer.Option(None, help="Parallel processes (default: the cores, at most 4)."),
+    timepoints: str = typer.Option(None, help="Years after baseline to scan each subject at, e.g. 0,5,10: one "
+                                   "anatomy aged per session (BIDS ses-01, ses-02, ...)."),
+    session_scanner: str = typer.Option("keep", help="Later sessions keep the scanner and protocol, or redraw."),
+    lesions: str = typer.Option(None, help="Lesion types to draw from: wmh, ms, infarct, tumour (default: none)."),
+    lesion_fraction: float = typer.Option(None, help="Share of subjects with a lesion, 0-1 (default 0.5 with "
+                                          "--lesions)."),
 ) -> None:
-    """Simulate a healthy cohort from the MNI152 template: ages 18-90, both sexes, 1.5 T and 3 T."""
+    """Simulate a cohort from the MNI152 template: ages 18-90, both sexes, 1.5 T and 3 T; healthy unless
+    --lesions, one scan per subject unless --timepoints."""
+    from dallebrain.data.lesions import parse_lesions
+    from dallebrain.data.longitudinal import parse_timepoints
     from dallebrain.data.simulate import SimulationOptions, parse_contrasts, simulate_cohort
 
     if subjects < 1 or subjects > 100_000:
         fail(f"--subjects must be between 1 and 100000, got {subjects}")
+    if lesion_fraction is not None and not lesions:
+        fail("--lesion-fraction needs --lesions (which lesion types to draw)")
     try:
         chosen = parse_contrasts(contrasts)
+        options = SimulationOptions(
+            subjects, seed, chosen, timepoints=parse_timepoints(timepoints) if timepoints is not None else (),
+            session_scanner=session_scanner, lesions=parse_lesions(lesions) if lesions is not None else (),
+            lesion_fraction=(0.5 if lesion_fraction is None else lesion_fraction) if lesions else 0.0)
     except ValueError as exc:
         fail(str(exc))
     if out.exists() and not out.is_dir():
         fail(f"--out exists and is not a folder: {out}")
-    table = simulate_cohort(out, SimulationOptions(subjects, seed, chosen), _workers(workers))
+    try:
+        table = simulate_cohort(out, options, _workers(workers))
+    except ValueError as exc:
+        fail(str(exc).splitlines()[0])
     typer.echo(f"{len(table)} subjects in {out} (participants.tsv)")
 
 

@@ -11,7 +11,7 @@ import math
 import random
 import re
 import zlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 
 # Anatomical landmarks by slice position in MNI152 space (mm, RAS+).
 # axial (z) and coronal (y): a slice belongs to the row whose [low, high) range contains it.
@@ -101,6 +101,9 @@ class SliceFacts:
     ventricles: str | None = None  # "small" | "large" | None, relative to the cohort's age norm
     brain_volume: str | None = None  # "small" | "large" | None, nWBV relative to the cohort's age norm
     healthy: bool = True
+    # Lesion findings in view, e.g. "a 25 mm tumour in the left frontal lobe and surrounding oedema". Left out
+    # of repr, the caption seed: a healthy slice keeps the captions it had before lesions existed.
+    lesions: tuple[str, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         # Normalise numbers so that SliceFacts(age=30) and SliceFacts(age=30.0) caption identically.
@@ -109,6 +112,7 @@ class SliceFacts:
             if value is not None:
                 object.__setattr__(self, name, float(value))
         object.__setattr__(self, "structures", tuple(self.structures))
+        object.__setattr__(self, "lesions", tuple(self.lesions))
         if self.orientation not in ORIENTATIONS:
             raise ValueError(f"unknown orientation {self.orientation!r}; expected one of {ORIENTATIONS}")
         if self.modality not in MODALITIES:
@@ -226,6 +230,7 @@ class _Parts:
         self.field = None if facts.field_strength is None else f"{facts.field_strength:g} T"
         self.age = None if facts.age is None else int(round(facts.age))
         self.healthy = "healthy " if facts.healthy else ""
+        self.findings = f" with {_join_words(facts.lesions)}" if facts.lesions else ""
         self.structures = _join_words(facts.structures[:3])
         descriptors = []
         if facts.ventricles is not None:
@@ -254,15 +259,16 @@ class _Parts:
         else:
             tail = "adult"
         words = self.healthy + tail
-        return f"{_article(words)} {words}"
+        return f"{_article(words)} {words}{self.findings}"
 
     def subject_short(self, age_style: str) -> str:
         """'healthy female, age 74' style, with the age written by `age_style` ('age', 'years' or 'aged')."""
         noun = self.noun()
         if self.age is None:
-            return f"{self.healthy}{'adult ' if noun in ('woman', 'man', 'female', 'male') else ''}{noun}"
+            return (f"{self.healthy}{'adult ' if noun in ('woman', 'man', 'female', 'male') else ''}{noun}"
+                    f"{self.findings}")
         age = {"age": f", age {self.age}", "years": f", {self.age} years", "aged": f" aged {self.age}"}
-        return f"{self.healthy}{noun}{age[age_style]}"
+        return f"{self.healthy}{noun}{age[age_style]}{self.findings}"
 
     def tail(self, *items: str | None, sep: str = "; ") -> str:
         return sep.join(i for i in items if i)
@@ -320,6 +326,7 @@ def _t_key_value(p: _Parts) -> str:
         p.age is not None and f"Age: {p.age}",
         sex and f"Sex: {sex}",
         p.f.healthy and "Healthy",
+        p.findings and f"Findings: {_join_words(p.f.lesions)}",
         p.structures and f"Structures: {p.structures}",
         p.descriptors and f"Volumes: {p.descriptors}",
     )
@@ -470,7 +477,8 @@ def _parse_sex(text: str) -> str | None:
 
 
 def _parse_healthy(text: str) -> bool | None:
-    if re.search(r"\b(?:unhealthy|patient|lesions?|tumou?rs?|stroke|patholog\w*|abnormal)\b", text):
+    if re.search(r"\b(?:unhealthy|patient|lesions?|tumou?rs?|stroke|patholog\w*|abnormal|infarcts?|"
+                 r"hyperintensit\w*|sclerosis|o?edema|plaques?)\b", text):
         return False
     if re.search(r"\bhealthy\b|\bcontrols?\b|\bnormal\b", text):
         return True

@@ -53,28 +53,38 @@ def age_norm_z(subjects: pd.DataFrame, column: str, log: bool = False) -> pd.Ser
     return z
 
 
+def scan_keys(slices: pd.DataFrame) -> list[str]:
+    """Columns that name one scan: the subject, and its session when the data are longitudinal."""
+    return ["subject_id", "session_id"] if "session_id" in slices else ["subject_id"]
+
+
 def subject_table(slices: pd.DataFrame) -> pd.DataFrame:
-    cols = [c for c in ("subject_id", "age", "sex", "icv_ml", "lateral_ventricles_ml", "nwbv")
-            if c in slices]
-    return slices[cols].drop_duplicates("subject_id").reset_index(drop=True)
+    """One row per scan (per subject when there are no sessions)."""
+    keys = scan_keys(slices)
+    cols = [c for c in (*keys, "age", "sex", "icv_ml", "lateral_ventricles_ml", "nwbv") if c in slices]
+    return slices[cols].drop_duplicates(keys).reset_index(drop=True)
 
 
 def add_cohort_fields(slices: pd.DataFrame, seed: int = 0, captions_per_slice: int = 5) -> pd.DataFrame:
-    """Add split, volume descriptors relative to the age norm, and captions to the slice table."""
-    subjects = subject_table(slices)
+    """Add split, volume descriptors relative to the age norm, and captions to the slice table.
+
+    The split is made on subjects, so all sessions of a subject land in one split; volume norms are per
+    scan (a subject's ventricles at 80 are compared with 80-year-olds)."""
+    scans = subject_table(slices)
     for col in ("age", "sex", "lateral_ventricles_ml", "nwbv", "icv_ml"):
-        if col not in subjects:
-            subjects[col] = np.nan
-    splits = assign_splits(subjects, seed)
+        if col not in scans:
+            scans[col] = np.nan
+    splits = assign_splits(scans.drop_duplicates("subject_id"), seed)
     # Ventricles scale with head size: compare ventricle/ICV ratios, on a log scale (they are skewed).
-    subjects["ventricle_ratio"] = subjects["lateral_ventricles_ml"] / subjects["icv_ml"]
-    subjects["ventricles_z"] = age_norm_z(subjects, "ventricle_ratio", log=True)
-    subjects["brain_volume_z"] = age_norm_z(subjects, "nwbv")
-    per_subject = subjects.set_index("subject_id")
+    scans["ventricle_ratio"] = scans["lateral_ventricles_ml"] / scans["icv_ml"]
+    scans["ventricles_z"] = age_norm_z(scans, "ventricle_ratio", log=True)
+    scans["brain_volume_z"] = age_norm_z(scans, "nwbv")
+    keys = scan_keys(slices)
     out = slices.copy()
     out["split"] = out["subject_id"].map(splits)
-    out["ventricles_z"] = out["subject_id"].map(per_subject["ventricles_z"])
-    out["brain_volume_z"] = out["subject_id"].map(per_subject["brain_volume_z"])
+    z = out[keys].merge(scans[[*keys, "ventricles_z", "brain_volume_z"]], on=keys, how="left")
+    out["ventricles_z"] = z["ventricles_z"].to_numpy()
+    out["brain_volume_z"] = z["brain_volume_z"].to_numpy()
     captions = [build_captions(facts_for_row(row), n=captions_per_slice, seed=seed)
                 for row in out.itertuples(index=False)]
     out["captions"] = captions
@@ -98,4 +108,17 @@ def facts_for_row(row) -> SliceFacts:
         field_strength=_none_if_nan(get("field_strength")), age=_none_if_nan(get("age")),
         sex=_none_if_nan(get("sex")), structures=tuple(_structures(get("structures"))),
         ventricles=volume_descriptor(_none_if_nan(get("ventricles_z"))),
-        brain_volume=volume_descriptor(_none_if_nan(get("brain_volume_z"))))
+        brain_volume=volume_descriptor(_none_if_nan(get("brain_volume_z"))),
+        healthy=_healthy(get("healthy")), lesions=_findings_in_view(get("findings"), get("lesion_labels")))
+
+
+def _healthy(value) -> bool:
+    """A scan is healthy unless its source says otherwise (a lesion cohort's 'healthy' column)."""
+    value = _none_if_nan(value)
+    return True if value is None else bool(value)
+
+
+def _findings_in_view(findings, labels) -> tuple[str, ...]:
+    """The scan's lesion finding, named only on slices where its mask shows."""
+    findings = _none_if_nan(findings)
+    return (findings,) if findings and labels is not None and len(labels) else ()

@@ -28,6 +28,8 @@ from dallebrain.data.sources.base import SubjectRecord
 SOURCES = ("simulated", "bids", "ixi", "oasis1", "hcp")
 _MODULES = {"oasis1": "oasis"}
 SOURCE_MEASURES = ("etiv", "nwbv", "asf", "cdr", "mmse", "age_range")  # kept as source_<name> columns
+# Per-scan fields a source may give in `extra`, kept as columns: a longitudinal session, lesion findings.
+SCAN_FIELDS = ("session_id", "years_from_baseline", "healthy", "lesion_type", "findings")
 SUBJECT_COLUMNS = ("age", "sex", "field_strength", "site", "icv_ml", "gm_ml", "wm_ml", "csf_ml",
                    "lateral_ventricles_ml", "nwbv")
 
@@ -302,8 +304,14 @@ def prepare_subject(record: SubjectRecord, options: PrepareOptions) -> Path:
             options.orientations)]
     if not rows:
         raise ValueError("no slice shows enough brain")
+    if record.extra.get("lesion_mask"):  # simulated lesions: the mask sliced beside the images
+        from dallebrain.data.slicing import add_lesion_slices
+
+        add_lesion_slices(rows, record.extra["lesion_mask"], placement.to_mni, grid, options.out_dir / rel_dir,
+                          rel_dir, f"{record.source}-{record.subject_id}")
     table = pd.DataFrame(rows)
-    table.insert(0, "subject_id", f"{record.source}-{record.subject_id}")
+    # The person, not the scan: every session of a subject shares the id the split is made on.
+    table.insert(0, "subject_id", f"{record.source}-{record.extra.get('participant', record.subject_id)}")
     table.insert(1, "source", record.source)
     values = {"age": record.age, "sex": record.sex, "field_strength": record.field_strength,
               "site": record.site, **placement.tissue}
@@ -314,6 +322,9 @@ def prepare_subject(record: SubjectRecord, options: PrepareOptions) -> Path:
     for key, value in record.extra.items():  # the source's own measures, kept beside ours (e.g. OASIS eTIV)
         if key in SOURCE_MEASURES:
             table[f"source_{key}"] = value
+    for key in SCAN_FIELDS:
+        if key in record.extra:
+            table[key] = record.extra[key]
     table["to_mni"] = json.dumps(placement.to_mni.round(5).tolist())  # native <- MNI, for provenance
     table["structures"] = table["structures"].map(list)
     path = _subject_file(options.out_dir, record)

@@ -1,10 +1,14 @@
-"""The built-in simulated healthy cohort: BIDS-like MRI of individual, aged brains, offline.
+"""The built-in simulated cohort: BIDS-like MRI of individual, aged brains, offline.
 
-Each subject: an age (18-90) and sex, an anatomy (`anatomy.make_anatomy`), a field strength and per-subject
-sequence parameters, contrasts from the MR signal equations (`mr_physics`), a smooth bias field of random
-strength and Rician noise. Images are skull-stripped (like the template they come from) and written in the
-subject's native space, whose axes are MNI's; the exact native <- MNI transform is kept in the subject's
-simulation record so registration can be checked against the truth and `prepare` can use it.
+Each subject: an age (18-90) and sex, an anatomy (`anatomy`), a field strength and per-subject sequence
+parameters, contrasts from the MR signal equations (`mr_physics`), a smooth bias field of random strength and
+Rician noise. Images are skull-stripped (like the template they come from) and written in the subject's
+native space, whose axes are MNI's; the exact native <- MNI transform is kept in the subject's simulation
+record so registration can be checked against the truth and `prepare` can use it.
+
+Options add longitudinal sessions (`longitudinal`: the same person at several ages, `sub-X/ses-Y/anat`) and
+lesions (`lesion_plans`: masks as BIDS derivatives in `derivatives/lesions`). Lesion and session draws come
+from random streams of their own, so a subject that gets no lesion is the subject of the healthy cohort.
 """
 
 from __future__ import annotations
@@ -18,16 +22,21 @@ from pathlib import Path
 
 import numpy as np
 
-from dallebrain.data.anatomy import AgeingModel, Anatomy, make_anatomy
+from dallebrain.data.anatomy import AgeingModel, Anatomy, age_template, anatomy_targets, draw_traits, place_in_native
 from dallebrain.data.grid import VolumeGrid
 from dallebrain.data.io import write_json_atomic, write_text_atomic
-from dallebrain.data.mr_physics import CONTRAST_NAMES, Sequence, draw_sequence, tissue_signals
+from dallebrain.data.lesion_plans import LESION_COLUMNS, add_lesions, draw_lesion_plan, lesion_summary
+from dallebrain.data.lesions import LESION_TYPES, lesion_parameters
+from dallebrain.data.longitudinal import SESSION_SCANNER
+from dallebrain.data.mr_physics import CONTRAST_NAMES, TISSUES, Sequence, tissue_signal, tissue_signals
 from dallebrain.data.templates import ATLAS_LICENCE, ATLAS_NAME, TEMPLATE_LICENCE
 
 # Native field of view: the MNI152 box at 1.5 mm, large enough for any head the model draws.
 SIMULATION_GRID = VolumeGrid((128, 152, 128), 1.5, (-96.0, -132.0, -78.0))
 AGE_RANGE = (18.0, 90.0)
 RECORD_SUFFIX = "_simulation.json"
+LESION_DERIVATIVES = Path("derivatives") / "lesions"
+LESION_STREAM, SESSION_STREAM = 1, 2  # extra random streams per subject: [seed, index, stream]
 
 
 @dataclass(frozen=True)
@@ -38,6 +47,19 @@ class SimulationOptions:
     seed: int = 0
     contrasts: tuple[str, ...] = ("T1w", "T2w", "PDw", "FLAIR")
     grid: VolumeGrid = SIMULATION_GRID
+    timepoints: tuple[float, ...] = ()  # years after baseline; empty: one scan per subject, no sessions
+    session_scanner: str = "keep"  # later sessions keep the scanner and protocol, or redraw them
+    lesions: tuple[str, ...] = ()  # lesion types drawn from; empty: a healthy cohort
+    lesion_fraction: float = 0.0  # share of subjects drawn with a lesion
+
+    def __post_init__(self) -> None:
+        if self.session_scanner not in SESSION_SCANNER:
+            raise ValueError(f"session scanner must be one of {', '.join(SESSION_SCANNER)}, "
+                             f"got {self.session_scanner!r}")
+        if not 0.0 <= self.lesion_fraction <= 1.0:
+            raise ValueError(f"lesion fraction must be between 0 and 1, got {self.lesion_fraction}")
+        if any(t not in LESION_TYPES for t in self.lesions):
+            raise ValueError(f"unknown lesion type in {self.lesions}: choose from {', '.join(LESION_TYPES)}")
 
 
 def parse_contrasts(text: str) -> tuple[str, ...]:
@@ -56,9 +78,13 @@ def subject_id(index: int) -> str:
 def synthesize(anatomy: Anatomy, seq: Sequence, field_strength: float, rng: np.random.Generator,
                bias_strength: float, noise_fraction: float, bias_field: np.ndarray) -> np.ndarray:
     """Partial-volume signal, times the bias field, with Rician noise, skull-stripped; float32."""
-    jitter = {t: float(rng.normal(1, 0.03)) for t in ("csf", "gm", "wm")}
+    jitter = {t: float(rng.normal(1, 0.03)) for t in TISSUES}
     s = tissue_signals(seq, field_strength, jitter)
     signal = s["csf"] * anatomy.csf + s["gm"] * anatomy.gm + s["wm"] * anatomy.wm
+    if anatomy.lesions is not None:  # lesion tissue draws no random numbers: noise stays the healthy scan's
+        region = signal[anatomy.lesions.box]
+        for name, fraction in anatomy.lesions.tissues.items():
+            region += tissue_signal(seq, *lesion_parameters(name, field_strength)) * fraction
     signal *= 1 + bias_strength * bias_field
     # Rician noise: magnitude of the complex signal with Gaussian noise on both channels.
     sigma = noise_fraction * max(s.values())
@@ -77,46 +103,116 @@ def _smooth_field(shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarra
     return (field / max(float(field.max()), 1e-6) - 0.5).astype(np.float32)
 
 
+@dataclass
+class Scanner:
+    """One visit's scanner: field strength, protocol per contrast, bias strength, noise per contrast."""
+
+    field_strength: float
+    sequences: dict[str, Sequence]
+    bias_strength: float
+    noise: dict[str, float]
+
+
+def write_scan(anat: Path, stem: str, anatomy: Anatomy, field_strength: float, contrasts: tuple[str, ...],
+               rng: np.random.Generator, grid: VolumeGrid, kept: Scanner | None = None) -> Scanner:
+    """Images, sidecars and segmentations of one scan into `anat`; `kept` reuses a scanner (draws no
+    protocol). Returns the scanner used."""
+    import nibabel as nib
+
+    from dallebrain.data.mr_physics import draw_sequence
+
+    affine = grid.affine
+    bias_strength = kept.bias_strength if kept else float(rng.uniform(0.0, 0.4))  # peak-to-peak 0-40 % (DATA.md)
+    bias_field = _smooth_field(grid.shape, rng)
+    scanner = Scanner(field_strength, {}, bias_strength, {})
+    for modality in contrasts:
+        seq = kept.sequences[modality] if kept else draw_sequence(modality, field_strength, rng)
+        noise = kept.noise[modality] if kept else float(rng.uniform(0.01, 0.04))
+        image = synthesize(anatomy, seq, field_strength, rng, bias_strength, noise, bias_field)
+        # Stored as scanner-like integers: 12-bit range, brightest tissue near 3000.
+        scale = 3000.0 / max(float(np.percentile(image[image > 0], 99.5)), 1e-6)
+        data = np.clip(np.round(image * scale), 0, 65535).astype(np.uint16)
+        nib.save(nib.Nifti1Image(data, affine), anat / f"{stem}_{modality}.nii.gz")
+        sidecar = seq.bids_sidecar(field_strength) | {"NoiseSigmaFraction": noise}
+        (anat / f"{stem}_{modality}.json").write_text(json.dumps(sidecar, indent=2))
+        scanner.sequences[modality], scanner.noise[modality] = seq, noise
+    nib.save(nib.Nifti1Image(anatomy.tissue_labels(), affine), anat / f"{stem}_dseg.nii.gz")
+    nib.save(nib.Nifti1Image(anatomy.labels, affine), anat / f"{stem}_atlas-{ATLAS_NAME}_dseg.nii.gz")
+    return scanner
+
+
+def scan_record(anatomy: Anatomy, targets: dict, scanner: Scanner) -> dict:
+    """The per-scan part of a simulation record (key order is the cohort's record format)."""
+    sequences = {m: s.to_dict() | {"noise_fraction": scanner.noise[m]} for m, s in scanner.sequences.items()}
+    return {"field_strength": scanner.field_strength,
+            "t1w_sequence": sequences.get("T1w", {}).get("kind"), **anatomy.volumes_ml(),
+            "targets": targets, "to_mni": anatomy.to_mni.tolist(), "bias_strength": scanner.bias_strength,
+            "sequences": sequences}
+
+
+def lesion_mask_path(out_dir: Path, stem: str, session: str | None = None) -> Path:
+    sub = stem.split("_")[0]
+    folder = out_dir / LESION_DERIVATIVES / sub / (f"ses-{session}" if session else "") / "anat"
+    return folder / f"{stem}_label-lesion_mask.nii.gz"
+
+
+def write_lesion_mask(out_dir: Path, stem: str, anatomy: Anatomy, grid: VolumeGrid, plan,
+                      session: str | None = None) -> dict:
+    """The scan's lesion mask (BIDS derivative, label values per lesions.MASK_LABELS) and its table row."""
+    import nibabel as nib
+
+    from dallebrain.data.io import save_nifti_atomic
+    from dallebrain.data.lesions import MASK_LABELS, full_mask
+
+    mask = full_mask(grid.shape, anatomy.lesions, anatomy.lesion_mask)
+    path = lesion_mask_path(out_dir, stem, session)
+    save_nifti_atomic(nib.Nifti1Image(mask, grid.affine), path)
+    write_json_atomic(path.with_name(path.name.replace(".nii.gz", ".json")),
+                      {"Labels": {str(k): v for k, v in MASK_LABELS.items()}, "Sources": [f"bids::{stem}"]})
+    return {**lesion_summary(plan, mask, anatomy.voxel_ml), "lesion_mask": str(path.relative_to(out_dir))}
+
+
+def _draws(index: int, options: SimulationOptions, model: AgeingModel):
+    """The subject's draws, in the cohort's order: age, sex, field strength, traits; then its lesion plan
+    from a stream of its own."""
+    rng = np.random.default_rng([options.seed, index])  # per subject: independent of workers and resumes
+    age = float(np.round(rng.uniform(*AGE_RANGE), 1))
+    sex = "F" if rng.random() < 0.5 else "M"
+    field_strength = 1.5 if rng.random() < 0.5 else 3.0
+    traits = draw_traits(options.grid, sex, rng, model)
+    plan = None
+    if options.lesions:
+        lesion_rng = np.random.default_rng([options.seed, index, LESION_STREAM])
+        plan = draw_lesion_plan(options.lesions, options.lesion_fraction, age, lesion_rng, options.grid)
+    return rng, age, sex, field_strength, traits, plan
+
+
 def simulate_subject(index: int, out_dir: Path, options: SimulationOptions,
                      model: AgeingModel = AgeingModel()) -> dict:
     """Simulate one subject into out_dir/sub-XXXX (written in a temporary folder, then renamed)."""
-    import nibabel as nib
+    from dallebrain.data.simulate_sessions import simulate_sessions
 
     sid = subject_id(index)
     final = out_dir / f"sub-{sid}"
     record_path = final / f"sub-{sid}{RECORD_SUFFIX}"
     if record_path.exists():
-        return json.loads(record_path.read_text())
-    rng = np.random.default_rng([options.seed, index])  # per subject: independent of workers and resumes
-    age = float(np.round(rng.uniform(*AGE_RANGE), 1))
-    sex = "F" if rng.random() < 0.5 else "M"
-    field_strength = 1.5 if rng.random() < 0.5 else 3.0
-    anatomy, targets = make_anatomy(options.grid, age, sex, rng, model)
-
+        return _check_design(json.loads(record_path.read_text()), options)
+    rng, age, sex, field_strength, traits, plan = _draws(index, options, model)
+    ml_per_voxel = options.grid.spacing_mm ** 3 / 1000 * traits.scale ** 3
     tmp = out_dir / f".tmp-sub-{sid}-{uuid.uuid4().hex[:8]}"
-    anat = tmp / "anat"
-    anat.mkdir(parents=True)
-    affine = options.grid.affine
-    bias_strength = float(rng.uniform(0.0, 0.4))  # peak-to-peak: 0-40 % (DATA.md)
-    bias_field = _smooth_field(options.grid.shape, rng)
-    sequences = {}
-    for modality in options.contrasts:
-        seq = draw_sequence(modality, field_strength, rng)
-        noise = float(rng.uniform(0.01, 0.04))
-        image = synthesize(anatomy, seq, field_strength, rng, bias_strength, noise, bias_field)
-        # Stored as scanner-like integers: 12-bit range, brightest tissue near 3000.
-        scale = 3000.0 / max(float(np.percentile(image[image > 0], 99.5)), 1e-6)
-        data = np.clip(np.round(image * scale), 0, 65535).astype(np.uint16)
-        nib.save(nib.Nifti1Image(data, affine), anat / f"sub-{sid}_{modality}.nii.gz")
-        sidecar = seq.bids_sidecar(field_strength) | {"NoiseSigmaFraction": noise}
-        (anat / f"sub-{sid}_{modality}.json").write_text(json.dumps(sidecar, indent=2))
-        sequences[modality] = seq.to_dict() | {"noise_fraction": noise}
-    nib.save(nib.Nifti1Image(anatomy.tissue_labels(), affine), anat / f"sub-{sid}_dseg.nii.gz")
-    nib.save(nib.Nifti1Image(anatomy.labels, affine), anat / f"sub-{sid}_atlas-{ATLAS_NAME}_dseg.nii.gz")
-    record = {"participant_id": f"sub-{sid}", "age": age, "sex": sex, "field_strength": field_strength,
-              "t1w_sequence": sequences.get("T1w", {}).get("kind"), **anatomy.volumes_ml(),
-              "targets": targets, "to_mni": anatomy.to_mni.tolist(), "bias_strength": bias_strength,
-              "sequences": sequences, "seed": options.seed, "index": index}
+    head = {"participant_id": f"sub-{sid}", "age": age, "sex": sex}
+    if options.timepoints:
+        record = simulate_sessions(tmp, out_dir, sid, head, rng, field_strength, traits, plan, options, model)
+    else:
+        anat = tmp / "anat"
+        anat.mkdir(parents=True)
+        aged = add_lesions(age_template(options.grid, age, traits, model), plan, options.grid, ml_per_voxel, age)
+        anatomy = place_in_native(options.grid, aged, traits, traits.to_mni())
+        scanner = write_scan(anat, f"sub-{sid}", anatomy, field_strength, options.contrasts, rng, options.grid)
+        record = head | scan_record(anatomy, anatomy_targets(options.grid, aged, traits), scanner)
+        if options.lesions:
+            record["lesions"] = write_lesion_mask(out_dir, f"sub-{sid}", anatomy, options.grid, plan)
+    record |= {"seed": options.seed, "index": index}
     (tmp / f"sub-{sid}{RECORD_SUFFIX}").write_text(json.dumps(record, indent=2, default=float))
     if final.exists():  # an earlier run died after writing images but before its record: redo it
         shutil.rmtree(final)
@@ -124,18 +220,58 @@ def simulate_subject(index: int, out_dir: Path, options: SimulationOptions,
     return record
 
 
+def _check_design(record: dict, options: SimulationOptions) -> dict:
+    """A finished subject from an earlier run must have been made with the same design as this run's."""
+    sessions, lesions = "sessions" in record, "lesions" in record or "session_lesions" in record
+    if sessions != bool(options.timepoints) or lesions != bool(options.lesions):
+        raise ValueError(f"{record['participant_id']} was simulated {'with' if sessions else 'without'} sessions and "
+                         f"{'with' if lesions else 'without'} lesions, unlike this run: use another --out")
+    return record
+
+
+def _check_same_cohort(out_dir: Path, options: SimulationOptions) -> None:
+    """Refuse to finish a cohort folder with other design options than it was started with."""
+    path = out_dir / "dataset_description.json"
+    if not path.exists():
+        return
+    done = json.loads(path.read_text())
+    asked = _description(options)
+    keys = ("SimulationSeed", "TimepointsYears", "SessionScanner", "Lesions", "LesionFraction")
+    differ = [k for k in keys if done.get(k) != asked.get(k)]
+    if differ:
+        raise ValueError(f"{out_dir} holds a cohort simulated with other settings ({', '.join(differ)}): "
+                         "use another --out or the same options")
+
+
 PARTICIPANT_COLUMNS = ["participant_id", "age", "sex", "field_strength", "t1w_sequence", "icv_ml", "gm_ml",
                        "wm_ml", "csf_ml", "lateral_ventricles_ml", "nwbv"]
+
+
+def participants_table(records: list[dict], options: SimulationOptions):
+    """participants.tsv rows: the healthy columns, then the lesion columns of lesion cohorts (first scan)."""
+    import pandas as pd
+
+    table = pd.DataFrame(records)
+    columns = list(PARTICIPANT_COLUMNS)
+    if options.timepoints:
+        table["sessions"] = [len(r["sessions"]) for r in records]
+        columns.append("sessions")
+    if options.lesions:
+        first = [r["lesions"] if "lesions" in r else r["session_lesions"] for r in records]
+        for col in LESION_COLUMNS:
+            table[col] = [f[col] for f in first]
+        columns += LESION_COLUMNS
+    return table[columns].sort_values("participant_id")
 
 
 def simulate_cohort(out_dir: str | Path, options: SimulationOptions, workers: int = 1,
                     progress: bool = True):
     """Simulate (or finish simulating) a cohort; returns the participants table (pandas)."""
-    import pandas as pd
     from tqdm import tqdm
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    _check_same_cohort(out_dir, options)
     for stale in out_dir.glob(".tmp-sub-*"):  # left by a killed run
         shutil.rmtree(stale, ignore_errors=True)
     indices = range(options.subjects)
@@ -152,25 +288,57 @@ def simulate_cohort(out_dir: str | Path, options: SimulationOptions, workers: in
                 records.append(record)
                 bar.update()
     bar.close()
-    table = pd.DataFrame(records)[PARTICIPANT_COLUMNS].sort_values("participant_id")
+    table = participants_table(records, options)
     write_text_atomic(out_dir / "participants.tsv", table.to_csv(sep="\t", index=False, float_format="%.4f"))
-    write_json_atomic(out_dir / "dataset_description.json", {
-        "Name": "Dall-e Brain simulated healthy cohort", "BIDSVersion": "1.9.0", "DatasetType": "raw",
-        "GeneratedBy": [{"Name": "dallebrain", "Description": "dallebrain data simulate"}],
-        "License": "Derived from the MNI152 2009a template and the Neuromorphometrics atlas: see README",
-        "SimulationSeed": options.seed, "Subjects": options.subjects})
+    write_json_atomic(out_dir / "dataset_description.json", _description(options))
+    if options.lesions:
+        _describe_lesion_derivatives(out_dir)
     write_text_atomic(out_dir / "README", _cohort_readme(options))
     return table.reset_index(drop=True)
 
 
+def _description(options: SimulationOptions) -> dict:
+    healthy = not options.lesions
+    out = {"Name": f"Dall-e Brain simulated {'healthy ' if healthy else ''}cohort", "BIDSVersion": "1.9.0",
+           "DatasetType": "raw",
+           "GeneratedBy": [{"Name": "dallebrain", "Description": "dallebrain data simulate"}],
+           "License": "Derived from the MNI152 2009a template and the Neuromorphometrics atlas: see README",
+           "SimulationSeed": options.seed, "Subjects": options.subjects}
+    if options.timepoints:
+        out |= {"TimepointsYears": list(options.timepoints), "SessionScanner": options.session_scanner}
+    if not healthy:
+        out |= {"Lesions": list(options.lesions), "LesionFraction": options.lesion_fraction}
+    return out
+
+
+def _describe_lesion_derivatives(out_dir: Path) -> None:
+    from dallebrain.data.lesions import MASK_DESCRIPTIONS, MASK_LABELS
+
+    root = out_dir / LESION_DERIVATIVES
+    write_json_atomic(root / "dataset_description.json", {
+        "Name": "Lesion masks of the simulated cohort", "BIDSVersion": "1.9.0", "DatasetType": "derivative",
+        "GeneratedBy": [{"Name": "dallebrain", "Description": "dallebrain data simulate --lesions"}]})
+    rows = ["index\tname\tdescription"] + [f"{k}\t{v}\t{MASK_DESCRIPTIONS[v]}" for k, v in MASK_LABELS.items()]
+    write_text_atomic(root / "label-lesion_mask.tsv", "\n".join(rows) + "\n")
+
+
 def _cohort_readme(options: SimulationOptions) -> str:
-    return f"""Dall-e Brain simulated healthy cohort
+    extra = ""
+    if options.timepoints:
+        extra += (f"\nEach subject was scanned at {', '.join(f'{t:g}' for t in options.timepoints)} years after "
+                  f"baseline (sub-*/ses-*/anat; ages and volumes per session in sub-*/sub-*_sessions.tsv), from "
+                  f"one anatomy; scanner and protocol at later sessions: {options.session_scanner}.\n")
+    if options.lesions:
+        extra += (f"\nLesions ({', '.join(options.lesions)}) in a share {options.lesion_fraction:g} of subjects; "
+                  f"masks in {LESION_DERIVATIVES.as_posix()}/ (label values in label-lesion_mask.tsv), lesion "
+                  "columns in participants.tsv; 'healthy' is true only where the mask is empty.\n")
+    return f"""Dall-e Brain simulated {'healthy ' if not options.lesions else ''}cohort
 =====================================
 {options.subjects} simulated subjects (seed {options.seed}), contrasts {', '.join(options.contrasts)},
 {options.grid.spacing_mm} mm isotropic, skull-stripped, native space with MNI-aligned axes.
 Volumes in participants.tsv are measured on the simulated tissue maps; the targets asked for, the
 sequence parameters and the exact native<-MNI transform are in each sub-*/sub-*{RECORD_SUFFIX}.
-
+{extra}
 Licences of the sources:
 - {TEMPLATE_LICENCE}
 - {ATLAS_LICENCE}

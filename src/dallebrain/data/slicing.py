@@ -111,3 +111,26 @@ def cut_slices(volume: np.ndarray, brain: np.ndarray, labels: np.ndarray, grid: 
             records.append(SliceRecord(f"{rel_prefix}/{name}", modality, orientation, idx, level,
                                        landmark(orientation, level), fraction, structures))
     return records
+
+
+def add_lesion_slices(rows: list[dict], mask_path: str | Path, to_mni: np.ndarray, grid: VolumeGrid,
+                      subject_dir: Path, rel_prefix: str, stem: str) -> None:
+    """Slice a scan's lesion mask (label values, nearest neighbour) like its images: one 8-bit PNG per kept
+    slice position beside the images; each row gains `mask_path` and `lesion_labels` (labels in view)."""
+    import nibabel as nib
+    from PIL import Image
+
+    from dallebrain.data.templates import resample_to_grid
+
+    img = nib.load(mask_path)
+    mask = np.rint(resample_to_grid(np.asarray(img.dataobj), img.affine, grid, 0, to_mni)).astype(np.uint8)
+    done: dict[tuple[str, int], tuple[str, list[int]]] = {}
+    for row in rows:
+        key = (row["orientation"], int(row["slice_index"]))
+        if key not in done:
+            plane = extract_slice(mask, *key)
+            name = f"{stem}_mask_{key[0]}_{grid.level_mm(*key):+06.1f}mm.png"
+            with atomic_path(subject_dir / name) as tmp:
+                Image.fromarray(np.ascontiguousarray(plane)).save(tmp, format="PNG")
+            done[key] = (f"{rel_prefix}/{name}", sorted(int(v) for v in np.unique(plane[plane > 0])))
+        row["mask_path"], row["lesion_labels"] = done[key]

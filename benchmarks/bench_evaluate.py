@@ -3,7 +3,7 @@
     python benchmarks/bench_evaluate.py --n 64 --steps 20 --size 128
 
 Generation is timed on a base-size LDM (UnetConfig() / VaeConfig() defaults, random weights: the cost does not
-depend on the weights) through the evaluation's own batched `generate_slices`, on a sample of images and
+depend on the weights) through the pipeline's batched `sample` (as the evaluation does), on a sample of images and
 extrapolated to n + 16 diversity samples; the evaluation encoder is timed per training step; the image metrics
 (GLCM, histograms, MS-SSIM, band-pass privacy search against `--train` slices) on random slices of the size.
 """
@@ -31,7 +31,6 @@ def main() -> None:
 
     from dallebrain.evaluation import metrics as M
     from dallebrain.evaluation.features import AttributeEncoder, EncoderConfig, to_size
-    from dallebrain.evaluation.run import generate_slices
     from dallebrain.models.text import load_text_encoder, shared_tokenizer
     from dallebrain.models.unet import UnetConfig, build_unet, noise_scheduler_config
     from dallebrain.models.vae import VaeConfig, build_vae
@@ -44,7 +43,7 @@ def main() -> None:
                             shared_tokenizer(), unet, noise_scheduler_config())
     prompts = [f"Axial T1-weighted brain MRI of a healthy {30 + i}-year-old man" for i in range(args.sample)]
     t = time.time()
-    generate_slices(pipe, "ldm", prompts, list(range(args.sample)), steps=args.steps)
+    pipe.sample(prompts, list(range(args.sample)), steps=args.steps)
     per_image = (time.time() - t) / args.sample
     generation = per_image * (args.n + 16)
 

@@ -9,7 +9,8 @@ slices in both feature spaces of `dallebrain evaluate`; plus peak memory.
 --eval is the --out folder of an earlier `dallebrain evaluate` on the same data: its trained evaluation
 encoder is reused (so every setting is scored in the same feature space as the report). Every setting
 generates the same N (prompt, seed) pairs, the prompts being the captions of N held-out slices; time per
-image is that whole run divided by N (batches of 8 different prompts, guided and unguided passes batched).
+image is that whole run divided by N (ours: `sample`, in the pipeline's passes of `images_per_pass` images,
+guided and unguided passes batched; stock: batches of 8 different prompts).
 Without --model and --data it builds a pipeline of the base sizes with untrained weights: time per image does
 not depend on what the weights have learned.
 """
@@ -70,15 +71,15 @@ class Scorer:
         import pandas as pd
 
         from dallebrain.evaluation import features as Fe
-        from dallebrain.evaluation.run import _match_train, _sample_heldout
+        from dallebrain.evaluation.reference import match_train, sample_heldout
 
         table = pd.read_parquet(data / "metadata.parquet")
         train = table[table["split"] == "train"].reset_index(drop=True)
-        heldout = _sample_heldout(table, "test", n, seed, [])
+        heldout = sample_heldout(table, "test", n, seed, [])
         self.prompts = heldout["caption"].tolist()
         self.seeds = [seed + i for i in range(len(self.prompts))]
         real = Fe.load_slices(data, heldout["image_path"])
-        floor = Fe.load_slices(data, train.loc[_match_train(train, heldout, seed), "image_path"])
+        floor = Fe.load_slices(data, train.loc[match_train(train, heldout, seed), "image_path"])
         self.encoder = Fe.TrainedEncoder.load(eval_out / "encoder")
         self.clip = Fe.load_brain_clip(model)
         self.real = self._features(real)
@@ -113,7 +114,6 @@ def main(argv: list[str] | None = None) -> None:
     from diffusers import StableDiffusionPipeline
 
     from dallebrain.api import default_model, load_pipeline
-    from dallebrain.evaluation.run import generate_slices
     from dallebrain.pipelines.export import export_stock_folder
 
     tmp = Path(tempfile.mkdtemp())
@@ -124,11 +124,11 @@ def main(argv: list[str] | None = None) -> None:
     n = len(prompts)
 
     ours = load_pipeline(folder, device="cpu")
-    generate_slices(ours, "ldm", prompts[:BATCH], seeds[:BATCH], 2)  # warm-up: first calls allocate
+    ours.sample(prompts[:BATCH], seeds[:BATCH], 2)  # warm-up: first calls allocate
     rows = []
     for sampler, steps in SETTINGS:
         start = time.perf_counter()
-        images = generate_slices(ours, "ldm", prompts, seeds, steps, 4.0, sampler, batch_size=BATCH)
+        images = ours.sample(prompts, seeds, steps, 4.0, sampler, batch_size=BATCH)
         rows.append((f"ours, {sampler} {steps} steps, guidance 4", (time.perf_counter() - start) / n,
                      scorer.score(images) if scorer else {}))
     stock = StableDiffusionPipeline.from_pretrained(str(export_stock_folder(folder, tmp / "stock")),
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     spaces = list(rows[0][2])
     print(f"\nmodel: {folder}\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
           f"torch threads {torch.get_num_threads()}; UNet {sum(p.numel() for p in ours.unet.parameters()) / 1e6:.1f} M "
-          f"parameters; {n} images per setting, batches of {BATCH}")
+          f"parameters; {n} images per setting, ours {ours.images_per_pass} per pass, stock batches of {BATCH}")
     head = "| sampling | s / image | speed vs stock |" + "".join(f" FD ({s}) |" for s in spaces)
     print(head + "\n|" + "---|" * (3 + len(spaces)))
     for name, t, fd in rows:

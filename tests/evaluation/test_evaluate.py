@@ -1,9 +1,14 @@
 """`evaluate` end to end on the tiny pipeline and data set (both routes side by side), the evaluation encoder
-and its cache, the seed policy of the batched generation, and the CLI's refusals."""
+and its cache, the seed policy of the pipelines' batched `sample`, the CLI's refusals, a failed rerun that
+keeps the earlier report, and an evaluate command that does not import torch until it runs."""
 
+import base64
 import json
+import pathlib
 import re
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -17,11 +22,12 @@ TINY_ENCODER = EncoderConfig(input_size=32, widths=(8, 16), feature_dim=16, step
 
 @pytest.fixture(scope="module")
 def report(tiny_unclip_pipeline, tiny_prepared, tmp_path_factory):
-    from dallebrain.evaluation import evaluate
+    from dallebrain.evaluation import EvaluationOptions, evaluate
 
     out = tmp_path_factory.mktemp("eval") / "report"
-    metrics = evaluate(tiny_unclip_pipeline, tiny_prepared, "test", 8, "both", steps=2, seed=3, out=out,
-                       progress=False, encoder=TINY_ENCODER, diversity_prompts=2, diversity_samples=2)
+    metrics = evaluate(EvaluationOptions(tiny_unclip_pipeline, tiny_prepared, out, "test", 8, "both", steps=2, seed=3,
+                                         progress=False, encoder=TINY_ENCODER, diversity_prompts=2,
+                                         diversity_samples=2))
     return out, metrics
 
 
@@ -52,6 +58,35 @@ def test_report_writes_every_output_with_the_metrics_of_both_routes(report):
     assert saved["chance"]["contrast"]["accuracy"] is not None
     samples = np.load(out / "samples_ldm.npz")
     assert samples["images"].shape == (8, 64, 64) and list(samples["seeds"]) == list(range(3, 11))
+    assert saved == json.loads(json.dumps(metrics))  # the file holds what evaluate returned
+
+
+def test_every_metric_is_in_its_range_and_untrained_routes_score_below_the_real_reference(report):
+    columns = report[1]["columns"]
+    for name, column in columns.items():
+        for space in ("encoder", "brain_clip"):
+            block = column["realism"][space]
+            assert block["frechet"] >= 0 and np.isfinite(block["kid"]), (name, space)
+            assert all(0 <= block[k] <= 1 for k in ("precision", "recall", "coverage", "one_nn_accuracy")), name
+        for group in column["grey_levels"].values():
+            assert 0 <= group["wasserstein1"] <= 1 and 0 <= group["jensen_shannon"] <= 1, name
+        assert all(0 <= v <= 1 for v in column["texture"]["ks"].values()), name
+        attributes = column["adherence"]["attributes"]
+        assert attributes["contrast"]["n"] == 8 and 0 <= attributes["contrast"]["accuracy"] <= 1, name
+        assert attributes["age"]["mae"] >= 0 and attributes["level_mm"]["mae"] >= 0, name
+        assert 0 < column["diversity"]["ms_ssim"] <= 1, name
+        assert 0 <= column["privacy"]["pixel"]["memorisation_rate"] <= 1, name
+    real = columns["real"]
+    assert real["privacy"]["pixel"]["near_copies"] == 0  # held-out subjects were never trained on
+    assert real["age_trend"]["n"] > 8 and real["age_trend"]["heldout"]["n"] == 8  # cohort and held-out trends
+    for route in ("ldm", "unclip"):  # untrained generators make noise: unlike real slices in every respect
+        synthetic = columns[route]
+        assert synthetic["texture"]["frechet"] > real["texture"]["frechet"], route
+        assert synthetic["texture"]["ks_mean"] > real["texture"]["ks_mean"], route
+        assert synthetic["grey_levels"]["all"]["jensen_shannon"] > real["grey_levels"]["all"]["jensen_shannon"]
+        assert synthetic["diversity"]["ms_ssim"] < real["diversity"]["ms_ssim"], route  # noise is unalike
+        assert synthetic["privacy"]["pixel"]["nearest_similarity"]["median"] < \
+            real["privacy"]["pixel"]["nearest_similarity"]["median"], route
 
 
 def test_html_is_self_contained_and_summary_has_every_column(report):
@@ -61,21 +96,27 @@ def test_html_is_self_contained_and_summary_has_every_column(report):
     assert links and all(link.startswith("data:image/png;base64,") for link in links)
     assert "<link" not in page and "<script" not in page and "@import" not in page and "url(" not in page
     assert page.count("<img") == 7
+    for figure in ("pairs", "diversity", "histograms", "glcm", "latent", "nearest", "age"):  # each figure is shown
+        png = (out / "figures" / f"{figure}.png").read_bytes()
+        assert png.startswith(b"\x89PNG") and base64.b64encode(png).decode() in page, figure
     summary = (out / "summary.md").read_text()
     assert "| section | metric | better | real (test) | ldm | unclip |" in summary
     assert "Frechet distance" in summary and "near-copies (pixels)" in summary
 
 
-def test_batched_generation_gives_each_slice_its_own_seed(tiny_unclip_pipeline):
+def test_pipelines_sample_gives_each_slice_its_own_seed(tiny_unclip_pipeline):
     from dallebrain.api import load_pipeline
-    from dallebrain.evaluation.run import generate_slices
 
-    prompts = ["axial T1-weighted slice of a healthy 30-year-old man", "coronal FLAIR slice of an 80-year-old woman"]
+    prompts = ["axial T1-weighted slice of a healthy 30-year-old man", "coronal FLAIR slice of an 80-year-old woman",
+               "sagittal T2-weighted slice of a healthy 50-year-old woman"]
+    seeds = [5, 9, 5]
     for route in ("ldm", "unclip"):
         pipe = load_pipeline(tiny_unclip_pipeline, route=route, device="cpu")
-        batched = generate_slices(pipe, route, prompts, [5, 9], steps=2)
-        alone = [pipe(p, n=1, seed=s, steps=2).images[0] for p, s in zip(prompts, [5, 9], strict=True)]
-        np.testing.assert_allclose(batched, np.stack(alone), atol=1e-4)
+        batched = pipe.sample(prompts, seeds, steps=2, batch_size=2)  # two batches, the second a single prompt
+        alone = [pipe(p, n=1, seed=s, steps=2).images[0] for p, s in zip(prompts, seeds, strict=True)]
+        np.testing.assert_array_equal(batched, np.stack(alone))  # one image per pass: the same bits
+        with pytest.raises(ValueError, match="one seed per prompt"):
+            pipe.sample(prompts, seeds[:2], steps=2)
 
 
 def test_encoder_is_trained_on_real_slices_cached_and_reused(tiny_prepared, tmp_path):
@@ -148,10 +189,17 @@ def test_cli_rejects_bad_inputs_with_one_line(tiny_pipeline, tiny_prepared, tmp_
     assert not (tmp_path / "r").exists()  # nothing written for a refused request
 
 
-def test_cli_builds_a_report_for_an_ldm_folder_without_brain_clip(tiny_pipeline, tiny_prepared, tmp_path):
-    out = tmp_path / "report"
-    result = CliRunner().invoke(_app(), ["evaluate", "--model", str(tiny_pipeline), "--data", str(tiny_prepared),
-                                         "--n", "4", "--steps", "1", "--encoder-steps", "3", "--out", str(out)])
+@pytest.fixture(scope="module")
+def ldm_report(tiny_pipeline, tiny_prepared, tmp_path_factory):
+    """`dallebrain evaluate` of an LDM folder without clip/: (report folder, CLI result)."""
+    out = tmp_path_factory.mktemp("eval-ldm") / "report"
+    args = ["evaluate", "--model", str(tiny_pipeline), "--data", str(tiny_prepared), "--n", "4", "--steps", "1",
+            "--encoder-steps", "3", "--out", str(out)]
+    return out, CliRunner().invoke(_app(), args), args
+
+
+def test_cli_builds_a_report_for_an_ldm_folder_without_brain_clip(ldm_report):
+    out, result, _ = ldm_report
     assert result.exit_code == 0, result.output
     assert "report: " in result.output
     metrics = json.loads((out / "metrics.json").read_text())
@@ -159,3 +207,35 @@ def test_cli_builds_a_report_for_an_ldm_folder_without_brain_clip(tiny_pipeline,
     assert "brain_clip" not in metrics["columns"]["ldm"]["realism"]
     assert "clip_score" not in metrics["columns"]["ldm"]["adherence"]
     assert "Brain-CLIP" not in (out / "summary.md").read_text()
+
+
+def test_a_rerun_that_fails_while_writing_keeps_the_earlier_report(ldm_report, tmp_path, monkeypatch):
+    out = tmp_path / "report"
+    shutil.copytree(ldm_report[0], out)
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.suffix != ".npz"}
+    assert {pathlib.Path("metrics.json"), pathlib.Path("report.html"), pathlib.Path("figures/age.png")} <= set(before)
+
+    def half_then_full_disk(original):
+        def write(self, data, *args, **kwargs):
+            if out in self.parents:  # a full disk part-way through every file of the report
+                original(self, data[:len(data) // 2], *args, **kwargs)
+                raise OSError(28, "No space left on device")
+            return original(self, data, *args, **kwargs)
+        return write
+
+    monkeypatch.setattr(pathlib.Path, "write_text", half_then_full_disk(pathlib.Path.write_text))
+    monkeypatch.setattr(pathlib.Path, "write_bytes", half_then_full_disk(pathlib.Path.write_bytes))
+    args = [a if a != str(ldm_report[0]) else str(out) for a in ldm_report[2]]
+    result = CliRunner().invoke(_app(), args)
+    last = result.output.strip().splitlines()[-1].split("\r")[-1]  # after the progress bars
+    assert result.exit_code == 2 and last.startswith("error: ") and "No space left" in last, result.output
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file() and p.suffix != ".npz"}
+    assert after.keys() == before.keys()  # no temporary file left behind
+    assert all(after[name] == before[name] for name in before), [str(n) for n in before if after[n] != before[n]]
+
+
+def test_importing_the_evaluate_command_does_not_import_torch():
+    # `dallebrain --help` imports the command's module: torch would add seconds to every start
+    code = "import sys, dallebrain.evaluation.cli; print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "False", result.stderr

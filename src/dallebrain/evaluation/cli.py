@@ -27,7 +27,7 @@ def evaluate_cmd(
     from dallebrain.api import default_model
     from dallebrain.cli import fail
     from dallebrain.evaluation.features import EncoderConfig
-    from dallebrain.evaluation.run import check_inputs
+    from dallebrain.evaluation.options import EvaluationOptions, check_inputs
 
     model = model or default_model()
     try:
@@ -44,9 +44,10 @@ def evaluate_cmd(
         fail(f"--out exists and is not a folder: {out}")
     from dallebrain.evaluation.run import evaluate
 
+    options = EvaluationOptions(model=model, data=data, out=out, split=split, n=n, route=route, steps=steps,
+                                guidance=guidance, seed=seed, encoder=EncoderConfig(steps=encoder_steps))
     try:
-        metrics = evaluate(model, data, split, n, route, steps, seed, out, progress=True, guidance=guidance,
-                           encoder=EncoderConfig(steps=encoder_steps))
+        metrics = evaluate(options)
     except (ValueError, OSError) as exc:
         fail(str(exc).splitlines()[0])
     for w in metrics.get("warnings", []):

@@ -214,3 +214,27 @@ class Text2MRIPipeline:
                  sampler: str = D.SAMPLER, negative_prompt: str = "") -> GenerationResult:
         return GenerationResult.join(list(self.generate_chunks(prompt, n, seed, steps, guidance, sampler,
                                                                negative_prompt)))
+
+    @torch.no_grad()
+    def sample(self, prompts: list[str], seeds: list[int], steps: int = D.STEPS, guidance: float = D.GUIDANCE,
+               sampler: str = D.SAMPLER, batch_size: int = 8, progress: bool = False) -> np.ndarray:
+        """(N, H, W) float32 slices for N (prompt, seed) pairs, one call for many captions (an evaluation's):
+        image i is exactly `self(prompts[i], seed=seeds[i]).images[0]`, its noise drawn from seeds[i] alone and
+        denoised in passes of `images_per_pass` images as __call__'s are (raising that for throughput gives the
+        identity up to the last bits). Prompts are encoded `batch_size` at a time."""
+        from tqdm.auto import tqdm
+
+        if not prompts or len(prompts) != len(seeds) or batch_size < 1:
+            raise ValueError(f"sample needs one seed per prompt and batch_size >= 1, got {len(prompts)} prompts, "
+                             f"{len(seeds)} seeds, batch_size {batch_size}")
+        for prompt in dict.fromkeys(prompts):
+            check_generation_args(prompt, 1, steps, guidance)
+        starts = tqdm(range(0, len(prompts), batch_size), desc="sampling", disable=not progress, leave=False)
+        return np.concatenate([self._sample_batch(prompts[s:s + batch_size], seeds[s:s + batch_size], steps, guidance,
+                                                  sampler) for s in starts]).astype(np.float32)
+
+    def _sample_batch(self, prompts: list[str], seeds: list[int], steps: int, guidance: float,
+                      sampler: str) -> np.ndarray:
+        uncond, _ = self.encode_prompt("")
+        cond = torch.cat([self.encode_prompt(p)[0] for p in prompts])
+        return self.denoise(cond, uncond, seeds, steps, guidance, sampler)

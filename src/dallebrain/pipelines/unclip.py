@@ -213,6 +213,12 @@ class UnCLIPPipeline(Text2MRIPipeline):
         return GenerationResult.join(list(self.generate_chunks(prompt, n, seed, steps, guidance, sampler, prior_steps,
                                                                prior_guidance, negative_prompt)))
 
+    def _sample_batch(self, prompts: list[str], seeds: list[int], steps: int, guidance: float,
+                      sampler: str) -> np.ndarray:
+        # as __call__ does: embedding i comes from the prior with seeds[i] alone, then the decoder makes the slices
+        embeds = torch.cat([self.image_embeds_of_prompt(p, [s]) for p, s in zip(prompts, seeds, strict=True)])
+        return self.decode_embeddings(embeds, seeds, steps, guidance, sampler)
+
     def variation_chunks(self, image, n: int = 4, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
                          sampler: str = D.SAMPLER) -> Iterator[GenerationResult]:
         """`variations` one pass at a time."""

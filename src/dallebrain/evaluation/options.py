@@ -1,0 +1,68 @@
+"""What one `evaluate` run is asked to do, and the refusals of what cannot be evaluated (one-line ValueError)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dallebrain.evaluation.features import EncoderConfig
+from dallebrain.pipelines import defaults as D
+
+ROUTES = ("ldm", "unclip", "both")
+SPLITS = ("test", "val")
+
+
+@dataclass
+class EvaluationOptions:
+    """Settings of one evaluation; synthetic slice i uses seed + i, as `dallebrain generate` numbers them."""
+
+    model: Path  # pipeline folder; clip/ in it adds the Brain-CLIP feature space and the CLIP score
+    data: Path  # prepared data set (`dallebrain data prepare`)
+    out: Path = Path("dallebrain-evaluation")  # report folder; the evaluation encoder is cached in out/encoder
+    split: str = "test"  # held-out split whose slices are the real reference: test or val
+    n: int = 64  # held-out slices, and synthetic slices per route (one per held-out caption)
+    route: str = "ldm"  # ldm, unclip or both (side by side)
+    steps: int = D.STEPS
+    guidance: float = D.GUIDANCE
+    seed: int = 0
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)  # the evaluation's own encoder
+    diversity_prompts: int = 4  # prompts sampled several times for the MS-SSIM diversity ...
+    diversity_samples: int = 4  # ... this many times each (fewer than 2: no diversity metric)
+    device: str | None = None  # for the generators; None: cuda when available
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.model, self.data, self.out = Path(self.model), Path(self.data), Path(self.out)
+
+    def routes(self) -> list[str]:
+        """The routes to evaluate; a one-line ValueError for anything that cannot be evaluated."""
+        if self.steps < 1 or self.steps > 1000:
+            raise ValueError(f"steps must be between 1 and 1000, got {self.steps}")
+        return check_inputs(self.model, self.data, self.split, self.n, self.route)
+
+
+def check_inputs(model: str | Path, data: str | Path, split: str, n: int, route: str) -> list[str]:
+    """The routes to evaluate; a one-line ValueError for anything that cannot be evaluated."""
+    from dallebrain.pipelines.folder import LDM_COMPONENTS, ModelFolderError, check_model_folder
+    from dallebrain.pipelines.unclip import UNCLIP_COMPONENTS
+
+    if route not in ROUTES:
+        raise ValueError(f"unknown route {route!r}: choose ldm, unclip or both")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}: choose test or val (held-out subjects)")
+    if n < 2:
+        raise ValueError(f"n must be at least 2 (distributions need two slices), got {n}")
+    model, data = Path(model), Path(data)
+    if not model.is_dir():
+        raise ValueError(f"model folder not found: {model}")
+    if not (data / "metadata.parquet").is_file():
+        raise ValueError(f"not a prepared data set (no metadata.parquet): {data}")
+    routes = ["ldm", "unclip"] if route == "both" else [route]
+    for r in routes:
+        try:
+            check_model_folder(model, LDM_COMPONENTS if r == "ldm" else UNCLIP_COMPONENTS)
+        except ModelFolderError as exc:
+            hint = " (the unCLIP route needs clip/, prior/ and decoder/: dallebrain train prior|decoder --into)" \
+                if r == "unclip" else ""
+            raise ValueError(f"route {r}: {exc}{hint}") from exc
+    return routes

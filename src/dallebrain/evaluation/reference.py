@@ -1,0 +1,123 @@
+"""The real side of an evaluation: held-out slices and their captions (the prompts), the train slices matched to
+them (the floor), the whole train split at the encoder's size (privacy search, age reference, the encoder's
+training set) and real slices of different subjects at a prompt's position (the diversity reference)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from dallebrain.evaluation import features as Fe
+from dallebrain.evaluation.options import EvaluationOptions
+
+TRAIN_BATCH = 256  # train slices read at once: the split is kept only at the encoder's (small) size
+
+
+def sample_heldout(table, split: str, n: int, seed: int, warnings: list[str]):
+    """n random rows of the held-out split (all of them, with a warning, when it has fewer), in table order."""
+    rows = table[table["split"] == split]
+    if len(rows) < 2:
+        raise ValueError(f"the {split} split has {len(rows)} slice(s): need at least 2")
+    if n > len(rows):
+        warnings.append(f"n={n} but the {split} split has {len(rows)} slices: using all {len(rows)}")
+        n = len(rows)
+    return rows.iloc[np.sort(np.random.default_rng(seed).choice(len(rows), n, replace=False))].reset_index(drop=True)
+
+
+def match_train(train, heldout, seed: int) -> np.ndarray:
+    """Per held-out row, a train row of the same contrast and orientation at the nearest level (random subject)."""
+    rng = np.random.default_rng(seed + 1)
+    out = []
+    for row in heldout.itertuples(index=False):
+        pool = train[(train["modality"] == row.modality) & (train["orientation"] == row.orientation)]
+        if pool.empty:
+            pool = train
+        gap = (pool["slice_mm"] - row.slice_mm).abs()
+        best = pool.index[(gap - gap.min()).abs() < 1e-6].to_numpy()
+        out.append(int(rng.choice(best)))
+    return np.array(out)
+
+
+def same_attribute_rows(table, row, k: int, seed: int) -> list[int]:
+    """Up to k rows of different subjects at the row's contrast, orientation and level (any split)."""
+    same = table[(table["modality"] == row["modality"]) & (table["orientation"] == row["orientation"])
+                 & ((table["slice_mm"] - row["slice_mm"]).abs() < 1e-6)]
+    same = same.drop_duplicates("subject_id")
+    rng = np.random.default_rng(seed)
+    return [int(i) for i in rng.permutation(same.index.to_numpy())[:k]]
+
+
+@dataclass
+class RealSlices:
+    """The real slices an evaluation measures against."""
+
+    table: object  # metadata.parquet (pandas DataFrame)
+    train: object  # its train rows
+    heldout: object  # the sampled held-out rows
+    real: np.ndarray  # (n, S, S) held-out slices
+    floor: np.ndarray  # (n, S, S) train slices matched to them
+    train_work: np.ndarray  # (len(train), w, w) float16: the train split at the encoder's input size
+    train_clip: np.ndarray | None  # Brain-CLIP embeddings of the train split, when the model has clip/
+    clip: object | None  # the model folder's Brain-CLIP
+
+    @property
+    def prompts(self) -> list[str]:
+        return self.heldout["caption"].tolist()
+
+    @property
+    def modality(self) -> list[str]:
+        return self.heldout["modality"].tolist()
+
+    @property
+    def size(self) -> int:
+        return int(self.real.shape[-1])
+
+
+def load_real_slices(options: EvaluationOptions, warnings: list[str]) -> RealSlices:
+    """Read what the evaluation needs of the prepared data set; one-line ValueError when it cannot serve."""
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    data, progress = options.data, options.progress
+    table = pd.read_parquet(data / "metadata.parquet")
+    train = table[table["split"] == "train"].reset_index(drop=True)
+    if len(train) < 2:
+        raise ValueError(f"the train split of {data} has {len(train)} slice(s): need at least 2")
+    heldout = sample_heldout(table, options.split, options.n, options.seed, warnings)
+    floor_rows = match_train(train, heldout, options.seed)
+    real = Fe.load_slices(data, heldout["image_path"], progress=progress, desc=f"loading {options.split} slices")
+    floor = Fe.load_slices(data, train.loc[floor_rows, "image_path"], progress=progress, desc="loading floor slices")
+    work = options.encoder.input_size
+    clip = Fe.load_brain_clip(options.model)
+    train_work = np.zeros((len(train), work, work), dtype=np.float16)
+    train_clip = []
+    starts = range(0, len(train), TRAIN_BATCH)
+    for start in tqdm(starts, desc="loading the train split", disable=not progress, leave=False):
+        images = Fe.load_slices(data, train["image_path"].iloc[start:start + TRAIN_BATCH])
+        train_work[start:start + len(images)] = Fe.to_size(images, work)
+        if clip is not None:  # embedded while the full-size slices are in memory, so they are read once
+            train_clip.append(Fe.clip_image_features(clip, images))
+    return RealSlices(table, train, heldout, real, floor, train_work,
+                      np.concatenate(train_clip) if clip is not None else None, clip)
+
+
+def plan_diversity(reference: RealSlices, options: EvaluationOptions) -> list[dict]:
+    """Prompts sampled several times each for the MS-SSIM diversity: per prompt, its real reference (slices of
+    different subjects at its position) and the seeds of its samples, which continue after the n synthetic
+    slices' seeds; "synthetic" is filled per route by the sampling."""
+    k, n, seed = options.diversity_samples, len(reference.heldout), options.seed
+    if k < 2:
+        return []
+    rng = np.random.default_rng(seed + 2)
+    distinct = list(dict.fromkeys(reference.prompts))
+    chosen = [distinct[i] for i in sorted(rng.choice(len(distinct), min(options.diversity_prompts, len(distinct)),
+                                                     replace=False))]
+    table, heldout = reference.table, reference.heldout
+    plan = []
+    for d, prompt in enumerate(chosen):
+        rows = same_attribute_rows(table, heldout[heldout["caption"] == prompt].iloc[0], k, seed + d)
+        plan.append({"prompt": prompt, "real": Fe.load_slices(options.data, table.loc[rows, "image_path"]),
+                     "real_subjects": int(len(rows)), "synthetic": {},
+                     "seeds": [seed + n + d * k + j for j in range(k)]})
+    return plan

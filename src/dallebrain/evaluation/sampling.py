@@ -1,0 +1,48 @@
+"""The synthetic side of an evaluation: per route, one slice per held-out caption (slice i with seed + i) and
+the diversity samples, through the pipelines' public `sample`; saved as out/samples_ROUTE.npz."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from dallebrain.evaluation.options import EvaluationOptions
+from dallebrain.evaluation.reference import RealSlices
+
+
+def pipeline_size(pipe) -> int:
+    """Side of the slices a pipeline makes: latent side times the VAE's upsampling."""
+    return int(pipe.unet.config.sample_size) * int(2 ** (len(pipe.vae.config.block_out_channels) - 1))
+
+
+def synthetic_slices(options: EvaluationOptions, routes: list[str], reference: RealSlices, diversity: list[dict],
+                     timing: dict[str, float]) -> dict[str, np.ndarray]:
+    """{route: (n, S, S) slices}; each diversity item gets its samples under item["synthetic"][route]."""
+    from dallebrain.api import load_pipeline
+    from dallebrain.data.io import atomic_path
+
+    prompts, seed, n = reference.prompts, options.seed, len(reference.prompts)
+    div_prompts = [item["prompt"] for item in diversity for _ in item["seeds"]]
+    div_seeds = [s for item in diversity for s in item["seeds"]]
+    synthetic: dict[str, np.ndarray] = {}
+    for route in routes:
+        t = time.time()
+        pipe = load_pipeline(options.model, route=route, device=options.device)
+        made = pipeline_size(pipe)
+        if made != reference.size:
+            raise ValueError(f"route {route} makes {made}x{made} slices but {options.data} holds "
+                             f"{reference.size}x{reference.size}: evaluate on a data set prepared at the model's size")
+        images = pipe.sample(prompts + div_prompts, [seed + i for i in range(n)] + div_seeds, options.steps,
+                             options.guidance, progress=options.progress)
+        del pipe
+        synthetic[route] = images[:n]
+        start = n
+        for item in diversity:
+            item["synthetic"][route] = images[start:start + len(item["seeds"])]
+            start += len(item["seeds"])
+        timing[f"generate_{route}_s"] = time.time() - t
+        with atomic_path(options.out / f"samples_{route}.npz") as tmp:
+            np.savez_compressed(tmp, images=synthetic[route].astype(np.float16), prompts=np.array(prompts),
+                                seeds=np.arange(seed, seed + n))
+    return synthetic

@@ -1,10 +1,21 @@
 import csv
 import json
 
+import numpy as np
 import pytest
+import torch
 
 from dallebrain.training import ldm
+from dallebrain.training.config import load_config
 from testing_constants import CONFIGS
+
+LOSS_COLUMNS = ("step", "loss", "mse", "lr")  # of losses.csv: all but the throughput
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "diffusion_pytorch_model.safetensors"))
 
 
 def test_ldm_writes_a_complete_pipeline_folder(tiny_pipeline):
@@ -30,7 +41,83 @@ def test_cache_is_built_once_and_reused(tiny_prepared, tiny_vae, tmp_path):
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
 
 
+def test_a_stopped_and_resumed_run_is_the_uninterrupted_one(tiny_prepared, tiny_vae, tiny_pipeline, tmp_path):
+    """Stopped after 2 of 3 steps (as a preempted job) and resumed, the LDM ends where tiny_pipeline's
+    uninterrupted run did: same losses, same exported (EMA) weights. So the EMA copy travels in the
+    checkpoint and every random draw of a step is restored or recomputed."""
+    from dallebrain.data.dataset import SliceDataset
+    from dallebrain.training.loop import fit
+
+    config = load_config(ldm.LdmTrainConfig, CONFIGS / "ldm.tiny.json")
+    dataset = SliceDataset(tiny_prepared, "train", max_rows=config.max_rows, seed=config.seed)
+    for resume, stop_at in ((False, 2), (True, None)):
+        stage = ldm.LdmStage(config, dataset, tiny_vae, None, tmp_path, progress=False)
+        fit(stage, config, tmp_path, resume=resume, progress=False, stop_at=stop_at)
+    rows, straight = (list(csv.DictReader(open(folder / "losses.csv"))) for folder in (tmp_path, tiny_pipeline))
+    assert [[r[c] for c in LOSS_COLUMNS] for r in rows] == [[r[c] for c in LOSS_COLUMNS] for r in straight]
+    resumed, reference = _weights(tmp_path / "unet"), _weights(tiny_pipeline / "unet")
+    assert resumed.keys() == reference.keys() and all(torch.equal(resumed[k], reference[k]) for k in reference)
+
+
+def test_the_ldm_learns_to_denoise_its_training_slices(tiny_prepared, tiny_vae, tmp_path):
+    """A short overfit on 4 slices: the (EMA) UNet's denoising error on them, under fixed noise and
+    timesteps, falls well below the untrained UNet's."""
+    from dallebrain.data.dataset import SliceDataset
+    from dallebrain.training.diffusion import denoising_loss
+    from dallebrain.training.loop import fit
+
+    config = load_config(ldm.LdmTrainConfig, CONFIGS / "ldm.tiny.json",
+                         ["max_steps=1000", "max_rows=4", "learning_rate=3e-3", "caption_dropout=0",
+                          "checkpoint_every=1000"])
+    dataset = SliceDataset(tiny_prepared, "train", max_rows=4, seed=0)
+    stage = ldm.LdmStage(config, dataset, tiny_vae, None, tmp_path, progress=False)
+    rows = np.arange(len(stage.cache)).repeat(8)
+    latents = stage.cache.latents[rows].float()
+    states = stage.cache.text(rows, np.zeros_like(rows)).float()
+
+    def error(unet) -> float:
+        with torch.random.fork_rng(), torch.no_grad():
+            torch.manual_seed(0)
+            return float(denoising_loss(lambda x, t: unet(x, t, encoder_hidden_states=states).sample, stage.noise,
+                                        latents, snr_gamma=0)["mse"])
+
+    untrained = error(stage.unet)
+    fit(stage, config, tmp_path, progress=False, stop_at=15)  # lr stays near its peak: 15 of 1000 steps
+    assert error(stage.final_unet()) < 0.8 * untrained
+
+
+def test_unet_architecture_is_nested_and_set_by_dotted_keys(tmp_path):
+    tiny = load_config(ldm.LdmTrainConfig, CONFIGS / "ldm.tiny.json", ["unet.attention_head_dim=2"])
+    assert tiny.unet.block_out_channels == [8, 16] and tiny.unet.attention_head_dim == 2
+    assert load_config(ldm.LdmTrainConfig, CONFIGS / "ldm.base.json").unet.block_out_channels == [64, 128, 256]
+    unet = ldm.unet_config_of(tiny, latent_channels=3, sample_size=16)
+    assert (unet.latent_channels, unet.sample_size, unet.norm_num_groups) == (3, 16, 4)
+    with pytest.raises(ValueError, match=r"now unet\.block_out_channels"):
+        load_config(ldm.LdmTrainConfig, None, ["block_out_channels=[8,16]"])
+    flat = tmp_path / "flat.json"
+    flat.write_text('{"layers_per_block": 2}')
+    with pytest.raises(ValueError, match=r"layers_per_block \(now unet\.layers_per_block\)"):
+        load_config(ldm.LdmTrainConfig, flat)
+    with pytest.raises(ValueError, match="taken from the VAE"):
+        load_config(ldm.LdmTrainConfig, None, ["unet.sample_size=8"])
+
+
 def test_resume_without_flag_is_refused(tiny_prepared, tiny_vae, tiny_pipeline):
     with pytest.raises(ValueError, match="--resume"):
         ldm.main(["--data", str(tiny_prepared), "--out", str(tiny_pipeline), "--vae", str(tiny_vae), "--config",
                   str(CONFIGS / "ldm.tiny.json"), "--no-progress"])
+
+
+@pytest.mark.parametrize("setting, message", [("block_out_channels=[8,16]", "now unet.block_out_channels"),
+                                              ("unet.sample_size=8", "taken from the VAE"),
+                                              ("unet.layers_per_block=two", "unet.layers_per_block=two")])
+def test_a_bad_architecture_setting_is_one_line_and_exit_2(setting, message, tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "dallebrain.cli", "train", "ldm", "--data", str(tmp_path),
+                             "--out", str(tmp_path / "out"), "--vae", str(tmp_path), "--set", setting],
+                            capture_output=True, text=True, timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+    assert not (tmp_path / "out").exists()

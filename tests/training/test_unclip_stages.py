@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
+from dallebrain.training.common import check_pipeline_parts
 from dallebrain.training.config import load_config
 from dallebrain.training.decoder import DecoderTrainConfig
 from dallebrain.training.decoder import main as decoder_main
-from dallebrain.training.prior import PriorTrainConfig, check_pipeline_parts
+from dallebrain.training.prior import PriorTrainConfig
 from dallebrain.training.prior import main as prior_main
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -91,7 +92,9 @@ def test_decoder_trains_resumes_exports_and_attaches(parts, decoder_run):
     assert unet.config.encoder_hid_dim == 32 and schedule["prediction_type"] == "epsilon"
     assert (pipeline / "decoder" / "diffusion_pytorch_model.safetensors").is_file()
     assert (pipeline / "vae" / "diffusion_pytorch_model.safetensors").is_file()
-    assert json.loads((pipeline / "dallebrain.json").read_text())["image_size"] == 64
+    info = json.loads((pipeline / "dallebrain.json").read_text())
+    assert info["image_size"] == 64
+    assert info["unclip"] == {"prior": {"prior_steps": 3, "embed_dim": 32}, "decoder": {"decoder_steps": 3}}
 
 
 def test_the_assembled_pipeline_generates(parts, decoder_run):
@@ -112,3 +115,18 @@ def test_a_pipeline_with_another_vae_is_refused(parts, tmp_path):
     with pytest.raises(ValueError, match="other weights"):
         check_pipeline_parts(tmp_path, {"vae": parts / "vae"})
     check_pipeline_parts(tmp_path / "empty", {"vae": parts / "vae"})  # nothing there yet: fine
+
+
+def test_dallebrain_json_merges_key_by_key_and_none_never_erases(tmp_path):
+    """The one writer's rule, in the order the recipe's lanes may reach it: the LDM export, the prior, the
+    decoder (which may not know the grid), then the LDM again (a longer run)."""
+    from dallebrain.pipelines.export import update_model_info
+
+    grid = {"shape": [64, 64, 64], "spacing_mm": 3.0}
+    update_model_info(tmp_path, {"image_size": 64, "grid": grid, "ldm_steps": 3, "trained_on": {"slices": 10}})
+    update_model_info(tmp_path, {"unclip": {"prior": {"prior_steps": 3}}})
+    update_model_info(tmp_path, {"image_size": 64, "grid": None, "unclip": {"decoder": {"decoder_steps": 2}}})
+    merged = update_model_info(tmp_path, {"grid": None, "ldm_steps": 6, "trained_on": {"subjects": 2}})
+    assert merged == {"image_size": 64, "grid": grid, "ldm_steps": 6, "trained_on": {"slices": 10, "subjects": 2},
+                      "unclip": {"prior": {"prior_steps": 3}, "decoder": {"decoder_steps": 2}}}
+    assert json.loads((tmp_path / "dallebrain.json").read_text()) == merged

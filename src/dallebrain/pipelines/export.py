@@ -1,12 +1,11 @@
 """Writing a pipeline folder: the stock diffusers StableDiffusionPipeline layout plus our extras
-(clip/, prior/, decoder/, dallebrain.json). Each component is written to a temporary folder and renamed,
-so a killed export leaves the previous component or none, never half of one."""
+(clip/, prior/, decoder/, dallebrain.json). Each component is written to a temporary folder and renamed
+(`atomic_dir`), so a killed export leaves the previous component or none, never half of one."""
 
 from __future__ import annotations
 
 import json
 import shutil
-import uuid
 from pathlib import Path
 
 MODEL_INDEX = {
@@ -23,20 +22,46 @@ MODEL_INDEX = {
 }
 
 
+MODEL_INFO = "dallebrain.json"
+
+
 def write_component(folder: Path, name: str, writer) -> Path:
     """writer(tmp_folder) fills a temporary folder that then replaces folder/name."""
-    folder.mkdir(parents=True, exist_ok=True)
-    final = folder / name
-    tmp = folder / f".tmp-{name}-{uuid.uuid4().hex[:6]}"
-    tmp.mkdir()
-    try:
+    from dallebrain.data.io import atomic_dir
+
+    with atomic_dir(Path(folder) / name) as tmp:
         writer(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    return Path(folder) / name
+
+
+def update_model_info(folder: Path, info: dict) -> dict:
+    """Merge `info` into the pipeline folder's dallebrain.json (what its parts were trained on) and return the
+    result: the one writer of that file, for the LDM export and the unCLIP stages attaching themselves.
+
+    Merge rule: key by key, recursing into nested objects (so "unclip": {"prior": ...} and "unclip":
+    {"decoder": ...} both stay); otherwise the newer value replaces the recorded one, except that None never
+    erases a recorded value (a stage that does not know the grid leaves the recorded grid)."""
+    from filelock import FileLock
+
+    from dallebrain.data.io import write_json_atomic
+
+    path = Path(folder) / MODEL_INFO
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # the recipe's two lanes may finish at once; without the lock one read-merge-write could drop the other's keys
+    with FileLock(path.with_name(f".{MODEL_INFO}.lock")):
+        merged = _merge_info(json.loads(path.read_text()) if path.exists() else {}, info)
+        write_json_atomic(path, merged)
+    return merged
+
+
+def _merge_info(recorded: dict, new: dict) -> dict:
+    merged = dict(recorded)
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge_info(merged[key], value)
+        elif value is not None or key not in merged:
+            merged[key] = value
+    return merged
 
 
 def copy_component(folder: Path, name: str, source: Path) -> Path:
@@ -67,9 +92,7 @@ def write_ldm_pipeline(folder: Path, unet, vae, text_encoder, tokenizer, clip_di
     if clip_dir is not None:
         copy_component(folder, "clip", clip_dir)
     write_json_atomic(folder / "model_index.json", {**MODEL_INDEX, "_diffusers_version": diffusers.__version__})
-    info_path = folder / "dallebrain.json"
-    merged = json.loads(info_path.read_text()) if info_path.exists() else {}
-    write_json_atomic(info_path, {**merged, **(info or {})})
+    update_model_info(folder, info or {})
     return folder
 
 

@@ -3,14 +3,14 @@ encoder inside the training loop (measured gain: see BENCHMARKS.md, `benchmarks/
 
 Layout of a cache folder: latents.npy (N, C, h, w) float16 for the N slices; text_states.npy
 (N * P, 64, 384) float16 (P phrasings per slice, memory-mapped); text_mask.npy; uncond.npy (the empty
-prompt, for caption dropout); meta.json (what it was made from: a changed input rebuilds it)."""
+prompt, for caption dropout); meta.json (what it was made from: a changed input rebuilds it). The prior and
+decoder stages keep their own arrays in the same kind of folder (`cached_arrays`)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +26,34 @@ def module_fingerprint(module: torch.nn.Module) -> str:
         h.update(name.encode())
         h.update(flat[:: max(1, flat.numel() // 64)].numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def dataset_meta(dataset) -> dict:
+    """What identifies a data set's rows in a cache's meta.json."""
+    return {"data": str(dataset.root.resolve()), "rows": len(dataset),
+            "first": str(dataset.table.at[0, "image_path"]), "last": str(dataset.table.at[len(dataset) - 1,
+                                                                                          "image_path"])}
+
+
+def cached_folder(folder: Path, meta: dict, fill: Callable[[Path], None]) -> Path:
+    """`folder`, made by fill(tmp_folder) unless it was made from the same inputs (`meta`, e.g. data and weight
+    fingerprints, kept in its meta.json). Written through `atomic_dir`, so a killed run leaves the old cache
+    or none, never half of one."""
+    from dallebrain.data.io import atomic_dir
+
+    folder = Path(folder)
+    meta_path = folder / "meta.json"
+    if not (meta_path.is_file() and json.loads(meta_path.read_text()) == meta):
+        with atomic_dir(folder) as tmp:
+            fill(tmp)
+            (tmp / "meta.json").write_text(json.dumps(meta))
+    return folder
+
+
+def cached_arrays(folder: Path, meta: dict, fill: Callable[[Path], None]) -> dict[str, np.ndarray]:
+    """The .npy arrays (memory-mapped) of a `cached_folder`, by file stem."""
+    folder = cached_folder(folder, meta, fill)
+    return {p.stem: np.load(p, mmap_mode="r") for p in sorted(folder.glob("*.npy"))}
 
 
 @dataclass
@@ -88,41 +116,33 @@ def build_latent_cache(dataset, vae, text_encoder, tokenizer, folder: Path, phra
 
     encode_fn = encode_fn or (lambda images: encode_images(vae, images))
     text_fn = text_fn or (lambda texts: encode_texts(text_encoder, tokenizer, texts))
-    folder = Path(folder)
-    meta = {"data": str(dataset.root.resolve()), "rows": len(dataset),
-            "first": str(dataset.table.at[0, "image_path"]), "phrasings": phrasings,
-            "vae": module_fingerprint(vae),
+    meta = {**dataset_meta(dataset), "phrasings": phrasings, "vae": module_fingerprint(vae),
             "text_encoder": module_fingerprint(text_encoder) if with_text else None, **(extra_meta or {})}
-    if (folder / "meta.json").exists() and json.loads((folder / "meta.json").read_text()) == meta:
-        return load_latent_cache(folder)
-    tmp = folder.with_name(f".tmp-{folder.name}-{uuid.uuid4().hex[:6]}")
-    tmp.mkdir(parents=True)
-    n = len(dataset)
-    device = next(vae.parameters()).device
-    latents = []
-    for start in tqdm(range(0, n, batch_size), desc="cache latents", disable=not progress):
-        images, _ = dataset.batch(range(start, min(n, start + batch_size)))
-        latents.append(encode_fn(images.to(device)).half().cpu())
-    np.save(tmp / "latents.npy", torch.cat(latents).numpy())
-    uncond, _ = text_fn([""])
-    np.save(tmp / "uncond.npy", uncond[0].half().cpu().numpy())
-    shape = ((n * phrasings) if with_text else 0, *uncond.shape[1:])
-    states = np.lib.format.open_memmap(tmp / "text_states.npy", mode="w+", dtype=np.float16, shape=shape)
-    masks = np.zeros(shape[:2], dtype=bool)
-    if with_text:
-        texts = caption_texts(dataset, np.repeat(np.arange(n), phrasings), np.tile(np.arange(phrasings), n))
-        for start in tqdm(range(0, len(texts), 256), desc="cache text", disable=not progress):
-            s, m = text_fn(texts[start:start + 256])
-            states[start:start + len(s)] = s.half().cpu().numpy()
-            masks[start:start + len(s)] = m.cpu().numpy()
-    states.flush()
-    del states
-    np.save(tmp / "text_mask.npy", masks)
-    (tmp / "meta.json").write_text(json.dumps(meta))
-    if folder.exists():
-        shutil.rmtree(folder)
-    tmp.rename(folder)
-    return load_latent_cache(folder)
+
+    def fill(tmp: Path) -> None:
+        n = len(dataset)
+        device = next(vae.parameters()).device
+        latents = []
+        for start in tqdm(range(0, n, batch_size), desc="cache latents", disable=not progress):
+            images, _ = dataset.batch(range(start, min(n, start + batch_size)))
+            latents.append(encode_fn(images.to(device)).half().cpu())
+        np.save(tmp / "latents.npy", torch.cat(latents).numpy())
+        uncond, _ = text_fn([""])
+        np.save(tmp / "uncond.npy", uncond[0].half().cpu().numpy())
+        shape = ((n * phrasings) if with_text else 0, *uncond.shape[1:])
+        states = np.lib.format.open_memmap(tmp / "text_states.npy", mode="w+", dtype=np.float16, shape=shape)
+        masks = np.zeros(shape[:2], dtype=bool)
+        if with_text:
+            texts = caption_texts(dataset, np.repeat(np.arange(n), phrasings), np.tile(np.arange(phrasings), n))
+            for start in tqdm(range(0, len(texts), 256), desc="cache text", disable=not progress):
+                s, m = text_fn(texts[start:start + 256])
+                states[start:start + len(s)] = s.half().cpu().numpy()
+                masks[start:start + len(s)] = m.cpu().numpy()
+        states.flush()
+        del states
+        np.save(tmp / "text_mask.npy", masks)
+
+    return load_latent_cache(cached_folder(folder, meta, fill))
 
 
 def load_latent_cache(folder: Path) -> LatentCache:

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from dallebrain.models.clip import BrainCLIP, BrainCLIPConfig
+from dallebrain.training.common import held_out
 from dallebrain.training.config import TrainConfig
 from dallebrain.training.loop import Stage, fit, save_image_grid
 
@@ -62,18 +63,6 @@ def _seed_of(*parts: int) -> int:
     return int(np.random.default_rng(list(parts)).integers(2**31))
 
 
-def eval_dataset(data_dir: str | Path):
-    """The first non-empty of the val, test and train splits, with its name."""
-    from dallebrain.data.dataset import SliceDataset
-
-    for split in ("val", "test", "train"):
-        try:
-            return SliceDataset(data_dir, split), split
-        except ValueError:
-            continue
-    raise ValueError(f"no slices in {data_dir}")
-
-
 @torch.no_grad()
 def _class_embeddings(model: BrainCLIP, names: dict[str, str]) -> torch.Tensor:
     rows = []
@@ -90,7 +79,7 @@ def evaluate_clip(model: BrainCLIP, data_dir: str | Path, max_pairs: int = 256, 
     `max_pairs` (image, canonical caption) pairs of the val split (else test, else train), with chance levels.
 
     Many slices share near-identical canonical captions, which caps retrieval recall: reported as measured."""
-    dataset, split = eval_dataset(data_dir)
+    dataset, split = held_out(data_dir)
     n = min(max_pairs, len(dataset))
     rows = np.sort(np.random.default_rng(seed).choice(len(dataset), size=n, replace=False))
     was_training = model.training
@@ -197,7 +186,7 @@ class ClipStage(Stage):
         """A retrieval figure: for each contrast prompt (rows), the 4 best-matching slices of a val pool."""
         model = self.model
         if self._sample_pool is None:
-            dataset, _ = eval_dataset(self.data_dir)
+            dataset, _ = held_out(self.data_dir)
             rows = np.random.default_rng(0).choice(len(dataset), size=min(64, len(dataset)), replace=False)
             self._sample_pool = dataset.batch(rows)[0]
         was_training = model.training

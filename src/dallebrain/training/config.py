@@ -1,5 +1,10 @@
 """Stage settings: a dataclass per stage with a default, a JSON file from configs/, then `key=value`
-overrides from the command line (nanoGPT style: `--set batch_size=32`)."""
+overrides from the command line (nanoGPT style: `--set batch_size=32`).
+
+A stage's model architecture is its model's own config nested under one field (`LdmTrainConfig.unet` is a
+`UnetConfig`): in JSON an object (`"unet": {"block_out_channels": [32, 64]}`), on the command line a dotted
+key (`--set unet.block_out_channels=[32,64]`). Architecture fields the stage takes from its inputs (the latent
+size from the VAE) are listed in the config's `derived_settings` and refused as settings."""
 
 from __future__ import annotations
 
@@ -45,10 +50,47 @@ def _coerce(value: str, current: Any) -> Any:
     return value
 
 
+def _settings(config, prefix: str = "") -> dict[str, tuple[Any, str]]:
+    """Every setting by its dotted name ("unet.block_out_channels"): (the object holding it, its field name)."""
+    found = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            found.update(_settings(value, f"{prefix}{f.name}."))
+        else:
+            found[prefix + f.name] = (config, f.name)
+    return found
+
+
+def _flatten(values: dict, groups: set[str], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in values.items():
+        name = prefix + key
+        if name in groups:
+            if not isinstance(value, dict):
+                raise ValueError(f"{name} must be a JSON object of settings, e.g. \"{name}\": {{\"key\": value}}")
+            flat.update(_flatten(value, groups, name + "."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _why_not(key: str, settable: dict, derived: dict[str, str]) -> str:
+    """Why `key` is not a setting, in a few words."""
+    if key in derived:
+        return f"{key} is taken from {derived[key]}, not set"
+    # a pre-nesting flat key ("block_out_channels") is named with its new place ("unet.block_out_channels")
+    moved = [name for name in settable if name.endswith("." + key)]
+    return f"unknown setting {key}" + (f" (now {' or '.join(moved)})" if moved else "")
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] | None = None) -> T:
     """Default config of `cls`, updated from a JSON file and `key=value` strings; unknown keys are errors."""
     config = cls()
-    names = {f.name for f in dataclasses.fields(cls)}
+    derived: dict[str, str] = getattr(cls, "derived_settings", {})
+    everything = _settings(config)
+    settable = {k: v for k, v in everything.items() if k not in derived}
+    groups = {name.rsplit(".", 1)[0] for name in everything if "." in name}
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -57,17 +99,30 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             values = json.loads(path.read_text())
         except json.JSONDecodeError as exc:
             raise ValueError(f"config file {path} is not valid JSON: {exc.msg} (line {exc.lineno})") from exc
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise ValueError(f"unknown setting(s) in {path}: {', '.join(unknown)}")
+        if not isinstance(values, dict):
+            raise ValueError(f"config file {path} must hold a JSON object of settings")
+        try:
+            values = _flatten(values, groups)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+        wrong = [_why_not(key, settable, derived) for key in values if key not in settable]
+        if wrong:
+            raise ValueError(f"{path}: {'; '.join(wrong)}")
         for key, value in values.items():
-            current = getattr(config, key)
-            setattr(config, key, type(current)(value) if isinstance(current, tuple) else value)
+            owner, name = settable[key]
+            current = getattr(owner, name)
+            setattr(owner, name, type(current)(value) if isinstance(current, tuple) else value)
     for item in overrides or []:
         key, sep, value = item.partition("=")
-        if not sep or key not in names:
-            raise ValueError(f"bad override {item!r}: use key=value with key one of {', '.join(sorted(names))}")
-        setattr(config, key, _coerce(value, getattr(config, key)))
+        if not sep or key not in settable:
+            why = _why_not(key, settable, derived) + "; " if sep else ""
+            raise ValueError(f"bad override {item!r}: {why}use key=value with key one of "
+                             f"{', '.join(sorted(settable))}")
+        owner, name = settable[key]
+        try:
+            setattr(owner, name, _coerce(value, getattr(owner, name)))
+        except ValueError as exc:  # e.g. int("abc"): say which override
+            raise ValueError(f"bad override {item!r}: {exc}") from None
     return config
 
 

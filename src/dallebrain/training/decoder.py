@@ -9,28 +9,30 @@ zero embedding) for classifier-free guidance, min-SNR weighting and EMA weights.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
+from dallebrain.models.unet import UnetConfig
+from dallebrain.training.cache import cached_arrays, dataset_meta, module_fingerprint
+from dallebrain.training.common import attach_to_pipeline, check_pipeline_parts
 from dallebrain.training.config import TrainConfig
+from dallebrain.training.diffusion import SeedStream, denoising_loss, ema_copy, micro_batch, update_ema
 from dallebrain.training.loop import Stage, fit, save_image_grid
-from dallebrain.training.prior import attach_to_pipeline, cached_arrays, check_pipeline_parts, dataset_meta
 
 
 @dataclasses.dataclass
 class DecoderTrainConfig(TrainConfig):
-    """Decoder settings: the UNet's size (as the LDM's) and how it is trained."""
+    """Decoder settings: the UNet's architecture (as the LDM's) and how it is trained."""
 
-    block_out_channels: list[int] = dataclasses.field(default_factory=lambda: [64, 128, 256])
-    layers_per_block: int = 1
-    attention_head_dim: int = 8
-    cross_attention_levels: int = 2
-    cross_attention_dim: int = 256  # width of the 32 image-embedding tokens the UNet cross-attends to
-    norm_num_groups: int = 32
+    derived_settings: ClassVar[dict[str, str]] = {
+        "unet.sample_size": "the VAE's latents", "unet.latent_channels": "the VAE's latents",
+        "unet.extra_condition_tokens": "the stage (the image embedding enters through its projection)"}
+    # cross_attention_dim: width of the 32 image-embedding tokens the UNet cross-attends to
+    unet: UnetConfig = dataclasses.field(default_factory=lambda: UnetConfig(cross_attention_dim=256))
     embed_dropout: float = 0.1  # share of embeddings replaced by zeros so guidance has an unconditional model
     max_rows: int = 0  # cache at most this many training slices (0: all)
     snr_gamma: float = 5.0  # min-SNR loss weighting (Hang et al. 2023); 0 disables
@@ -45,7 +47,6 @@ def build_decoder_cache(dataset, vae, clip, folder: Path, batch_size: int = 32,
     from tqdm import tqdm
 
     from dallebrain.models.vae import encode_images
-    from dallebrain.training.cache import module_fingerprint
 
     meta = {**dataset_meta(dataset), "vae": module_fingerprint(vae), "clip": module_fingerprint(clip)}
 
@@ -69,7 +70,6 @@ class DecoderStage(Stage):
                  progress: bool = True):
         from dallebrain.models.clip import BrainCLIP
         from dallebrain.models.decoder import build_decoder
-        from dallebrain.models.unet import UnetConfig
         from dallebrain.models.vae import load_vae
 
         self.config, self.dataset = config, dataset
@@ -80,12 +80,9 @@ class DecoderStage(Stage):
         self.image_embeds = torch.from_numpy(np.array(cache["image_embeds"]))
         channels, size = self.latents.shape[1], self.latents.shape[-1]
         torch.manual_seed(config.seed)
-        self.unet = build_decoder(UnetConfig(
-            sample_size=size, latent_channels=channels, block_out_channels=list(config.block_out_channels),
-            layers_per_block=config.layers_per_block, attention_head_dim=config.attention_head_dim,
-            cross_attention_levels=config.cross_attention_levels, cross_attention_dim=config.cross_attention_dim,
-            norm_num_groups=config.norm_num_groups), self.image_embeds.shape[1])
-        self.ema = copy.deepcopy(self.unet).requires_grad_(False) if config.ema_decay > 0 else None
+        unet_config = dataclasses.replace(config.unet, sample_size=size, latent_channels=channels)
+        self.unet = build_decoder(unet_config, self.image_embeds.shape[1])
+        self.ema = ema_copy(self.unet, config.ema_decay)
         self.noise = None
         self.images_per_step = config.batch_size
 
@@ -110,13 +107,11 @@ class DecoderStage(Stage):
         return list(self.unet.parameters())
 
     def loss(self, step: int, micro: int) -> dict[str, torch.Tensor]:
-        from dallebrain.data.dataset import batch_indices
         from dallebrain.models.decoder import decoder_inputs
-        from dallebrain.training.ldm import denoising_loss
 
         cfg, device = self.config, self.accelerator.device
-        rows = batch_indices(len(self.latents), cfg.batch_size, cfg.seed, step * 1000 + micro, self.rank)
-        rng = np.random.default_rng([cfg.seed, step, micro, self.rank, 13])
+        rows, rng = micro_batch(len(self.latents), cfg.batch_size, cfg.seed, step, micro, self.rank,
+                                SeedStream.DECODER_EMBEDS)
         latents = self.latents[rows].float().to(device)
         embeds = self.image_embeds[rows].clone()
         embeds[torch.from_numpy(rng.random(len(rows)) < cfg.embed_dropout)] = 0.0
@@ -124,13 +119,9 @@ class DecoderStage(Stage):
         return denoising_loss(lambda x, t: self.live(x, t, **conditioning).sample, self.noise, latents,
                               cfg.snr_gamma)
 
-    @torch.no_grad()
     def after_optimizer_step(self, step: int) -> None:
-        if self.ema is None:
-            return
-        decay = min(self.config.ema_decay, (1 + step) / (10 + step))  # early weights are forgotten quickly
-        for e, p in zip(self.ema.parameters(), self.unet.parameters(), strict=True):
-            e.lerp_(p.detach(), 1 - decay)
+        if self.ema is not None:
+            update_ema(self.ema, self.unet, step, self.config.ema_decay)
 
     def final_unet(self):
         return self.ema if self.ema is not None else self.unet

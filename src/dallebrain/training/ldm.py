@@ -4,34 +4,27 @@ Its output folder is a complete text-to-image pipeline (stock diffusers layout).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from pathlib import Path
+from typing import ClassVar
 
-import numpy as np
 import torch
 
 from dallebrain.models.unet import UnetConfig, build_unet, noise_scheduler_config
 from dallebrain.training.config import TrainConfig
+from dallebrain.training.diffusion import SAMPLE_PROMPTS, SeedStream, denoising_loss, ema_copy, micro_batch, update_ema
 from dallebrain.training.loop import Stage, fit, save_image_grid
-
-SAMPLE_PROMPTS = [
-    "axial T1-weighted brain MRI of a healthy 25-year-old woman at the level of the lateral ventricles",
-    "axial T2-weighted brain MRI of a healthy 80-year-old man at the level of the lateral ventricles",
-    "coronal FLAIR brain MRI of a healthy 50-year-old woman through the hippocampi",
-    "sagittal PD-weighted brain MRI of a healthy 40-year-old man, midsagittal",
-]
 
 
 @dataclasses.dataclass
 class LdmTrainConfig(TrainConfig):
-    """LDM settings: the UNet's size and how it is trained."""
+    """LDM settings: the UNet's architecture and how it is trained."""
 
-    block_out_channels: list[int] = dataclasses.field(default_factory=lambda: [64, 128, 256])
-    layers_per_block: int = 1
-    attention_head_dim: int = 8
-    cross_attention_levels: int = 2
-    norm_num_groups: int = 32
+    derived_settings: ClassVar[dict[str, str]] = {
+        "unet.sample_size": "the VAE's latents", "unet.latent_channels": "the VAE's latents",
+        "unet.cross_attention_dim": "the text encoder (MiniLM's width)",
+        "unet.extra_condition_tokens": "the stage (the LDM is conditioned on text only)"}
+    unet: UnetConfig = dataclasses.field(default_factory=UnetConfig)  # see UnetConfig
     caption_dropout: float = 0.1  # share of captions replaced by "" so guidance has an unconditional model
     phrasings: int = 2  # cached caption phrasings per slice (the canonical one first)
     max_rows: int = 0  # cache at most this many training slices (0: all)
@@ -42,10 +35,8 @@ class LdmTrainConfig(TrainConfig):
 
 
 def unet_config_of(config: LdmTrainConfig, latent_channels: int, sample_size: int) -> UnetConfig:
-    return UnetConfig(sample_size=sample_size, latent_channels=latent_channels,
-                      block_out_channels=list(config.block_out_channels), layers_per_block=config.layers_per_block,
-                      attention_head_dim=config.attention_head_dim,
-                      cross_attention_levels=config.cross_attention_levels, norm_num_groups=config.norm_num_groups)
+    """The configured UNet, sized for the VAE's latents."""
+    return dataclasses.replace(config.unet, sample_size=sample_size, latent_channels=latent_channels)
 
 
 def load_conditioning(clip_dir: Path | None):
@@ -60,26 +51,6 @@ def load_conditioning(clip_dir: Path | None):
     encoder = BrainCLIP.from_pretrained(clip_dir).text_encoder_for_diffusers()
     encoder.config.use_attention_mask = True
     return encoder.eval(), load_tokenizer()
-
-
-def denoising_loss(denoise, scheduler, latents: torch.Tensor, snr_gamma: float) -> dict[str, torch.Tensor]:
-    """The diffusion loss every denoiser here trains with (LDM, decoder, LoRA): noise the latents at random
-    timesteps, predict with denoise(noisy, t), squared error against the scheduler's target (the noise, or the
-    velocity for v-prediction bases), min-SNR weighted (Hang et al. 2023: min(SNR, gamma) / SNR for epsilon,
-    / (SNR + 1) for velocity)."""
-    noise = torch.randn_like(latents)
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (len(latents),), device=latents.device)
-    pred = denoise(scheduler.add_noise(latents, noise, t), t)
-    velocity = scheduler.config.prediction_type == "v_prediction"
-    target = scheduler.get_velocity(latents, noise, t) if velocity else noise
-    per_sample = ((pred.float() - target) ** 2).mean(dim=(1, 2, 3))
-    if snr_gamma > 0:
-        alphas = scheduler.alphas_cumprod.to(t.device)[t]
-        snr = alphas / (1 - alphas)
-        weights = torch.clamp(snr, max=snr_gamma) / (snr + 1 if velocity else snr)
-    else:
-        weights = torch.ones_like(per_sample)
-    return {"loss": (per_sample * weights).mean(), "mse": per_sample.mean().detach()}
 
 
 class LdmStage(Stage):
@@ -100,7 +71,7 @@ class LdmStage(Stage):
         channels, size = self.cache.latents.shape[1], self.cache.latents.shape[-1]
         torch.manual_seed(config.seed)
         self.unet = build_unet(unet_config_of(config, channels, size))
-        self.ema = copy.deepcopy(self.unet).requires_grad_(False) if config.ema_decay > 0 else None
+        self.ema = ema_copy(self.unet, config.ema_decay)
         self.noise = DDPMScheduler.from_config(noise_scheduler_config())
         self.images_per_step = config.batch_size
 
@@ -116,12 +87,10 @@ class LdmStage(Stage):
         return list(self.unet.parameters())
 
     def loss(self, step: int, micro: int) -> dict[str, torch.Tensor]:
-        from dallebrain.data.dataset import batch_indices
-
         cfg = self.config
         device = self.accelerator.device
-        rows = batch_indices(len(self.cache), cfg.batch_size, cfg.seed, step * 1000 + micro, self.rank)
-        rng = np.random.default_rng([cfg.seed, step, micro, self.rank, 7])
+        rows, rng = micro_batch(len(self.cache), cfg.batch_size, cfg.seed, step, micro, self.rank,
+                                SeedStream.CAPTIONS)
         latents = self.cache.latents[rows].float().to(device)
         states = self.cache.text(rows, rng.integers(self.cache.phrasings, size=len(rows))).float()
         drop = torch.from_numpy(rng.random(len(rows)) < cfg.caption_dropout)
@@ -130,15 +99,9 @@ class LdmStage(Stage):
         return denoising_loss(lambda x, t: self.unet(x, t, encoder_hidden_states=states).sample, self.noise,
                               latents, cfg.snr_gamma)
 
-    @torch.no_grad()
     def after_optimizer_step(self, step: int) -> None:
-        if self.ema is None:
-            return
-        # warm-up of the decay (as in diffusers' EMAModel): early weights are forgotten quickly
-        decay = min(self.config.ema_decay, (1 + step) / (10 + step))
-        live = self.accelerator.unwrap_model(self.unet)
-        for e, p in zip(self.ema.parameters(), live.parameters(), strict=True):
-            e.lerp_(p.detach(), 1 - decay)
+        if self.ema is not None:
+            update_ema(self.ema, self.accelerator.unwrap_model(self.unet), step, self.config.ema_decay)
 
     def final_unet(self):
         return self.ema if self.ema is not None else self.accelerator.unwrap_model(self.unet)

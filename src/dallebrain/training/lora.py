@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import torch
 
 from dallebrain.training.cache import caption_texts
 from dallebrain.training.config import TrainConfig
+from dallebrain.training.diffusion import SAMPLE_PROMPTS, SeedStream, denoising_loss, micro_batch
 from dallebrain.training.loop import Stage, fit, save_image_grid
 
 WEIGHT_NAME = "pytorch_lora_weights.safetensors"
@@ -246,13 +245,10 @@ class LoraStage(Stage):
         return encode_prompts(self.text_encoder, self.base.tokenizer, texts)[0].float()
 
     def loss(self, step: int, micro: int) -> dict[str, torch.Tensor]:
-        from dallebrain.data.dataset import batch_indices
-        from dallebrain.training.ldm import denoising_loss
-
         cfg = self.config
         device = self.accelerator.device
-        rows = batch_indices(len(self.cache), cfg.batch_size, cfg.seed, step * 1000 + micro, self.rank)
-        rng = np.random.default_rng([cfg.seed, step, micro, self.rank, 7])
+        rows, rng = micro_batch(len(self.cache), cfg.batch_size, cfg.seed, step, micro, self.rank,
+                                SeedStream.CAPTIONS)
         latents = self.cache.latents[rows].float().to(device)
         states = self.conditioning(rows, rng)
         return denoising_loss(lambda x, t: self.unet(x, t, encoder_hidden_states=states).sample, self.noise,
@@ -270,8 +266,6 @@ class LoraStage(Stage):
 
     @torch.no_grad()
     def sample(self, step: int, path: Path) -> None:
-        from dallebrain.training.ldm import SAMPLE_PROMPTS
-
         pipe = self.pipeline()
         size = self.cache.latents.shape[-1] * pipe.vae_scale_factor
         pipe.unet.eval()
@@ -288,7 +282,7 @@ class LoraStage(Stage):
         from diffusers.utils import convert_state_dict_to_diffusers
         from peft.utils import get_peft_model_state_dict
 
-        from dallebrain.data.io import write_json_atomic
+        from dallebrain.data.io import atomic_path, write_json_atomic
 
         out_dir = Path(out_dir)
         models = self._models()
@@ -296,13 +290,9 @@ class LoraStage(Stage):
         for name, model in models.items():
             layers[f"{name}_lora_layers"] = convert_state_dict_to_diffusers(get_peft_model_state_dict(model))
             metadata[f"{name}_lora_adapter_metadata"] = model.peft_config["default"].to_dict()
-        tmp = out_dir / f".tmp-lora-{uuid.uuid4().hex[:6]}"
-        try:
-            StableDiffusionPipeline.save_lora_weights(tmp, **layers, **metadata, safe_serialization=True,
-                                                      weight_name=WEIGHT_NAME)
-            (tmp / WEIGHT_NAME).replace(out_dir / WEIGHT_NAME)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+        with atomic_path(out_dir / WEIGHT_NAME) as tmp:
+            StableDiffusionPipeline.save_lora_weights(tmp.parent, **layers, **metadata, safe_serialization=True,
+                                                      weight_name=tmp.name)
         cfg = self.config
         info = {"format": "diffusers/peft LoRA: StableDiffusionPipeline.load_lora_weights(folder) or "
                           "dallebrain.pipelines.lora.apply_lora(unet, folder, scale)",

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from dallebrain.training.cache import cached_arrays, dataset_meta, module_fingerprint
+from dallebrain.training.common import attach_to_pipeline, check_pipeline_parts
 from dallebrain.training.config import TrainConfig
 from dallebrain.training.loop import Stage, fit
 
@@ -41,33 +40,7 @@ class PriorTrainConfig(TrainConfig):
     eval_guidance: float = 4.0  # prior guidance for metrics.json
 
 
-# --- caches (shared with the decoder stage) -------------------------------------------------------------------
-def cached_arrays(folder: Path, meta: dict, fill: Callable[[Path], None]) -> dict[str, np.ndarray]:
-    """The .npy arrays of a cache folder (memory-mapped), made by fill(tmp_folder) unless the folder was made
-    from the same inputs (`meta`, e.g. data and weight fingerprints). Written to a temporary folder and
-    renamed, so a killed run leaves the old cache or none, never half of one."""
-    folder = Path(folder)
-    meta_path = folder / "meta.json"
-    if not (meta_path.is_file() and json.loads(meta_path.read_text()) == meta):
-        tmp = folder.with_name(f".tmp-{folder.name}-{uuid.uuid4().hex[:6]}")
-        tmp.mkdir(parents=True)
-        try:
-            fill(tmp)
-            (tmp / "meta.json").write_text(json.dumps(meta))
-            if folder.exists():
-                shutil.rmtree(folder)
-            tmp.rename(folder)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    return {p.stem: np.load(p, mmap_mode="r") for p in sorted(folder.glob("*.npy"))}
-
-
-def dataset_meta(dataset) -> dict:
-    return {"data": str(dataset.root.resolve()), "rows": len(dataset),
-            "first": str(dataset.table.at[0, "image_path"]), "last": str(dataset.table.at[len(dataset) - 1,
-                                                                                          "image_path"])}
-
-
+# --- the cache ----------------------------------------------------------------------------------------------
 @torch.no_grad()
 def encode_images(clip, dataset, batch_size: int = 64, progress: bool = False) -> torch.Tensor:
     """Brain-CLIP image embeddings (N, D) float32 of every slice of a dataset."""
@@ -92,8 +65,6 @@ def build_prior_cache(dataset, clip, folder: Path, phrasings: int, progress: boo
     """text_embeds (N*P, D), text_states (N*P, 64, 384) float16, text_mask (N*P, 64), image_embeds (N, D), and
     uncond_* for the empty prompt. Row i's phrasing p is at i * P + p."""
     from tqdm import tqdm
-
-    from dallebrain.training.cache import module_fingerprint
 
     meta = {**dataset_meta(dataset), "phrasings": phrasings, "clip": module_fingerprint(clip)}
 
@@ -132,51 +103,6 @@ def rows_of(array: np.ndarray, index: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-# --- pipeline folders ---------------------------------------------------------------------------------------
-def _same_weights(a: Path, b: Path) -> bool:
-    from safetensors.torch import load_file
-
-    def tensors(folder: Path) -> dict:
-        merged = {}
-        for path in sorted(folder.glob("*.safetensors")):
-            merged.update(load_file(str(path)))
-        return merged
-
-    ta, tb = tensors(a), tensors(b)
-    return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
-
-
-def check_pipeline_parts(pipeline: Path, parts: dict[str, Path]) -> None:
-    """Refuse (one line) to add a stage to a pipeline whose clip/ or vae/ differ from the ones it was trained on."""
-    for name, source in parts.items():
-        target = Path(pipeline) / name
-        if target.is_dir() and any(target.glob("*.safetensors")) and not _same_weights(target, Path(source)):
-            raise ValueError(f"{target} holds other weights than --{name} {source}: a prior / decoder only works "
-                             f"with the {name} it was trained on (choose another --into)")
-
-
-def attach_to_pipeline(pipeline: Path, name: str, stage_dir: Path, parts: dict[str, Path], info: dict) -> Path:
-    """Copy a stage's folder into pipeline/name, adding the clip/ (and vae/) it needs when absent, and record
-    `info` under "unclip" in dallebrain.json."""
-    from dallebrain.data.io import write_json_atomic
-    from dallebrain.pipelines.export import copy_component
-
-    pipeline = Path(pipeline)
-    check_pipeline_parts(pipeline, parts)
-    for part, source in parts.items():
-        if not (pipeline / part).is_dir():
-            copy_component(pipeline, part, source)
-    copy_component(pipeline, name, stage_dir)
-    info_path = pipeline / "dallebrain.json"
-    merged = json.loads(info_path.read_text()) if info_path.exists() else {}
-    for key in ("image_size", "grid"):
-        if key in info and merged.get(key) is None:
-            merged[key] = info[key]
-    merged.setdefault("unclip", {})[name] = {k: v for k, v in info.items() if k not in ("image_size", "grid")}
-    write_json_atomic(info_path, merged)
-    return pipeline
-
-
 # --- evaluation ---------------------------------------------------------------------------------------------
 @torch.no_grad()
 def evaluate_prior(prior, scheduler_config: dict, clip, data_dir: Path, max_rows: int | None = 256,
@@ -185,7 +111,7 @@ def evaluate_prior(prior, scheduler_config: dict, clip, data_dir: Path, max_rows
     true embedding, against random (prompt, slice) pairs and against the text embedding itself; and how often
     the prior's embedding retrieves its own slice (or one with the same caption) among all held-out slices."""
     from dallebrain.pipelines.unclip import sample_image_embeds
-    from dallebrain.training.vae import held_out
+    from dallebrain.training.common import held_out
 
     dataset, split = held_out(data_dir, seed, max_rows or None)
     captions = [dataset.captions(i)[0] for i in range(len(dataset))]
@@ -258,12 +184,12 @@ class PriorStage(Stage):
         return [p for p in self.prior.parameters() if p.requires_grad]  # clip_mean / clip_std are constants
 
     def loss(self, step: int, micro: int) -> dict[str, torch.Tensor]:
-        from dallebrain.data.dataset import batch_indices
         from dallebrain.models.prior import normalise_embeddings
+        from dallebrain.training.diffusion import SeedStream, micro_batch
 
         cfg, cache, device = self.config, self.cache, self.accelerator.device
-        rows = batch_indices(len(cache["image_embeds"]), cfg.batch_size, cfg.seed, step * 1000 + micro, self.rank)
-        rng = np.random.default_rng([cfg.seed, step, micro, self.rank, 11])
+        rows, rng = micro_batch(len(cache["image_embeds"]), cfg.batch_size, cfg.seed, step, micro, self.rank,
+                                SeedStream.PRIOR_CAPTIONS)
         text = rows * cfg.phrasings + rng.integers(cfg.phrasings, size=len(rows))  # a random cached phrasing
         embeds = rows_of(cache["text_embeds"], text)
         states = rows_of(cache["text_states"], text).float()

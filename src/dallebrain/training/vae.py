@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from dallebrain.models.vae import VaeConfig, build_vae, decode_latents, encode_images
+from dallebrain.training.common import held_out
 from dallebrain.training.config import TrainConfig
 from dallebrain.training.loop import Stage, save_image_grid
 
@@ -100,18 +101,6 @@ def brain_crops(images: np.ndarray, crop: int, rng: np.random.Generator, flip: b
         if flip and rng.random() < 0.5:
             out[k] = out[k, :, ::-1]
     return out
-
-
-def held_out(data: str | Path, seed: int = 0, max_rows: int | None = None):
-    """The val split, else test, else train (a small data set may have no held-out subjects)."""
-    from dallebrain.data.dataset import SliceDataset
-
-    for split in ("val", "test", "train"):
-        try:
-            return SliceDataset(data, split, max_rows=max_rows, seed=seed), split
-        except ValueError:
-            continue
-    raise ValueError(f"no slices in {data}")
 
 
 def _psnr(mse: float) -> float:

@@ -10,11 +10,9 @@ rotation deletes a checkpoint only once enough intact newer ones exist.
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from dallebrain.data.io import write_text_atomic
+from dallebrain.data.io import atomic_dir, write_text_atomic
 
 _STEP_FOLDER = re.compile(r"step-(\d+)")
 _TRAINER_KEYS = ("step", "optimizer", "scheduler", "python_random", "numpy_random")
@@ -56,28 +54,24 @@ def save_checkpoint(root: Path, step: int, modules: dict[str, torch.nn.Module], 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step:07d}"
-    tmp = root / f".tmp-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
-    for name, module in modules.items():
-        save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
-                  tmp / f"{name}.safetensors")
-    tensors, meta = _flatten_optimizer(optimizer.state_dict())
-    save_file(tensors, tmp / "optimizer.safetensors")
-    rng = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
-    save_file(rng, tmp / "rng.safetensors")
-    np_state = np.random.get_state()
-    trainer = {"step": step, "optimizer": meta, "scheduler": scheduler.state_dict(),
-               "python_random": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
-               "numpy_random": [np_state[0], np_state[1].tolist(), *np_state[2:]], "extra": extra or {}}
-    (tmp / "trainer.json").write_text(json.dumps(trainer))
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(tmp, final)
+    with atomic_dir(final) as tmp:  # a kill leaves the old checkpoint of this step or the new one, never half
+        for name, module in modules.items():
+            save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
+                      tmp / f"{name}.safetensors")
+        tensors, meta = _flatten_optimizer(optimizer.state_dict())
+        save_file(tensors, tmp / "optimizer.safetensors")
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng.update({f"cuda{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())})
+        save_file(rng, tmp / "rng.safetensors")
+        np_state = np.random.get_state()
+        trainer = {"step": step, "optimizer": meta, "scheduler": scheduler.state_dict(),
+                   "python_random": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+                   "numpy_random": [np_state[0], np_state[1].tolist(), *np_state[2:]], "extra": extra or {}}
+        (tmp / "trainer.json").write_text(json.dumps(trainer))
     point_latest(final)
     _rotate(root, step, keep, list(modules))
-    for stale in root.glob(".tmp-*"):
+    for stale in [*root.glob(".tmp-*"), *root.glob(".old-*")]:  # left by a kill inside an earlier atomic_dir
         shutil.rmtree(stale, ignore_errors=True)
     return final
 

@@ -180,6 +180,7 @@ def test_prepare_slices_masks_and_names_lesions_in_captions(lesion_cohort, tmp_p
     assert not any(f in c for f, c in zip(out_of_view["findings"], out_of_view["caption"], strict=True))
     assert not out_of_view["caption"].str.contains("healthy").any()
     assert table[table["healthy"].astype(bool)]["caption"].str.contains("healthy").all()
+    assert "- lesions: {" in (tmp_path / "README.md").read_text()
 
 
 def test_healthy_captions_unchanged_and_lesions_named_plainly():
@@ -216,3 +217,19 @@ def test_cli_refuses_bad_lesion_options(tmp_path, args, message):
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
     assert not (tmp_path / "x").exists()
+
+
+def test_wmh_grow_over_the_sessions_of_a_longitudinal_subject(tmp_path):
+    simulate_cohort(tmp_path, SimulationOptions(3, seed=7, contrasts=("FLAIR",), grid=TINY_GRID, timepoints=(0, 10),
+                                                lesions=("wmh",), lesion_fraction=1.0), progress=False)
+    grown = 0
+    for sid in ("sub-0001", "sub-0002", "sub-0003"):
+        table = pd.read_csv(tmp_path / sid / f"{sid}_sessions.tsv", sep="\t")
+        assert set(LESION_COLUMNS) <= set(table.columns)
+        assert table["wmh_ml"].is_monotonic_increasing and table["fazekas"].is_monotonic_increasing
+        for ses in ("ses-01", "ses-02"):
+            mask = tmp_path / LESION_DERIVATIVES / sid / ses / "anat" / f"{sid}_{ses}_label-lesion_mask.nii.gz"
+            assert mask.exists()
+        grown += table["wmh_ml"].iloc[1] > table["wmh_ml"].iloc[0] > 0
+    participants = pd.read_csv(tmp_path / "participants.tsv", sep="\t")
+    assert grown >= 1 and list(participants["sessions"]) == [2, 2, 2]

@@ -113,6 +113,7 @@ def test_prepare_keeps_sessions_of_a_subject_together(long_cohort, tmp_path):
     assert (table.groupby("subject_id")["split"].nunique() == 1).all()
     ages = table.groupby(["subject_id", "session_id"])["age"].first().unstack()
     np.testing.assert_allclose(ages["ses-03"] - ages["ses-01"], 10.0, atol=0.051)
+    assert "- sessions: 9 scans" in (tmp_path / "README.md").read_text()
 
 
 @pytest.mark.parametrize("args, message", [

@@ -49,6 +49,7 @@ def card_text(slices: pd.DataFrame, failures: pd.DataFrame, options) -> str:
         f"test {per_split['test']}); no subject is in two splits",
         f"- slices: {len(slices)}; failed subjects: {len(failures)} (see failures.csv)",
         f"- ages: {age_text}; sex: {sexes}",
+        *_longitudinal_and_lesion_lines(slices),
         "",
         "Slices per modality and split:",
         "",
@@ -94,6 +95,23 @@ def card_text(slices: pd.DataFrame, failures: pd.DataFrame, options) -> str:
         "```",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _longitudinal_and_lesion_lines(slices: pd.DataFrame) -> list[str]:
+    """Extra count lines for a longitudinal or lesion data set (none for a healthy cross-sectional one)."""
+    lines = []
+    if "session_id" in slices:
+        scans = slices.drop_duplicates(["subject_id", "session_id"])
+        lines.append(f"- sessions: {len(scans)} scans (column `session_id`, `years_from_baseline`); all sessions "
+                     "of a subject are in its split")
+    if "healthy" in slices:
+        keys = ["subject_id", "session_id"] if "session_id" in slices else ["subject_id"]
+        scans = slices.drop_duplicates(keys)
+        types = scans.loc[~scans["healthy"].astype(bool), "lesion_type"].value_counts().to_dict()
+        lines.append(f"- lesions: {types or 'none'} scans with a lesion, {int(scans['healthy'].astype(bool).sum())} "
+                     "healthy; per slice `lesion_labels` (mask values in view) and `mask_path` (8-bit PNG of the "
+                     "mask labels: 1 WMH, 2 MS, 3 infarct, 4 tumour, 5 necrosis, 6 oedema), `findings` per scan")
+    return lines
 
 
 def write_dataset_card(out_dir: Path, slices: pd.DataFrame, failures: pd.DataFrame, options) -> Path:

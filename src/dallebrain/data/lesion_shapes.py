@@ -75,7 +75,7 @@ def wmh_shapes(tissue: dict[str, np.ndarray], grid: VolumeGrid, periventricular_
     ys = np.argwhere(vent)[:, 1]
     y_mid, half = (ys.min() + ys.max()) / 2, max((ys.max() - ys.min()) / 2, 1)
     y = np.arange(box[1].start, box[1].stop, dtype=np.float32)[None, :, None] - box[1].start
-    ends = np.clip(np.abs(y - y_mid) / half, 0, 1.5) ** 4
+    ends = np.clip(np.abs(y - y_mid) / half, 0, 1) ** 4  # 1 at the horn tips, no further
     score = dist - cap_mm * ends + 2.5 * noise.sample(grid, box)
     wm = tissue["wm"][box]
     maps = LesionMaps(box)

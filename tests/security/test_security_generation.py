@@ -59,7 +59,7 @@ def test_a_larger_pass_size_still_bounds_every_decode(pipe, monkeypatch):
     calls = _record_decodes(monkeypatch, pipe)
     monkeypatch.setattr(pipe, "images_per_pass", 3)
     assert pipe(PROMPT, n=7, seed=0, steps=1).images.shape == (7, 64, 64)
-    assert [size for size, _ in calls] == [3, 3, 1]
+    assert [size for size, _ in calls] == [3, 3, 3]  # the short last pass padded to the pass size
     monkeypatch.setattr(pipe, "images_per_pass", 0)
     with pytest.raises(ValueError, match="images_per_pass"):
         pipe(PROMPT, n=2, steps=1)
@@ -213,6 +213,24 @@ def test_image_i_is_byte_identical_whatever_n(pipe, tmp_path):
     for suffix in (".png", ".nii.gz"):
         assert (tmp_path / "four" / f"seed-000003{suffix}").read_bytes() == \
             (tmp_path / "one" / f"seed-000003{suffix}").read_bytes()
+
+
+def test_image_i_is_byte_identical_whatever_n_in_passes_of_several_images(pipe, unclip):
+    # Bulk callers raise images_per_pass for throughput: every pass runs that many rows (a short last one padded),
+    # so image i still depends on (prompt, seed + i) and the pass size alone.
+    for p in (pipe, unclip):
+        p.images_per_pass = 3
+    try:
+        four = pipe(PROMPT, n=4, seed=3, steps=2)
+        for i in range(4):
+            assert four.images[i].tobytes() == pipe(PROMPT, n=1, seed=3 + i, steps=2).images[0].tobytes(), i
+        mixed = pipe.sample([PROMPT, "coronal T1-weighted slice", PROMPT, PROMPT], [3, 8, 5, 6], steps=2)
+        assert mixed[2].tobytes() == four.images[2].tobytes()
+        three = unclip(PROMPT, n=4, seed=3, steps=2, prior_steps=2)
+        assert three.images[3].tobytes() == unclip(PROMPT, n=1, seed=6, steps=2, prior_steps=2).images[0].tobytes()
+    finally:
+        for p in (pipe, unclip):
+            p.images_per_pass = 1
 
 
 def test_unclip_image_i_is_byte_identical_whatever_n(unclip):

@@ -24,10 +24,13 @@ from dallebrain.pipelines.folder import check_model_folder, folder_hash, read_in
 # Seeds live in [0, 2**63): torch.Generator.manual_seed silently wraps -1 onto 2**64 - 1 (the same image under
 # another file name) and overflows past 2**64 only once the model has loaded.
 MAX_SEED = 2**63 - 1
-# Images denoised and decoded together in one pass. One keeps image i byte-identical whatever n: batched CPU
-# convolutions and GEMMs round differently across batch sizes (measured on the shipped model: up to 1.4e-6 in
-# the UNet output, 2 pixels of an 8-bit image). A pipeline's `images_per_pass` may be raised for throughput
-# (1.8x at 8 images on one CPU thread), giving that identity up; memory grows with it, never with n.
+# Images denoised and decoded together in one pass. Batched CPU convolutions and GEMMs round differently
+# across batch SIZES (measured on the shipped model: up to 1.9e-6 in the UNet output, 2 pixels of an 8-bit
+# image), but at a fixed batch size a row's result depends neither on the other rows nor on its position
+# (measured: 0.0). So every pass runs exactly `images_per_pass` rows, a short last pass padded with copies of
+# its last image: image i is byte-identical whatever n for a given `images_per_pass`. One is the default (no
+# padding waste for a single image); bulk callers raise it for throughput (1.8x at 8 images on one CPU thread);
+# memory grows with it, never with n.
 IMAGES_PER_PASS = 1
 MAX_IMAGES_PER_PASS = 64
 
@@ -74,6 +77,13 @@ def chunk_results(passes: Iterator[np.ndarray], seeds: list[int], settings: dict
     for images in passes:
         yield GenerationResult(images, seeds[done:done + len(images)], settings, warnings)
         done += len(images)
+
+
+def _pad_rows(x: torch.Tensor | None, pad: int) -> torch.Tensor | None:
+    """x with its last row repeated `pad` times (a 1-row x is broadcast to every image: left as it is)."""
+    if x is None or x.shape[0] == 1:
+        return x
+    return torch.cat([x, x[-1:].expand(pad, *x.shape[1:])])
 
 
 def check_generation_args(prompt: str, n: int, steps: int, guidance: float, max_n: int = 1000,
@@ -175,13 +185,19 @@ class Text2MRIPipeline:
         scheduler = make_scheduler(sampler, self.scheduler_config)
         scheduler.set_timesteps(steps, device=self.device)
         n = len(seeds)
+        pad = self.images_per_pass - n  # a short last pass: pad it to the fixed pass size (see IMAGES_PER_PASS)
+        if pad > 0:
+            seeds = list(seeds) + [seeds[-1]] * pad
+            cond, uncond, image_embeds = (_pad_rows(x, pad) for x in (cond, uncond, image_embeds))
         shape = (self.unet.config.in_channels, self.unet.config.sample_size, self.unet.config.sample_size)
         latents = torch.cat([initial_noise(shape, s) for s in seeds]).to(self.device) * scheduler.init_noise_sigma
         guided = guidance != 1.0
-        cond = cond.expand(n, *cond.shape[1:])
-        context = torch.cat([uncond.expand(n, *uncond.shape[1:]), cond]) if guided else cond
+        rows = len(seeds)
+        cond = cond.expand(rows, *cond.shape[1:])
+        context = torch.cat([uncond.expand(rows, *uncond.shape[1:]), cond]) if guided else cond
         extra = {}
         if image_embeds is not None:  # rows in the order of `context`: [unconditional, conditional]
+            image_embeds = image_embeds.expand(rows, *image_embeds.shape[1:])  # one row: the padded pass's too
             embeds = torch.cat([torch.zeros_like(image_embeds), image_embeds]) if guided else image_embeds
             extra = {"added_cond_kwargs": {"image_embeds": embeds}}
         for t in scheduler.timesteps:
@@ -192,7 +208,7 @@ class Text2MRIPipeline:
                 eps_uncond, eps_cond = eps.chunk(2)
                 eps = eps_uncond + guidance * (eps_cond - eps_uncond)
             latents = scheduler.step(eps, t, latents).prev_sample
-        return decode_latents(self.vae, latents)[:, 0].float().cpu().numpy()
+        return decode_latents(self.vae, latents)[:n, 0].float().cpu().numpy()
 
     def generate_chunks(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS,
                         guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER,
@@ -219,9 +235,9 @@ class Text2MRIPipeline:
     def sample(self, prompts: list[str], seeds: list[int], steps: int = D.STEPS, guidance: float = D.GUIDANCE,
                sampler: str = D.SAMPLER, batch_size: int = 8, progress: bool = False) -> np.ndarray:
         """(N, H, W) float32 slices for N (prompt, seed) pairs, one call for many captions (an evaluation's):
-        image i is exactly `self(prompts[i], seed=seeds[i]).images[0]`, its noise drawn from seeds[i] alone and
-        denoised in passes of `images_per_pass` images as __call__'s are (raising that for throughput gives the
-        identity up to the last bits). Prompts are encoded `batch_size` at a time."""
+        image i is exactly `self(prompts[i], seed=seeds[i]).images[0]` at the same `images_per_pass`, its noise
+        drawn from seeds[i] alone and denoised in fixed-size passes as __call__'s are (prompts of one pass may
+        differ). Prompts are encoded `batch_size` at a time."""
         from tqdm.auto import tqdm
 
         if not prompts or len(prompts) != len(seeds) or batch_size < 1:

@@ -162,9 +162,12 @@ class UnCLIPPipeline(Text2MRIPipeline):
         parts = []
         for rows in self.passes(len(seeds)):
             k = len(seeds[rows])
-            cond = (embeds.expand(k, -1), states.expand(k, -1, -1), mask.expand(k, -1))
-            parts.append(sample_image_embeds(self.prior, self.prior_scheduler_config, *cond, uncond, seeds[rows],
-                                             prior_steps, prior_guidance))
+            # every pass of the fixed size `images_per_pass` (a short one padded), as the decoder's passes are
+            pass_seeds = seeds[rows] + [seeds[rows][-1]] * max(0, self.images_per_pass - k)
+            size = len(pass_seeds)
+            cond = (embeds.expand(size, -1), states.expand(size, -1, -1), mask.expand(size, -1))
+            parts.append(sample_image_embeds(self.prior, self.prior_scheduler_config, *cond, uncond, pass_seeds,
+                                             prior_steps, prior_guidance)[:k])
         return torch.cat(parts)
 
     @torch.no_grad()

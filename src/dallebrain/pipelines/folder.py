@@ -23,7 +23,10 @@ class ModelFolderError(ValueError):
     """A model folder that cannot be used (missing, incomplete, or holding pickle weights)."""
 
 
-def check_model_folder(folder: str | Path, components: tuple[str, ...] = LDM_COMPONENTS) -> Path:
+def check_model_folder(folder: str | Path, components: tuple[str, ...] = LDM_COMPONENTS,
+                       image_channels: tuple[int, ...] = (1,)) -> Path:
+    """The folder, checked before any weight loads. image_channels: what the VAE may read and write (our
+    pipelines: grey-scale; a LoRA base may be a stock RGB Stable Diffusion folder: (1, 3))."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ModelFolderError(f"model folder not found: {folder}")
@@ -40,7 +43,7 @@ def check_model_folder(folder: str | Path, components: tuple[str, ...] = LDM_COM
             raise ModelFolderError(f"incomplete model folder {folder}: no safetensors weights in '{name}/'")
     denoiser = next((name for name in ("unet", "decoder") if name in components), None)
     if denoiser and "vae" in components:
-        check_model_configs(folder, denoiser)
+        check_model_configs(folder, denoiser, image_channels)
     return folder
 
 
@@ -65,7 +68,8 @@ def _whole(config: dict, key: str, low: int, high: int, path: Path) -> int:
     return value
 
 
-def check_model_configs(folder: str | Path, denoiser: str = "unet") -> tuple[dict, dict]:
+def check_model_configs(folder: str | Path, denoiser: str = "unet",
+                        image_channels: tuple[int, ...] = (1,)) -> tuple[dict, dict]:
     """The denoiser's and the VAE's config.json, checked against the bounds above before any weight is loaded:
     (denoiser config, vae config)."""
     folder = Path(folder)
@@ -76,8 +80,10 @@ def check_model_configs(folder: str | Path, denoiser: str = "unet") -> tuple[dic
     if unet.get("out_channels") != channels:
         raise ModelFolderError(f"model config {unet_path}: out_channels {unet.get('out_channels')!r} must equal "
                                f"in_channels {channels}")
-    for key in ("in_channels", "out_channels"):  # grey-scale slices
-        _whole(vae, key, 1, 1, vae_path)
+    for key in ("in_channels", "out_channels"):  # grey-scale slices (or RGB where the caller accepts it)
+        if _whole(vae, key, 1, max(image_channels), vae_path) not in image_channels:
+            raise ModelFolderError(f"model config {vae_path}: {key} must be one of {list(image_channels)}, "
+                                   f"got {vae[key]!r}")
     if _whole(vae, "latent_channels", 1, MAX_LATENT_CHANNELS, vae_path) != channels:
         raise ModelFolderError(f"model config {vae_path}: latent_channels {vae['latent_channels']} differs from "
                                f"the {channels} input channels of {unet_path}")

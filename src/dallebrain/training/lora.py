@@ -75,7 +75,7 @@ def load_base(folder: str | Path) -> BaseModel:
     from dallebrain.pipelines.folder import check_model_folder
     from dallebrain.pipelines.text_encoder import DELTA_FILE, load_pipeline_text_encoder
 
-    folder = check_model_folder(folder)
+    folder = check_model_folder(folder, image_channels=(1, 3))  # stock SD bases are RGB
     index_path = folder / "model_index.json"
     if not index_path.is_file():
         raise ValueError(f"not a diffusers pipeline folder (no model_index.json): {folder}")
@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> dict:
                         "StableDiffusionPipeline layout, safetensors)")
     args = parser.parse_args(argv)
     config = load_config(LoraTrainConfig, args.config, overrides_of(args))
-    base = check_model_folder(args.base)
+    base = check_model_folder(args.base, image_channels=(1, 3))
     if not args.resume and latest_checkpoint(args.out / "checkpoints") is not None:
         raise ValueError(f"{args.out} already holds a training run: pass --resume to continue it, or choose "
                          "another --out")

@@ -4,6 +4,7 @@ the CLI runs."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from pathlib import Path
 
 from dallebrain.pipelines import defaults as D
@@ -220,4 +221,7 @@ def variations_to_folder(pipe, image_path: str | Path, out: str | Path, n: int =
     size = int(pipe.unet.config.sample_size) * int(2 ** (len(pipe.vae.config.block_out_channels) - 1))
     image = load_slice(image_path, size)
     chunks = pipe.variation_chunks(image, n=n, seed=seed, steps=steps, guidance=guidance, sampler=sampler)
-    return _write_chunks(pipe, chunks, out, seed, stems, "", png16, model_path, {"source_image": str(image_path)})
+    # provenance by name and content hash: the path may be a server's upload folder (the web page's variations)
+    source = {"source_image": Path(image_path).name,
+              "source_image_sha256": hashlib.sha256(Path(image_path).read_bytes()).hexdigest()}
+    return _write_chunks(pipe, chunks, out, seed, stems, "", png16, model_path, source)

@@ -1,6 +1,7 @@
 """The unCLIP pipeline on a folder of tiny untrained components: shapes, seeds, variations, interpolation,
 refusals, and the API's generate_to_folder. (Trained components: tests/training/test_unclip_stages.py.)"""
 
+import hashlib
 import json
 import shutil
 
@@ -115,7 +116,8 @@ def test_cli_unclip_route_and_variations(folder, tiny_prepared, tmp_path):
                   cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     sidecar = json.loads((tmp_path / "var" / "variation-seed-000001.json").read_text())
-    assert sidecar["source_image"] == str(slice_path) and sidecar["placement"].startswith("unknown")
+    assert sidecar["source_image"] == slice_path.name and sidecar["placement"].startswith("unknown")
+    assert sidecar["source_image_sha256"] == hashlib.sha256(slice_path.read_bytes()).hexdigest()
     (tmp_path / "bad.png").write_bytes(b"not an image")
     result = _cli("variations", "bad.png", "--model", str(folder), "--out", "var2", cwd=tmp_path)
     assert result.returncode == 2 and "cannot read image" in result.stderr

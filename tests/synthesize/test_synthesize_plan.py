@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from dallebrain.data.captions import parse_prompt
 from dallebrain.data.grid import prepared_grid
+from dallebrain.data.prompts import parse_prompt
 from dallebrain.synthesize.mix import parse_mix
 from dallebrain.synthesize.options import SynthesisOptions
 from dallebrain.synthesize.plan import LikeSampler, MixSampler, brain_levels, plan_slice

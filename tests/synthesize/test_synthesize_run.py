@@ -62,8 +62,8 @@ def test_prepared_format_readable_by_pandas_and_datasets(made, tiny_prepared):
 def test_nifti_placed_where_the_prompt_asked(made):
     import nibabel as nib
 
-    from dallebrain.data.captions import parse_prompt
     from dallebrain.data.grid import NORMAL_AXIS
+    from dallebrain.data.prompts import parse_prompt
 
     out, _ = made
     table = pd.read_parquet(out / "metadata.parquet")

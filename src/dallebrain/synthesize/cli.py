@@ -72,3 +72,37 @@ def synthesize_cmd(
         typer.echo(f"{result.kept} slices in {out / 'metadata.parquet'}{extra}; card: {out / 'README.md'}")
     else:
         typer.echo("other processes are still writing their batches: the last to finish writes metadata.parquet")
+
+
+def evaluate_utility_cmd(
+    real: Path = typer.Option(..., "--real", help="Prepared real data set: trains on its train split, tests on "
+                              "its test split."),
+    synthetic: Path = typer.Option(..., "--synthetic", help="Synthetic data set (dallebrain synthesize)."),
+    out: Path = typer.Option(..., "--out", help="Folder for utility.json, utility.md and utility.png."),
+    scarce_subjects: int = typer.Option(10, help="Real train subjects of the scarce setting."),
+    steps: int = typer.Option(600, help="Optimiser steps per network."),
+    repeats: int = typer.Option(1, help="Seeds per setting (mean and SD)."),
+    max_slices: int = typer.Option(None, help="Cap on the slices of the real-only and synthetic-only settings."),
+    test_slices: int = typer.Option(2000, help="Held-out real slices scored."),
+    settings: str = typer.Option("real,synthetic,real+synthetic,scarce,scarce+synthetic",
+                                 help="Which settings to train (comma-separated)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Train on real, synthetic, both, and scarce real with and without synthetic; test all on held-out real
+    slices (contrast, plane, sex, age, level); a table and a plot."""
+    from dallebrain.cli import fail
+    from dallebrain.synthesize.utility import UtilityOptions
+
+    options = UtilityOptions(real, synthetic, out, scarce_subjects, steps, repeats, max_slices, test_slices,
+                             tuple(s.strip() for s in settings.split(",") if s.strip()))
+    try:
+        options.check()
+        from dallebrain.synthesize.utility import run_utility
+        from dallebrain.synthesize.utility_report import findings
+
+        summary = run_utility(options, progress)
+    except (ValueError, OSError) as exc:
+        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    for line in findings(summary):
+        typer.echo(line)
+    typer.echo(f"table: {out / 'utility.md'}, plot: {out / 'utility.png'}")

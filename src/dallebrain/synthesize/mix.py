@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from dallebrain.data.captions import MODALITIES, ORIENTATIONS
+from dallebrain.vocab import MODALITIES, ORIENTATIONS
 
 _CONTRAST_ALIASES = {"t1": "T1w", "t1w": "T1w", "t2": "T2w", "t2w": "T2w", "pd": "PDw", "pdw": "PDw",
                      "flair": "FLAIR"}

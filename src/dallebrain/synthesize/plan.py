@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from dallebrain.data.captions import MODALITIES, ORIENTATIONS, SliceFacts, build_captions, landmark, volume_descriptor
+from dallebrain.data.captions import SliceFacts, build_captions, volume_descriptor
 from dallebrain.data.grid import VolumeGrid
+from dallebrain.data.landmarks import landmark
 from dallebrain.synthesize.mix import AttributeMix, Weighted
+from dallebrain.vocab import MODALITIES, ORIENTATIONS
 
 CAPTIONS_PER_SLICE = 5  # as `data prepare` writes: the first is the canonical caption, used as the prompt
 SPLIT_FRACTIONS = (("train", 0.8), ("val", 0.1), ("test", 0.1))

@@ -1,0 +1,101 @@
+"""What `evaluate-utility` writes: utility.json (every number), utility.md (the table, the train-on-synthetic
+ratios and whether adding synthetic slices helped the scarce setting) and utility.png (the same as bars)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from dallebrain.data.io import atomic_path, write_json_atomic, write_text_atomic
+
+TASK_NAMES = {"contrast": "contrast acc.", "orientation": "plane acc.", "sex": "sex acc.", "age": "age MAE (y)",
+              "level_mm": "level MAE (mm)"}
+HIGHER_IS_BETTER = {"contrast": True, "orientation": True, "sex": True, "age": False, "level_mm": False}
+
+
+def _cell(entry: dict, accuracy: bool) -> str:
+    if entry["mean"] is None:
+        return "n/a"
+    text = f"{entry['mean']:.1%}" if accuracy else f"{entry['mean']:.1f}"
+    if entry.get("sd") is not None:
+        text += f" ± {entry['sd']:.1%}" if accuracy else f" ± {entry['sd']:.1f}"
+    return text
+
+
+def table_lines(summary: dict) -> list[str]:
+    tasks = list(TASK_NAMES)
+    lines = ["| setting | real slices (subjects) | synthetic slices | " + " | ".join(TASK_NAMES.values()) + " |",
+             "|---" * (3 + len(tasks)) + "|"]
+    for name, s in summary["settings"].items():
+        cells = [_cell(s[t], HIGHER_IS_BETTER[t]) for t in tasks]
+        lines.append(f"| {name} | {s['real_slices']} ({s['real_subjects']}) | {s['synthetic_slices']} | "
+                     + " | ".join(cells) + " |")
+    chance = [(f"{summary['chance'][t]:.1%}" if HIGHER_IS_BETTER[t] else f"{summary['chance'][t]:.1f}")
+              if summary["chance"][t] is not None else "n/a" for t in tasks]
+    lines.append("| chance (train majority / mean) | - | - | " + " | ".join(chance) + " |")
+    return lines
+
+
+def findings(summary: dict) -> list[str]:
+    """TSTR ratios (synthetic-only over real-only) and the change synthetic slices make to the scarce setting."""
+    s = summary["settings"]
+    out = []
+    for task in ("contrast", "orientation", "sex") if {"real", "synthetic"} <= set(s) else ():
+        real, synth = s["real"][task]["mean"], s["synthetic"][task]["mean"]
+        if real and synth is not None:
+            out.append(f"- TSTR {TASK_NAMES[task]}: synthetic-only reaches {synth / real:.1%} of real-only "
+                       f"({synth:.1%} vs {real:.1%})")
+    for task, name in TASK_NAMES.items() if {"scarce", "scarce+synthetic"} <= set(s) else ():
+        before, after = s["scarce"][task]["mean"], s["scarce+synthetic"][task]["mean"]
+        if before is None or after is None:
+            continue
+        better = after > before if HIGHER_IS_BETTER[task] else after < before
+        change = f"{after - before:+.1%}" if HIGHER_IS_BETTER[task] else f"{after - before:+.2f}"
+        out.append(f"- scarce real ({s['scarce']['real_subjects']} subject(s)) + synthetic, {name}: "
+                   f"{'better' if better else 'not better'} ({change})")
+    return out
+
+
+def plot(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    settings = list(summary["settings"])
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    for ax, tasks, unit in ((axes[0], ("contrast", "orientation", "sex"), "accuracy on real test slices"),
+                            (axes[1], ("age", "level_mm"), "mean absolute error on real test slices")):
+        width = 0.8 / len(settings)
+        for i, setting in enumerate(settings):
+            entries = [summary["settings"][setting][t] for t in tasks]
+            means = [e["mean"] if e["mean"] is not None else np.nan for e in entries]
+            sds = [e["sd"] or 0 for e in entries]
+            ax.bar(np.arange(len(tasks)) + (i - (len(settings) - 1) / 2) * width, means, width, yerr=sds,
+                   label=setting, capsize=2)
+        for j, task in enumerate(tasks):
+            if summary["chance"][task] is not None:
+                ax.hlines(summary["chance"][task], j - 0.4, j + 0.4, colors="k", linestyles="dashed",
+                          label="chance" if j == 0 else None)
+        ax.set_xticks(range(len(tasks)), [TASK_NAMES[t] for t in tasks])
+        ax.set_ylabel(unit)
+    axes[0].set_ylim(0, 1.05)
+    axes[0].legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"Train on real / synthetic / both, test on {summary['test_slices']} held-out real slices "
+                 f"({summary['test_subjects']} subjects)", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def write_report(out: Path, summary: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "utility.json", summary)
+    text = [f"# Utility of {summary['synthetic']} for training (tested on real {summary['real']})", "",
+            f"{summary['steps']} optimiser steps per network, {summary['repeats']} repeat(s) (mean ± SD); "
+            f"R = {summary['r']} slices.", "", *table_lines(summary), "", *findings(summary), "",
+            "Tissue segmentation is not among the tasks: prepared slices carry no tissue labels (only per-subject "
+            "volumes), so there is nothing to train or test a segmenter on.", ""]
+    write_text_atomic(out / "utility.md", "\n".join(text))
+    plot(summary, out / "utility.png")

@@ -283,6 +283,11 @@ from dallebrain.app.cli import serve_cmd  # noqa: E402
 
 app.command("serve")(serve_cmd)
 
+from dallebrain.synthesize.cli import evaluate_utility_cmd, synthesize_cmd  # noqa: E402 - synthetic data sets
+
+app.command("synthesize")(synthesize_cmd)
+app.command("evaluate-utility")(evaluate_utility_cmd)
+
 
 def main() -> None:
     app()

@@ -23,9 +23,9 @@ def main(argv: list[str] | None = None) -> None:
     import pandas as pd
 
     from dallebrain.api import default_model
-    from dallebrain.data.captions import MODALITIES
     from dallebrain.evaluation import features as Fe
     from dallebrain.training.clip import CONTRAST_PROMPTS, _class_embeddings
+    from dallebrain.vocab import MODALITIES
 
     samples = np.load(args.eval / f"samples_{args.route}.npz")
     images, prompts = samples["images"].astype(np.float32), list(samples["prompts"])

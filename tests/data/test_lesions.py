@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from dallebrain.data.anatomy import age_template, draw_traits, place_in_native
-from dallebrain.data.captions import SliceFacts, build_captions, parse_prompt
+from dallebrain.data.captions import SliceFacts, build_captions
 from dallebrain.data.lesion_atlas import lesion_atlas
 from dallebrain.data.lesion_plans import (
     DRAW,
@@ -24,6 +24,7 @@ from dallebrain.data.lesion_plans import (
 from dallebrain.data.lesion_shapes import displace_outwards
 from dallebrain.data.lesions import MASK_LABELS, full_mask, parse_lesions
 from dallebrain.data.mr_physics import draw_sequence, tissue_signals
+from dallebrain.data.prompts import parse_prompt
 from dallebrain.data.simulate import LESION_DERIVATIVES, SimulationOptions, simulate_cohort, synthesize
 from testing_constants import TINY_GRID
 

@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from dallebrain.data.captions import landmark, parse_prompt
+from dallebrain.data.landmarks import landmark
 from dallebrain.data.prepare import PrepareOptions, prepare
+from dallebrain.data.prompts import parse_prompt
 from dallebrain.data.slicing import load_png
 
 REQUIRED = ["image_path", "subject_id", "split", "source", "modality", "field_strength", "orientation",

@@ -22,8 +22,8 @@ from fixtures_cohorts import (
     write_ixi_heads,
 )
 
-from dallebrain.data.captions import parse_prompt
 from dallebrain.data.prepare import PrepareOptions, prepare
+from dallebrain.data.prompts import parse_prompt
 
 SIZE, STEP = 64, 9.0
 IXI_GOOD = {

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dallebrain.app.untrusted import adapter_folder, markdown_text, redact
+from dallebrain.data.prompts import AGE_PATTERNS
 from dallebrain.pipelines import defaults as D
 
 MAX_PROMPT_CHARS = 300
@@ -193,7 +194,7 @@ def _files(written: list[dict], out: Path, zip_name: str) -> list[str]:
 def _notes(prompt: str, written: list[dict]) -> str:
     import json
 
-    from dallebrain.data.captions import parse_prompt
+    from dallebrain.data.prompts import parse_prompt
 
     notes = []
     if written:
@@ -227,17 +228,10 @@ def generate(prompt, seed=0, steps=D.STEPS, guidance=D.GUIDANCE, sampler=D.SAMPL
     return Generated(images, _files(written, out, f"slices-seed-{seed:06d}.zip"), _notes(prompt, written), folder=out)
 
 
-_AGE_PATTERNS = (  # as dallebrain.data.captions reads an age; group 1 is the number
-    r"(\d+(?:\.\d+)?)\s*-?\s*(?:years?|yrs?)[-\s]+old\b",
-    r"\bage[ds]?\s*:?\s*(\d+(?:\.\d+)?)\b",
-    r"(\d+(?:\.\d+)?)\s*(?:years?|yrs?|y/o|yo)\b",
-)
-
-
 def with_age(prompt: str, age: int) -> str:
     """The prompt with its age replaced by `age` (or ', age N' appended when it names none)."""
     article = "an" if str(age).startswith("8") or age in (11, 18) else "a"
-    for pattern in _AGE_PATTERNS:
+    for pattern in AGE_PATTERNS:  # the spans parse_prompt reads an age from
         m = re.search(pattern, prompt, flags=re.IGNORECASE)
         if m and 0 <= float(m.group(1)) <= 120:
             head, tail = prompt[:m.start(1)], prompt[m.end(1):]

@@ -1,92 +1,20 @@
-"""Captions for training slices, and the prompt parser that inverts them.
-
-Every training slice (128x128, 1.5 mm, MNI152 space) is described by a `SliceFacts`; `build_captions`
-turns it into several natural phrasings, and `parse_prompt` reads the same fields back out of free text.
+"""Captions for training slices: every slice (128x128, 1.5 mm, MNI152 space) is described by a `SliceFacts`,
+and `build_captions` turns it into several natural phrasings. The inverse, reading the same fields back out of
+free text, is `dallebrain.data.prompts.parse_prompt`.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import random
 import re
 import zlib
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
-# Anatomical landmarks by slice position in MNI152 space (mm, RAS+).
-# axial (z) and coronal (y): a slice belongs to the row whose [low, high) range contains it.
-# sagittal (|x|): a slice belongs to the row whose (low, high] range contains |x|; "{side}" becomes
-# "left" (x < 0) or "right" (x > 0).
-# `centre` is where parse_prompt puts a slice named only by its landmark (a typical value for open ends).
-#   orientation: ((low, high, phrase, centre), ...)
-LANDMARKS: dict[str, tuple[tuple[float, float, str, float], ...]] = {
-    "axial": (
-        (-math.inf, -42.0, "at the level of the cerebellum", -50.0),
-        (-42.0, -28.0, "at the level of the pons", -35.0),
-        (-28.0, -12.0, "through the hippocampi and midbrain", -20.0),
-        (-12.0, 4.0, "at the level of the basal ganglia", -4.0),
-        (4.0, 16.0, "at the level of the thalami", 10.0),
-        (16.0, 30.0, "at the level of the lateral ventricles", 23.0),
-        (30.0, 50.0, "at the level of the centrum semiovale", 40.0),
-        (50.0, math.inf, "near the vertex", 60.0),
-    ),
-    "coronal": (
-        (45.0, math.inf, "through the frontal poles", 55.0),
-        (20.0, 45.0, "through the frontal lobes", 32.5),
-        (4.0, 20.0, "through the frontal horns of the lateral ventricles", 12.0),
-        (-8.0, 4.0, "through the basal ganglia", -2.0),
-        (-20.0, -8.0, "through the thalami", -14.0),
-        (-38.0, -20.0, "through the hippocampi", -29.0),
-        (-60.0, -38.0, "through the atria of the lateral ventricles", -49.0),
-        (-80.0, -60.0, "through the parieto-occipital region", -70.0),
-        (-math.inf, -80.0, "through the occipital poles", -90.0),
-    ),
-    "sagittal": (
-        (-math.inf, 4.0, "midsagittal", 0.0),
-        (4.0, 14.0, "through the {side} lateral ventricle", 9.0),
-        (14.0, 30.0, "through the {side} basal ganglia", 22.0),
-        (30.0, 42.0, "through the {side} insula", 36.0),
-        (42.0, math.inf, "through the {side} temporal lobe", 50.0),
-    ),
-}
+from dallebrain.data.landmarks import landmark
+from dallebrain.vocab import CONTRAST_LONG, CONTRAST_SHORT, MODALITIES, ORIENTATION_AXIS, ORIENTATIONS
 
-# Free-text cues for a landmark when the exact phrase is absent: orientation -> ((regex, row index), ...).
-_LANDMARK_CUES: dict[str, tuple[tuple[str, int], ...]] = {
-    "axial": (
-        (r"cerebell", 0),
-        (r"\bpons\b|\bpontine\b", 1),
-        (r"hippocamp|midbrain|mesencephal", 2),
-        (r"basal ganglia|lentiform|putamen", 3),
-        (r"thalam", 4),
-        (r"lateral ventricle|\bventricles\b", 5),
-        (r"centrum semiovale|semioval", 6),
-        (r"\bvertex\b|convexity", 7),
-    ),
-    "coronal": (
-        (r"frontal poles?\b", 0),
-        (r"frontal lobes?\b", 1),
-        (r"frontal horns?\b", 2),
-        (r"basal ganglia|lentiform|putamen", 3),
-        (r"thalam", 4),
-        (r"hippocamp", 5),
-        (r"\batri(?:a|um)\b|trigone", 6),
-        (r"parieto-?\s?occipital", 7),
-        (r"occipital poles?\b", 8),
-    ),
-    "sagittal": (
-        (r"mid-?\s?sagittal|\bmidline\b", 0),
-        (r"lateral ventricle", 1),
-        (r"basal ganglia|lentiform|putamen", 2),
-        (r"insula", 3),
-        (r"temporal lobe", 4),
-    ),
-}
-
-ORIENTATIONS = ("axial", "coronal", "sagittal")
-MODALITIES = ("T1w", "T2w", "PDw", "FLAIR")
-_AXIS = {"axial": "z", "coronal": "y", "sagittal": "x"}
-_CONTRAST_LONG = {"T1w": "T1-weighted", "T2w": "T2-weighted", "PDw": "PD-weighted", "FLAIR": "FLAIR"}
-_CONTRAST_SHORT = {"T1w": "T1", "T2w": "T2", "PDw": "PD", "FLAIR": "FLAIR"}
+__all__ = ["SliceFacts", "build_captions", "landmark", "plain_structure_name", "volume_descriptor"]
 
 
 @dataclass(frozen=True)
@@ -124,22 +52,6 @@ class SliceFacts:
         for name in ("ventricles", "brain_volume"):
             if getattr(self, name) not in ("small", "large", None):
                 raise ValueError(f"{name} must be 'small', 'large' or None, got {getattr(self, name)!r}")
-
-
-def _row(orientation: str, slice_mm: float) -> int:
-    rows = LANDMARKS[orientation]
-    if orientation == "sagittal":
-        return next(i for i, (lo, hi, _, _) in enumerate(rows) if lo < abs(slice_mm) <= hi)
-    return next(i for i, (lo, hi, _, _) in enumerate(rows) if lo <= slice_mm < hi)
-
-
-def landmark(orientation: str, slice_mm: float) -> str:
-    """Anatomical landmark phrase for a slice position in MNI space, e.g.
-    "at the level of the lateral ventricles"."""
-    if orientation not in LANDMARKS:
-        raise ValueError(f"unknown orientation {orientation!r}; expected one of {ORIENTATIONS}")
-    phrase = LANDMARKS[orientation][_row(orientation, slice_mm)][2]
-    return phrase.format(side="left" if slice_mm < 0 else "right")
 
 
 def volume_descriptor(z_score: float | None, threshold: float = 1.0) -> str | None:
@@ -221,12 +133,12 @@ class _Parts:
         self.f = facts
         self.rng = rng
         self.o = facts.orientation
-        self.contrast = _CONTRAST_LONG[facts.modality]
-        self.contrast_short = _CONTRAST_SHORT[facts.modality]
+        self.contrast = CONTRAST_LONG[facts.modality]
+        self.contrast_short = CONTRAST_SHORT[facts.modality]
         lm = landmark(facts.orientation, facts.slice_mm)
         self.landmark = "in the midsagittal plane" if lm == "midsagittal" else lm
         value = round(facts.slice_mm, 1) + 0.0  # + 0.0 turns -0.0 into 0.0
-        self.level = f"{_AXIS[facts.orientation]} = {value:+g} mm"
+        self.level = f"{ORIENTATION_AXIS[facts.orientation]} = {value:+g} mm"
         self.field = None if facts.field_strength is None else f"{facts.field_strength:g} T"
         self.age = None if facts.age is None else int(round(facts.age))
         self.healthy = "healthy " if facts.healthy else ""
@@ -381,201 +293,3 @@ def build_captions(facts: SliceFacts, n: int = 5, seed: int = 0) -> list[str]:
         if attempts > 40 * n:
             raise ValueError(f"could only make {len(captions)} distinct captions, {n} asked for")
     return captions
-
-
-# --- prompt parsing -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PromptFields:
-    orientation: str | None = None
-    slice_mm: float | None = None
-    landmark: str | None = None
-    modality: str | None = None
-    field_strength: float | None = None
-    age: float | None = None
-    sex: str | None = None
-    hemisphere: str | None = None  # "left" | "right", sagittal only
-    healthy: bool | None = None
-
-    def missing(self) -> list[str]:
-        """Names of the fields the prompt was silent on (hemisphere only counts for sagittal or unknown)."""
-        names = []
-        for f in fields(self):
-            if getattr(self, f.name) is not None:
-                continue
-            if f.name == "hemisphere" and self.orientation in ("axial", "coronal"):
-                continue
-            if f.name == "hemisphere" and self.landmark == "midsagittal":
-                continue
-            names.append(f.name)
-        return names
-
-
-_NUM = r"([+-]?\d+(?:\.\d+)?)"
-
-
-def _first(patterns: dict[str, str], text: str) -> str | None:
-    """Key of the pattern that matches earliest in text."""
-    hits = [(m.start(), key) for key, pat in patterns.items() if (m := re.search(pat, text))]
-    return min(hits)[1] if hits else None
-
-
-def _parse_orientation(text: str) -> str | None:
-    return _first(
-        {
-            "axial": r"\baxial\b|\btransverse\b(?!\s+temporal)|\bhorizontal\b",
-            "coronal": r"\bcoronal\b",
-            "sagittal": r"\b(?:mid-?|para)?sagittal\b",
-        },
-        text,
-    )
-
-
-def _parse_modality(text: str) -> str | None:
-    if re.search(r"\bflair\b", text):
-        return "FLAIR"  # before T2: "T2-FLAIR" is FLAIR
-    return _first(
-        {
-            "T1w": r"\bt1(?![0-9])|\bmp-?rage\b|\bspgr\b",
-            "T2w": r"\bt2(?![0-9*])",
-            "PDw": r"\bpd(?:w|-weighted|\s+weighted)?\b|\bproton[-\s]density\b",
-        },
-        text,
-    )
-
-
-def _parse_field(text: str) -> float | None:
-    for m in re.finditer(r"(\d+(?:\.\d+)?)\s*-?\s*(?:t|tesla)\b", text):
-        value = float(m.group(1))
-        if 0.1 <= value <= 12.0:
-            return value
-    return None
-
-
-def _parse_age(text: str) -> float | None:
-    for pat in (
-        r"(\d+(?:\.\d+)?)\s*-?\s*(?:years?|yrs?)[-\s]+old\b",
-        r"\bage[ds]?\s*:?\s*(\d+(?:\.\d+)?)\b",
-        r"(\d+(?:\.\d+)?)\s*(?:years?|yrs?|y/o|yo)\b",
-    ):
-        m = re.search(pat, text)
-        if m and 0 <= float(m.group(1)) <= 120:
-            return float(m.group(1))
-    return None
-
-
-def _parse_sex(text: str) -> str | None:
-    # Word boundaries keep "woman" from reading as "man" and "female" as "male".
-    return _first(
-        {
-            "F": r"\b(?:woman|women|female|girl|lady|her|she)\b",
-            "M": r"\b(?:man|men|male|boy|gentleman|his|he|him)\b",
-        },
-        text,
-    )
-
-
-def _parse_healthy(text: str) -> bool | None:
-    if re.search(r"\b(?:unhealthy|patient|lesions?|tumou?rs?|stroke|patholog\w*|abnormal|infarcts?|"
-                 r"hyperintensit\w*|sclerosis|o?edema|plaques?)\b", text):
-        return False
-    if re.search(r"\bhealthy\b|\bcontrols?\b|\bnormal\b", text):
-        return True
-    return None
-
-
-def _parse_mm(text: str) -> tuple[str | None, float | None]:
-    """(axis letter or None, mm) from an explicit level such as 'z = 18 mm', 'at +18 mm', '18 mm above'."""
-    m = re.search(rf"\b([xyz])\s*=\s*{_NUM}\s*(?:mm)?", text)
-    if m:
-        return m.group(1), float(m.group(2))
-    m = re.search(rf"{_NUM}\s*mm\s+(above|below)\b", text)
-    if m:
-        return "z", float(m.group(1)) * (1 if m.group(2) == "above" else -1)
-    m = re.search(rf"\bat\s+{_NUM}\s*mm\b", text)
-    if m:
-        return None, float(m.group(1))
-    return None, None
-
-
-@functools.cache
-def _phrases(orientation: str) -> list[tuple[re.Pattern, int, str | None]]:
-    """(phrase pattern, row, side) for every exact landmark phrase of an orientation."""
-    out = []
-    for i, (_, _, phrase, _) in enumerate(LANDMARKS[orientation]):
-        sides = ("left", "right") if "{side}" in phrase else (None,)
-        out += [(re.compile(rf"\b{re.escape(phrase.format(side=s))}\b"), i, s) for s in sides]
-    return out
-
-
-def _find_landmark(text: str, orientation: str | None) -> tuple[str, int, str | None] | None:
-    """(orientation, row, side) of the landmark the text names, exact phrases first, then cues."""
-    candidates = [orientation] if orientation else list(ORIENTATIONS)
-    exact = [
-        (len(pattern.pattern), o, row, side)
-        for o in candidates
-        for pattern, row, side in _phrases(o)
-        if pattern.search(text)
-    ]
-    if exact:
-        # The longest wins: "through the hippocampi and midbrain" over "through the hippocampi".
-        _, o, row, side = max(exact, key=lambda e: e[0])
-        return o, row, side
-    if orientation is None:
-        return None
-    hits = [(m.start(), row) for pat, row in _LANDMARK_CUES[orientation] if (m := re.search(pat, text))]
-    if not hits:
-        return None
-    return orientation, min(hits)[1], None
-
-
-def parse_prompt(text: str) -> PromptFields:
-    """Inverse of build_captions: reads orientation, level (landmark phrase or mm), contrast, field strength,
-    age, sex from free text; None where the text is silent.
-
-    A landmark phrase that belongs to one orientation only (e.g. "at the level of the pons") also sets the
-    orientation when the text does not name it; an explicit mm level overrides the landmark's centre.
-    """
-    low = " ".join(text.lower().split())
-    orientation = _parse_orientation(low)
-    axis, mm = _parse_mm(low)
-    if orientation is None and axis is not None:
-        orientation = {v: k for k, v in _AXIS.items()}[axis]
-
-    found = _find_landmark(low, orientation)
-    lm = slice_mm = hemisphere = None
-    if found is not None:
-        orientation, row, side = found
-        _, _, phrase, centre = LANDMARKS[orientation][row]
-        if orientation == "sagittal" and "{side}" in phrase:
-            if side is None:
-                side = _first({"left": r"\bleft\b", "right": r"\bright\b"}, low)
-            if side is None and mm is not None and mm != 0:
-                side = "left" if mm < 0 else "right"
-            hemisphere = side
-            lm = phrase.format(side=side) if side else phrase.replace("{side} ", "")
-            slice_mm = None if side is None else (-centre if side == "left" else centre)
-        else:
-            lm = phrase
-            slice_mm = centre
-    if mm is not None:
-        slice_mm = mm
-        if lm is None and orientation is not None:
-            lm = landmark(orientation, mm)
-            if orientation == "sagittal" and lm != "midsagittal":
-                hemisphere = "left" if mm < 0 else "right"
-    if orientation == "sagittal" and hemisphere is None and lm is None:
-        hemisphere = _first({"left": r"\bleft\b", "right": r"\bright\b"}, low)
-
-    return PromptFields(
-        orientation=orientation,
-        slice_mm=slice_mm,
-        landmark=lm,
-        modality=_parse_modality(low),
-        field_strength=_parse_field(low),
-        age=_parse_age(low),
-        sex=_parse_sex(low),
-        hemisphere=hemisphere,
-        healthy=_parse_healthy(low),
-    )

@@ -11,8 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dallebrain.data.grid import ORIENTATIONS
-from dallebrain.data.sources.base import MODALITIES
+from dallebrain.vocab import MODALITIES, ORIENTATIONS
 
 # data.io.atomic_path's temporary names: ".tmp-" + 8 hex digits + "-" + the final name.
 TEMP_FILE = re.compile(r"\.tmp-[0-9a-f]{8}-.+")

@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from dallebrain.data import leftovers
-from dallebrain.data.grid import ORIENTATIONS, VolumeGrid, prepared_grid
+from dallebrain.data.grid import VolumeGrid, prepared_grid
 from dallebrain.data.io import atomic_path, write_json_atomic, write_text_atomic
 from dallebrain.data.registration import MAX_VOXELS
 from dallebrain.data.sources.base import SubjectRecord
+from dallebrain.vocab import ORIENTATIONS
 
 SOURCES = ("simulated", "bids", "ixi", "oasis1", "hcp")
 _MODULES = {"oasis1": "oasis"}

@@ -9,10 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dallebrain.data.captions import landmark, plain_structure_name
-from dallebrain.data.grid import NORMAL_AXIS, ORIENTATIONS, VolumeGrid, extract_slice
+from dallebrain.data.captions import plain_structure_name
+from dallebrain.data.grid import NORMAL_AXIS, VolumeGrid, extract_slice
 from dallebrain.data.io import atomic_path
+from dallebrain.data.landmarks import landmark
 from dallebrain.data.templates import atlas_label_names
+from dallebrain.vocab import ORIENTATIONS
 
 PNG_MAX = 65535  # slices are stored as 16-bit PNG: [0, 1] intensities -> [0, 65535]
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from dallebrain.data.captions import MODALITIES, ORIENTATIONS
 from dallebrain.evaluation.features import SEXES, Targets
+from dallebrain.vocab import MODALITIES, ORIENTATIONS
 
 CLASS_FIELDS = {"contrast": MODALITIES, "orientation": ORIENTATIONS, "sex": SEXES}
 REGRESSION_FIELDS = {"level_mm": "level_mm", "age": "age"}

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dallebrain.data.captions import MODALITIES, ORIENTATIONS
+from dallebrain.vocab import MODALITIES, ORIENTATIONS
 
 ENCODER_FORMAT = "dallebrain-eval-encoder"
 SEXES = ("F", "M")
@@ -136,7 +136,7 @@ class Targets:
     @classmethod
     def from_prompts(cls, prompts: list[str]) -> Targets:
         """What each prompt asked for (parse_prompt); NaN / -1 where it is silent."""
-        from dallebrain.data.captions import parse_prompt
+        from dallebrain.data.prompts import parse_prompt
 
         parsed = [parse_prompt(p) for p in prompts]
         return cls.from_fields([p.modality for p in parsed], [p.orientation for p in parsed],

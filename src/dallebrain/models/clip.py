@@ -19,11 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dallebrain.vocab import PICKLE_SUFFIXES
+
 FORMAT = "dallebrain-brain-clip"
 FORMAT_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-_PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 _MAX_LOGIT_SCALE = 100.0
 
 
@@ -266,7 +267,7 @@ class BrainCLIP(nn.Module):
             raise ValueError(f"Brain-CLIP folder not found: {folder}")
         config_path, weights_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
         if not weights_path.is_file():
-            pickles = sorted(p.name for p in folder.iterdir() if p.suffix in _PICKLE_SUFFIXES)
+            pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
             if pickles:
                 raise ValueError(f"refusing pickle weights {pickles[0]} in {folder}: Brain-CLIP loads "
                                  f"{WEIGHTS_NAME} (safetensors) only")

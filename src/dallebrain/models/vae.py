@@ -13,8 +13,9 @@ from pathlib import Path
 
 import torch
 
+from dallebrain.vocab import PICKLE_SUFFIXES
+
 # Weight files that unpickle arbitrary code when loaded; a VAE folder must hold safetensors only.
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 
 

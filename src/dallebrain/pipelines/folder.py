@@ -8,7 +8,8 @@ import json
 import math
 from pathlib import Path
 
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+from dallebrain.vocab import PICKLE_SUFFIXES
+
 LDM_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 # Bounds on what a folder's config.json may ask of a generation. The latent noise and every activation grow with
 # the square of the side, so an unchecked sample_size (1024, 100000) allocates without limit before anything fails.

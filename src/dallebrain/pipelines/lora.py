@@ -8,8 +8,8 @@ import math
 from pathlib import Path
 
 from dallebrain.pipelines.folder import PICKLE_SUFFIXES
+from dallebrain.vocab import LORA_WEIGHT_NAME as WEIGHT_NAME
 
-WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 ADAPTER_NAME = "dallebrain_lora"
 # how the down (A) and up (B) matrices of a module are named in peft and in the diffusers formats
 _DOWN = (".lora_A.", ".lora.down.", ".lora_linear_layer.down.")

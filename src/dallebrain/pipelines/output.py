@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from dallebrain.data.captions import parse_prompt
 from dallebrain.data.grid import NORMAL_AXIS, VolumeGrid, prepared_grid, slice_affine
 from dallebrain.data.io import atomic_path
+from dallebrain.data.prompts import parse_prompt
 
 
 def grid_of(info: dict, image_size: int) -> VolumeGrid:

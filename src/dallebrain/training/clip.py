@@ -21,6 +21,7 @@ from dallebrain.models.clip import BrainCLIP, BrainCLIPConfig
 from dallebrain.training.common import held_out
 from dallebrain.training.config import TrainConfig
 from dallebrain.training.loop import Stage, fit, save_image_grid
+from dallebrain.vocab import FIELD_OF_VIEW_MM
 
 _MODEL = BrainCLIPConfig()
 _MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(BrainCLIPConfig) if f.name != "image_size")
@@ -30,7 +31,6 @@ ORIENTATION_PROMPTS = {"axial": "axial", "coronal": "coronal", "sagittal": "sagi
 # Zero-shot class embeddings average a few phrasings, as CLIP's prompt ensembles do.
 PROMPT_TEMPLATES = ("{} brain MRI", "{} MRI slice of a healthy brain", "a {} slice of the brain")
 RECALL_KS = (1, 5, 10)
-FIELD_OF_VIEW_MM = 192.0  # prepared slices span 192 mm whatever their pixel count
 
 
 @dataclass

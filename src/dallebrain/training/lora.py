@@ -23,8 +23,8 @@ from dallebrain.training.cache import caption_texts
 from dallebrain.training.config import TrainConfig
 from dallebrain.training.diffusion import SAMPLE_PROMPTS, SeedStream, denoising_loss, micro_batch
 from dallebrain.training.loop import Stage, fit, save_image_grid
+from dallebrain.vocab import LORA_WEIGHT_NAME as WEIGHT_NAME
 
-WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 INFO_NAME = "adapter_info.json"
 BASE_RECORD = "lora_base.json"  # which base a run started from, so --resume cannot switch bases
 

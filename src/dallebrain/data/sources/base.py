@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-MODALITIES = ("T1w", "T2w", "PDw", "FLAIR")
-
 
 @dataclass
 class SubjectRecord:

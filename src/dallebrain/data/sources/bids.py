@@ -7,7 +7,8 @@ import re
 from pathlib import Path
 
 from dallebrain.data.sources import tables
-from dallebrain.data.sources.base import MODALITIES, SubjectRecord
+from dallebrain.data.sources.base import SubjectRecord
+from dallebrain.vocab import MODALITIES
 
 IMAGE_NAME = re.compile(r"(sub-[A-Za-z0-9]+)(_[A-Za-z0-9]+-[A-Za-z0-9]+)*_(T1w|T2w|PDw|FLAIR)\.nii(\.gz)?")
 

@@ -9,7 +9,8 @@ import re
 from pathlib import Path
 
 from dallebrain.data.sources import tables
-from dallebrain.data.sources.base import MODALITIES, SubjectRecord
+from dallebrain.data.sources.base import SubjectRecord
+from dallebrain.vocab import MODALITIES
 
 FILE_NAME = re.compile(r"IXI(\d+)-(Guys|HH|IOP)-(\d+)-(T1|T2|PD|MRA|DTI)(?:-(\d+))?\.nii\.gz")
 MODALITY = {"T1": "T1w", "T2": "T2w", "PD": "PDw"}  # MRA and DTI are not structural images

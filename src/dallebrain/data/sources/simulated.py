@@ -10,8 +10,9 @@ import json
 from pathlib import Path
 
 from dallebrain.data.simulate import RECORD_SUFFIX
-from dallebrain.data.sources.base import MODALITIES, SubjectRecord
+from dallebrain.data.sources.base import SubjectRecord
 from dallebrain.data.templates import ATLAS_NAME
+from dallebrain.vocab import MODALITIES
 
 VOLUME_FIELDS = ("icv_ml", "gm_ml", "wm_ml", "csf_ml", "lateral_ventricles_ml", "nwbv")
 LESION_FIELDS = ("healthy", "lesion_type", "findings")

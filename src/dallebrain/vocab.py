@@ -1,0 +1,14 @@
+"""The project's vocabulary, defined once: planes, contrasts, field strengths, the field of view of a
+prepared slice, weight file names and the suffixes of pickled weights that loaders refuse."""
+
+ORIENTATIONS = ("axial", "coronal", "sagittal")
+ORIENTATION_AXIS = {"axial": "z", "coronal": "y", "sagittal": "x"}  # the MNI axis a plane's level is on
+MODALITIES = ("T1w", "T2w", "PDw", "FLAIR")  # BIDS suffixes of the contrasts
+CONTRAST_LONG = {"T1w": "T1-weighted", "T2w": "T2-weighted", "PDw": "PD-weighted", "FLAIR": "FLAIR"}
+CONTRAST_SHORT = {"T1w": "T1", "T2w": "T2", "PDw": "PD", "FLAIR": "FLAIR"}
+FIELD_STRENGTHS = (1.5, 3.0)  # tesla, the simulated cohort's scanners
+SEXES = ("F", "M")
+FIELD_OF_VIEW_MM = 192.0  # a prepared slice spans 192 mm whatever its pixel count
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # diffusers' file name for LoRA adapters
+# Weights in these formats can run code when loaded: every loader refuses them (safetensors only).
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")

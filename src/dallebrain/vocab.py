@@ -9,6 +9,12 @@ CONTRAST_SHORT = {"T1w": "T1", "T2w": "T2", "PDw": "PD", "FLAIR": "FLAIR"}
 FIELD_STRENGTHS = (1.5, 3.0)  # tesla, the simulated cohort's scanners
 SEXES = ("F", "M")
 FIELD_OF_VIEW_MM = 192.0  # a prepared slice spans 192 mm whatever its pixel count
+# Sampler names of every entry point -> the diffusers scheduler class that implements them.
+SAMPLERS = {
+    "dpm": "DPMSolverMultistepScheduler",  # DPM-Solver++ (Lu et al. 2022)
+    "ddim": "DDIMScheduler",  # Song et al. 2021
+    "euler": "EulerDiscreteScheduler",  # Karras et al. 2022
+}
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # diffusers' file name for LoRA adapters
 # Weights in these formats can run code when loaded: every loader refuses them (safetensors only).
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")

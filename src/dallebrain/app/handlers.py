@@ -20,14 +20,15 @@ from pathlib import Path
 from dallebrain.app.untrusted import adapter_folder, markdown_text, redact
 from dallebrain.data.prompts import AGE_PATTERNS
 from dallebrain.pipelines import defaults as D
+from dallebrain.pipelines.request import ROUTES, WEB_LIMITS, GenerationRequest, real_number, whole_number
 
-MAX_PROMPT_CHARS = 300
-MAX_IMAGES = 16
-MAX_STEPS = 100
-MAX_SEED = 2**32 - 1
-MAX_GUIDANCE = 20.0
+# The page's limits (pipelines.request.WEB_LIMITS), by the names the UI's widgets use.
+MAX_PROMPT_CHARS = WEB_LIMITS.max_prompt_chars
+MAX_IMAGES = WEB_LIMITS.max_n
+MAX_STEPS = WEB_LIMITS.max_steps
+MAX_SEED = WEB_LIMITS.max_seed
+MAX_GUIDANCE = WEB_LIMITS.max_guidance
 AGES = tuple(range(20, 91, 10))  # the ageing sequence: 20, 30, ..., 90
-ROUTES = ("ldm", "unclip")
 UPLOAD_SUFFIXES = (".png", ".nii", ".nii.gz")
 
 GENERATION_LOCK = threading.Lock()
@@ -73,46 +74,33 @@ class StudyView:
 
 def _as_int(value, name: str, low: int, high: int) -> int:
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise RequestError(f"{name} must be a whole number, got {value!r}") from None
-    if number != int(number):
-        raise RequestError(f"{name} must be a whole number, got {value!r}")
-    if not low <= number <= high:
-        raise RequestError(f"{name} must be between {low} and {high}, got {int(number)}")
-    return int(number)
+        return whole_number(value, name, low, high)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
 
 
 def _as_float(value, name: str, low: float, high: float) -> float:
     try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise RequestError(f"{name} must be a number, got {value!r}") from None
-    if not low <= number <= high:  # also refuses NaN
-        raise RequestError(f"{name} must be between {low:g} and {high:g}, got {value!r}")
-    return number
+        return real_number(value, name, low, high)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
+
+
+def _web_request(**fields) -> GenerationRequest:
+    """The request checked with the web page's limits (pipelines.request holds every rule)."""
+    try:
+        return GenerationRequest(**fields).checked(WEB_LIMITS)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
 
 
 def check_prompt(prompt) -> str:
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise RequestError("empty prompt: describe the slice, e.g. 'axial T2-weighted slice of a healthy "
-                           "70-year-old woman at the level of the lateral ventricles'")
-    prompt = " ".join(prompt.split())
-    if len(prompt) > MAX_PROMPT_CHARS:
-        raise RequestError(f"prompt too long: {len(prompt)} characters, at most {MAX_PROMPT_CHARS}")
-    return prompt
+    return _web_request(prompt=prompt).prompt
 
 
 def check_settings(seed, steps, guidance, sampler, n=1) -> tuple[int, int, float, str, int]:
-    from dallebrain.models.unet import SAMPLERS
-
-    n = _as_int(n, "number of images", 1, MAX_IMAGES)
-    steps = _as_int(steps, "steps", 1, MAX_STEPS)
-    seed = _as_int(seed, "seed", 0, MAX_SEED)
-    guidance = _as_float(guidance, "guidance", 0.0, MAX_GUIDANCE)
-    if sampler not in SAMPLERS:
-        raise RequestError(f"unknown sampler {sampler!r}: choose from {', '.join(SAMPLERS)}")
-    return seed, steps, guidance, sampler, n
+    r = _web_request(prompt="settings", seed=seed, steps=steps, guidance=guidance, sampler=sampler, n=n)
+    return r.seed, r.steps, r.guidance, r.sampler, r.n
 
 
 def _check_lora(lora, lora_scale, lora_dir=None) -> tuple[str | None, float]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dallebrain.models.text import HIDDEN_SIZE
+from dallebrain.vocab import SAMPLERS  # noqa: F401 - the sampler names, re-exported beside make_scheduler
 
 
 @dataclass
@@ -50,11 +51,6 @@ def noise_scheduler_config() -> dict:
             "set_alpha_to_one": False, "steps_offset": 1, "timestep_spacing": "leading"}
 
 
-SAMPLERS = {
-    "dpm": "DPMSolverMultistepScheduler",  # DPM-Solver++ (Lu et al. 2022)
-    "ddim": "DDIMScheduler",  # Song et al. 2021
-    "euler": "EulerDiscreteScheduler",  # Karras et al. 2022
-}
 
 
 def make_scheduler(sampler: str = "dpm", base_config: dict | None = None):

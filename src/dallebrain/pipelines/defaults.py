@@ -10,3 +10,6 @@ stays instant.
 SAMPLER = "dpm"  # DPM-Solver++ (2M)
 STEPS = 20
 GUIDANCE = 4.0
+# The unCLIP prior (text -> Brain-CLIP image embedding): its own steps and guidance.
+PRIOR_STEPS = 25
+PRIOR_GUIDANCE = 4.0

@@ -10,7 +10,7 @@ together, and memory bounded by one pass of `images_per_pass` images whatever n 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +21,9 @@ from dallebrain.models.unet import make_scheduler
 from dallebrain.pipelines import defaults as D
 from dallebrain.pipelines.folder import check_model_folder, folder_hash, read_info
 
-# Seeds live in [0, 2**63): torch.Generator.manual_seed silently wraps -1 onto 2**64 - 1 (the same image under
-# another file name) and overflows past 2**64 only once the model has loaded.
-MAX_SEED = 2**63 - 1
+# MAX_SEED and check_seed are re-exported: callers of the pipeline module use them
+from dallebrain.pipelines.request import API_LIMITS, MAX_SEED, GenerationRequest, check_seed  # noqa: F401
+
 # Images denoised and decoded together in one pass. Batched CPU convolutions and GEMMs round differently
 # across batch SIZES (measured on the shipped model: up to 1.9e-6 in the UNet output, 2 pixels of an 8-bit
 # image), but at a fixed batch size a row's result depends neither on the other rows nor on its position
@@ -47,18 +47,6 @@ class GenerationResult:
         """One result from consecutive passes of the same request."""
         return cls(np.concatenate([p.images for p in parts]), [s for p in parts for s in p.seeds],
                    parts[0].settings, parts[0].warnings)
-
-
-def check_seed(seed, n: int = 1) -> int:
-    """The one seed check of every entry point (CLI, Python API, web page): image i uses seed + i, and each of
-    those must lie in [0, MAX_SEED]."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise ValueError(f"seed must be a whole number, got {seed!r}")
-    seed = int(seed)
-    if seed < 0 or seed > MAX_SEED - (n - 1):
-        raise ValueError(f"seed must be between 0 and {MAX_SEED - (n - 1)} (2**63 - {n}) for {n} image(s), "
-                         f"got {seed}")
-    return seed
 
 
 def image_seeds(seed: int, n: int) -> list[int]:
@@ -86,19 +74,10 @@ def _pad_rows(x: torch.Tensor | None, pad: int) -> torch.Tensor | None:
     return torch.cat([x, x[-1:].expand(pad, *x.shape[1:])])
 
 
-def check_generation_args(prompt: str, n: int, steps: int, guidance: float, max_n: int = 1000,
+def check_generation_args(prompt: str, n: int, steps: int, guidance: float, max_n: int = API_LIMITS.max_n,
                           seed: int = 0) -> None:
-    """One-line ValueError for a request that cannot be served."""
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ValueError("empty prompt: describe the slice, e.g. 'axial T2-weighted slice of a healthy 70-year-old "
-                         "woman'")
-    if n < 1 or n > max_n:
-        raise ValueError(f"number of images must be between 1 and {max_n}, got {n}")
-    if steps < 1 or steps > 1000:
-        raise ValueError(f"steps must be between 1 and 1000, got {steps}")
-    if not np.isfinite(guidance) or guidance < 0:
-        raise ValueError(f"guidance must be a non-negative number, got {guidance}")
-    check_seed(seed, n)
+    """One-line ValueError for a request that cannot be served (the rules of `GenerationRequest`)."""
+    GenerationRequest(prompt, n, seed, steps, guidance).checked(replace(API_LIMITS, max_n=max_n))
 
 
 class Text2MRIPipeline:

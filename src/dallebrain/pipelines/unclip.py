@@ -20,6 +20,7 @@ from dallebrain.models.text import MAX_TOKENS, shared_tokenizer, token_count
 from dallebrain.models.unet import make_scheduler
 from dallebrain.pipelines import defaults as D
 from dallebrain.pipelines.folder import check_model_folder
+from dallebrain.pipelines.request import API_LIMITS, GenerationRequest
 from dallebrain.pipelines.text2mri import (
     GenerationResult,
     Text2MRIPipeline,
@@ -51,7 +52,8 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def sample_image_embeds(prior, scheduler_config: dict, text_embeds: torch.Tensor, text_states: torch.Tensor,
                         text_mask: torch.Tensor, uncond: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
-                        seeds: list[int], steps: int = 25, guidance: float = 4.0) -> torch.Tensor:
+                        seeds: list[int], steps: int = D.PRIOR_STEPS,
+                        guidance: float = D.PRIOR_GUIDANCE) -> torch.Tensor:
     """Image embeddings (n, D), L2-normalised like Brain-CLIP's, sampled by the prior for n texts (text_embeds
     (n, D), token states (n, T, 384), masks (n, T)); `uncond` is the same triple for the empty prompt (1, ...),
     mixed in by classifier-free guidance. Embedding i depends only on seeds[i]."""
@@ -93,10 +95,7 @@ def _check_image(image, name: str = "image") -> torch.Tensor:
 
 
 def _check_prior_args(prior_steps: int, prior_guidance: float) -> None:
-    if prior_steps < 1 or prior_steps > 1000:
-        raise ValueError(f"prior_steps must be between 1 and 1000, got {prior_steps}")
-    if not np.isfinite(prior_guidance) or prior_guidance < 0:
-        raise ValueError(f"prior_guidance must be a non-negative number, got {prior_guidance}")
+    GenerationRequest("prior", prior_steps=prior_steps, prior_guidance=prior_guidance).checked(API_LIMITS)
 
 
 class UnCLIPPipeline(Text2MRIPipeline):
@@ -151,8 +150,8 @@ class UnCLIPPipeline(Text2MRIPipeline):
         return self._prompt_cache[prompt]
 
     @torch.no_grad()
-    def image_embeds_of_prompt(self, prompt: str, seeds: list[int], prior_steps: int = 25,
-                               prior_guidance: float = 4.0, negative_prompt: str = "") -> torch.Tensor:
+    def image_embeds_of_prompt(self, prompt: str, seeds: list[int], prior_steps: int = D.PRIOR_STEPS,
+                               prior_guidance: float = D.PRIOR_GUIDANCE, negative_prompt: str = "") -> torch.Tensor:
         """The prior's Brain-CLIP image embeddings (n, D) for a prompt, one per seed, sampled in passes of
         `images_per_pass` seeds (as the decoder's, so embedding i does not depend on n)."""
         if self.prior is None:
@@ -192,8 +191,9 @@ class UnCLIPPipeline(Text2MRIPipeline):
         return {**extra, "route": "unclip", "model_hash": self.model_hash}
 
     def generate_chunks(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS,
-                        guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER, prior_steps: int = 25,
-                        prior_guidance: float = 4.0, negative_prompt: str = "") -> Iterator[GenerationResult]:
+                        guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER, prior_steps: int = D.PRIOR_STEPS,
+                        prior_guidance: float = D.PRIOR_GUIDANCE,
+                        negative_prompt: str = "") -> Iterator[GenerationResult]:
         """`self(...)` one pass at a time: the prior and the decoder run per pass, so memory stays bounded."""
         check_generation_args(prompt, n, steps, guidance, seed=seed)
         _check_prior_args(prior_steps, prior_guidance)
@@ -211,7 +211,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
         return chunk_results(passes, seeds, settings, warnings)
 
     def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
-                 sampler: str = D.SAMPLER, prior_steps: int = 25, prior_guidance: float = 4.0,
+                 sampler: str = D.SAMPLER, prior_steps: int = D.PRIOR_STEPS, prior_guidance: float = D.PRIOR_GUIDANCE,
                  negative_prompt: str = "") -> GenerationResult:
         return GenerationResult.join(list(self.generate_chunks(prompt, n, seed, steps, guidance, sampler, prior_steps,
                                                                prior_guidance, negative_prompt)))
@@ -239,8 +239,8 @@ class UnCLIPPipeline(Text2MRIPipeline):
         return GenerationResult.join(list(self.variation_chunks(image, n, seed, steps, guidance, sampler)))
 
     def interpolate(self, image_a, image_b, n_frames: int = 8, seed: int = 0, steps: int = D.STEPS,
-                    guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER, prior_steps: int = 25,
-                    prior_guidance: float = 4.0) -> GenerationResult:
+                    guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER, prior_steps: int = D.PRIOR_STEPS,
+                    prior_guidance: float = D.PRIOR_GUIDANCE) -> GenerationResult:
         """n_frames slices along the great circle between the embeddings of two slices (or prompts: a str is
         sent through the prior); every frame uses the same decoder seed, so only the embedding changes."""
         check_generation_args("interpolate", n_frames, steps, guidance, seed=seed)

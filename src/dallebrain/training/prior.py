@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dallebrain.pipelines import defaults as D
 from dallebrain.training.cache import cached_arrays, dataset_meta, module_fingerprint
 from dallebrain.training.common import attach_to_pipeline, check_pipeline_parts
 from dallebrain.training.config import TrainConfig
@@ -36,8 +37,8 @@ class PriorTrainConfig(TrainConfig):
     phrasings: int = 3  # cached caption phrasings per slice (the canonical one first)
     max_rows: int = 0  # cache at most this many training slices (0: all)
     val_rows: int = 256  # held-out slices for metrics.json (0: all)
-    eval_steps: int = 25  # prior sampling steps for metrics.json
-    eval_guidance: float = 4.0  # prior guidance for metrics.json
+    eval_steps: int = D.PRIOR_STEPS  # prior sampling steps for metrics.json
+    eval_guidance: float = D.PRIOR_GUIDANCE  # prior guidance for metrics.json
 
 
 # --- the cache ----------------------------------------------------------------------------------------------

@@ -1,0 +1,128 @@
+"""One generation request, validated once with the limits of its caller (CLI and Python API, or the web page).
+
+The rules live here and nowhere else: the CLI checks a request before loading any model, the pipelines check
+the same request again for Python callers, and the web page checks it with its tighter limits. Every refusal is
+a one-line ValueError. Kept free of torch so `dallebrain --help` and the CLI's early checks stay instant.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass, replace
+
+from dallebrain.pipelines import defaults as D
+from dallebrain.vocab import SAMPLERS
+
+# Seeds live in [0, 2**63): torch.Generator.manual_seed silently wraps -1 onto 2**64 - 1 (the same image under
+# another file name) and overflows past 2**64 only once the model has loaded.
+MAX_SEED = 2**63 - 1
+ROUTES = ("ldm", "unclip")
+EXAMPLE_PROMPT = "axial T2-weighted slice of a healthy 70-year-old woman at the level of the lateral ventricles"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one kind of caller may ask for."""
+
+    max_n: int
+    max_steps: int
+    max_guidance: float
+    max_seed: int = MAX_SEED
+    max_prompt_chars: int | None = None  # None: the text encoder truncates (and says so in the sidecar)
+    max_lora_scale: float = 4.0
+
+
+# The CLI and the Python API: memory is bounded per pass, so n may be large (a data set is `synthesize`'s job).
+API_LIMITS = Limits(max_n=1000, max_steps=1000, max_guidance=math.inf)
+# The web page: a shared server, so smaller bounds; seeds fit a number box (2**32 - 1).
+WEB_LIMITS = Limits(max_n=16, max_steps=100, max_guidance=20.0, max_seed=2**32 - 1, max_prompt_chars=300)
+
+
+def whole_number(value, name: str, low: int, high: int) -> int:
+    """value as an int in [low, high]; accepts 3, 3.0 and "3" (a web form's numbers), refuses True and 3.5."""
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    if isinstance(value, numbers.Integral):
+        number = int(value)
+    else:
+        try:
+            as_float = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a whole number, got {value!r}") from None
+        if not math.isfinite(as_float) or as_float != int(as_float):
+            raise ValueError(f"{name} must be a whole number, got {value!r}")
+        number = int(as_float)
+    if not low <= number <= high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {number}")
+    return number
+
+
+def real_number(value, name: str, low: float, high: float) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {value!r}") from None
+    if not low <= number <= high:  # also refuses NaN
+        bound = f"between {low:g} and {high:g}" if math.isfinite(high) else f"a number of at least {low:g}"
+        raise ValueError(f"{name} must be {bound}, got {value!r}")
+    return number
+
+
+def check_seed(seed, n: int = 1, max_seed: int = MAX_SEED) -> int:
+    """Image i uses seed + i, and each of those must lie in [0, max_seed]."""
+    return whole_number(seed, f"seed (for {n} image(s))" if n > 1 else "seed", 0, max_seed - (n - 1))
+
+
+def check_prompt(prompt, max_chars: int | None = None) -> str:
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError(f"empty prompt: describe the slice, e.g. '{EXAMPLE_PROMPT}'")
+    if max_chars is not None:
+        prompt = " ".join(prompt.split())
+        if len(prompt) > max_chars:
+            raise ValueError(f"prompt too long: {len(prompt)} characters, at most {max_chars}")
+    return prompt
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """What to generate and how; `checked(limits)` returns the normalised request or raises a one-line
+    ValueError. Image i of a request uses seed + i (`seeds`)."""
+
+    prompt: str
+    n: int = 1
+    seed: int = 0
+    steps: int = D.STEPS
+    guidance: float = D.GUIDANCE
+    sampler: str = D.SAMPLER
+    route: str = "ldm"
+    negative_prompt: str = ""
+    prior_steps: int = D.PRIOR_STEPS
+    prior_guidance: float = D.PRIOR_GUIDANCE
+    lora_scale: float = 1.0
+
+    def checked(self, limits: Limits = API_LIMITS) -> GenerationRequest:
+        n = whole_number(self.n, "number of images", 1, limits.max_n)
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}: choose from {', '.join(SAMPLERS)}")
+        if self.route not in ROUTES:
+            raise ValueError(f"unknown route {self.route!r}: choose {' or '.join(ROUTES)}")
+        if not isinstance(self.negative_prompt, str):
+            raise ValueError(f"negative prompt must be text, got {self.negative_prompt!r}")
+        return replace(
+            self,
+            prompt=check_prompt(self.prompt, limits.max_prompt_chars),
+            n=n,
+            seed=check_seed(self.seed, n, limits.max_seed),
+            steps=whole_number(self.steps, "steps", 1, limits.max_steps),
+            guidance=real_number(self.guidance, "guidance", 0.0, limits.max_guidance),
+            prior_steps=whole_number(self.prior_steps, "prior_steps", 1, limits.max_steps),
+            prior_guidance=real_number(self.prior_guidance, "prior_guidance", 0.0, limits.max_guidance),
+            lora_scale=real_number(self.lora_scale, "LoRA scale", 0.0, limits.max_lora_scale),
+        )
+
+    @property
+    def seeds(self) -> list[int]:
+        return [self.seed + i for i in range(self.n)]

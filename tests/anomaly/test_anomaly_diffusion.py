@@ -1,0 +1,82 @@
+"""Partial noising and re-denoising: windows, context kept, intensity matching, settings checked."""
+
+import numpy as np
+import pytest
+import torch
+
+from dallebrain.anomaly.attributes import SliceAttributes
+from dallebrain.anomaly.diffusion import PartialNoising, _scheduler, denoise_from, match_intensity, windows
+from dallebrain.anomaly.methods import Batch, run_method
+
+
+def test_windows_overlap_by_half_and_cover_every_latent_pixel():
+    ws = windows(32, 16)
+    assert len(ws) == 9
+    cover = np.zeros((32, 32), int)
+    for r, c in ws:
+        assert r.stop - r.start == 16 and c.stop - c.start == 16
+        cover[r, c] += 1
+    assert cover.min() >= 1
+    assert windows(10, 16) == [(slice(0, 10), slice(0, 10))]
+    assert windows(20, 8)[-1] == (slice(12, 20), slice(12, 20))  # the last window ends at the edge
+
+
+def test_intensity_matching_undoes_gain_and_offset_and_ignores_a_lesion():
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0.2, 0.9, (40, 40)).astype(np.float32)
+    recon = (image - 0.1) / 1.5
+    lesion = np.zeros_like(image, bool)
+    lesion[5:10, 5:10] = True  # 1.6 % of the brain, absent from the reconstruction
+    image_with_lesion = np.where(lesion, 1.0, image)
+    matched = match_intensity(recon, image_with_lesion, np.ones_like(image, bool))
+    assert np.abs(matched - image)[~lesion].max() < 1e-3
+
+
+@pytest.mark.parametrize("kwargs,words", [({"levels": (0.0,)}, "noise levels"), ({"levels": (1.0,)}, "noise levels"),
+                                          ({"levels": ()}, "noise levels"), ({"steps": 0}, "steps"),
+                                          ({"guidance": -1.0}, "guidance"), ({"patch": 1}, "patch")])
+def test_bad_settings_are_refused(kwargs, words):
+    with pytest.raises(ValueError, match=words):
+        PartialNoising(**kwargs)
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_pipeline):
+    from dallebrain.api import load_pipeline
+
+    return load_pipeline(tiny_pipeline, device="cpu")
+
+
+def test_the_schedule_starts_at_the_noise_level_and_takes_the_steps_asked(pipe):
+    for level, steps in ((0.3, 5), (0.7, 10), (0.5, 1)):
+        _, timesteps = _scheduler(pipe, level, steps)
+        assert len(timesteps) == steps
+        assert int(timesteps.max()) <= level * 1000
+        assert int(timesteps.max()) > (level - 0.2) * 1000  # it does start high: the noise really hides
+
+
+def test_patch_wise_denoising_changes_only_its_window(pipe):
+    z0 = torch.randn(2, pipe.unet.config.in_channels, 32, 32, generator=torch.Generator().manual_seed(0))
+    cond = pipe.encode_prompt("axial T2-weighted slice of a healthy adult")[0].expand(2, -1, -1)
+    uncond = pipe.encode_prompt("")[0].expand(2, -1, -1)
+    window = (slice(8, 24), slice(0, 16))
+    out = denoise_from(pipe, z0, cond, uncond, 0.5, PartialNoising(steps=3), window)
+    outside = torch.ones_like(z0, dtype=torch.bool)
+    outside[..., window[0], window[1]] = False
+    assert torch.equal(out[outside], z0[outside])
+    assert not torch.allclose(out[~outside], z0[~outside])
+
+
+def test_a_slice_map_does_not_depend_on_the_batch_it_is_in(pipe):
+    rng = np.random.default_rng(0)
+    images = np.zeros((2, 64, 64), np.float32)
+    images[:, 12:52, 12:52] = rng.uniform(0.3, 0.9, (2, 40, 40))
+    attributes = [SliceAttributes("axial", 18.0, "T2w"), SliceAttributes("axial", 0.0, "FLAIR")]
+    setting = PartialNoising(levels=(0.4,), steps=2, normative=False)
+    both = run_method("diffusion", pipe, Batch(images, attributes), setting=setting)
+    alone = run_method("diffusion", pipe, Batch(images[1:], attributes[1:]), setting=setting)
+    assert both.maps.shape == (2, 64, 64) and both.reconstructions.shape == (2, 64, 64)
+    assert np.allclose(both.maps[1], alone.maps[0], atol=1e-4)
+    assert both.maps[:, :12].max() == 0  # nothing outside the brain
+    with pytest.raises(ValueError, match="needs a normal model"):
+        run_method("diffusion", pipe, Batch(images, attributes))  # normative by default

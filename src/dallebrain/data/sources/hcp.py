@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
+
 from dallebrain.data.sources import tables
 from dallebrain.data.sources.base import SubjectRecord
 
@@ -104,3 +106,24 @@ def _read_demographics(path: Path) -> dict[str, tuple[dict, list[str]]]:
             values[column.lower()] = tables.plain(row[found]) if found else None
         cleaned[sid] = (values, problems)
     return cleaned
+
+
+def native_volumes(record: SubjectRecord, reference_img, grid, to_mni: np.ndarray, ventricles: np.ndarray,
+                   max_voxels: int):
+    """Tissue volumes from HCP's FreeSurfer aseg in native (T1w) space; NOT_NATIVE when only the MNINonLinear
+    labels exist (non-linearly warped, their volumes are not the subject's); None without any."""
+    from dallebrain.data import registration, volumes
+    from dallebrain.data.sources import NOT_NATIVE
+
+    if not (record.extra.get("native_seg") or record.tissue_seg):
+        return None
+    path = record.extra.get("native_seg") or (None if record.in_mni else record.tissue_seg)
+    if path is None:
+        return NOT_NATIVE
+    aseg = registration.load_volume(path, max_voxels)
+    brain = None
+    if record.extra.get("native_brain"):
+        brain_img = registration.load_volume(record.extra["native_brain"], max_voxels)
+        if brain_img.shape == aseg.shape:
+            brain = np.asarray(brain_img.dataobj) > 0
+    return volumes.from_freesurfer(np.rint(np.asarray(aseg.dataobj)), aseg.affine, brain)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import numpy as np
+
 from dallebrain.data.sources import tables
 from dallebrain.data.sources.base import SubjectRecord
 
@@ -114,3 +116,28 @@ def _read_demographics(path: Path) -> dict[str, tuple[dict, list[str]]]:
             values[extra_key] = tables.plain(value) if column == "Hand" else tables.to_float(value)
         cleaned[sid] = (values, problems)
     return cleaned
+
+
+def native_volumes(record: SubjectRecord, reference_img, grid, to_mni: np.ndarray, ventricles: np.ndarray,
+                   max_voxels: int):
+    """Tissue volumes from OASIS's FSL_SEG (on the T88 T1's grid), back in native mL through the atlas scaling
+    factor; the lateral ventricles are its CSF inside the atlas's (dilated) ventricle labels. None without it."""
+    from dallebrain.data import registration, volumes
+    from dallebrain.data.templates import resample_to_grid
+
+    if record.tissue_seg is None:
+        return None
+    seg = registration.load_volume(record.tissue_seg, max_voxels)
+    seg_data = np.rint(np.asarray(seg.dataobj)).astype(np.int16)
+    t1 = np.asarray(reference_img.dataobj)
+    if seg_data.shape != t1.shape or not np.allclose(seg.affine, reference_img.affine, atol=1e-3):
+        raise ValueError(f"{Path(record.tissue_seg).name}: not on the grid of the T1 image")
+    classes = volumes.fsl_seg_classes(seg_data, t1)
+    csf = resample_to_grid((seg_data == classes["csf"]).astype(np.float32), seg.affine, grid, 1, to_mni)
+    asf = record.extra.get("asf")
+    # T88 images are scaled to the atlas: ASF (the atlas scaling factor) brings volumes back to native.
+    native_per_image = 1.0 / asf if asf else 1.0
+    native_per_mni = float(abs(np.linalg.det(to_mni[:3, :3])))
+    grid_ml = grid.spacing_mm ** 3 / 1000.0
+    vents = float(csf[ventricles].sum()) * grid_ml * native_per_mni * native_per_image
+    return volumes.from_fsl_seg(seg_data, t1, seg.affine, vents, native_per_image)

@@ -12,6 +12,7 @@ import pytest
 from fixtures_cohorts import head_affine, head_volume, write_analyze, write_nifti
 
 from dallebrain.data import registration as reg
+from dallebrain.data import volume_io
 
 
 def _rotation(axis: int, degrees: float) -> np.ndarray:
@@ -49,32 +50,32 @@ def test_load_volume_rejects_truncated_gz(tmp_path):
     path = write_nifti(tmp_path / "cut.nii.gz")
     raw = path.read_bytes()
     path.write_bytes(raw[: len(raw) // 2])
-    with pytest.raises(reg.VolumeError, match="unreadable or truncated"):
-        reg.load_volume(path)
+    with pytest.raises(volume_io.VolumeError, match="unreadable or truncated"):
+        volume_io.load_volume(path)
 
 
 def test_load_volume_rejects_truncated_analyze_img(tmp_path):
     header = write_analyze(tmp_path / "OAS1_0001_MR1_mpr-1_anon.hdr")
     image = header.with_suffix(".img")
     image.write_bytes(image.read_bytes()[:1000])
-    with pytest.raises(reg.VolumeError, match="unreadable or truncated"):
-        reg.load_volume(header)
+    with pytest.raises(volume_io.VolumeError, match="unreadable or truncated"):
+        volume_io.load_volume(header)
 
 
 def test_load_volume_rejects_garbage(tmp_path):
     path = tmp_path / "junk.nii.gz"
     path.write_bytes(gzip.compress(b"not a nifti header" * 3))
-    with pytest.raises(reg.VolumeError, match="junk.nii.gz: unreadable"):
-        reg.load_volume(path)
+    with pytest.raises(volume_io.VolumeError, match="junk.nii.gz: unreadable"):
+        volume_io.load_volume(path)
 
 
 def test_load_volume_rejects_4d_but_accepts_single_volume_4d(tmp_path):
     head = head_volume()
     series = write_nifti(tmp_path / "series.nii.gz", np.stack([head, head], axis=-1), head_affine())
-    with pytest.raises(reg.VolumeError, match="one 3-D volume"):
-        reg.load_volume(series)
+    with pytest.raises(volume_io.VolumeError, match="one 3-D volume"):
+        volume_io.load_volume(series)
     single = write_nifti(tmp_path / "single.nii.gz", head[..., None], head_affine())
-    assert reg.load_volume(single).shape == head.shape
+    assert volume_io.load_volume(single).shape == head.shape
 
 
 @pytest.mark.parametrize(
@@ -88,8 +89,8 @@ def test_load_volume_rejects_bad_values(tmp_path, values, reason):
     else:
         data[:] = 0 if values == "zeros" else 1
     path = write_nifti(tmp_path / f"{values}.nii.gz", data)
-    with pytest.raises(reg.VolumeError, match=reason):
-        reg.load_volume(path)
+    with pytest.raises(volume_io.VolumeError, match=reason):
+        volume_io.load_volume(path)
 
 
 @pytest.mark.parametrize(
@@ -99,8 +100,8 @@ def test_load_volume_rejects_bad_values(tmp_path, values, reason):
 )
 def test_load_volume_rejects_fov_not_a_head(tmp_path, shape, voxel_mm):
     path = write_nifti(tmp_path / "fov.nii.gz", head_volume(shape), head_affine(voxel_mm, shape))
-    with pytest.raises(reg.VolumeError, match="is not a head"):
-        reg.load_volume(path)
+    with pytest.raises(volume_io.VolumeError, match="is not a head"):
+        volume_io.load_volume(path)
 
 
 def test_load_volume_reorients_las_to_ras_keeping_world(tmp_path):
@@ -109,7 +110,7 @@ def test_load_volume_reorients_las_to_ras_keeping_world(tmp_path):
     data[landmark] = 1000.0
     affine = np.diag([-4.0, 4.0, 4.0, 1.0])  # LAS, as most scanners and FSL write
     affine[:3, 3] = [80.0, -100.0, -70.0]
-    img = reg.load_volume(write_nifti(tmp_path / "las.nii.gz", data, affine))
+    img = volume_io.load_volume(write_nifti(tmp_path / "las.nii.gz", data, affine))
     assert nib.aff2axcodes(img.affine) == ("R", "A", "S")
     assert img.get_data_dtype() == np.float32
     new_index = np.unravel_index(np.argmax(img.get_fdata()), img.shape)
@@ -121,7 +122,7 @@ def test_load_volume_reorients_las_to_ras_keeping_world(tmp_path):
 
 def test_load_volume_reads_analyze_pair(tmp_path):
     path = write_analyze(tmp_path / "OAS1_0001_MR1_mpr-1_anon.hdr")
-    img = reg.load_volume(path)
+    img = volume_io.load_volume(path)
     assert img.shape == head_volume().shape
     assert nib.aff2axcodes(img.affine) == ("R", "A", "S")
 

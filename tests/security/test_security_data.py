@@ -16,6 +16,7 @@ import SimpleITK as sitk
 from nibabel.arrayproxy import ArrayProxy
 
 from dallebrain.data import registration as reg
+from dallebrain.data import volume_io
 from dallebrain.data.io import atomic_path
 from dallebrain.data.prepare import PrepareOptions, prepare
 from dallebrain.data.sources import bids, tables
@@ -112,8 +113,8 @@ def test_nifti_header_claiming_1200_cubed_is_refused_before_its_voxels_are_read(
     # The header, then 1 MB of zeros where 6.4 GiB should follow: a small file that claims a huge volume.
     path.write_bytes(gzip.compress(header.binaryblock + b"\0" * 4 + bytes(2**20)))
     assert path.stat().st_size < 10_000
-    with pytest.raises(reg.VolumeError) as refused:
-        reg.load_volume(path)
+    with pytest.raises(volume_io.VolumeError) as refused:
+        volume_io.load_volume(path)
     message = str(refused.value)
     assert message.startswith("bomb.nii.gz: 1200 x 1200 x 1200 = 1,728,000,000 voxels exceed the limit")
     assert "\n" not in message
@@ -124,26 +125,26 @@ def test_analyze_header_claiming_1200_cubed_is_refused_before_its_voxels_are_rea
     path = tmp_path / "OAS1_0001_MR1_mpr-1_anon.hdr"
     path.write_bytes(_huge_header(nib.AnalyzeHeader).binaryblock)
     path.with_suffix(".img").write_bytes(bytes(1000))
-    with pytest.raises(reg.VolumeError, match="1200 x 1200 x 1200 = 1,728,000,000 voxels exceed the limit"):
-        reg.load_volume(path)
+    with pytest.raises(volume_io.VolumeError, match="1200 x 1200 x 1200 = 1,728,000,000 voxels exceed the limit"):
+        volume_io.load_volume(path)
     assert voxels_read == []
 
 
 def test_voxel_limit_is_a_setting_and_axes_have_their_own(tmp_path):
     path = tmp_path / "head.nii.gz"
     nib.save(_head(), path)
-    assert reg.load_volume(path).shape == SHAPE  # 76800 voxels: under the default
-    with pytest.raises(reg.VolumeError, match="40 x 48 x 40 = 76,800 voxels exceed the limit of 70,000"):
-        reg.load_volume(path, max_voxels=70_000)
+    assert volume_io.load_volume(path).shape == SHAPE  # 76800 voxels: under the default
+    with pytest.raises(volume_io.VolumeError, match="40 x 48 x 40 = 76,800 voxels exceed the limit of 70,000"):
+        volume_io.load_volume(path, max_voxels=70_000)
     long_axis = tmp_path / "long.nii.gz"
     nib.save(nib.Nifti1Image(np.ones((2000, 32, 32), np.float32), np.diag([0.15, 4.0, 4.0, 1.0])), long_axis)
-    with pytest.raises(reg.VolumeError, match=f"more than {reg.MAX_VOXELS_PER_AXIS} along an axis"):
-        reg.load_volume(long_axis)
+    with pytest.raises(volume_io.VolumeError, match=f"more than {volume_io.MAX_VOXELS_PER_AXIS} along an axis"):
+        volume_io.load_volume(long_axis)
 
 
 def test_nifti_with_a_gzip_bomb_in_its_header_extensions_is_refused_before_opening(tmp_path, monkeypatch):
     """nibabel reads every extension (all bytes before vox_offset) into memory when it opens a file."""
-    monkeypatch.setattr(reg, "MAX_HEADER_BYTES", 2**20)  # so the test's bomb can stay small
+    monkeypatch.setattr(volume_io, "MAX_HEADER_BYTES", 2**20)  # so the test's bomb can stay small
     header = nib.Nifti1Header()
     header.set_data_shape(SHAPE)
     header.set_data_dtype(np.float32)
@@ -155,8 +156,8 @@ def test_nifti_with_a_gzip_bomb_in_its_header_extensions_is_refused_before_openi
     path.write_bytes(gzip.compress(body, compresslevel=1))
     opened = []
     monkeypatch.setattr(nib, "load", lambda *args, **kwargs: opened.append(args))
-    with pytest.raises(reg.VolumeError, match="extended.nii.gz: header extensions of 2 MiB"):
-        reg.load_volume(path)
+    with pytest.raises(volume_io.VolumeError, match="extended.nii.gz: header extensions of 2 MiB"):
+        volume_io.load_volume(path)
     assert opened == []
 
 
@@ -285,11 +286,11 @@ def test_prepare_max_voxels_option_checked_and_passed_to_every_image(tiny_cohort
     bad = _cli("data", "prepare", "--source", "simulated", "--input", str(tiny_cohort), "--out", "x",
                "--max-voxels", "1000", cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
-        f"error: --max-voxels must be at least {reg.MIN_VOXELS**3} (the smallest head volume), got 1000"]
+        f"error: --max-voxels must be at least {volume_io.MIN_VOXELS**3} (the smallest head volume), got 1000"]
     assert not (tmp_path / "x").exists()
     out = tmp_path / "prepared"
     small = _cli("data", "prepare", "--source", "simulated", "--input", str(tiny_cohort), "--out", str(out),
-                 "--max-voxels", str(reg.MIN_VOXELS**3), "--workers", "1")
+                 "--max-voxels", str(volume_io.MIN_VOXELS**3), "--workers", "1")
     assert small.returncode == 2 and "no subject could be prepared" in small.stderr
     reasons = pd.read_csv(out / "failures.csv")["reason"]
-    assert len(reasons) == 4 and reasons.str.contains(f"voxels exceed the limit of {reg.MIN_VOXELS**3:,}").all()
+    assert len(reasons) == 4 and reasons.str.contains(f"voxels exceed the limit of {volume_io.MIN_VOXELS**3:,}").all()

@@ -10,8 +10,8 @@ from functools import lru_cache
 import numpy as np
 
 from dallebrain.data.grid import VolumeGrid, prepared_grid
-from dallebrain.data.registration import MAX_VOXELS
 from dallebrain.data.sources.base import SubjectRecord
+from dallebrain.data.volume_io import MAX_VOXELS
 
 # Native tissue volumes of a subject, columns of the metadata table.
 TISSUE_COLUMNS = ("icv_ml", "gm_ml", "wm_ml", "csf_ml", "lateral_ventricles_ml", "nwbv")
@@ -88,10 +88,10 @@ def place_in_mni(record: SubjectRecord, grid: VolumeGrid, max_voxels: int = MAX_
     skull stripped."""
     import nibabel as nib
 
-    from dallebrain.data import registration
+    from dallebrain.data import registration, volume_io
     from dallebrain.data.templates import atlas_labels, resample_to_grid
 
-    images = {m: registration.load_volume(p, max_voxels) for m, p in record.images.items()}
+    images = {m: volume_io.load_volume(p, max_voxels) for m, p in record.images.items()}
     if record.to_mni is not None:  # ground truth (simulated): nothing to estimate
         to_mni = np.asarray(record.to_mni, dtype=float)
         seg, atlas = nib.load(record.tissue_seg), nib.load(record.extra["atlas_seg"])

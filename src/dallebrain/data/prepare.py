@@ -20,9 +20,9 @@ from dallebrain.data import leftovers
 from dallebrain.data.grid import VolumeGrid, prepared_grid
 from dallebrain.data.io import atomic_path, write_json_atomic, write_text_atomic
 from dallebrain.data.placement import TISSUE_COLUMNS, place_in_mni
-from dallebrain.data.registration import MAX_VOXELS
 from dallebrain.data.sources import SOURCES, reader  # noqa: F401 - SOURCES: the CLI's choices
 from dallebrain.data.sources.base import SubjectRecord
+from dallebrain.data.volume_io import MAX_VOXELS
 from dallebrain.vocab import ORIENTATIONS
 
 SOURCE_MEASURES = ("etiv", "nwbv", "asf", "cdr", "mmse", "age_range")  # kept as source_<name> columns
@@ -46,7 +46,7 @@ class PrepareOptions:
     seed: int = 0  # split and caption phrasing
     captions_per_slice: int = 5
     workers: int = 1
-    max_voxels: int = MAX_VOXELS  # larger images are refused from their header (registration.load_volume)
+    max_voxels: int = MAX_VOXELS  # larger images are refused from their header (volume_io.load_volume)
 
     @property
     def grid(self) -> VolumeGrid:

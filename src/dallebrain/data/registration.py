@@ -1,4 +1,5 @@
-"""Reading, bias correction and affine registration of head MRI volumes (nibabel + SimpleITK + scipy).
+"""Bias correction and affine registration of head MRI volumes (nibabel + SimpleITK + scipy); reading them
+safely is `data.volume_io.load_volume`.
 
 Conventions: every image is a nibabel image whose affine maps voxel (i, j, k) to world RAS millimetres.
 A world transform `T` (4x4, RAS mm) returned by `register_affine` maps a point p of the fixed (e.g. MNI)
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import nibabel as nib
@@ -20,106 +20,9 @@ if TYPE_CHECKING:
     import SimpleITK as sitk
 
 LPS = np.diag([-1.0, -1.0, 1.0, 1.0])  # RAS <-> LPS, its own inverse
-MIN_EXTENT_MM, MAX_EXTENT_MM, MIN_VOXELS = 100.0, 400.0, 32
-# Size limits read from the header, so a small crafted (or gzip-bomb) file is refused before its voxels are
-# decompressed. 512^3 voxels is 512 MiB as float32 (prepare holds a few copies per worker): above any
-# in-vivo head scan we prepare (1 mm: 256^3 = 17 M; HCP 0.7 mm: 21 M; 7 T 0.5 mm: ~80 M voxels).
-# 1024 per axis is 0.25 mm over 256 mm. Larger scans pass with a larger `max_voxels` (`--max-voxels`).
-MAX_VOXELS = 512**3
-MAX_VOXELS_PER_AXIS = 1024
-# nibabel reads NIfTI header extensions (everything before vox_offset) into memory on open: a real file has
-# at most a few hundred kB there.
-MAX_HEADER_BYTES = 64 * 2**20
 # SimpleITK reads a sampling seed of 0 as "seed from the wall clock": any fixed non-zero value makes the
 # random metric samples, hence the transform, the same on every run.
 REGISTRATION_SEED = 20240611
-
-
-class VolumeError(ValueError):
-    """An image file that cannot serve as a head MRI volume; the message is one line naming the file."""
-
-
-def load_volume(path: Path | str, max_voxels: int = MAX_VOXELS) -> nib.Nifti1Image:
-    """Read a NIfTI (.nii, .nii.gz) or Analyze (.hdr/.img) head volume, checked and reoriented to RAS+.
-
-    Returns a Nifti1Image with float32 data in memory. Raises VolumeError for an unreadable or truncated
-    file, more than one volume, NaN/inf values, constant data, a field of view that is not a head
-    (fewer than 32 voxels, or an extent outside 100-400 mm, along any axis), or a size over the limits
-    (`max_voxels` in all, MAX_VOXELS_PER_AXIS along an axis, MAX_HEADER_BYTES of header extensions),
-    which are checked from the header before any voxel is read.
-    """
-    path = Path(path)
-    name = path.name
-    if max_voxels < 1:
-        raise ValueError(f"max_voxels must be positive, got {max_voxels}")
-
-    def unreadable(exc: Exception) -> VolumeError:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return VolumeError(f"{name}: unreadable or truncated file ({reason})")
-
-    try:
-        extensions = _nifti_extension_bytes(path)
-        if extensions > MAX_HEADER_BYTES:
-            raise VolumeError(f"{name}: header extensions of {extensions / 2**20:.0f} MiB "
-                              f"(more than {MAX_HEADER_BYTES // 2**20} MiB): not an MRI volume")
-        img = nib.load(str(path))
-        affine = np.asarray(img.affine, dtype=float)
-    except VolumeError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - nibabel, gzip and zlib each raise their own kind
-        raise unreadable(exc) from exc
-    # Geometry comes from the header: a DTI series or a localiser is refused before its voxels are read.
-    shape = tuple(img.shape)
-    while len(shape) > 3 and shape[-1] == 1:
-        shape = shape[:-1]
-    if len(shape) != 3:
-        raise VolumeError(f"{name}: expected one 3-D volume, got shape {tuple(img.shape)}")
-    size = " x ".join(map(str, shape))
-    voxels = int(np.prod(shape, dtype=object))  # Python ints: never overflows, whatever the header claims
-    if voxels > max_voxels:
-        raise VolumeError(f"{name}: {size} = {voxels:,} voxels exceed the limit of {max_voxels:,} "
-                          "(max_voxels; raise it for larger scans)")
-    if max(shape) > MAX_VOXELS_PER_AXIS:
-        raise VolumeError(f"{name}: {size} voxels: more than {MAX_VOXELS_PER_AXIS} along an axis")
-    if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
-        raise VolumeError(f"{name}: invalid affine (singular or not finite)")
-    extent = np.asarray(shape) * np.linalg.norm(affine[:3, :3], axis=0)
-    if min(shape) < MIN_VOXELS or extent.min() < MIN_EXTENT_MM or extent.max() > MAX_EXTENT_MM:
-        raise VolumeError(
-            f"{name}: field of view {' x '.join(f'{e:.0f}' for e in extent)} mm on "
-            f"{' x '.join(map(str, shape))} voxels is not a head "
-            f"(need >= {MIN_VOXELS} voxels and {MIN_EXTENT_MM:.0f}-{MAX_EXTENT_MM:.0f} mm per axis)"
-        )
-    try:
-        data = np.asarray(img.get_fdata(dtype=np.float32)).reshape(shape)
-    except Exception as exc:  # noqa: BLE001
-        raise unreadable(exc) from exc
-    if not np.all(np.isfinite(data)):
-        raise VolumeError(f"{name}: contains NaN or infinite values")
-    if float(data.max()) == float(data.min()):
-        raise VolumeError(f"{name}: constant image (all voxels {float(data.min()):g})")
-    return nib.as_closest_canonical(nib.Nifti1Image(data, affine))
-
-
-def _nifti_extension_bytes(path: Path) -> int:
-    """Bytes between a single-file NIfTI header and its voxels (where extensions live); 0 for other files.
-
-    Reads only the fixed-size header, itself decompressed if need be, so it costs the same for any file."""
-    from nibabel.openers import ImageOpener
-
-    with ImageOpener(str(path)) as handle:
-        raw = handle.read(nib.Nifti2Header.sizeof_hdr)
-    for klass in (nib.Nifti1Header, nib.Nifti2Header):
-        size = klass.sizeof_hdr
-        if len(raw) < size:
-            continue
-        try:
-            header = klass(raw[:size], check=False)
-        except Exception:  # noqa: BLE001 - not this kind of header: nib.load will say what is wrong
-            continue
-        if int(header["sizeof_hdr"]) == size and header["magic"].item() in (b"n+1", b"n+2"):
-            return max(0, int(header["vox_offset"]) - size)
-    return 0
 
 
 def sitk_from_nib(img: nib.spatialimages.SpatialImage, data: np.ndarray | None = None) -> sitk.Image:
@@ -328,34 +231,14 @@ def register_affine(
         raise ValueError("shrink_factors and smoothing_mm need one entry per level")
     fixed = sitk_from_nib(fixed_img)
     moving = sitk_from_nib(moving_img)
-    masks = []
-    for mask, img, image in ((fixed_mask, fixed_img, fixed), (moving_mask, moving_img, moving)):
-        array = _mask_array(mask, img.shape[:3])
-        if array is None:
-            masks.append(None)
-            continue
-        mask_image = sitk.Cast(sitk_from_nib(img, array), sitk.sitkUInt8)
-        mask_image.CopyInformation(image)
-        masks.append(mask_image)
+    masks = [_mask_image(mask, img, image)
+             for mask, img, image in ((fixed_mask, fixed_img, fixed), (moving_mask, moving_img, moving))]
 
     def method():
         return _registration(fixed, masks[0], masks[1], seed, shrink_factors, smoothing_mm, max_samples,
                              iterations, min_step)
 
-    if initial is None:
-        start = sitk.CenteredTransformInitializer(
-            fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
-        )
-    else:
-        start = sitk.Euler3DTransform()
-        lps = LPS @ np.asarray(initial, dtype=float) @ LPS
-        centre = _fixed_centre(fixed)
-        start.SetCenter(centre.tolist())
-        # nearest rotation of the initial matrix (polar decomposition)
-        u, _, vt = np.linalg.svd(lps[:3, :3])
-        rotation = u @ vt
-        start.SetMatrix(rotation.ravel().tolist())
-        start.SetTranslation((lps[:3, :3] @ centre + lps[:3, 3] - centre).tolist())
+    start = _rigid_start(fixed, moving, initial)
     rigid_method = method()
     rigid_method.SetInitialTransform(start, inPlace=False)
     # Execute may hand back a composite; its 4x4 matrix is what the next stage needs.
@@ -372,6 +255,37 @@ def register_affine(
     affine_method.SetInitialTransform(second, inPlace=False)
     final = affine_method.Execute(fixed, moving)
     return LPS @ _itk_matrix(final) @ LPS
+
+
+def _mask_image(mask, img, image):
+    """A metric mask (image or array, > 0 inside) as a SimpleITK image on `image`'s grid; None for none."""
+    import SimpleITK as sitk
+
+    array = _mask_array(mask, img.shape[:3])
+    if array is None:
+        return None
+    mask_image = sitk.Cast(sitk_from_nib(img, array), sitk.sitkUInt8)
+    mask_image.CopyInformation(image)
+    return mask_image
+
+
+def _rigid_start(fixed, moving, initial: np.ndarray | None):
+    """The rigid stage's starting transform: aligned centres of mass, or the rotation nearest to `initial`
+    (polar decomposition) with its translation."""
+    import SimpleITK as sitk
+
+    if initial is None:
+        return sitk.CenteredTransformInitializer(
+            fixed, moving, sitk.Euler3DTransform(), sitk.CenteredTransformInitializerFilter.MOMENTS
+        )
+    start = sitk.Euler3DTransform()
+    lps = LPS @ np.asarray(initial, dtype=float) @ LPS
+    centre = _fixed_centre(fixed)
+    start.SetCenter(centre.tolist())
+    u, _, vt = np.linalg.svd(lps[:3, :3])
+    start.SetMatrix((u @ vt).ravel().tolist())
+    start.SetTranslation((lps[:3, :3] @ centre + lps[:3, 3] - centre).tolist())
+    return start
 
 
 def _fixed_centre(image) -> np.ndarray:

@@ -112,7 +112,7 @@ def native_volumes(record: SubjectRecord, reference_img, grid, to_mni: np.ndarra
                    max_voxels: int):
     """Tissue volumes from HCP's FreeSurfer aseg in native (T1w) space; NOT_NATIVE when only the MNINonLinear
     labels exist (non-linearly warped, their volumes are not the subject's); None without any."""
-    from dallebrain.data import registration, volumes
+    from dallebrain.data import volume_io, volumes
     from dallebrain.data.sources import NOT_NATIVE
 
     if not (record.extra.get("native_seg") or record.tissue_seg):
@@ -120,10 +120,10 @@ def native_volumes(record: SubjectRecord, reference_img, grid, to_mni: np.ndarra
     path = record.extra.get("native_seg") or (None if record.in_mni else record.tissue_seg)
     if path is None:
         return NOT_NATIVE
-    aseg = registration.load_volume(path, max_voxels)
+    aseg = volume_io.load_volume(path, max_voxels)
     brain = None
     if record.extra.get("native_brain"):
-        brain_img = registration.load_volume(record.extra["native_brain"], max_voxels)
+        brain_img = volume_io.load_volume(record.extra["native_brain"], max_voxels)
         if brain_img.shape == aseg.shape:
             brain = np.asarray(brain_img.dataobj) > 0
     return volumes.from_freesurfer(np.rint(np.asarray(aseg.dataobj)), aseg.affine, brain)

@@ -122,12 +122,12 @@ def native_volumes(record: SubjectRecord, reference_img, grid, to_mni: np.ndarra
                    max_voxels: int):
     """Tissue volumes from OASIS's FSL_SEG (on the T88 T1's grid), back in native mL through the atlas scaling
     factor; the lateral ventricles are its CSF inside the atlas's (dilated) ventricle labels. None without it."""
-    from dallebrain.data import registration, volumes
+    from dallebrain.data import volume_io, volumes
     from dallebrain.data.templates import resample_to_grid
 
     if record.tissue_seg is None:
         return None
-    seg = registration.load_volume(record.tissue_seg, max_voxels)
+    seg = volume_io.load_volume(record.tissue_seg, max_voxels)
     seg_data = np.rint(np.asarray(seg.dataobj)).astype(np.int16)
     t1 = np.asarray(reference_img.dataobj)
     if seg_data.shape != t1.shape or not np.allclose(seg.affine, reference_img.affine, atol=1e-3):

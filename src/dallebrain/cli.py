@@ -86,7 +86,7 @@ def prepare_cmd(
 ) -> None:
     """Register, normalise, slice and caption a cohort into metadata.parquet + PNG slices."""
     from dallebrain.data.prepare import SOURCES, PrepareOptions, prepare
-    from dallebrain.data.registration import MAX_VOXELS, MIN_VOXELS
+    from dallebrain.data.volume_io import MAX_VOXELS, MIN_VOXELS
 
     if source not in SOURCES:
         fail(f"unknown --source {source!r}: choose from {', '.join(SOURCES)}")

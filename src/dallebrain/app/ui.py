@@ -179,6 +179,35 @@ def _variations_tab(cfg: ServeConfig) -> None:
                  concurrency_id="generation", api_name="variations")
 
 
+def _organiser_panel(cfg: ServeConfig, study) -> None:
+    """The organiser's summary and CSV export, behind the organiser code."""
+    with gr.Accordion("Study organiser: summary and CSV export", open=False):
+        with gr.Row():
+            code = gr.Textbox(label="Organiser code (printed when the server starts)", type="password", scale=2,
+                              elem_id="organiser-code")
+            refresh = gr.Button("Summary", scale=1)
+            export = gr.Button("Export CSV", scale=1)
+        organiser_message = _message()
+        table = gr.Dataframe(label="Accuracy against chance (50 %, exact binomial test)", interactive=False,
+                             elem_id="study-summary")
+        csv_file = gr.File(label="Answers (CSV)")
+
+    def on_summary(code):
+        try:
+            return h.study_summary(study, code), ""
+        except Exception as exc:  # noqa: BLE001
+            return None, _problem(exc)
+
+    def on_export(code):
+        try:
+            return h.study_export(study, code, cfg.work_dir), ""
+        except Exception as exc:  # noqa: BLE001
+            return None, _problem(exc)
+
+    refresh.click(on_summary, [code], [table, organiser_message], concurrency_limit=4, api_name="study_summary")
+    export.click(on_export, [code], [csv_file, organiser_message], concurrency_limit=4, api_name="study_export")
+
+
 def _study_tab(cfg: ServeConfig, study) -> None:
     if study is None:
         gr.Markdown("No reader study on this server: start it with `dallebrain serve --data PREPARED` (a prepared "
@@ -210,16 +239,7 @@ def _study_tab(cfg: ServeConfig, study) -> None:
                                    elem_id="answer-contrast")
             submit = gr.Button("Submit answer", variant="primary", elem_id="study-submit")
             message = _message("study-message")
-    with gr.Accordion("Study organiser: summary and CSV export", open=False):
-        with gr.Row():
-            code = gr.Textbox(label="Organiser code (printed when the server starts)", type="password", scale=2,
-                              elem_id="organiser-code")
-            refresh = gr.Button("Summary", scale=1)
-            export = gr.Button("Export CSV", scale=1)
-        organiser_message = _message()
-        table = gr.Dataframe(label="Accuracy against chance (50 %, exact binomial test)", interactive=False,
-                             elem_id="study-summary")
-        csv_file = gr.File(label="Answers (CSV)")
+    _organiser_panel(cfg, study)
 
     def show(view: h.StudyView):
         stated_text = f"Stated contrast: {view.stated_contrast}" if view.stated_contrast else ""
@@ -244,24 +264,10 @@ def _study_tab(cfg: ServeConfig, study) -> None:
             return (state, gr.update(), gr.update(), gr.update(), _problem(exc), gr.update(), gr.update(),
                     gr.update())
 
-    def on_summary(code):
-        try:
-            return h.study_summary(study, code), ""
-        except Exception as exc:  # noqa: BLE001
-            return None, _problem(exc)
-
-    def on_export(code):
-        try:
-            return h.study_export(study, code, cfg.work_dir), ""
-        except Exception as exc:  # noqa: BLE001
-            return None, _problem(exc)
-
     start.click(on_start, [reader], outputs, concurrency_id="generation", api_name="study_start")
     reader.submit(on_start, [reader], outputs, concurrency_id="generation")
     submit.click(on_submit, [state, answer, plausibility, contrast_ok], outputs, concurrency_limit=8,
                  api_name="study_submit")
-    refresh.click(on_summary, [code], [table, organiser_message], concurrency_limit=4, api_name="study_summary")
-    export.click(on_export, [code], [csv_file, organiser_message], concurrency_limit=4, api_name="study_export")
 
 
 def _theme():

@@ -288,10 +288,11 @@ from dallebrain.synthesize.cli import evaluate_utility_cmd, synthesize_cmd  # no
 app.command("synthesize")(synthesize_cmd)
 app.command("evaluate-utility")(evaluate_utility_cmd)
 
-from dallebrain.anomaly.cli import anomaly_cmd, evaluate_anomaly_cmd  # noqa: E402 - anomaly detection (issue 15)
+from dallebrain.anomaly.cli import anomaly_cmd, evaluate_anomaly_cmd, generate_lesion_cmd  # noqa: E402 - issue 15
 
 app.command("anomaly")(anomaly_cmd)
 app.command("evaluate-anomaly")(evaluate_anomaly_cmd)
+app.command("generate-lesion")(generate_lesion_cmd)
 
 
 def main() -> None:

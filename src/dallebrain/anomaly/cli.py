@@ -82,3 +82,49 @@ def evaluate_anomaly_cmd(
         fail(str(exc).splitlines()[0])
     typer.echo(f"report: {out / 'report.html'} (summary.md, metrics.json, normal/) in "
                f"{metrics['timing']['total_s']:.0f} s")
+
+
+def generate_lesion_cmd(
+    prompt: str = typer.Argument(..., help="A slice with a pathology marker, e.g. 'axial T2-weighted slice of a "
+                                 "60-year-old woman with a 30 mm tumour in the right temporal lobe' or 'axial FLAIR "
+                                 "... with periventricular white-matter hyperintensities (Fazekas 2)'."),
+    n: int = typer.Option(1, "--n", help="Number of images (1-1000)."),
+    seed: int = typer.Option(0, help="Seed of the first image; image i uses seed + i."),
+    steps: int = typer.Option(None, help="Denoising steps of the healthy slice (default: as generate)."),
+    guidance: float = typer.Option(None, help="Guidance scale (default: as generate)."),
+    model: Path = typer.Option(None, help="Pipeline folder (default: the shipped model)."),
+    out: Path = typer.Option(Path("dallebrain-lesions"), help="Output folder: PNG, NIfTI, JSON and the lesion "
+                             "mask (PNG and NIfTI) per image."),
+    overwrite: bool = typer.Option(False, help="Replace files of the same seeds in --out."),
+) -> None:
+    """Slices with a lesion and its exact mask (paired data for segmentation): a healthy slice from the model
+    with the lesion rendered in by the simulator's appearance model, at the stated place and size."""
+    from dallebrain.cli import fail
+
+    try:
+        from dallebrain.anomaly.pathology import lesions_to_folder
+        from dallebrain.api import check_output, default_model, load_pipeline
+        from dallebrain.pipelines.text2mri import check_generation_args
+
+        check_generation_args(prompt, n, steps or 1, 0.0 if guidance is None else guidance, seed=seed)
+        _check_lesion_prompt(prompt)
+        check_output(out, seed, n, overwrite)
+        pipe = load_pipeline(model or default_model())
+        written = lesions_to_folder(pipe, prompt, out, n, seed, steps, guidance, overwrite, str(model or
+                                                                                              default_model()))
+    except (ValueError, FileExistsError, OSError) as exc:
+        fail(str(exc).splitlines()[0])
+    typer.echo(f"{len(written)} image(s) with lesion masks in {out}")
+
+
+def _check_lesion_prompt(prompt: str) -> None:
+    """The prompt's lesion and contrast, checked before the model loads (a bad request costs nothing)."""
+    from dallebrain.anomaly.attributes import from_prompt
+    from dallebrain.anomaly.lesion_prompts import find_lesion, healthy_text
+
+    request = find_lesion(prompt)
+    if request is None:
+        raise ValueError("the prompt names no lesion (e.g. 'with a 30 mm tumour in the right temporal lobe'): use "
+                         "'dallebrain generate' for healthy slices")
+    if from_prompt(healthy_text(prompt, request)).modality is None:
+        raise ValueError("name the contrast (T1w, T2w, PDw or FLAIR): a lesion looks different in each")

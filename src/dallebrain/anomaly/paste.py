@@ -66,10 +66,43 @@ def _disc(shape: tuple[int, int], centre: np.ndarray, radius_px: float, rng: np.
     return np.clip(radius_px * (1 + wobble) - np.hypot(dy, dx) + 0.5, 0, 1).astype(np.float32)
 
 
-def _tumour(maps: SliceMaps, brain: np.ndarray, spacing: float, rng) -> dict[str, np.ndarray]:
-    radius = float(np.clip(rng.lognormal(np.log(14.0), 0.3), 6.0, 30.0)) / spacing
+@dataclass(frozen=True)
+class LesionSpec:
+    """What to draw; None fields are drawn at random (the benchmark's pasted lesions), given ones are obeyed
+    (a pathology prompt: "a 30 mm tumour in the right temporal lobe")."""
+
+    kind: str
+    size_mm: float | None = None  # tumour, infarct: diameter of the lesion (tumour: without oedema); ms: plaque
+    region: np.ndarray | None = None  # bool slice map of where the lesion's centre may go (a lobe, a territory)
+    fazekas: int | None = None  # wmh: grade 1-3 sets the periventricular band and the deep foci
+    count: int | None = None  # ms: number of plaques
+
+
+# Fazekas grade -> (periventricular band mm, deep foci, focus radius mm): caps and pencil lines, a smooth halo
+# with beginning confluence, irregular confluent hyperintensity (Fazekas et al. AJR 1987;149:351-356).
+FAZEKAS_2D = {1: ((2.0, 4.0), (0, 2), (1.5, 2.5)), 2: ((4.0, 8.0), (3, 6), (2.0, 4.0)),
+              3: ((8.0, 14.0), (6, 12), (3.0, 6.0))}
+
+
+def _centre(rng, candidates: np.ndarray, spec: LesionSpec, preferred: np.ndarray | None = None,
+            radius_px: float = 0.0) -> np.ndarray | None:
+    """A centre among the candidates (inside the spec's region, as deep in it as the lesion's radius allows, so
+    the lesion lies in the region and not only its centre), in the preferred part of them when it has any."""
+    if spec.region is not None:
+        candidates = candidates & spec.region
+        depth = ndimage.distance_transform_edt(spec.region)
+        deep = candidates & (depth >= min(0.7 * radius_px, 0.8 * float(depth[candidates].max(initial=0))))
+        candidates = deep if deep.any() else candidates
+    if preferred is not None and (candidates & preferred).any():
+        candidates = candidates & preferred
+    return _pick(rng, candidates)
+
+
+def _tumour(maps: SliceMaps, brain: np.ndarray, spacing: float, rng, spec: LesionSpec) -> dict[str, np.ndarray]:
+    diameter = spec.size_mm if spec.size_mm else 2 * float(np.clip(rng.lognormal(np.log(14.0), 0.3), 6.0, 30.0))
+    radius = diameter / 2 / spacing
     inner = ndimage.distance_transform_edt(brain) > radius * 0.8
-    centre = _pick(rng, inner & (maps.wm > 0.4)) if (inner & (maps.wm > 0.4)).any() else _pick(rng, inner)
+    centre = _centre(rng, inner, spec, maps.wm > 0.4, radius)
     if centre is None:
         return {}
     solid = _disc(brain.shape, centre, radius, rng)
@@ -81,37 +114,40 @@ def _tumour(maps: SliceMaps, brain: np.ndarray, spacing: float, rng) -> dict[str
     return out
 
 
-def _wmh(maps: SliceMaps, brain: np.ndarray, spacing: float, rng) -> dict[str, np.ndarray]:
+def _wmh(maps: SliceMaps, brain: np.ndarray, spacing: float, rng, spec: LesionSpec) -> dict[str, np.ndarray]:
     wm = maps.wm > 0.5
+    band_mm, foci, focus_mm = FAZEKAS_2D[spec.fazekas] if spec.fazekas else ((3.0, 8.0), (1, 6), (1.5, 4.0))
     if maps.ventricles.any():
-        band = ndimage.distance_transform_edt(~maps.ventricles) * spacing < rng.uniform(3.0, 8.0)
+        band = ndimage.distance_transform_edt(~maps.ventricles) * spacing < rng.uniform(*band_mm)
         noise = ndimage.gaussian_filter(rng.standard_normal(brain.shape), 3.0)
         occupancy = (band & wm & (noise > np.quantile(noise, 0.3))).astype(np.float32)
     else:
         occupancy = np.zeros(brain.shape, np.float32)
-    for _ in range(int(rng.integers(1, 6))):  # deep punctate foci
-        centre = _pick(rng, wm & brain)
+    for _ in range(int(rng.integers(foci[0], foci[1] + (spec.fazekas is not None)))):  # deep punctate foci
+        centre = _centre(rng, wm & brain, spec)
         if centre is not None:
-            occupancy = np.maximum(occupancy, _disc(brain.shape, centre, rng.uniform(1.5, 4.0) / spacing, rng))
+            occupancy = np.maximum(occupancy, _disc(brain.shape, centre, rng.uniform(*focus_mm) / spacing, rng))
     return {"wmh": occupancy}
 
 
-def _ms(maps: SliceMaps, brain: np.ndarray, spacing: float, rng) -> dict[str, np.ndarray]:
+def _ms(maps: SliceMaps, brain: np.ndarray, spacing: float, rng, spec: LesionSpec) -> dict[str, np.ndarray]:
     occupancy = np.zeros(brain.shape, np.float32)
-    for _ in range(int(rng.integers(2, 8))):
-        centre = _pick(rng, (maps.wm > 0.5) & brain)
+    for _ in range(spec.count or int(rng.integers(2, 8))):
+        centre = _centre(rng, (maps.wm > 0.5) & brain, spec)
         if centre is not None:
-            radius = float(np.clip(rng.lognormal(np.log(3.0), 0.4), 1.5, 10.0)) / spacing
-            occupancy = np.maximum(occupancy, _disc(brain.shape, centre, radius, rng, 0.1, rng.uniform(0.5, 2.0)))
+            size = spec.size_mm / 2 if spec.size_mm else float(np.clip(rng.lognormal(np.log(3.0), 0.4), 1.5, 10.0))
+            occupancy = np.maximum(occupancy, _disc(brain.shape, centre, size / spacing, rng, 0.1,
+                                                    rng.uniform(0.5, 2.0)))
     return {"ms": occupancy}
 
 
-def _infarct(maps: SliceMaps, brain: np.ndarray, spacing: float, rng) -> dict[str, np.ndarray]:
+def _infarct(maps: SliceMaps, brain: np.ndarray, spacing: float, rng, spec: LesionSpec) -> dict[str, np.ndarray]:
     cortex = (maps.gm > maps.wm) & (maps.gm > 0.4) & brain & (ndimage.distance_transform_edt(brain) > 2)
-    centre = _pick(rng, cortex)
+    diameter = spec.size_mm if spec.size_mm else 2 * float(np.clip(rng.lognormal(np.log(12.0), 0.4), 5.0, 30.0))
+    radius = diameter / 2 / spacing
+    centre = _centre(rng, cortex, spec, radius_px=radius / 2)  # a wedge from the cortex: half of it reaches out
     if centre is None:
         return {}
-    radius = float(np.clip(rng.lognormal(np.log(12.0), 0.4), 5.0, 30.0)) / spacing
     region = _disc(brain.shape, centre, radius, rng, 0.25) * brain
     rim = rng.uniform(1.5, 3.0) / spacing
     core = np.clip(_disc(brain.shape, centre, radius - rim, rng, 0.25), 0, 1) * brain
@@ -121,16 +157,17 @@ def _infarct(maps: SliceMaps, brain: np.ndarray, spacing: float, rng) -> dict[st
 SHAPES = {"tumour": _tumour, "wmh": _wmh, "ms": _ms, "infarct": _infarct}
 
 
-def paste_lesion(image: np.ndarray, lesion_type: str, modality: str, grid: VolumeGrid, orientation: str,
+def paste_lesion(image: np.ndarray, lesion: str | LesionSpec, modality: str, grid: VolumeGrid, orientation: str,
                  index: int, rng: np.random.Generator, field_strength: float | None = None
                  ) -> tuple[np.ndarray, np.ndarray]:
     """(slice with the lesion, uint8 mask with data.lesions.MASK_LABELS values); an unchanged slice and an
-    empty mask when the slice has no place for this lesion."""
-    if lesion_type not in LESION_TYPES:
-        raise ValueError(f"unknown lesion type {lesion_type!r}: choose from {', '.join(LESION_TYPES)}")
+    empty mask when the slice has no place for this lesion. `lesion`: a type (everything drawn) or a spec."""
+    spec = lesion if isinstance(lesion, LesionSpec) else LesionSpec(lesion)
+    if spec.kind not in LESION_TYPES:
+        raise ValueError(f"unknown lesion type {spec.kind!r}: choose from {', '.join(LESION_TYPES)}")
     brain = image > 0.02 * max(float(image.max()), 1e-6)
     maps = slice_maps(grid, orientation, index)
-    tissues = SHAPES[lesion_type](maps, brain, grid.spacing_mm, rng)
+    tissues = SHAPES[spec.kind](maps, brain, grid.spacing_mm, rng, spec)
     wm_level = float(np.median(image[(maps.wm > 0.9) & brain])) if ((maps.wm > 0.9) & brain).sum() > 20 else \
         float(np.percentile(image[brain], 75)) if brain.any() else 0.0
     out, mask = image.astype(np.float32).copy(), np.zeros(image.shape, np.uint8)

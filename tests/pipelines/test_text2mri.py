@@ -58,6 +58,7 @@ def test_generate_cli_writes_png_nifti_json_identically_for_a_seed(tiny_pipeline
     assert img.shape == (64, 64, 1) and np.allclose(np.abs(img.header.get_zooms()), 3.0)
     centre = img.affine @ np.array([32, 32, 0, 1])
     assert centre[2] == pytest.approx(23.0)  # "at the level of the lateral ventricles" -> z = 23 mm
+    assert int(img.header["sform_code"]) == int(img.header["qform_code"]) == 4  # NIfTI's "MNI152"
     sidecar = json.loads((tmp_path / "a" / "seed-000003.json").read_text())
     for key in ("prompt", "seed", "steps", "sampler", "guidance", "route", "lora", "model_hash",
                 "dallebrain_version"):
@@ -100,3 +101,14 @@ def test_bad_model_folders(tiny_pipeline, tmp_path):
     assert result.returncode == 2 and "pickle" in result.stderr
     result = _generate(PROMPT, "--model", str(tmp_path / "nowhere"), cwd=tmp_path)
     assert result.returncode == 2 and "not found" in result.stderr
+
+
+def test_a_slice_the_prompt_does_not_place_is_not_claimed_to_be_in_mni(tmp_path):
+    from dallebrain.data.grid import prepared_grid
+    from dallebrain.pipelines.output import save_outputs
+
+    paths = save_outputs(tmp_path, "x", np.zeros((64, 64), np.float32), {"prompt": "a T1-weighted slice"},
+                         prepared_grid(64))
+    img = nib.load(paths["nifti"])
+    assert int(img.header["sform_code"]) == int(img.header["qform_code"]) == 0  # unknown: spacing only
+    assert np.allclose(np.abs(img.header.get_zooms()), 3.0)

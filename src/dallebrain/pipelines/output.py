@@ -80,6 +80,11 @@ def save_outputs(out_dir: str | Path, stem: str, image: np.ndarray, sidecar: dic
         data = np.round(image * (65535 if png16 else 255)).astype(np.uint16 if png16 else np.uint8)
         Image.fromarray(data).save(tmp, format="PNG")
     img = nib.Nifti1Image(image[:, :, None], affine)
+    # NIfTI's own word for where the slice is: 4 (MNI152) when the prompt placed it, else 0 (unknown: only the
+    # pixel spacing is meaningful), never nibabel's default 2 ("aligned to something").
+    code = 4 if where["placement"].startswith("MNI152") else 0
+    img.set_sform(affine, code=code)
+    img.set_qform(affine, code=code)
     img.header.set_xyzt_units("mm")
     img.header["descrip"] = b"dallebrain synthetic slice"
     with atomic_path(paths["nifti"]) as tmp:

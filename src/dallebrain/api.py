@@ -8,13 +8,13 @@ import hashlib
 from pathlib import Path
 
 from dallebrain.pipelines import defaults as D
+from dallebrain.vocab import VARIATION_PREFIX
 
 SHIPPED_MODEL = Path(__file__).parent / "weights" / "default"
 # A slice to vary is checked against this from its header, before its pixels are decoded: a 435 KB gzip NIfTI
 # of 20000 x 20000 decoded to 5.8 GB. Real slices are at most 1024 px (`data prepare --size`); twice that leaves
 # room for native-resolution scans.
 MAX_SLICE_SIDE = 2048
-VARIATION_PREFIX = "variation-seed"  # variations are named apart from generated slices of the same seed
 
 
 def default_model() -> Path:
@@ -62,9 +62,10 @@ def load_pipeline(model: str | Path | None = None, route: str = "ldm", device: s
 
 def image_stems(seed: int, n: int, prefix: str = "seed") -> list[str]:
     """File names (without suffix) of a request's images: image i is `{prefix}-{seed + i:06d}`."""
-    from dallebrain.pipelines.text2mri import image_seeds
+    from dallebrain.pipelines import output
+    from dallebrain.pipelines.request import check_seed
 
-    return [f"{prefix}-{s:06d}" for s in image_seeds(seed, n)]
+    return output.image_stems([check_seed(seed, n) + i for i in range(n)], prefix)
 
 
 def check_output(out: str | Path, seed: int, n: int, overwrite: bool = False, prefix: str = "seed") -> list[str]:
@@ -81,20 +82,11 @@ def _write_chunks(pipe, chunks, out: Path, seed: int, stems: list[str], placemen
                   model_path: str | None, extra: dict | None = None) -> list[dict]:
     """Write each pass's images as it finishes: a request of any n holds one pass in memory, and a killed run
     keeps the images finished so far."""
-    from dallebrain import __version__
-    from dallebrain.pipelines.output import grid_of, save_outputs
+    from dallebrain.pipelines.output import write_result
 
     written = []
     for result in chunks:
-        grid = grid_of(pipe.info, result.images.shape[-1])
-        for image, image_seed in zip(result.images, result.seeds, strict=True):
-            i = image_seed - seed
-            sidecar = {**result.settings, **(extra or {}), "seed": image_seed, "index": i, "n": len(stems),
-                       "lora": getattr(pipe, "lora", None), "model": model_path or str(pipe.folder),
-                       "dallebrain_version": __version__, "warnings": result.warnings,
-                       "synthetic": True, "note": "synthetic image; not from any real person"}
-            written.append(save_outputs(out, stems[i], image, sidecar, grid, placement_prompt, png16,
-                                        overwrite=True))
+        written += write_result(result, out, seed, len(stems), png16, placement_prompt, model_path, extra)
     return written
 
 

@@ -15,6 +15,7 @@ SAMPLERS = {
     "ddim": "DDIMScheduler",  # Song et al. 2021
     "euler": "EulerDiscreteScheduler",  # Karras et al. 2022
 }
+VARIATION_PREFIX = "variation-seed"  # file names of variations, apart from generated slices of the same seed
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # diffusers' file name for LoRA adapters
 # Weights in these formats can run code when loaded: every loader refuses them (safetensors only).
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")

@@ -112,3 +112,22 @@ def test_a_slice_the_prompt_does_not_place_is_not_claimed_to_be_in_mni(tmp_path)
     img = nib.load(paths["nifti"])
     assert int(img.header["sform_code"]) == int(img.header["qform_code"]) == 0  # unknown: spacing only
     assert np.allclose(np.abs(img.header.get_zooms()), 3.0)
+
+
+def test_result_save_writes_what_the_cli_writes(tiny_pipeline, tmp_path):
+    cli = _generate(PROMPT, "--model", str(tiny_pipeline), "--n", "2", "--seed", "3", "--steps", "2",
+                    "--out", "cli", cwd=tmp_path)
+    assert cli.returncode == 0, cli.stderr
+    result = load_pipeline(tiny_pipeline, device="cpu")(PROMPT, n=2, seed=3, steps=2)
+    written = result.save(tmp_path / "api")
+    assert [p["png"].name for p in written] == ["seed-000003.png", "seed-000004.png"]
+    for suffix in (".png", ".nii.gz"):
+        assert (tmp_path / "api" / f"seed-000004{suffix}").read_bytes() == \
+            (tmp_path / "cli" / f"seed-000004{suffix}").read_bytes(), suffix
+    api_json = json.loads((tmp_path / "api" / "seed-000004.json").read_text())
+    cli_json = json.loads((tmp_path / "cli" / "seed-000004.json").read_text())
+    assert api_json.keys() == cli_json.keys() and api_json["index"] == 1 and api_json["n"] == 2
+    assert {k: v for k, v in api_json.items() if k != "model"} == {k: v for k, v in cli_json.items() if k != "model"}
+    with pytest.raises(FileExistsError, match="seed-000003"):  # never replaces without overwrite
+        result.save(tmp_path / "api")
+    assert len(result.save(tmp_path / "api", overwrite=True)) == 2

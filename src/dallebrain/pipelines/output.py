@@ -12,6 +12,37 @@ import numpy as np
 from dallebrain.data.grid import NORMAL_AXIS, VolumeGrid, prepared_grid, slice_affine
 from dallebrain.data.io import atomic_path
 from dallebrain.data.prompts import parse_prompt
+from dallebrain.vocab import VARIATION_PREFIX
+
+
+def image_stems(seeds: list[int], prefix: str = "seed") -> list[str]:
+    """File names (without suffix) of a request's images: `{prefix}-{seed:06d}`."""
+    return [f"{prefix}-{s:06d}" for s in seeds]
+
+
+def result_prefix(settings: dict) -> str:
+    return VARIATION_PREFIX if settings.get("mode") == "variations" else "seed"
+
+
+def write_result(result, out: str | Path, first_seed: int, n_total: int, png16: bool = False,
+                 placement_prompt: str | None = None, model: str | None = None,
+                 extra: dict | None = None) -> list[dict]:
+    """Write one GenerationResult (a whole request or one pass of it) as PNG + NIfTI + JSON per image; the
+    sidecar says how the image was made. `model` overrides the recorded model folder (a server shows names)."""
+    from dallebrain import __version__
+
+    grid = grid_of(result.provenance.get("info", {}), result.images.shape[-1])
+    prefix = result_prefix(result.settings)
+    prompt = result.settings.get("prompt", "") if placement_prompt is None else placement_prompt
+    written = []
+    for image, image_seed in zip(result.images, result.seeds, strict=True):
+        sidecar = {**result.settings, **(extra or {}), "seed": image_seed, "index": image_seed - first_seed,
+                   "n": n_total, "lora": result.provenance.get("lora"),
+                   "model": model or result.provenance.get("model"), "dallebrain_version": __version__,
+                   "warnings": result.warnings, "synthetic": True, "note": "synthetic image; not from any real person"}
+        written.append(save_outputs(out, image_stems([image_seed], prefix)[0], image, sidecar, grid, prompt, png16,
+                                    overwrite=True))
+    return written
 
 
 def grid_of(info: dict, image_size: int) -> VolumeGrid:

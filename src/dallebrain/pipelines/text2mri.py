@@ -41,12 +41,22 @@ class GenerationResult:
     seeds: list[int]
     settings: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    # the pipeline that made it: its folder, LoRA and dallebrain.json (the grid a NIfTI is placed on)
+    provenance: dict = field(default_factory=dict)
 
     @classmethod
     def join(cls, parts: list[GenerationResult]) -> GenerationResult:
         """One result from consecutive passes of the same request."""
         return cls(np.concatenate([p.images for p in parts]), [s for p in parts for s in p.seeds],
-                   parts[0].settings, parts[0].warnings)
+                   parts[0].settings, parts[0].warnings, parts[0].provenance)
+
+    def save(self, folder: str | Path, png16: bool = False, overwrite: bool = False) -> list[dict]:
+        """Write what `dallebrain generate` writes: PNG + NIfTI + JSON per image, named by seed; the folder is
+        checked first and nothing is replaced without `overwrite`. Returns the paths written per image."""
+        from dallebrain.pipelines.output import check_output_folder, image_stems, result_prefix, write_result
+
+        check_output_folder(folder, image_stems(self.seeds, result_prefix(self.settings)), overwrite)
+        return write_result(self, folder, self.seeds[0], len(self.seeds), png16)
 
 
 def image_seeds(seed: int, n: int) -> list[int]:
@@ -59,11 +69,11 @@ def initial_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
 
 
 def chunk_results(passes: Iterator[np.ndarray], seeds: list[int], settings: dict,
-                  warnings: list[str]) -> Iterator[GenerationResult]:
+                  warnings: list[str], provenance: dict | None = None) -> Iterator[GenerationResult]:
     """A GenerationResult per pass of images, with the seeds of those images."""
     done = 0
     for images in passes:
-        yield GenerationResult(images, seeds[done:done + len(images)], settings, warnings)
+        yield GenerationResult(images, seeds[done:done + len(images)], settings, warnings, provenance or {})
         done += len(images)
 
 
@@ -131,6 +141,11 @@ class Text2MRIPipeline:
                 self._prompt_cache.clear()
             self._prompt_cache[prompt] = (states, truncated)
         return self._prompt_cache[prompt]
+
+    def provenance(self) -> dict:
+        """What a result records of the pipeline that made it (`GenerationResult.provenance`)."""
+        return {"model": str(self.folder) if self.folder else None, "lora": getattr(self, "lora", None),
+                "info": self.info}
 
     def passes(self, n: int) -> list[slice]:
         """The rows of each pass over n images: consecutive runs of at most `images_per_pass`."""
@@ -203,7 +218,7 @@ class Text2MRIPipeline:
         settings = {"prompt": prompt, "negative_prompt": negative_prompt, "steps": steps, "guidance": guidance,
                     "sampler": sampler, "route": "ldm", "model_hash": self.model_hash}
         return chunk_results(self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler), seeds, settings,
-                             warnings)
+                             warnings, self.provenance())
 
     def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
                  sampler: str = D.SAMPLER, negative_prompt: str = "") -> GenerationResult:

@@ -208,7 +208,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
         passes = (self.decode_embeddings(self.image_embeds_of_prompt(prompt, seeds[rows], prior_steps, prior_guidance,
                                                                      negative_prompt), seeds[rows], steps, guidance,
                                          sampler) for rows in self.passes(n))
-        return chunk_results(passes, seeds, settings, warnings)
+        return chunk_results(passes, seeds, settings, warnings, self.provenance())
 
     def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
                  sampler: str = D.SAMPLER, prior_steps: int = D.PRIOR_STEPS, prior_guidance: float = D.PRIOR_GUIDANCE,
@@ -231,7 +231,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
         embeds = self.image_embeds_of_image(image).expand(n, -1)
         settings = self._settings(mode="variations", prompt="", steps=steps, guidance=guidance, sampler=sampler)
         return chunk_results(self.decode_embedding_passes(embeds, seeds, steps, guidance, sampler), seeds, settings,
-                             [])
+                             [], self.provenance())
 
     def variations(self, image, n: int = 4, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
                    sampler: str = D.SAMPLER) -> GenerationResult:
@@ -259,4 +259,4 @@ class UnCLIPPipeline(Text2MRIPipeline):
         images = self.decode_embeddings(embeds, seeds, steps, guidance, sampler)
         settings = self._settings(mode="interpolation", prompt="", fractions=[round(float(t), 6) for t in fractions],
                                   steps=steps, guidance=guidance, sampler=sampler)
-        return GenerationResult(images, seeds, settings)
+        return GenerationResult(images, seeds, settings, provenance=self.provenance())

@@ -37,6 +37,25 @@ def test_the_shipped_model_is_small_pickle_free_fp16_and_intact():
         assert hashlib.sha256((model / name).read_bytes()).hexdigest() == digest, name
 
 
+def test_the_shipped_model_records_no_path_of_the_machine_it_was_trained_on():
+    # provenance by names and hashes: an absolute path would leak the training machine's layout
+    model = default_model()
+
+    def strings(value):
+        if isinstance(value, dict):
+            for v in value.values():
+                yield from strings(v)
+        elif isinstance(value, list):
+            for v in value:
+                yield from strings(v)
+        elif isinstance(value, str):
+            yield value
+
+    for path in model.rglob("*.json"):
+        for text in strings(json.loads(path.read_text())):
+            assert not text.startswith(("/", "~")) and ":\\" not in text, (path.relative_to(model), text)
+
+
 def test_generate_needs_nothing_but_a_prompt(tmp_path):
     done = subprocess.run([sys.executable, "-m", "dallebrain.cli", "generate", README_PROMPT], cwd=tmp_path,
                           capture_output=True, text=True, timeout=300)

@@ -36,3 +36,19 @@ def test_export_makes_a_stock_loadable_copy(tiny_pipeline, tmp_path):
     again = subprocess.run([sys.executable, "-m", "dallebrain.cli", "export", "--model", str(tiny_pipeline),
                             "--out", str(out)], capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def test_release_folder_records_names_and_hashes_not_paths(tiny_pipeline, tiny_prepared, tmp_path):
+    import hashlib
+    import json
+
+    from dallebrain.pipelines.export import release_folder
+
+    release = release_folder(tiny_pipeline, tmp_path / "release")
+    trained_on = json.loads((release / "dallebrain.json").read_text())["trained_on"]
+    assert trained_on["data"] == tiny_prepared.resolve().name
+    table = (tiny_prepared / "metadata.parquet").read_bytes()
+    assert trained_on["metadata_sha256"] == hashlib.sha256(table).hexdigest()
+    for path in release.rglob("*.json"):
+        text = path.read_text()
+        assert "_name_or_path" not in text and str(tmp_path.parent) not in text, path.name

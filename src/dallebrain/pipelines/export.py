@@ -141,6 +141,10 @@ def release_folder(model: Path, out: Path, fp16: bool = True) -> Path:
     for name in ("model_index.json", "dallebrain.json"):
         if (model / name).exists():
             shutil.copy2(model / name, out / name)
+    for path in out.rglob("config.json"):  # diffusers records where a component was loaded from: a local path
+        config = json.loads(path.read_text())
+        if config.pop("_name_or_path", None) is not None:
+            write_json_atomic(path, config)
     if fp16:
         for path in out.rglob("*.safetensors"):
             tensors = load_file(path)

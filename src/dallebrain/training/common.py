@@ -8,6 +8,16 @@ from pathlib import Path
 import torch
 
 
+def data_provenance(dataset) -> dict:
+    """What a model records of its training data: the folder's name and the sha256 of its metadata table, never
+    the training machine's path (a shipped model must not carry it)."""
+    import hashlib
+
+    table = Path(dataset.root) / "metadata.parquet"
+    digest = hashlib.sha256(table.read_bytes()).hexdigest() if table.is_file() else None
+    return {"data": Path(dataset.root).resolve().name, "metadata_sha256": digest}
+
+
 def held_out(data: str | Path, seed: int = 0, max_rows: int | None = None):
     """(data set, split name): the val split, else test, else train (a small data set may have no held-out
     subjects)."""

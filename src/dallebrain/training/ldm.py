@@ -11,6 +11,7 @@ from typing import ClassVar
 import torch
 
 from dallebrain.models.unet import UnetConfig, build_unet, noise_scheduler_config
+from dallebrain.training.common import data_provenance
 from dallebrain.training.config import TrainConfig
 from dallebrain.training.diffusion import SAMPLE_PROMPTS, SeedStream, denoising_loss, ema_copy, micro_batch, update_ema
 from dallebrain.training.loop import Stage, fit, save_image_grid
@@ -128,7 +129,7 @@ class LdmStage(Stage):
         except FileNotFoundError:
             settings = {}
         info = {"image_size": int(self.dataset.image_size), "grid": settings.get("grid"),
-                "trained_on": {"data": str(self.dataset.root), "source": settings.get("source"),
+                "trained_on": {**data_provenance(self.dataset), "source": settings.get("source"),
                                "slices": len(self.dataset),
                                "subjects": int(self.dataset.table["subject_id"].nunique())},
                 "ldm_steps": self.config.max_steps}

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from dallebrain.training.cache import caption_texts
+from dallebrain.training.common import data_provenance
 from dallebrain.training.config import TrainConfig
 from dallebrain.training.diffusion import SAMPLE_PROMPTS, SeedStream, denoising_loss, micro_batch
 from dallebrain.training.loop import Stage, fit, save_image_grid
@@ -300,7 +301,7 @@ class LoraStage(Stage):
                 "rank": cfg.rank, "alpha": cfg.alpha, "dropout": cfg.dropout,
                 "targets": {"unet": self.unet_targets, "text_encoder": self.text_targets},
                 "steps": cfg.max_steps, "image_size": int(self.dataset.image_size),
-                "trained_on": {"data": str(self.dataset.root), "slices": len(self.dataset)}}
+                "trained_on": {**data_provenance(self.dataset), "slices": len(self.dataset)}}
         write_json_atomic(out_dir / INFO_NAME, info)
 
 

@@ -60,7 +60,8 @@ def _images(folder: Path) -> tuple[np.ndarray, object]:
 
 def quality(args, work: Path) -> None:
     batch = max(args.batch_sizes)
-    made = {p: make(work / f"q-{p}", args.n, args.steps, batch, p, args.judge) for p in ("fp32", "bf16")}
+    made = {p: make(work / f"q-{p}", args.n, args.steps, batch, p, args.judge if p == "fp32" else None)
+            for p in ("fp32", "bf16")}
     (fp32, t32), (bf16, t16) = _images(work / "q-fp32"), _images(work / "q-bf16")
     diff = np.abs(fp32 - bf16)
     brain = fp32 > 0.05
@@ -70,11 +71,17 @@ def quality(args, work: Path) -> None:
     print(f"| {diff.mean():.4f} | {diff[brain].mean():.4f} | {np.percentile(diff, 99):.4f} | {diff.max():.3f} | "
           f"{made['fp32'].slices_per_second:.2f} | {made['bf16'].slices_per_second:.2f} |")
     if args.judge is not None:
-        for name, table in (("fp32", t32), ("bf16", t16)):
-            on = table["on_prompt"].mean()
-            contrast = (table["judged_modality"] == table["modality"]).mean()
-            plane = (table["judged_orientation"] == table["orientation"]).mean()
-            print(f"judge, {name}: on-prompt {on:.1%} (contrast {contrast:.1%}, plane {plane:.1%})")
+        from dallebrain.synthesize.judge import Judge
+
+        judge = Judge.prepare(args.judge, work / "q-fp32" / "judge", 600)  # trained by the fp32 run: reused
+        print(f"judge on real held-out slices: {judge.heldout}")
+        for name, images, table in (("fp32", fp32, t32), ("bf16", bf16, t16)):
+            _, seen = judge.encoder.run(images)
+            contrast = (seen["contrast"] == table["modality"].to_numpy()).mean()
+            plane = (seen["orientation"] == table["orientation"].to_numpy()).mean()
+            both = ((seen["contrast"] == table["modality"].to_numpy())
+                    & (seen["orientation"] == table["orientation"].to_numpy())).mean()
+            print(f"judge, {name}: on-prompt {both:.1%} (contrast {contrast:.1%}, plane {plane:.1%})")
 
 
 def launch(args, work: Path) -> None:

@@ -117,8 +117,10 @@ def test_bad_levels_fail_before_anything_is_written(tiny_pipeline, tmp_path):
 
 def test_judge_verdicts_recorded_and_off_prompt_slices_set_aside_not_lost(tiny_pipeline, tiny_prepared, tmp_path):
     out = tmp_path / "judged"
-    result = synthesize(options(tiny_pipeline, out, judge=tiny_prepared, judge_steps=20, reject_off_prompt=True),
-                        progress=False)
+    result = synthesize(options(tiny_pipeline, out, judge=tiny_prepared, judge_steps=20, reject_off_prompt=True,
+                                precision="auto"), progress=False)
+    # "auto" is recorded as what it resolved to, so a rerun elsewhere cannot silently switch precision
+    assert json.loads((out / "synthesize.json").read_text())["identity"]["precision"] in ("fp32", "bf16")
     kept, rejected = pd.read_parquet(out / "metadata.parquet"), pd.read_parquet(out / "rejected.parquet")
     assert (result.kept, result.rejected) == (len(kept), len(rejected)) and len(kept) + len(rejected) == 10
     assert len(rejected) and kept["on_prompt"].all() and not rejected["on_prompt"].any()

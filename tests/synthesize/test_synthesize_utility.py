@@ -77,3 +77,17 @@ def test_bad_input_one_line_exit_2(tiny_prepared, tmp_path):
     assert not (tmp_path / "r").exists()
     with pytest.raises(ValueError, match="not fewer than the 2 train subjects"):
         run_utility(UtilityOptions(tiny_prepared, tiny_prepared, tmp_path / "r", scarce_subjects=2))
+
+
+def test_on_prompt_only_trains_on_the_slices_the_judge_passed(tiny_prepared, tmp_path):
+    synthetic = stand_in(tiny_prepared, tmp_path / "judged", rotate=False)
+    with pytest.raises(ValueError, match="was not judged"):
+        run_utility(UtilityOptions(tiny_prepared, synthetic, tmp_path / "r", scarce_subjects=1, steps=1,
+                                   settings=("synthetic",), on_prompt_only=True), progress=False)
+    table = pd.read_parquet(synthetic / "metadata.parquet")
+    table["on_prompt"] = table["modality"] == "T1w"
+    table.to_parquet(synthetic / "metadata.parquet", index=False)
+    summary = run_utility(UtilityOptions(tiny_prepared, synthetic, tmp_path / "r", scarce_subjects=1, steps=1,
+                                         settings=("synthetic",), on_prompt_only=True), progress=False)
+    assert summary["r"] == (table["modality"] == "T1w").sum() == summary["settings"]["synthetic"]["synthetic_slices"]
+    assert "on-prompt slices only" in (tmp_path / "r" / "utility.md").read_text()

@@ -34,7 +34,8 @@ def synthesize_cmd(
     lora: Path = typer.Option(None, help="LoRA adapter folder to apply."),
     lora_scale: float = typer.Option(1.0, help="LoRA strength."),
     batch_size: int = typer.Option(16, help="Slices denoised together, across prompts (1-64)."),
-    precision: str = typer.Option("bf16", help="bf16 (UNet and VAE under bfloat16 autocast) or fp32."),
+    precision: str = typer.Option("auto", help="bf16 (UNet and VAE under bfloat16 autocast), fp32, or auto: bf16 "
+                                  "where the hardware has it natively (AVX-512 BF16, AMX, CUDA), else fp32."),
     nifti: bool = typer.Option(False, "--nifti", help="Also write each slice as NIfTI placed in MNI space."),
     judge: Path = typer.Option(None, help="Prepared data set to train the on-prompt judge on; records the "
                                "contrast and plane it reads in each slice."),
@@ -86,6 +87,8 @@ def evaluate_utility_cmd(
     test_slices: int = typer.Option(2000, help="Held-out real slices scored."),
     settings: str = typer.Option("real,synthetic,real+synthetic,scarce,scarce+synthetic",
                                  help="Which settings to train (comma-separated)."),
+    on_prompt_only: bool = typer.Option(False, "--on-prompt-only", help="Only the synthetic slices the on-prompt "
+                                        "judge passed (a data set made with synthesize --judge)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Train on real, synthetic, both, and scarce real with and without synthetic; test all on held-out real
@@ -94,7 +97,7 @@ def evaluate_utility_cmd(
     from dallebrain.synthesize.utility import UtilityOptions
 
     options = UtilityOptions(real, synthetic, out, scarce_subjects, steps, repeats, max_slices, test_slices,
-                             tuple(s.strip() for s in settings.split(",") if s.strip()))
+                             tuple(s.strip() for s in settings.split(",") if s.strip()), on_prompt_only)
     try:
         options.check()
         from dallebrain.synthesize.utility import run_utility

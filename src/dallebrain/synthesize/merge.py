@@ -86,7 +86,7 @@ class _StreamingParquet:
 
 
 def all_parts_written(options: SynthesisOptions) -> bool:
-    return all(part_path(options.out, b).is_file() for b in range(len(options.batches)))
+    return all(part_path(options.out, b).is_file() for b in range(options.n_batches))
 
 
 def merge(options: SynthesisOptions, record: dict, grid: VolumeGrid, judge_heldout: dict | None) -> Tally:
@@ -102,7 +102,7 @@ def merge(options: SynthesisOptions, record: dict, grid: VolumeGrid, judge_heldo
     with contextlib.ExitStack() as stack:
         kept = stack.enter_context(_StreamingParquet(out / "metadata.parquet"))
         rejected = stack.enter_context(_StreamingParquet(rejected_path)) if options.reject_off_prompt else None
-        for b in range(len(options.batches)):
+        for b in range(options.n_batches):
             table = pq.read_table(part_path(out, b), schema=SCHEMA)
             if rejected is not None:
                 off = pc.equal(table["on_prompt"], False)

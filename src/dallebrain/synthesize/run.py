@@ -8,13 +8,14 @@ process that finds every part written (the last to finish) runs the one merge st
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from dallebrain.data.grid import VolumeGrid
 from dallebrain.synthesize.generate import make_batch, part_path
-from dallebrain.synthesize.options import SynthesisOptions, claim_folder, settings_record
+from dallebrain.synthesize.options import SynthesisOptions, claim_folder, resolve_precision, settings_record
 
 
 @dataclass
@@ -77,6 +78,7 @@ def synthesize(options: SynthesisOptions, progress: bool = True) -> SynthesisRes
 
     start = time.time()
     options.check()
+    options = dataclasses.replace(options, precision=resolve_precision(options.precision))  # recorded resolved
     model_dir = Path(options.model) if options.model is not None else default_model()
     grid = model_grid(model_dir)
     sampler = make_sampler(options, grid)  # a mix that asks for nothing the grid has fails here, not later
@@ -88,8 +90,7 @@ def synthesize(options: SynthesisOptions, progress: bool = True) -> SynthesisRes
     # processes then join one gloo group instead of each believing it is alone
     state = PartialState(cpu=not torch.cuda.is_available())
     resumed = claim_folder(options.out, record)
-    batches = options.batches
-    todo = [b for b in my_batches(len(batches), state.process_index, state.num_processes)
+    todo = [b for b in my_batches(options.n_batches, state.process_index, state.num_processes)
             if not part_path(options.out, b).is_file()]
     judge = None
     if options.judge is not None:
@@ -103,15 +104,15 @@ def synthesize(options: SynthesisOptions, progress: bool = True) -> SynthesisRes
 
         pipe = load_pipeline(model_dir, device=str(state.device), lora=options.lora, lora_scale=options.lora_scale)
         ctx = Context(options, pipe, sampler, grid, judge, model_hash)
-        total = sum(len(batches[b]) for b in todo)
+        total = sum(len(options.batch(b)) for b in todo)
         with tqdm(total=total, unit="slice", desc=f"synthesize {state.process_index + 1}/{state.num_processes}",
                   disable=not progress, position=state.process_index) as bar:
             for b in todo:
                 tick = time.time()
-                make_batch(ctx, b, batches[b])
+                make_batch(ctx, b, options.batch(b))
                 generating += time.time() - tick
-                generated += len(batches[b])
-                bar.update(len(batches[b]))
+                generated += len(options.batch(b))
+                bar.update(len(options.batch(b)))
     if not all_parts_written(options):
         return SynthesisResult(generated, generating, time.time() - start, False, resumed=resumed)
     tally = merge(options, record, grid, None if judge is None else judge.heldout)

@@ -40,6 +40,7 @@ class UtilityOptions:
     max_slices: int | None = None  # cap on R
     test_slices: int = 2000  # held-out real slices scored (a seeded subset of the test split)
     settings: tuple[str, ...] = SETTINGS  # which of SETTINGS to train
+    on_prompt_only: bool = False  # synthetic slices the on-prompt judge passed (synthesize --judge) only
 
     def check(self) -> None:
         unknown = [s for s in self.settings if s not in SETTINGS]
@@ -82,6 +83,10 @@ def read_tables(options: UtilityOptions) -> tuple[pd.DataFrame, pd.DataFrame, pd
     if "split" not in real or not (real["split"] == "train").any() or not (real["split"] == "test").any():
         raise ValueError(f"--real {options.real} needs a train and a test split")
     synthetic = pd.read_parquet(Path(options.synthetic) / "metadata.parquet")
+    if options.on_prompt_only:
+        if "on_prompt" not in synthetic or synthetic["on_prompt"].isna().all():
+            raise ValueError(f"--on-prompt-only: {options.synthetic} was not judged (synthesize --judge)")
+        synthetic = synthetic[synthetic["on_prompt"].fillna(False).astype(bool)]
     if synthetic.empty:
         raise ValueError(f"--synthetic {options.synthetic} holds no slice")
     train, test = real[real["split"] == "train"], real[real["split"] == "test"]
@@ -159,7 +164,7 @@ def run_utility(options: UtilityOptions, progress: bool = True) -> dict:
         "chance": flat(chance),
         "test_slices": len(test.table), "test_subjects": int(test.table["subject_id"].nunique()),
         "r": int(r), "steps": options.steps, "repeats": options.repeats,
-        "real": str(options.real), "synthetic": str(options.synthetic),
+        "real": str(options.real), "synthetic": str(options.synthetic), "on_prompt_only": options.on_prompt_only,
     }
     write_report(Path(options.out), summary)
     return summary

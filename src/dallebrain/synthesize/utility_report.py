@@ -92,7 +92,8 @@ def plot(summary: dict, path: Path) -> None:
 def write_report(out: Path, summary: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(out / "utility.json", summary)
-    text = [f"# Utility of {summary['synthetic']} for training (tested on real {summary['real']})", "",
+    which = " (on-prompt slices only)" if summary.get("on_prompt_only") else ""
+    text = [f"# Utility of {summary['synthetic']}{which} for training (tested on real {summary['real']})", "",
             f"{summary['steps']} optimiser steps per network, {summary['repeats']} repeat(s) (mean ± SD); "
             f"R = {summary['r']} slices.", "", *table_lines(summary), "", *findings(summary), "",
             "Tissue segmentation is not among the tasks: prepared slices carry no tissue labels (only per-subject "

@@ -33,13 +33,13 @@ def test_loopback_detection():
     assert not _is_loopback("0.0.0.0") and not _is_loopback("192.168.1.5")
 
 
-def test_page_builds_with_three_tabs_and_a_queue(tiny_pipeline, tiny_prepared, tmp_path):
+def test_page_builds_with_four_tabs_and_a_queue(tiny_pipeline, tiny_prepared, tmp_path):
     pytest.importorskip("gradio")
     from dallebrain.app.ui import ServeConfig, build_app
 
     cfg = ServeConfig(model=tiny_pipeline, data=tiny_prepared, study_dir=tmp_path / "study", study_items=4)
     demo = build_app(cfg)
     labels = [block.label for block in demo.blocks.values() if type(block).__name__ == "Tab"]
-    assert labels == ["Generate", "Variations", "Reader study"]
+    assert labels == ["Generate", "Variations", "Reader study", "Anomaly"]
     assert demo._queue is not None and (tmp_path / "study" / "study.sqlite").is_file()
     assert cfg.work_dir is not None and cfg.work_dir.is_dir()

@@ -92,9 +92,10 @@ def model_grid(folder: Path):
     return grid_of(read_info(folder), int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1))
 
 
-def detect(options: DetectOptions) -> list[dict]:
+def detect(options: DetectOptions, pipe=None) -> list[dict]:
     """Run on every input and write its files; returns the JSON records. Inputs, their attributes, --out and the
-    normal model are checked before any weight loads: a bad request costs nothing."""
+    normal model are checked before any weight loads: a bad request costs nothing. `pipe`: an already loaded
+    pipeline of options.model (the web page keeps one)."""
     from dallebrain.anomaly.outputs import check_outputs
     from dallebrain.anomaly.slices import read_slice
     from dallebrain.api import default_model, load_pipeline
@@ -110,7 +111,7 @@ def detect(options: DetectOptions) -> list[dict]:
     if normal is not None:
         for item in items:  # every input's position is covered (stats refuses in one line otherwise)
             normal.stats(item.attributes, "pixel")
-    pipe = load_pipeline(model)
+    pipe = pipe or load_pipeline(model)
     if normal is None:
         normal = fit_from_data(pipe, options, items)
         normal.save(options.out / "normal")

@@ -42,6 +42,8 @@ def serve_cmd(
                                         "1 MB); larger ones are refused before they are stored."),
     lora_dir: Path = typer.Option(None, help="Folder of LoRA adapters (one sub-folder each) the page may choose "
                                   "from by name; without it LoRA is off."),
+    anomaly_normal: Path = typer.Option(None, help="Normal model folder for the Anomaly tab (normal/ of a "
+                                        "'dallebrain evaluate-anomaly' run); without it the tab is off."),
     auth: str = typer.Option(None, envvar="DALLEBRAIN_SERVE_AUTH", show_envvar=True,
                              help="USER:PASSWORD for a login page (gradio auth). Send it over TLS only: see README, "
                              "'Threat model'."),
@@ -64,6 +66,8 @@ def serve_cmd(
         _fail(f"--max-upload-mb must be above 0 and at most 1024, got {max_upload_mb:g}")
     if lora_dir is not None and not lora_dir.is_dir():
         _fail(f"--lora-dir folder not found: {lora_dir}")
+    if anomaly_normal is not None and not (anomaly_normal / "normal_model.json").is_file():
+        _fail(f"--anomaly-normal is not a normal model folder (no normal_model.json): {anomaly_normal}")
     login = None
     if auth is not None:
         user, _, password = auth.partition(":")
@@ -84,7 +88,7 @@ def serve_cmd(
     use_study = data is not None or (study_dir / "study.sqlite").is_file()
     config = ServeConfig(model=model, data=data, study_dir=study_dir if use_study else None,
                          study_items=study_items, study_steps=study_steps, device=device, lora_dir=lora_dir,
-                         max_upload_mb=max_upload_mb, auth=login)
+                         max_upload_mb=max_upload_mb, auth=login, anomaly_normal=anomaly_normal)
     try:
         launch(config, host, port)
     except (ValueError, OSError) as exc:

@@ -56,6 +56,7 @@ class ServeConfig:
     lora_dir: Path | None = None  # the LoRA adapters the page may name (one folder each); None: LoRA off
     max_upload_mb: float = 20.0  # larger uploads are refused by gradio before they are stored
     auth: tuple[str, str] | None = None  # (user, password) for gradio's login page
+    anomaly_normal: Path | None = None  # normal model folder of the Anomaly tab (None: the tab says it is off)
 
 
 def _kwargs_for(func, **kwargs) -> dict:
@@ -301,6 +302,10 @@ def build_app(cfg: ServeConfig) -> gr.Blocks:
             _variations_tab(cfg)
         with gr.Tab("Reader study", id="study"):
             _study_tab(cfg, study)
+        with gr.Tab("Anomaly", id="anomaly"):  # issue 15: its own module
+            from dallebrain.anomaly.web import anomaly_tab
+
+            anomaly_tab(cfg)
     # one generation at a time (the CPU or GPU is the bottleneck); at most 32 requests wait
     demo.queue(max_size=32, default_concurrency_limit=1)
     return demo

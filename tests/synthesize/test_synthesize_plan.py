@@ -42,7 +42,7 @@ def test_bad_mix_options_are_refused_in_one_line(kwargs, message):
     ({"reject_off_prompt": True}, "needs a judge"),
     ({"like": Path("/no/such")}, "either as --like"),
     ({"mix": None, "like": Path("/no/such")}, "--like: not a prepared data set"),
-    ({"seed": -1}, "seed must be"),
+    ({"seed": -1}, r"seed.*must be between 0"),
     ({"steps": 0}, "--steps"),
 ])
 def test_bad_settings_are_refused_before_anything_runs(kwargs, message, tmp_path):

@@ -3,6 +3,7 @@ longitudinal ageing rate beside the cohort's cross-sectional trend. Prints three
 
     python benchmarks/bench_simulator.py --subjects 40 --workers 2 --out /tmp/bench-sim
     python benchmarks/bench_simulator.py --part trend --trend-subjects 200   # anatomy only, 3 mm grid
+    python benchmarks/bench_simulator.py --part dice --dice-subjects 3
 
 A volume is one image of one contrast. CPU seconds include the worker processes (the cores are shared).
 """
@@ -56,14 +57,33 @@ def lesion_distributions(table: pd.DataFrame) -> None:
     print("|---|---|---|---|---|---|")
     for kind, rows in table[~table["healthy"]].groupby("lesion_type"):
         q = rows["lesion_ml"].quantile([0.25, 0.5, 0.75]).to_numpy()
-        sites = rows["lesion_site"].str.replace("left |right ", "", regex=True).value_counts(normalize=True)
-        where = ", ".join(f"{s} {v:.0%}" for s, v in sites.head(4).items())
+        # Share of subjects with a lesion in each place (an MS subject has several places).
+        places = rows["lesion_site"].str.replace("left |right ", "", regex=True).str.split(", ").explode()
+        where = ", ".join(f"{p} {v / len(rows):.0%}" for p, v in places.value_counts().head(4).items())
         print(f"| {kind} | {len(rows)} | {rows['lesion_count'].median():.0f} ({rows['lesion_count'].min()}-"
               f"{rows['lesion_count'].max()}) | {q[1]:.1f} ({q[0]:.1f}-{q[2]:.1f}) | {where} | {CITED[kind]} |")
+    tumours = table[table["lesion_type"] == "tumour"]
+    if len(tumours):
+        core = 2 * (3 * (tumours["tumour_ml"] + tumours["necrosis_ml"]) * 1000 / (4 * np.pi)) ** (1 / 3)
+        q = core.quantile([0.25, 0.5, 0.75]).to_numpy()
+        print(f"\ntumour core (solid + necrosis), diameter: median {q[1]:.0f} mm (IQR {q[0]:.0f}-{q[2]:.0f}); "
+              f"oedema {tumours['oedema_ml'].median():.0f} mL median")
     if "wmh" in set(table["lesion_type"]):
-        wmh = table[table["lesion_type"] == "wmh"]
-        print("\nFazekas grade by age band (measured):",
-              wmh.groupby(pd.cut(wmh["age"], [0, 45, 60, 75, 100]), observed=True)["fazekas"].mean().round(2).to_dict())
+        fazekas_by_age()
+
+
+def fazekas_by_age(draws: int = 400) -> None:
+    """Mean Fazekas grade drawn per age band (plans only, no rendering) beside the table it follows."""
+    from dallebrain.data.lesion_atlas import lesion_atlas
+    from dallebrain.data.lesion_plans import FAZEKAS_BY_AGE, draw_wmh, fazekas_grade
+    from dallebrain.data.simulate import SIMULATION_GRID as grid
+
+    print("\n| age | mean Fazekas grade drawn | table (de Leeuw 2001, STRIVE; [check]) |\n|---|---|---|")
+    for age in (40, 55, 70, 85):
+        plans = [draw_wmh(np.random.default_rng([age, i]), age, lesion_atlas(grid), grid) for i in range(draws)]
+        drawn = np.mean([0 if p is None else fazekas_grade(p.volume_ml) for p in plans])
+        table = sum(g * p for g, p in enumerate(next(p for upper, p in FAZEKAS_BY_AGE if age < upper)))
+        print(f"| {age} | {drawn:.2f} | {table:.2f} |")
 
 
 def trend(subjects: int, spacing_mm: float) -> None:
@@ -101,9 +121,45 @@ def trend(subjects: int, spacing_mm: float) -> None:
           f"{falling:.0%}")
 
 
+def dice(per_type: int) -> None:
+    """Mask vs the voxels that depart from the lesion-free rendering (same noise) by more than the noise
+    sigma in any of the 4 contrasts, on the cohort's 1.5 mm grid, 3 T protocols."""
+    from dallebrain.data.anatomy import age_template, draw_traits, place_in_native
+    from dallebrain.data.lesion_atlas import lesion_atlas
+    from dallebrain.data.lesion_plans import DRAW, add_lesions
+    from dallebrain.data.lesions import full_mask
+    from dallebrain.data.mr_physics import draw_sequence, tissue_signals
+    from dallebrain.data.simulate import SIMULATION_GRID as grid
+    from dallebrain.data.simulate import synthesize
+
+    print(f"\n### Lesion masks vs rendered abnormal voxels ({per_type} subjects per type, 1.5 mm, 3 T)")
+    print("| type | Dice (min over subjects) | mask voxels (median) |\n|---|---|---|")
+    flat = np.zeros(grid.shape, np.float32)
+    for kind in DRAW:
+        scores, sizes = [], []
+        for i in range(per_type):
+            rng = np.random.default_rng([i, 5])
+            traits, plan = draw_traits(grid, "F", rng), None
+            while plan is None:
+                plan = DRAW[kind](rng, 72.0, lesion_atlas(grid), grid)
+            ml = grid.spacing_mm ** 3 / 1000 * traits.scale ** 3
+            anatomy = place_in_native(grid, add_lesions(age_template(grid, 72.0, traits), plan, grid, ml, 72.0),
+                                      traits, traits.to_mni())
+            healthy, mask = anatomy.without_lesions(), full_mask(grid.shape, anatomy.lesions, anatomy.lesion_mask) > 0
+            abnormal = np.zeros(grid.shape, bool)
+            for modality in ("T1w", "T2w", "PDw", "FLAIR"):
+                seq = draw_sequence(modality, 3.0, np.random.default_rng(i))
+                a, b = (synthesize(x, seq, 3.0, np.random.default_rng(9), 0.2, 0.03, flat) for x in (anatomy, healthy))
+                abnormal |= np.abs(a - b) > 0.03 * max(tissue_signals(seq, 3.0).values())
+            scores.append(2 * (abnormal & mask).sum() / (abnormal.sum() + mask.sum()))
+            sizes.append(int(mask.sum()))
+        print(f"| {kind} | {min(scores):.3f} | {int(np.median(sizes))} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", choices=("all", "throughput", "trend"), default="all")
+    parser.add_argument("--part", choices=("all", "throughput", "trend", "dice"), default="all")
+    parser.add_argument("--dice-subjects", type=int, default=3)
     parser.add_argument("--subjects", type=int, default=40)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--lesions", default="wmh,ms,infarct,tumour")
@@ -119,6 +175,8 @@ def main(argv: list[str] | None = None) -> None:
         table = throughput(args.out, args.subjects, args.workers, lesions, args.lesion_fraction)
         if lesions:
             lesion_distributions(table)
+    if args.part in ("all", "dice"):
+        dice(args.dice_subjects)
     if args.part in ("all", "trend"):
         trend(args.trend_subjects, args.trend_spacing_mm)
 

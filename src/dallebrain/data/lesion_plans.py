@@ -276,7 +276,8 @@ def lesion_summary(plan: LesionPlan | None, mask: np.ndarray | None, voxel_ml: f
 
     volumes = {f"{k}_ml": v for k, v in mask_volumes_ml(np.zeros(1, np.uint8) if mask is None else mask,
                                                           voxel_ml).items()}
-    count = 0 if mask is None else int(ndimage.label(mask > 0)[1])
+    # Lesions counted as separate connected pieces; oedema is part of its tumour, not a lesion of its own.
+    count = 0 if mask is None else int(ndimage.label((mask > 0) & (mask != 6))[1])
     if plan is None or count == 0:
         return {"healthy": True, "lesion_type": "none", "lesion_site": "", "findings": "", "lesion_count": 0,
                 "lesion_ml": 0.0, "fazekas": 0, **volumes}

@@ -80,7 +80,10 @@ def wmh_shapes(tissue: dict[str, np.ndarray], grid: VolumeGrid, periventricular_
     wm = tissue["wm"][box]
     maps = LesionMaps(box)
     if periventricular_vox > 0:
-        threshold = _fill_to_volume(np.where(wm > 0.05, score, np.inf), wm, periventricular_vox)
+        # Fill by voxels at least half white matter: those become mask voxels (the rest, partial volume with
+        # the ventricles, falls under the mask threshold), so the mask's volume is the volume drawn.
+        solid = wm >= 0.5
+        threshold = _fill_to_volume(np.where(solid, score, np.inf), solid.astype(np.float32), periventricular_vox)
         take_tissue(maps, tissue, "wmh", _ramp(threshold - score, grid), ("wm",))
     if foci:
         balls = [(c, np.eye(3), np.full(3, r)) for c, r in foci]

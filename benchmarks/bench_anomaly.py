@@ -27,6 +27,15 @@ TUNE_SETTINGS = {  # name -> changes to PartialNoising()
     "single 0.7 guidance 3": {"levels": (0.7,), "guidance": 3.0},
     "multi 0.3/0.5/0.7": {"levels": (0.3, 0.5, 0.7)},
     "patch 16 at 0.7": {"levels": (0.7,), "patch": 16},
+    "single 0.7 latent": {"levels": (0.7,), "compare": "latent"},
+    "single 0.5 latent": {"levels": (0.5,), "compare": "latent"},
+    "single 0.7 raw": {"levels": (0.7,), "match_intensity": False, "normative": False},
+    "multi 0.5/0.7/0.85 raw g3": {"levels": (0.5, 0.7, 0.85), "match_intensity": False, "normative": False,
+                                   "guidance": 3.0},
+    "single 0.7 calibrated": {"levels": (0.7,), "calibrated": True},
+    "single 0.5 calibrated": {"levels": (0.5,), "calibrated": True},
+    "single 0.3 calibrated": {"levels": (0.3,), "calibrated": True},
+    "multi 0.3/0.5/0.7 calibrated": {"levels": (0.3, 0.5, 0.7), "calibrated": True},
 }
 
 
@@ -62,7 +71,8 @@ def tune(args) -> None:
     print("|---" * (5 + len(kinds)) + "|")
     for label, (method, setting) in runs.items():
         start = time.time()
-        run = run_one_method(method, options, pipe, normal, chosen.val, test, setting)
+        run = run_one_method(method, options, pipe, normal, chosen.val, test, setting,
+                             lambda: (cohort.case(r) for _, r in chosen.fit.iterrows()))
         m = score_method(run, chosen.healthy, chosen.lesions, cohort.grid.spacing_mm)
         per = (time.time() - start) / (len(test) + len(chosen.val))
         o = m["overall"]

@@ -29,7 +29,7 @@ def report(tiny_pipeline, tiny_prepared, tmp_path_factory):
 
 
 def test_the_benchmark_scores_every_method_per_type_size_and_contrast(report):
-    metrics = json.loads((report / "metrics.json").read_text())
+    metrics = json.loads((report / "metrics.json").read_text(), parse_constant=lambda c: pytest.fail(c))
     assert metrics["settings"]["lesion_source_used"] == "pasted"
     assert set(metrics["methods"]) == set(METHODS.split(","))
     for m in metrics["methods"].values():
@@ -44,6 +44,7 @@ def test_the_benchmark_scores_every_method_per_type_size_and_contrast(report):
     assert "## Targets" in summary and all(m in summary for m in METHODS.split(","))
     html = (report / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4  # one overlay figure per lesion type
+    assert sorted(p.name for p in (report / "figures").iterdir()) == ["infarct.png", "ms.png", "tumour.png", "wmh.png"]
 
 
 def test_the_normal_model_keeps_each_methods_thresholds_at_the_stated_rate(report):
@@ -120,6 +121,7 @@ def test_bad_requests_get_one_line_and_exit_2(report, tiny_pipeline, tiny_prepar
         (["evaluate-anomaly", "--data", data, "--out", "o", "--methods", "gan"], "unknown method"),
         (["evaluate-anomaly", "--data", data, "--out", "o", "--lesion-types", "glioma"], "unknown lesion"),
         (["evaluate-anomaly", "--data", data, "--out", "o", "--lesions", "prepared"], "no lesion masks"),
+        (["evaluate-anomaly", "--data", data, "--out", "o", "--modalities", "T2"], "unknown ['T2']"),
     ]
     runner = CliRunner()
     for args, message in cases:

@@ -80,3 +80,26 @@ def test_a_slice_map_does_not_depend_on_the_batch_it_is_in(pipe):
     assert both.maps[:, :12].max() == 0  # nothing outside the brain
     with pytest.raises(ValueError, match="needs a normal model"):
         run_method("diffusion", pipe, Batch(images, attributes))  # normative by default
+
+
+def test_a_calibrated_map_is_zero_on_the_healthy_slice_it_learnt_from_and_finds_what_it_did_not(pipe):
+    from dallebrain.anomaly.cases import Case
+    from dallebrain.anomaly.fitting import fit_normal_model, fit_residuals
+
+    rng = np.random.default_rng(1)
+    healthy = np.zeros((64, 64), np.float32)
+    healthy[10:54, 10:54] = rng.uniform(0.4, 0.6, (44, 44))
+    attributes = SliceAttributes("axial", 18.0, "T2w")
+    case = Case(healthy, np.zeros((64, 64), np.uint8), attributes, "s1", "none", "fit")
+    normal = fit_normal_model(pipe, [case], pool_mm=4.5)
+    setting = PartialNoising(levels=(0.5,), steps=2, calibrated=True)
+    with pytest.raises(ValueError, match="reconstructions"):  # not calibrated yet: refused in one line
+        run_method("diffusion", pipe, Batch(healthy[None], [attributes]), normal, setting)
+    fit_residuals(pipe, normal, setting, [case])
+    assert normal.stats(attributes, setting.residual_name(0.5))[0].shape == (64, 64)
+    same = run_method("diffusion", pipe, Batch(healthy[None], [attributes]), normal, setting)
+    assert np.abs(same.maps).max() < 1e-3  # its own residual is the healthy residual there
+    lesioned = healthy.copy()
+    lesioned[28:36, 28:36] = 1.0
+    found = run_method("diffusion", pipe, Batch(lesioned[None], [attributes]), normal, setting).maps[0]
+    assert found[28:36, 28:36].mean() > 10 * found[12:20, 40:52].mean()

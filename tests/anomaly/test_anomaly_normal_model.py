@@ -11,7 +11,8 @@ def _fit() -> NormalModel:
     builder = NormalModelBuilder(pool_mm=3.0)
     for level, values in ((0.0, (1.0, 3.0)), (3.0, (5.0,)), (9.0, (100.0,))):
         for v in values:
-            builder.add(SliceAttributes("axial", level, "T2w"), np.full((4, 4), v), np.full((2, 2, 2), v))
+            builder.add(SliceAttributes("axial", level, "T2w"), {"pixel": np.full((4, 4), v),
+                                                                 "latent": np.full((2, 2, 2), v)})
     return builder.build({"note": "test"})
 
 

@@ -21,6 +21,7 @@ from dallebrain.anomaly.maps import brain_mask, slice_score
 from dallebrain.anomaly.methods import DIFFUSION_METHODS, METHODS, run_method
 from dallebrain.anomaly.metrics import healthy_false_positives, pixel_metrics, slice_auroc
 from dallebrain.anomaly.selection import SelectionSizes, select
+from dallebrain.data.captions import MODALITIES, ORIENTATIONS
 from dallebrain.data.lesions import LESION_TYPES
 
 EXAMPLES_PER_TYPE = 2
@@ -42,6 +43,7 @@ class BenchmarkOptions:
     guidance: float = 1.0
     batch_size: int = 8
     pool_mm: float = 4.5
+    max_calibration: int = 400  # calibrated diffusion methods: healthy fit slices their residuals are learnt on
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -52,6 +54,10 @@ class BenchmarkOptions:
             raise ValueError(f"false-positive rate must lie in (0, 0.5), got {self.fpr}")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be at least 1, got {self.batch_size}")
+        for given, known in ((self.modalities, MODALITIES), (self.orientations, ORIENTATIONS)):
+            unknown = [x for x in given or () if x not in known]
+            if unknown:
+                raise ValueError(f"unknown {unknown}: choose from {', '.join(known)}")
 
     def diffusion_setting(self, method: str):
         return replace(DIFFUSION_METHODS[method], steps=self.steps, guidance=self.guidance, seed=self.seed)
@@ -97,15 +103,18 @@ def score_method(run: MethodRun, healthy: list[Case], lesions: list[Case], spaci
                           ("by_contrast", lambda c: c.attributes.modality)):
         for label in sorted({label_of(c) for c in lesions}):
             idx = [i for i, c in enumerate(lesions) if label_of(c) == label]
+            negatives = healthy_scores if key != "by_contrast" else \
+                [sc for sc, c in zip(healthy_scores, healthy, strict=True) if c.attributes.modality == label]
             result[key][label] = _group_metrics(lesion_maps[idx], [lesions[i] for i in idx], run.thresholds,
-                                                healthy_scores)
+                                                negatives or healthy_scores)
     return result
 
 
 def run_one_method(name: str, options: BenchmarkOptions, pipe, normal, val: list[Case], test: list[Case],
-                   setting=None) -> MethodRun:
+                   setting=None, fit_cases=None) -> MethodRun:
     """A method's thresholds on the validation slices and its maps on the test slices (`setting` overrides a
-    diffusion method's)."""
+    diffusion method's; a calibrated one first learns its healthy residuals on `fit_cases`, a callable giving
+    the fit slices)."""
     if setting is None and name in DIFFUSION_METHODS:
         setting = options.diffusion_setting(name)
 
@@ -113,6 +122,14 @@ def run_one_method(name: str, options: BenchmarkOptions, pipe, normal, val: list
         return run_method(name, pipe, batch, normal, setting)
 
     start = time.time()
+    if setting is not None and setting.calibrated:
+        from itertools import islice
+
+        from dallebrain.anomaly.fitting import fit_residuals
+
+        if fit_cases is None:
+            raise ValueError(f"method {name} is calibrated on healthy fit slices: none were given")
+        fit_residuals(pipe, normal, setting, islice(fit_cases(), options.max_calibration), options.batch_size)
     val_maps, _ = run_cases(run, val, options.batch_size)
     thresholds = choose_thresholds(val_maps, val, options.fpr)
     maps, recons = run_cases(run, test, options.batch_size)
@@ -153,7 +170,8 @@ def run_benchmark(options: BenchmarkOptions, progress: bool = True) -> dict:
     test = chosen.healthy + chosen.lesions
     runs, metrics = {}, {"methods": {}}
     for name in tqdm(options.methods, desc="methods", disable=not progress):
-        runs[name] = run_one_method(name, options, pipe, normal, chosen.val, test)
+        runs[name] = run_one_method(name, options, pipe, normal, chosen.val, test,
+                                    fit_cases=lambda: (cohort.case(r) for _, r in chosen.fit.iterrows()))
         normal.thresholds[name] = runs[name].thresholds
         metrics["methods"][name] = score_method(runs[name], chosen.healthy, chosen.lesions, cohort.grid.spacing_mm)
     normal.save(Path(options.out) / "normal")

@@ -31,7 +31,7 @@ def anomaly_cmd(
 ) -> None:
     """Pseudo-healthy reconstruction, anomaly map, slice score and mask of each slice."""
     from dallebrain.anomaly.detect import DetectOptions, detect
-    from dallebrain.cli import fail
+    from dallebrain.cli._common import fail
 
     try:
         options = DetectOptions(tuple(inputs), out, normal, data, method, model, prompt, fpr, overwrite=overwrite)
@@ -62,7 +62,7 @@ def evaluate_anomaly_cmd(
 ) -> None:
     """Score every detection method against exact lesion masks: Dice, AUPRC, AUROC, slice AUROC, per lesion type
     and size, healthy false positives, with the VAE-error and intensity z-score baselines."""
-    from dallebrain.cli import fail
+    from dallebrain.cli._common import fail
     from dallebrain.data.lesions import parse_lesions
 
     try:
@@ -99,7 +99,7 @@ def generate_lesion_cmd(
 ) -> None:
     """Slices with a lesion and its exact mask (paired data for segmentation): a healthy slice from the model
     with the lesion rendered in by the simulator's appearance model, at the stated place and size."""
-    from dallebrain.cli import fail
+    from dallebrain.cli._common import fail
 
     try:
         from dallebrain.anomaly.pathology import lesions_to_folder

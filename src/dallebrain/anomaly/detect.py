@@ -17,6 +17,7 @@ from dallebrain.anomaly.methods import DIFFUSION_METHODS, METHODS, Batch, run_me
 from dallebrain.anomaly.normal_model import NormalModel
 
 DEFAULT_METHOD = "diffusion_multiscale"
+MAX_CALIBRATION = 400  # healthy slices a calibrated method learns its residuals on
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,11 @@ def fit_from_data(pipe, options: DetectOptions, items: list) -> NormalModel:
     settings = {"data": str(options.data), "fpr": options.fpr, "n_fit": len(fit_rows), "n_val": len(val_rows),
                 "model_hash": pipe.model_hash, "diffusion": {options.method: asdict(setting)} if setting else {}}
     normal = fit_normal_model(pipe, (cohort.case(r) for _, r in fit_rows.iterrows()), pool, settings=settings)
+    if setting is not None and setting.calibrated:
+        from dallebrain.anomaly.fitting import fit_residuals
+
+        fit_residuals(pipe, normal, setting, (cohort.case(r) for _, r in fit_rows.head(MAX_CALIBRATION).iterrows()),
+                      options.batch_size)
     val = [cohort.case(r) for _, r in val_rows.iterrows()]
     maps, _ = run_cases(lambda b: run_method(options.method, pipe, b, normal, setting), val, options.batch_size)
     normal.thresholds[options.method] = choose_thresholds(maps, val, options.fpr)
@@ -122,7 +128,7 @@ def detect(options: DetectOptions, pipe=None) -> list[dict]:
 
 
 def _detect_batch(pipe, normal: NormalModel, options: DetectOptions, items: list, grid) -> list[dict]:
-    from dallebrain import __version__
+    from dallebrain._version import __version__
     from dallebrain.anomaly.fitting import threshold_for
     from dallebrain.anomaly.outputs import write_slice_outputs
 

@@ -31,6 +31,13 @@ class PartialNoising:
     patch: int | None = None  # latent window side for the patch-wise variant; None: the whole slice at once
     match_intensity: bool = True  # fit the reconstruction's grey levels to the input's (gain and offset)
     normative: bool = True  # residual over the healthy cohort's spread at each pixel (needs a normal model)
+    compare: str = "image"  # where input and reconstruction are compared: "image" or "latent" (before decoding)
+    calibrated: bool = False  # residual against healthy slices' own residuals at that position (normal model)
+
+    def residual_name(self, level: float) -> str:
+        """The normal model's name for this setting's healthy residuals at one level (a setting of its own)."""
+        return (f"residual:l{level:.3f}:s{self.steps}:g{self.guidance:g}:p{self.patch or 0}:"
+                f"m{int(self.match_intensity)}:seed{self.seed}")
     seed: int = 0  # the same noise for every slice: the map depends on the slice, not on its place in a batch
 
     def __post_init__(self) -> None:
@@ -40,6 +47,8 @@ class PartialNoising:
             raise ValueError(f"steps must be between 1 and 1000, got {self.steps}")
         if not np.isfinite(self.guidance) or self.guidance < 0:
             raise ValueError(f"guidance must be a non-negative number, got {self.guidance}")
+        if self.compare not in ("image", "latent"):
+            raise ValueError(f"compare must be 'image' or 'latent', got {self.compare!r}")
         if self.patch is not None and self.patch < 2:
             raise ValueError(f"patch must be at least 2 latent pixels, got {self.patch}")
 

@@ -34,7 +34,7 @@ def fit_normal_model(pipe, cases: Iterable[Case], pool_mm: float, batch_size: in
             batch = as_batch(chunk)
             latents = batch.latents(pipe).float().cpu().numpy()
             for case, latent in zip(chunk, latents, strict=True):
-                builder.add(case.attributes, case.image, latent)
+                builder.add(case.attributes, {"pixel": case.image, "latent": latent})
             chunk.clear()
 
     for case in cases:
@@ -76,3 +76,23 @@ def choose_thresholds(maps: np.ndarray, cases: list[Case], fpr: float) -> dict[s
 
 def threshold_for(thresholds: dict[str, dict[str, float]], modality: str) -> dict[str, float]:
     return thresholds.get(modality, thresholds["all"])
+
+
+def fit_residuals(pipe, normal: NormalModel, setting, cases: Iterable[Case], batch_size: int = 8) -> NormalModel:
+    """A calibrated diffusion setting's healthy residuals (input minus pseudo-healthy, per level) per position,
+    added to the normal model: what the model gets wrong on healthy brains there is then not an anomaly."""
+    from dallebrain.anomaly.methods import reconstruct
+
+    builder = NormalModelBuilder(normal.pool_mm)
+    chunk: list[Case] = []
+    for case in [*cases, None]:
+        if case is not None:
+            chunk.append(case)
+        if chunk and (case is None or len(chunk) >= batch_size):
+            batch = as_batch(chunk)
+            levels = reconstruct(pipe, batch, setting)
+            for i, c in enumerate(chunk):
+                builder.add(c.attributes, {setting.residual_name(level): batch.images[i] - healed[i]
+                                           for level, (_, healed) in zip(setting.levels, levels, strict=True)})
+            chunk = []
+    return builder.build(into=normal)

@@ -71,22 +71,49 @@ def _spread(batch: Batch, normal) -> np.ndarray:
     return np.stack([normal.stats(a, "pixel")[1] for a in batch.attributes])
 
 
-def run_diffusion(pipe, batch: Batch, setting: PartialNoising, normal=None) -> MethodOutput:
-    """Reconstruction at each noise level; the map is the mean of the levels' finished residual maps (each
-    residual over the healthy spread there when `setting.normative`) and the reconstruction shown is the
-    middle level's."""
+def _latent_residual(z0: torch.Tensor, healed: torch.Tensor, batch: Batch, normal, size: int) -> np.ndarray:
+    """Root-mean-square over channels of the latent difference, in units of the healthy latents' spread at each
+    latent pixel when a normal model is given (Pinaya et al. 2022 score anomalies in the LDM's latent space)."""
+    diff = (z0 - healed).float().cpu().numpy()
+    if normal is not None:
+        diff = diff / np.stack([normal.stats(a, "latent")[1] for a in batch.attributes])
+    return np.stack([upsample(np.sqrt((d ** 2).mean(axis=0)), size) for d in diff])
+
+
+def reconstruct(pipe, batch: Batch, setting: PartialNoising) -> list[tuple[torch.Tensor, np.ndarray]]:
+    """(healed latents, pseudo-healthy slices) at each of the setting's noise levels."""
     z0 = batch.latents(pipe)
     cond = torch.cat([pipe.encode_prompt(a.healthy_prompt())[0] for a in batch.attributes])
     uncond = pipe.encode_prompt("")[0].expand_as(cond)
-    spread = _spread(batch, normal if setting.normative else None)
-    maps, recons = [], []
+    out = []
     for level in setting.levels:
-        healed = batch.decoded(pipe, pseudo_healthy_latents(pipe, z0, cond, uncond, level, setting))
+        healed_latents = pseudo_healthy_latents(pipe, z0, cond, uncond, level, setting)
+        healed = batch.decoded(pipe, healed_latents)
         if setting.match_intensity:
             healed = np.stack([match_intensity(h, x, brain_mask(x)) for h, x in zip(healed, batch.images,
                                                                                        strict=True)])
+        out.append((healed_latents, healed))
+    return out
+
+
+def run_diffusion(pipe, batch: Batch, setting: PartialNoising, normal=None) -> MethodOutput:
+    """Reconstruction at each noise level; the map is the mean of the levels' finished residual maps and the
+    reconstruction shown is the middle level's. A residual is compared in image space (over the healthy
+    intensity spread when `setting.normative`; against the healthy slices' own residuals at that position when
+    `setting.calibrated`) or in latent space."""
+    spread = _spread(batch, normal if setting.normative and not setting.calibrated else None)
+    maps, recons = [], []
+    for level, (healed_latents, healed) in zip(setting.levels, reconstruct(pipe, batch, setting), strict=True):
         recons.append(healed)
-        maps.append(_finished((batch.images - healed) / spread, batch.images))
+        if setting.compare == "latent":
+            raw = _latent_residual(batch.latents(pipe), healed_latents, batch,
+                                   normal if setting.normative else None, batch.images.shape[-1])
+        elif setting.calibrated:
+            stats = [normal.stats(a, setting.residual_name(level)) for a in batch.attributes]
+            raw = (batch.images - healed - np.stack([m for m, _ in stats])) / np.stack([s for _, s in stats])
+        else:
+            raw = (batch.images - healed) / spread
+        maps.append(_finished(raw, batch.images))
     return MethodOutput(np.mean(maps, axis=0).astype(np.float32), recons[len(recons) // 2])
 
 
@@ -121,7 +148,7 @@ def run_method(name: str, pipe, batch: Batch, normal=None, setting: PartialNoisi
         raise ValueError(f"method {name} needs a normal model (fitted on healthy slices)")
     if name in DIFFUSION_METHODS:
         setting = setting or DIFFUSION_METHODS[name]
-        if setting.normative and normal is None:
+        if (setting.normative or setting.calibrated) and normal is None:
             raise ValueError(f"method {name} weighs residuals by the healthy spread: it needs a normal model")
         return run_diffusion(pipe, batch, setting, normal)
     if name == "vae_error":

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -54,13 +54,14 @@ class NormalModel:
     settings: dict = field(default_factory=dict)  # how it was made: data, subjects, model hash, methods
 
     def stats(self, attributes: SliceAttributes, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, std) of `name` ("pixel" or "latent") at the slice's position: the nearest fitted level of its
-        contrast and plane, refused in one line when none lies within pool_mm."""
+        """(mean, std) of `name` ("pixel", "latent", or a method's "residual:...") at the slice's position: the
+        nearest level of its contrast and plane that has it, refused in one line when none lies within pool_mm."""
         modality, orientation, level = position_key(attributes)
         candidates = [(abs(lv - level), k) for k, (m, o, lv) in self._keys().items()
-                      if m == modality and o == orientation]
+                      if m == modality and o == orientation and f"{k}/{name}_mean" in self.means]
         if not candidates or min(candidates)[0] > self.pool_mm:
-            raise ValueError(f"the normal model has no healthy {modality} {orientation} slices within "
+            what = "slices" if name in ("pixel", "latent") else f"reconstructions ({name})"
+            raise ValueError(f"the normal model has no healthy {modality} {orientation} {what} within "
                              f"{self.pool_mm} mm of {level:+.1f} mm: fit it on data that covers this position")
         key = min(candidates)[1]
         return self.means[f"{key}/{name}_mean"], self.means[f"{key}/{name}_std"]
@@ -115,32 +116,33 @@ class NormalModelBuilder:
         self.pool_mm = pool_mm
         self.positions: dict[tuple[str, str, float], PositionStats] = defaultdict(PositionStats)
 
-    def add(self, attributes: SliceAttributes, image: np.ndarray, latent: np.ndarray) -> None:
+    def add(self, attributes: SliceAttributes, arrays: dict[str, np.ndarray]) -> None:
+        """One healthy slice's arrays by name ("pixel" and "latent"; or a method's residual)."""
         stats = self.positions[position_key(attributes)]
         stats.count += 1
-        stats.add("pixel", image)
-        stats.add("latent", latent)
+        for name, values in arrays.items():
+            stats.add(name, values)
 
-    def build(self, settings: dict | None = None) -> NormalModel:
+    def build(self, settings: dict | None = None, into: NormalModel | None = None) -> NormalModel:
+        """Pooled means and spreads; `into` an existing model adds these arrays to it (a method's residual
+        statistics beside the pixels and latents)."""
         if not self.positions:
             raise ValueError("no healthy slice to fit the normal model on")
-        model = NormalModel(self.pool_mm, settings=dict(settings or {}))
+        model = into or NormalModel(self.pool_mm, settings=dict(settings or {}))
         for key in self.positions:
             pooled = [s for k, s in self.positions.items()
                       if k[:2] == key[:2] and abs(k[2] - key[2]) <= self.pool_mm + 1e-6]
             n = sum(s.count for s in pooled)
             text = _key_text(key)
-            model.counts[text] = n
-            for name in ("pixel", "latent"):
+            model.counts.setdefault(text, n)
+            names = {k[: -len("_sum")] for k in self.positions[key].sums if k.endswith("_sum")}
+            for name in sorted(names):
                 total = sum(s.sums[f"{name}_sum"] for s in pooled)
                 squares = sum(s.sums[f"{name}_sq"] for s in pooled)
                 mean = total / n
                 std = np.sqrt(np.maximum(squares / n - mean ** 2, 0.0))
                 model.means[f"{text}/{name}_mean"] = mean.astype(np.float32)
-                model.means[f"{text}/{name}_std"] = np.maximum(std, STD_FLOOR[name]).astype(np.float32)
+                floor = STD_FLOOR.get(name, STD_FLOOR["pixel"])
+                model.means[f"{text}/{name}_std"] = np.maximum(std, floor).astype(np.float32)
         return model
 
-
-def settings_record(**kwargs) -> dict:
-    """JSON-ready settings (dataclasses become dicts)."""
-    return {k: asdict(v) if hasattr(v, "__dataclass_fields__") else v for k, v in kwargs.items()}

@@ -156,7 +156,7 @@ def lesions_to_folder(pipe, prompt: str, out, n: int = 1, seed: int = 0, steps: 
     import nibabel as nib
     from PIL import Image
 
-    from dallebrain import __version__
+    from dallebrain._version import __version__
     from dallebrain.api import check_output
     from dallebrain.data.io import atomic_path, save_nifti_atomic
     from dallebrain.pipelines.output import grid_of, placement, save_outputs

@@ -165,12 +165,27 @@ def report_html(metrics: dict, figures: dict[str, bytes | None]) -> str:
     return "\n".join(parts)
 
 
-def write_benchmark_report(out: Path, metrics: dict, chosen, runs: dict) -> None:
-    """metrics.json, summary.md, report.html, each through a temporary name."""
-    from dallebrain.data.io import write_json_atomic, write_text_atomic
+def json_ready(obj):
+    """NaN and infinities (a score with nothing to score) as null: metrics.json stays strict JSON."""
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, (float, np.floating)) and not np.isfinite(obj):
+        return None
+    return obj
 
-    write_json_atomic(out / "metrics.json", metrics)
+
+def write_benchmark_report(out: Path, metrics: dict, chosen, runs: dict) -> None:
+    """metrics.json, summary.md, report.html and figures/<lesion type>.png, each through a temporary name."""
+    from dallebrain.data.io import atomic_path, write_json_atomic, write_text_atomic
+
+    write_json_atomic(out / "metrics.json", json_ready(metrics))
     write_text_atomic(out / "summary.md", summary_markdown(metrics))
     kinds = sorted({c.lesion_type for c in chosen.lesions})
     figures = {k: overlay_figure(chosen, runs, k) for k in kinds}
+    for kind, png in figures.items():
+        if png is not None:
+            with atomic_path(out / "figures" / f"{kind}.png") as tmp:
+                tmp.write_bytes(png)
     write_text_atomic(out / "report.html", report_html(metrics, figures))

@@ -1,10 +1,9 @@
 """Dall-e Brain: text-prompted synthetic healthy brain MRI, and the toolkit to build it."""
 
 from dallebrain._env import configure_offline
+from dallebrain._version import __version__  # noqa: F401 - the package version
 
 configure_offline()
-
-__version__ = "0.1.0"
 
 
 def load_pipeline(*args, **kwargs):

@@ -131,3 +131,17 @@ def test_result_save_writes_what_the_cli_writes(tiny_pipeline, tmp_path):
     with pytest.raises(FileExistsError, match="seed-000003"):  # never replaces without overwrite
         result.save(tmp_path / "api")
     assert len(result.save(tmp_path / "api", overwrite=True)) == 2
+
+
+def test_rerunning_with_the_default_folder_writes_beside_the_first_run(tiny_pipeline, tmp_path):
+    args = (PROMPT, "--model", str(tiny_pipeline), "--steps", "1", "--negative-prompt", "noise")
+    first = _generate(*args, cwd=tmp_path)
+    second = _generate(*args, cwd=tmp_path)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr
+    assert "writing to dallebrain-output-2" in second.stderr
+    assert (tmp_path / "dallebrain-output" / "seed-000000.png").read_bytes() == \
+        (tmp_path / "dallebrain-output-2" / "seed-000000.png").read_bytes()
+    sidecar = json.loads((tmp_path / "dallebrain-output-2" / "seed-000000.json").read_text())
+    assert sidecar["negative_prompt"] == "noise"
+    chosen = _generate(*args, "--out", "dallebrain-output", cwd=tmp_path)  # an --out the user chose: never renumbered
+    assert chosen.returncode == 2 and "exists" in chosen.stderr

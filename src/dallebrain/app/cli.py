@@ -13,7 +13,7 @@ from dallebrain.pipelines import defaults as D
 
 
 def _fail(message: str) -> None:
-    from dallebrain.cli import fail  # here, not at the top: dallebrain.cli imports this module
+    from dallebrain.cli._common import fail
 
     fail(message)
 

@@ -24,7 +24,7 @@ SOURCE_LICENCES = {
 
 
 def card_text(slices: pd.DataFrame, failures: pd.DataFrame, options) -> str:
-    from dallebrain import __version__
+    from dallebrain._version import __version__
 
     subjects = slices.drop_duplicates("subject_id")
     per_split = subjects["split"].value_counts().reindex(["train", "val", "test"], fill_value=0)

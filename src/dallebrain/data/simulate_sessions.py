@@ -12,7 +12,7 @@ import numpy as np
 from dallebrain.data.anatomy import AgeingModel, IndividualTraits
 from dallebrain.data.lesion_plans import LESION_COLUMNS, add_lesions
 from dallebrain.data.longitudinal import sessions, shape_warp_digest
-from dallebrain.data.simulate import (
+from dallebrain.data.simulate_scan import (
     RECORD_SUFFIX,
     SESSION_STREAM,
     SimulationOptions,

@@ -25,7 +25,7 @@ def evaluate_cmd(
     """Evaluate synthetic slices against held-out real ones: realism, grey levels, texture, diversity, prompt
     adherence, latent space and privacy, each beside the real-vs-real floor; writes a self-contained HTML report."""
     from dallebrain.api import default_model
-    from dallebrain.cli import fail
+    from dallebrain.cli._common import fail
     from dallebrain.evaluation.features import EncoderConfig
     from dallebrain.evaluation.options import EvaluationOptions, check_inputs
 

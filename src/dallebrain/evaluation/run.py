@@ -90,7 +90,7 @@ def evaluate(options: EvaluationOptions) -> dict:
 def _settings(options: EvaluationOptions, routes: list[str], reference: RealSlices, diversity: list[dict], encoder,
               reused: bool) -> dict:
     """The settings record of metrics.json: enough to rerun the evaluation and to read its numbers."""
-    from dallebrain import __version__
+    from dallebrain._version import __version__
 
     n, seed, work = len(reference.heldout), options.seed, options.encoder.input_size
     return {"model": str(options.model), "data": str(options.data), "split": options.split, "n": n,

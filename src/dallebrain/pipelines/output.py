@@ -29,7 +29,7 @@ def write_result(result, out: str | Path, first_seed: int, n_total: int, png16: 
                  extra: dict | None = None) -> list[dict]:
     """Write one GenerationResult (a whole request or one pass of it) as PNG + NIfTI + JSON per image; the
     sidecar says how the image was made. `model` overrides the recorded model folder (a server shows names)."""
-    from dallebrain import __version__
+    from dallebrain._version import __version__
 
     grid = grid_of(result.provenance.get("info", {}), result.images.shape[-1])
     prefix = result_prefix(result.settings)

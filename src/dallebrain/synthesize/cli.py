@@ -45,7 +45,7 @@ def synthesize_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar with ETA."),
 ) -> None:
     """A synthetic data set in the prepared-data format: 16-bit PNG slices, metadata.parquet, split, card."""
-    from dallebrain.cli import fail
+    from dallebrain.cli._common import fail
     from dallebrain.synthesize.mix import parse_mix
     from dallebrain.synthesize.options import SynthesisOptions
 
@@ -93,7 +93,7 @@ def evaluate_utility_cmd(
 ) -> None:
     """Train on real, synthetic, both, and scarce real with and without synthetic; test all on held-out real
     slices (contrast, plane, sex, age, level); a table and a plot."""
-    from dallebrain.cli import fail
+    from dallebrain.cli._common import fail
     from dallebrain.synthesize.utility import UtilityOptions
 
     options = UtilityOptions(real, synthetic, out, scarce_subjects, steps, repeats, max_slices, test_slices,

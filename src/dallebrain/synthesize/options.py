@@ -106,7 +106,7 @@ def data_fingerprint(prepared: Path | None) -> str | None:
 
 def settings_record(options: SynthesisOptions, model_dir: Path, model_hash: str) -> dict:
     """Everything the bytes of the data set depend on (`identity`), and where the inputs were (`paths`)."""
-    from dallebrain import __version__
+    from dallebrain._version import __version__
     from dallebrain.pipelines.folder import folder_hash
 
     identity = {

@@ -7,8 +7,15 @@ import argparse
 from pathlib import Path
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Bad arguments get the project's one-line `error: ...` and exit 2 (argparse prints its usage first)."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def stage_parser(stage: str, description: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"dallebrain train {stage}", description=description)
+    parser = _OneLineParser(prog=f"dallebrain train {stage}", description=description)
     parser.add_argument("--data", type=Path, required=True, help="prepared data set folder")
     parser.add_argument("--out", type=Path, required=True, help="output folder (save_pretrained + checkpoints)")
     parser.add_argument("--config", type=Path, default=None, help="JSON settings (see configs/)")

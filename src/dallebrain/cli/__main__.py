@@ -1,0 +1,5 @@
+"""`python -m dallebrain.cli ...` is `dallebrain ...`."""
+
+from dallebrain.cli import main
+
+main()

@@ -1,0 +1,136 @@
+"""`dallebrain generate | variations | export`: images from the shipped (or a given) model.
+
+Every request is checked (pipelines.request.GenerationRequest, the output folder, a slice's header) before the
+model loads, so bad input costs nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from dallebrain.cli._common import fail
+from dallebrain.pipelines import defaults as D
+from dallebrain.pipelines.request import API_LIMITS, GenerationRequest
+
+DEFAULT_OUT = Path("dallebrain-output")
+
+
+def _request(**fields) -> GenerationRequest:
+    try:
+        return GenerationRequest(**fields).checked(API_LIMITS)
+    except ValueError as exc:
+        fail(str(exc))
+
+
+def _free_default_folder(seed: int, n: int, prefix: str = "seed") -> Path:
+    """The default output folder, or the first numbered one (dallebrain-output-2, -3, ...) that holds no file of
+    these seeds: rerunning the README's command writes beside the first run instead of failing. An --out the
+    user chose is never renumbered."""
+    from dallebrain.api import check_output
+
+    for number in range(1, 1000):
+        folder = DEFAULT_OUT if number == 1 else DEFAULT_OUT.with_name(f"{DEFAULT_OUT.name}-{number}")
+        try:
+            check_output(folder, seed, n, False, prefix)
+        except FileExistsError:
+            continue
+        if number > 1:
+            typer.echo(f"note: {DEFAULT_OUT} already holds these seeds: writing to {folder} (--out chooses)",
+                       err=True)
+        return folder
+    fail(f"{DEFAULT_OUT}-2 ... -999 are all taken: choose --out")
+
+
+def _warnings(written: list[dict]) -> list[str]:
+    return json.loads(written[0]["json"].read_text()).get("warnings", []) if written else []
+
+
+def generate_cmd(
+    prompt: str = typer.Argument(..., help="What to generate, e.g. 'axial T2-weighted slice of a healthy "
+                                 "70-year-old woman at the level of the lateral ventricles'."),
+    n: int = typer.Option(1, "--n", help=f"Number of images (1-{API_LIMITS.max_n})."),
+    seed: int = typer.Option(0, help="Seed of the first image; image i uses seed + i (0 to 2**63 - n)."),
+    steps: int = typer.Option(D.STEPS, help="Denoising steps."),
+    guidance: float = typer.Option(D.GUIDANCE, help="Classifier-free guidance scale (0 = unconditional, 1 = none)."),
+    sampler: str = typer.Option(D.SAMPLER, help="dpm (DPM-Solver++), ddim or euler."),
+    negative_prompt: str = typer.Option("", help="What to steer away from (replaces the empty prompt of guidance)."),
+    route: str = typer.Option("ldm", help="ldm (latent diffusion) or unclip (prior + decoder)."),
+    model: Path = typer.Option(None, help="Pipeline folder (default: the model shipped in the package)."),
+    lora: Path = typer.Option(None, help="LoRA adapter folder to apply."),
+    lora_scale: float = typer.Option(1.0, help="LoRA strength (0 = base model, at most 4)."),
+    out: Path = typer.Option(None, help=f"Output folder for PNG, NIfTI and JSON (default: {DEFAULT_OUT}, or "
+                             f"{DEFAULT_OUT}-2, -3, ... when it already holds these seeds)."),
+    png16: bool = typer.Option(False, "--png16", help="Write 16-bit PNG instead of 8-bit."),
+    overwrite: bool = typer.Option(False, help="Replace files of the same seeds in --out."),
+    prior_steps: int = typer.Option(D.PRIOR_STEPS, help="unCLIP only: denoising steps of the prior."),
+    prior_guidance: float = typer.Option(D.PRIOR_GUIDANCE, help="unCLIP only: guidance scale of the prior."),
+) -> None:
+    """Generate synthetic brain MRI slices from a text prompt (PNG + NIfTI + JSON per image)."""
+    r = _request(prompt=prompt, n=n, seed=seed, steps=steps, guidance=guidance, sampler=sampler, route=route,
+                 negative_prompt=negative_prompt, prior_steps=prior_steps, prior_guidance=prior_guidance,
+                 lora_scale=lora_scale)
+    from dallebrain.api import check_output, default_model, generate_to_folder, load_pipeline
+
+    model_dir = model or default_model()
+    try:
+        if out is None and not overwrite:
+            out = _free_default_folder(r.seed, r.n)
+        out = out or DEFAULT_OUT
+        check_output(out, r.seed, r.n, overwrite)  # before the model loads: a bad --out costs nothing
+        pipe = load_pipeline(model_dir, route=r.route, lora=lora, lora_scale=r.lora_scale)
+        extra = {"prior_steps": r.prior_steps, "prior_guidance": r.prior_guidance} if r.route == "unclip" else {}
+        written = generate_to_folder(pipe, r.prompt, out, r.n, r.seed, r.steps, r.guidance, r.sampler, png16,
+                                     overwrite, str(model_dir), negative_prompt=r.negative_prompt, **extra)
+    except (ValueError, FileExistsError, OSError) as exc:
+        fail(str(exc).splitlines()[0])
+    for w in _warnings(written):
+        typer.echo(f"warning: {w}", err=True)
+    typer.echo(f"{len(written)} image(s) in {out}: " + ", ".join(p["png"].name for p in written[:4])
+               + (" ..." if len(written) > 4 else ""))
+
+
+def variations_cmd(
+    image: Path = typer.Argument(..., help="A slice: PNG (8/16-bit) or single-slice NIfTI."),
+    n: int = typer.Option(4, "--n", help="Number of variations."),
+    seed: int = typer.Option(0, help="Seed of the first variation."),
+    steps: int = typer.Option(D.STEPS, help="Denoising steps."),
+    guidance: float = typer.Option(D.GUIDANCE, help="Guidance scale."),
+    sampler: str = typer.Option(D.SAMPLER, help="dpm, ddim or euler."),
+    model: Path = typer.Option(None, help="Pipeline folder with prior/ and decoder/ (default: shipped model)."),
+    out: Path = typer.Option(Path("dallebrain-variations"), help="Output folder."),
+    png16: bool = typer.Option(False, "--png16", help="Write 16-bit PNG."),
+    overwrite: bool = typer.Option(False, help="Replace files of the same seeds in --out."),
+) -> None:
+    """New slices that share a slice's brain-CLIP image embedding (unCLIP decoder)."""
+    r = _request(prompt="variations", n=n, seed=seed, steps=steps, guidance=guidance, sampler=sampler)
+    from dallebrain.api import check_output, check_slice_file, default_model, load_pipeline, variations_to_folder
+    from dallebrain.vocab import VARIATION_PREFIX
+
+    model_dir = model or default_model()
+    try:
+        check_slice_file(image)  # the slice's header and --out before the model loads: bad input costs nothing
+        check_output(out, r.seed, r.n, overwrite, VARIATION_PREFIX)
+        pipe = load_pipeline(model_dir, route="unclip")
+        written = variations_to_folder(pipe, image, out, r.n, r.seed, r.steps, r.guidance, r.sampler, png16,
+                                       overwrite, str(model_dir))
+    except (ValueError, FileExistsError, OSError) as exc:
+        fail(str(exc).splitlines()[0])
+    typer.echo(f"{len(written)} variation(s) in {out}")
+
+
+def export_cmd(
+    model: Path = typer.Option(None, help="Pipeline folder (default: the shipped model)."),
+    out: Path = typer.Option(..., help="New folder for the stock-diffusers copy."),
+) -> None:
+    """Write a self-contained copy of a pipeline for stock diffusers (StableDiffusionPipeline.from_pretrained):
+    the text encoder is materialised in full from the installed MiniLM plus our tuned layers."""
+    from dallebrain.api import default_model
+    from dallebrain.pipelines.export import export_stock_folder
+
+    try:
+        export_stock_folder(model or default_model(), out)
+    except (ValueError, OSError) as exc:
+        fail(str(exc).splitlines()[0])
+    typer.echo(f"stock diffusers folder: {out}")

@@ -3,6 +3,7 @@ resuming a killed run, and refusing a folder it must not touch."""
 
 import hashlib
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -130,4 +131,6 @@ def test_judge_verdicts_recorded_and_off_prompt_slices_set_aside_not_lost(tiny_p
     assert all((out / p).is_file() for p in rejected["image_path"])  # set aside, not deleted
     heldout = json.loads((out / "judge" / "heldout.json").read_text())
     assert heldout["n"] > 0 and 0 <= heldout["contrast"]["accuracy"] <= 1 and "chance" in heldout["orientation"]
-    assert f"{len(rejected)} more judged off-prompt" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert f"{len(rejected)} more judged off-prompt" in card
+    assert re.search(rf"off prompt \| #+ {len(rejected)}\n", card)  # the verdicts count the slices set aside

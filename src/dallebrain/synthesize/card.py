@@ -94,7 +94,7 @@ def _judge_lines(paths: dict, heldout: dict | None, judged: Counter) -> list[str
             f"The evaluation's attribute encoder, trained on `{paths['judge']}`'s train split, reads each slice's "
             "contrast and plane (`judged_modality`, `judged_orientation`); `on_prompt` is true when both are what "
             f"the prompt asked. On {heldout['n']} real held-out slices it scores {scores or 'n/a'}.",
-            "", *_block("Verdicts", histogram(judged))]
+            "", *_block("Verdicts (all slices made, kept or not)", histogram(judged))]
 
 
 def _files_and_licence() -> list[str]:

@@ -33,19 +33,19 @@ class Tally:
     levels: dict[str, Counter] = field(default_factory=dict)
 
     def add(self, table: pa.Table, kept: bool) -> None:
+        verdicts = table.column("on_prompt").to_pylist()
+        self.counts["judged"].update({True: "on prompt", False: "off prompt"}.get(v, "not judged") for v in verdicts)
         if not kept:
             self.rejected += table.num_rows
             return
         self.kept += table.num_rows
-        frame = table.select(["split", "modality", "orientation", "sex", "field_strength", "age", "slice_mm",
-                              "on_prompt"]).to_pandas()
+        frame = table.select(["split", "modality", "orientation", "sex", "field_strength", "age",
+                              "slice_mm"]).to_pandas()
         for name in ("split", "modality", "orientation"):
             self.counts[name].update(frame[name])
         self.counts["sex"].update(frame["sex"].fillna("unknown"))
         self.counts["field_strength"].update(f"{v:g} T" if v == v else "unknown" for v in frame["field_strength"])
         self.counts["age"].update(int(a // AGE_BIN * AGE_BIN) if a == a else -1 for a in frame["age"])
-        self.counts["judged"].update({True: "on prompt", False: "off prompt"}.get(v, "not judged")
-                                     for v in frame["on_prompt"])
         for orientation, level in zip(frame["orientation"], frame["slice_mm"], strict=True):
             bin_ = int(level // LEVEL_BIN * LEVEL_BIN)
             self.levels.setdefault(orientation, Counter())[bin_] += 1

@@ -67,10 +67,35 @@ def my_batches(n_batches: int, rank: int, world: int) -> range:
     return range(rank * n_batches // world, (rank + 1) * n_batches // world)
 
 
+def generate_batches(options: SynthesisOptions, model_dir: Path, todo: list[int], state, sampler, grid: VolumeGrid,
+                     judge, model_hash: str, progress: bool) -> tuple[int, float]:
+    """Make this process's unfinished batches; (slices made, seconds spent in batches). The pipeline lives only
+    here, so the merge that may follow does not hold the model's memory too."""
+    from tqdm.auto import tqdm
+
+    from dallebrain.api import load_pipeline
+
+    generated, generating = 0, 0.0
+    if not todo:
+        return generated, generating
+    pipe = load_pipeline(model_dir, device=str(state.device), lora=options.lora, lora_scale=options.lora_scale)
+    ctx = Context(options, pipe, sampler, grid, judge, model_hash)
+    total = sum(len(options.batch(b)) for b in todo)
+    with tqdm(total=total, unit="slice", desc=f"synthesize {state.process_index + 1}/{state.num_processes}",
+              disable=not progress, position=state.process_index) as bar:
+        for b in todo:
+            tick = time.time()
+            make_batch(ctx, b, options.batch(b))
+            generating += time.time() - tick
+            generated += len(options.batch(b))
+            bar.update(len(options.batch(b)))
+    return generated, generating
+
+
 def synthesize(options: SynthesisOptions, progress: bool = True) -> SynthesisResult:
     """Make (or finish) the data set; every input is checked before anything is written."""
+    import torch
     from accelerate import PartialState
-    from tqdm.auto import tqdm
 
     from dallebrain.api import default_model
     from dallebrain.pipelines.folder import folder_hash
@@ -84,8 +109,6 @@ def synthesize(options: SynthesisOptions, progress: bool = True) -> SynthesisRes
     sampler = make_sampler(options, grid)  # a mix that asks for nothing the grid has fails here, not later
     model_hash = folder_hash(model_dir)
     record = settings_record(options, model_dir, model_hash)
-    import torch
-
     # cpu=True when there is no GPU: under `accelerate launch --multi_gpu` (which is what starts torchrun) the CPU
     # processes then join one gloo group instead of each believing it is alone
     state = PartialState(cpu=not torch.cuda.is_available())
@@ -98,21 +121,8 @@ def synthesize(options: SynthesisOptions, progress: bool = True) -> SynthesisRes
 
         with state.main_process_first():  # one process trains it, the others load it
             judge = Judge.prepare(options.judge, Path(options.out) / "judge", options.judge_steps, progress)
-    generated, generating = 0, 0.0
-    if todo:
-        from dallebrain.api import load_pipeline
-
-        pipe = load_pipeline(model_dir, device=str(state.device), lora=options.lora, lora_scale=options.lora_scale)
-        ctx = Context(options, pipe, sampler, grid, judge, model_hash)
-        total = sum(len(options.batch(b)) for b in todo)
-        with tqdm(total=total, unit="slice", desc=f"synthesize {state.process_index + 1}/{state.num_processes}",
-                  disable=not progress, position=state.process_index) as bar:
-            for b in todo:
-                tick = time.time()
-                make_batch(ctx, b, options.batch(b))
-                generating += time.time() - tick
-                generated += len(options.batch(b))
-                bar.update(len(options.batch(b)))
+    generated, generating = generate_batches(options, model_dir, todo, state, sampler, grid, judge, model_hash,
+                                             progress)
     if not all_parts_written(options):
         return SynthesisResult(generated, generating, time.time() - start, False, resumed=resumed)
     tally = merge(options, record, grid, None if judge is None else judge.heldout)

@@ -41,9 +41,9 @@ def test_stock_stable_diffusion_pipeline_loads_and_generates(tiny_pipeline):
     assert out.images.shape == (1, 64, 64, 1) and np.isfinite(out.images).all()
 
 
-def _generate(*args, cwd):
+def _generate(*args, cwd, env=None):
     return subprocess.run([sys.executable, "-m", "dallebrain.cli", "generate", *args], capture_output=True,
-                          text=True, timeout=300, cwd=cwd)
+                          text=True, timeout=300, cwd=cwd, env=env)
 
 
 def test_generate_cli_writes_png_nifti_json_identically_for_a_seed(tiny_pipeline, tmp_path):
@@ -115,8 +115,14 @@ def test_a_slice_the_prompt_does_not_place_is_not_claimed_to_be_in_mni(tmp_path)
 
 
 def test_result_save_writes_what_the_cli_writes(tiny_pipeline, tmp_path):
+    import os
+
+    import torch
+
+    # float results on a CPU depend on the thread count: the CLI runs with this process's (conftest: one)
+    same_threads = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     cli = _generate(PROMPT, "--model", str(tiny_pipeline), "--n", "2", "--seed", "3", "--steps", "2",
-                    "--out", "cli", cwd=tmp_path)
+                    "--out", "cli", cwd=tmp_path, env=same_threads)
     assert cli.returncode == 0, cli.stderr
     result = load_pipeline(tiny_pipeline, device="cpu")(PROMPT, n=2, seed=3, steps=2)
     written = result.save(tmp_path / "api")

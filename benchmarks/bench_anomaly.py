@@ -4,9 +4,13 @@
          data set (never its test subjects): what the defaults in anomaly/methods.py were chosen from.
   run    `dallebrain evaluate-anomaly` with the given sizes: every method on the data set's own lesions;
          prints summary.md and the time per slice.
+  prompts  pathology prompts through the shipped model (`dallebrain generate-lesion`): per prompt, the share
+         of the drawn lesion's core inside the stated region (atlas) and inside the generated slice's brain,
+         and its diameter against the stated one (issue targets: >= 90 % in the region, size within 30 %).
 
   python benchmarks/bench_anomaly.py tune --data PREPARED [--n-per-type 8 --modalities T2w,FLAIR]
   python benchmarks/bench_anomaly.py run  --data PREPARED --out DIR [--n-per-type 30 ...]
+  python benchmarks/bench_anomaly.py prompts [--n 4 --steps 10]
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ def _options(args, out: Path, **extra):
     return BenchmarkOptions(Path(args.data), out, Path(args.model) if args.model else None,
                             sizes=SelectionSizes(args.n_per_type, args.n_healthy, args.n_val, args.max_fit),
                             modalities=split(args.modalities), orientations=split(args.orientations),
-                            steps=args.steps, fpr=args.fpr, **extra)
+                            steps=args.steps, fpr=args.fpr, max_calibration=args.max_calibration, **extra)
 
 
 def tune(args) -> None:
@@ -95,10 +99,85 @@ def run(args) -> None:
     print(f"total {time.time() - start:.0f} s (normal model fit {metrics['timing']['fit_s']:.0f} s)")
 
 
+PROMPTS = [
+    "axial T2-weighted slice of a 60-year-old woman with a 30 mm tumour in the right temporal lobe",
+    "axial FLAIR slice of a 55-year-old man with a 40 mm glioblastoma in the left frontal lobe",
+    "coronal T2-weighted slice with a 25 mm tumour in the left parietal lobe",
+    "axial T1-weighted slice with a 20 mm tumour in the right occipital lobe",
+    "sagittal FLAIR slice with a 35 mm tumour in the right frontal lobe",
+    "axial FLAIR slice of a 70-year-old man with a 30 mm chronic infarct in the left middle cerebral artery territory",
+    "coronal T2-weighted slice with a 20 mm infarct in the right posterior cerebral artery territory",
+    "axial FLAIR slice of a 75-year-old woman with periventricular white-matter hyperintensities (Fazekas 2)",
+    "axial FLAIR slice of an 80-year-old man with white-matter hyperintensities (Fazekas 3)",
+    "axial T2-weighted slice of a 35-year-old woman with 6 MS lesions in the left frontal lobe",
+]
+
+
+def prompts(args) -> None:
+    import torch
+
+    from dallebrain.anomaly.maps import brain_mask
+    from dallebrain.anomaly.pathology import CORE_LABELS, generate_with_lesion
+    from dallebrain.api import load_pipeline
+
+    pipe = load_pipeline(Path(args.model) if args.model else None, device="cpu")
+    torch.manual_seed(0)
+    print("| prompt | n | in stated region | in slice's brain | diameter (stated) | within 30 % | s/image |")
+    print("|---|---|---|---|---|---|---|")
+    placed, sized, n_placed, n_sized, shown = 0, 0, 0, 0, []
+    for prompt in PROMPTS:
+        start = time.time()
+        slices, _, _ = generate_with_lesion(pipe, prompt, n=args.n, seed=0, steps=args.steps)
+        kind = slices[0].record["requested"]["kind"]
+        region = [s.record["measured"]["in_region"] for s in slices]
+        in_brain = [float(brain_mask(s.image)[np.isin(s.mask, CORE_LABELS[kind])].mean()) for s in slices]
+        stated = slices[0].record["requested"]["size_mm"]
+        diameters = [s.record["measured"]["core_diameter_mm"] for s in slices]
+        if region[0] is not None:
+            n_placed += len(region)
+            placed += sum(r >= 0.5 for r in region)
+        within = [abs(d / stated - 1) <= 0.3 for d in diameters] if stated else []
+        n_sized, sized = n_sized + len(within), sized + sum(within)
+        print(f"| {prompt[:70]} | {len(slices)} | {_mean(region)} | {np.mean(in_brain):.2f} | "
+              f"{np.mean(diameters):.1f} ({stated or '-'}) | {sum(within)}/{len(within) or '-'} | "
+              f"{(time.time() - start) / len(slices):.1f} |", flush=True)
+        shown.append((prompt, slices[0]))
+    print(f"lesion core mostly (>= 50 %) in the stated region: {placed}/{n_placed}; diameter within 30 %: "
+          f"{sized}/{n_sized}")
+    if args.figure:
+        _figure([shown[i] for i in (0, 5, 8, 9)], Path(args.figure))
+
+
+def _figure(items, path: Path) -> None:
+    """Each prompt's first slice, bare and with its mask outlined (a small PNG for the README)."""
+    import textwrap
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(items), figsize=(2.3 * len(items), 5.0))
+    for col, (prompt, item) in enumerate(items):
+        for row in range(2):
+            axes[row, col].imshow(item.image, cmap="gray", vmin=0, vmax=1)
+            axes[row, col].set_axis_off()
+        axes[1, col].contour(item.mask > 0, levels=[0.5], colors="lime", linewidths=0.6)
+        axes[0, col].set_title("\n".join(textwrap.wrap(prompt.split(" with ")[-1], 28)), fontsize=7)
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _mean(values) -> str:
+    return "-" if values[0] is None else f"{np.mean(values):.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=("tune", "run"))
-    parser.add_argument("--data", required=True)
+    parser.add_argument("mode", choices=("tune", "run", "prompts"))
+    parser.add_argument("--data", default=None)
+    parser.add_argument("--n", type=int, default=4, help="prompts: images per prompt")
+    parser.add_argument("--figure", default=None, help="prompts: write a figure of four of them here")
     parser.add_argument("--out", default="anomaly-benchmark")
     parser.add_argument("--model", default=None)
     parser.add_argument("--methods", default=None)
@@ -109,14 +188,17 @@ def main() -> None:
     parser.add_argument("--max-fit", type=int, default=1500)
     parser.add_argument("--modalities", default=None)
     parser.add_argument("--orientations", default=None)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--steps", type=int, default=10, help="diffusion steps (prompts: of the healthy slice)")
     parser.add_argument("--fpr", type=float, default=0.01)
+    parser.add_argument("--max-calibration", type=int, default=400)
     args = parser.parse_args()
     import torch
 
     torch.set_num_threads(1)
     np.seterr(all="ignore")
-    (tune if args.mode == "tune" else run)(args)
+    if args.mode != "prompts" and not args.data:
+        parser.error(f"{args.mode} needs --data")
+    {"tune": tune, "run": run, "prompts": prompts}[args.mode](args)
 
 
 if __name__ == "__main__":

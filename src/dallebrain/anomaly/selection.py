@@ -72,10 +72,20 @@ def at_positions(table: pd.DataFrame, wanted: pd.DataFrame, pool_mm: float) -> p
     return table[keep]
 
 
+def spread_over_positions(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows reordered so that every position comes once before any comes twice: any first k of them (the
+    fit slices kept, the slices a calibrated method learns on) cover as many positions as k allows."""
+    if rows.empty:
+        return rows
+    rank = rows.groupby(["modality", "orientation", "slice_mm"]).cumcount()
+    return rows.assign(_rank=rank.to_numpy()).sort_values("_rank", kind="stable").drop(columns="_rank")
+
+
 def select(cohort: LesionCohort, sizes: SelectionSizes, lesion_types: tuple[str, ...], pool_mm: float,
            seed: int = 0) -> Selection:
     """The benchmark's slices; ValueError in one line when a role has no slice at all."""
-    t = cohort.table
+    fit_all = cohort.table[(cohort.table["role"] == "fit") & (cohort.table["lesion_type"] == "none")]
+    t = at_positions(cohort.table, fit_all, pool_mm)  # only positions the normal model can be fitted at
     val_rows = _shuffled(t[(t["role"] == "val") & (t["lesion_type"] == "none")], seed).head(sizes.n_val)
     healthy_rows = _shuffled(t[(t["role"] == "test") & (t["lesion_type"] == "none")], seed).head(sizes.n_healthy)
     lesions = []
@@ -87,9 +97,6 @@ def select(cohort: LesionCohort, sizes: SelectionSizes, lesion_types: tuple[str,
                          f"{len(lesions)} lesion slices: each is needed (more subjects, or other --lesion-types)")
     wanted = pd.concat([val_rows, healthy_rows, pd.DataFrame([{"modality": c.attributes.modality, "orientation":
                        c.attributes.orientation, "slice_mm": c.attributes.slice_mm} for c in lesions])])
-    fit_rows = at_positions(t[(t["role"] == "fit") & (t["lesion_type"] == "none")], wanted, pool_mm)
-    fit_rows = _shuffled(fit_rows, seed).head(sizes.max_fit)
-    if fit_rows.empty:
-        raise ValueError("no healthy slice to fit the normal model on at the evaluated positions")
+    fit_rows = spread_over_positions(_shuffled(at_positions(fit_all, wanted, pool_mm), seed)).head(sizes.max_fit)
     return Selection(fit_rows, [cohort.case(r) for _, r in val_rows.iterrows()],
                      [cohort.case(r) for _, r in healthy_rows.iterrows()], lesions)

@@ -17,11 +17,19 @@ from dallebrain.pipelines.request import API_LIMITS, GenerationRequest
 DEFAULT_OUT = Path("dallebrain-output")
 
 
+# A refusal names the option the user typed, not the Python argument behind it.
+_OPTION_OF = {"prior_steps": "--prior-steps", "prior_guidance": "--prior-guidance", "LoRA scale": "--lora-scale"}
+
+
 def _request(**fields) -> GenerationRequest:
     try:
         return GenerationRequest(**fields).checked(API_LIMITS)
     except ValueError as exc:
-        fail(str(exc))
+        message = str(exc)
+        for name, option in _OPTION_OF.items():
+            if message.startswith(name + " "):
+                message = option + message[len(name):]
+        fail(message)
 
 
 def _free_default_folder(seed: int, n: int, prefix: str = "seed") -> Path:

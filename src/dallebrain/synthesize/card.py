@@ -10,6 +10,9 @@ from pathlib import Path
 from dallebrain.data.io import write_text_atomic
 from dallebrain.data.templates import ATLAS_LICENCE, TEMPLATE_LICENCE
 
+AGE_BIN = 10  # years per bar of the card's age histogram
+LEVEL_BIN = 15  # mm per bar of the card's level histograms
+
 BAR = 40  # characters of the longest histogram bar
 
 
@@ -25,14 +28,10 @@ def histogram(counter: Counter, label=str, order=None) -> list[str]:
 
 
 def _age_label(low: int) -> str:
-    from dallebrain.synthesize.merge import AGE_BIN
-
     return "unknown" if low < 0 else f"{low}-{low + AGE_BIN - 1}"
 
 
 def _level_label(low: int) -> str:
-    from dallebrain.synthesize.merge import LEVEL_BIN
-
     return f"{low:+d} to {low + LEVEL_BIN:+d} mm"
 
 

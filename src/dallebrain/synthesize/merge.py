@@ -13,13 +13,12 @@ import pyarrow as pa
 
 from dallebrain.data.grid import VolumeGrid
 from dallebrain.data.io import atomic_path, write_json_atomic
+from dallebrain.synthesize.card import AGE_BIN, LEVEL_BIN
 from dallebrain.synthesize.generate import part_path
 from dallebrain.synthesize.options import SynthesisOptions
 from dallebrain.synthesize.table import SCHEMA
 
 ROW_GROUP = 8192  # rows per parquet row group of the merged table
-AGE_BIN = 10  # years per bar of the card's age histogram
-LEVEL_BIN = 15  # mm per bar of the card's level histograms
 
 
 @dataclass

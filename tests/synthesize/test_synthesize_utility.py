@@ -45,7 +45,7 @@ def test_every_setting_trained_on_its_slices_and_scored_on_real_test_slices(repo
     summary, folder = reports["true"]
     s = summary["settings"]
     r = summary["r"]
-    assert r == 576 and summary["test_slices"] == 150 and summary["test_subjects"] == 1
+    assert r == 576 and summary["test_slices"] == 150 and summary["test_subjects"] == 2  # val + test subjects
     assert (s["real"]["real_slices"], s["real"]["synthetic_slices"]) == (r, 0)
     assert (s["synthetic"]["real_slices"], s["synthetic"]["synthetic_slices"]) == (0, r)
     assert (s["real+synthetic"]["real_slices"], s["real+synthetic"]["synthetic_slices"]) == (r, r)
@@ -53,6 +53,7 @@ def test_every_setting_trained_on_its_slices_and_scored_on_real_test_slices(repo
     assert json.loads((folder / "utility.json").read_text())["settings"].keys() == set(SETTINGS)
     table = (folder / "utility.md").read_text()
     assert all(f"| {name} |" in table for name in SETTINGS) and "| chance" in table and "TSTR" in table
+    assert "trained on real, contrast acc. on held-out real" in table  # each task's own check against chance
     assert (folder / "utility.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

@@ -77,11 +77,11 @@ def synthesize_cmd(
 
 def evaluate_utility_cmd(
     real: Path = typer.Option(..., "--real", help="Prepared real data set: trains on its train split, tests on "
-                              "its test split."),
+                              "its val and test splits."),
     synthetic: Path = typer.Option(..., "--synthetic", help="Synthetic data set (dallebrain synthesize)."),
     out: Path = typer.Option(..., "--out", help="Folder for utility.json, utility.md and utility.png."),
     scarce_subjects: int = typer.Option(10, help="Real train subjects of the scarce setting."),
-    steps: int = typer.Option(600, help="Optimiser steps per network."),
+    steps: int = typer.Option(1500, help="Optimiser steps per network."),
     repeats: int = typer.Option(1, help="Seeds per setting (mean and SD)."),
     max_slices: int = typer.Option(None, help="Cap on the slices of the real-only and synthetic-only settings."),
     test_slices: int = typer.Option(2000, help="Held-out real slices scored."),
@@ -96,8 +96,10 @@ def evaluate_utility_cmd(
     from dallebrain.cli._common import fail
     from dallebrain.synthesize.utility import UtilityOptions
 
-    options = UtilityOptions(real, synthetic, out, scarce_subjects, steps, repeats, max_slices, test_slices,
-                             tuple(s.strip() for s in settings.split(",") if s.strip()), on_prompt_only)
+    options = UtilityOptions(real=real, synthetic=synthetic, out=out, scarce_subjects=scarce_subjects, steps=steps,
+                             repeats=repeats, max_slices=max_slices, test_slices=test_slices,
+                             settings=tuple(s.strip() for s in settings.split(",") if s.strip()),
+                             on_prompt_only=on_prompt_only)
     try:
         options.check()
         from dallebrain.synthesize.utility import run_utility

@@ -20,6 +20,7 @@ from dallebrain.anomaly.fitting import choose_thresholds, fit_normal_model, run_
 from dallebrain.anomaly.maps import brain_mask, slice_score
 from dallebrain.anomaly.methods import DIFFUSION_METHODS, METHODS, run_method
 from dallebrain.anomaly.metrics import healthy_false_positives, pixel_metrics, slice_auroc
+from dallebrain.anomaly.normal_model import POOL_MM
 from dallebrain.anomaly.selection import SelectionSizes, select
 from dallebrain.data.captions import MODALITIES, ORIENTATIONS
 from dallebrain.data.lesions import LESION_TYPES
@@ -42,7 +43,7 @@ class BenchmarkOptions:
     steps: int = 10  # diffusion methods: DDIM steps back from the noised level
     guidance: float = 1.0
     batch_size: int = 8
-    pool_mm: float = 4.5
+    pool_mm: float = POOL_MM
     max_calibration: int = 400  # calibrated diffusion methods: healthy fit slices their residuals are learnt on
     seed: int = 0
 

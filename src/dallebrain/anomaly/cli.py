@@ -22,7 +22,7 @@ def anomaly_cmd(
     normal: Path = typer.Option(None, "--normal", help="Normal model folder (normal/ of an evaluate-anomaly run)."),
     data: Path = typer.Option(None, "--data", help="Or a prepared data set: fit a normal model on its healthy "
                               "subjects now (saved as OUT/normal)."),
-    method: str = typer.Option("diffusion_multiscale", help=_METHODS_HELP + "."),
+    method: str = typer.Option("diffusion", help=_METHODS_HELP + "."),
     prompt: str = typer.Option(None, help="Describes the slices where no sidecar or affine does, e.g. 'axial FLAIR "
                                "at z = 18 mm'."),
     model: Path = typer.Option(None, help="Pipeline folder (default: the shipped model)."),

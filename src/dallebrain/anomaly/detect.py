@@ -14,9 +14,9 @@ import numpy as np
 
 from dallebrain.anomaly.maps import slice_score
 from dallebrain.anomaly.methods import DIFFUSION_METHODS, METHODS, Batch, run_method
-from dallebrain.anomaly.normal_model import NormalModel
+from dallebrain.anomaly.normal_model import POOL_MM, NormalModel
 
-DEFAULT_METHOD = "diffusion_multiscale"
+DEFAULT_METHOD = "diffusion"  # the multi-scale variant costs 2.4x for no gain (BENCHMARKS.md)
 MAX_CALIBRATION = 400  # healthy slices a calibrated method learns its residuals on
 
 
@@ -61,15 +61,16 @@ def fit_from_data(pipe, options: DetectOptions, items: list) -> NormalModel:
 
     from dallebrain.anomaly.cases import load_cohort
     from dallebrain.anomaly.fitting import choose_thresholds, fit_normal_model, run_cases
-    from dallebrain.anomaly.selection import at_positions
+    from dallebrain.anomaly.selection import at_positions, spread_over_positions
 
     cohort = load_cohort(options.data)
     t = cohort.table[cohort.table["lesion_type"] == "none"]
-    wanted = pd.DataFrame([{"modality": i.attributes.modality, "orientation":
-                                             i.attributes.orientation, "slice_mm": i.attributes.slice_mm}
-                                            for i in items])
-    pool = 4.5
-    fit_rows = at_positions(t[t["role"] == "fit"], wanted, pool).sample(frac=1.0, random_state=0).head(options.max_fit)
+    wanted = pd.DataFrame([{"modality": i.attributes.modality, "orientation": i.attributes.orientation,
+                            "slice_mm": i.attributes.slice_mm} for i in items])
+    pool = POOL_MM
+    fit_rows = spread_over_positions(at_positions(t[t["role"] == "fit"], wanted, pool).sample(frac=1.0,
+                                                                                               random_state=0))
+    fit_rows = fit_rows.head(options.max_fit)
     val_rows = at_positions(t[t["role"] == "val"], wanted, pool).sample(frac=1.0, random_state=0).head(options.n_val)
     if fit_rows.empty or val_rows.empty:
         raise ValueError(f"{options.data} has no healthy slices near the inputs' positions (contrast, plane, level)")

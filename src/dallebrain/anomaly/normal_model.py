@@ -19,6 +19,7 @@ import numpy as np
 from dallebrain.anomaly.attributes import SliceAttributes
 
 STD_FLOOR = {"pixel": 0.02, "latent": 0.05}  # a position where every healthy slice agrees is not infinitely sure
+POOL_MM = 4.5  # levels this close are one position: three 3 mm slice steps
 FORMAT_VERSION = 1
 
 
@@ -47,7 +48,7 @@ class PositionStats:
 class NormalModel:
     """Mean and spread of healthy slices per position, and thresholds per method and contrast."""
 
-    pool_mm: float = 4.5
+    pool_mm: float = POOL_MM
     means: dict[str, np.ndarray] = field(default_factory=dict)  # "<key>/pixel_mean" etc.
     counts: dict[str, int] = field(default_factory=dict)  # key text -> healthy slices pooled there
     thresholds: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # method -> contrast -> ...
@@ -110,7 +111,7 @@ class NormalModel:
 class NormalModelBuilder:
     """Accumulates healthy slices (pixels and latents) per position; `build` pools neighbouring levels."""
 
-    def __init__(self, pool_mm: float = 4.5):
+    def __init__(self, pool_mm: float = POOL_MM):
         if pool_mm < 0:
             raise ValueError(f"pool_mm must be non-negative, got {pool_mm}")
         self.pool_mm = pool_mm

@@ -39,14 +39,15 @@ def check_outputs(out_dir: Path, stems: list[str], overwrite: bool) -> None:
 
 
 def overlay_rgb(image: np.ndarray, anomaly_map: np.ndarray, mask: np.ndarray, threshold: float) -> np.ndarray:
-    """The slice in grey, the map above half the threshold in red to yellow, the detection outlined in cyan."""
+    """The slice in grey, the map above the threshold in red to yellow (brighter: further above), the detection
+    outlined in cyan. Below the threshold the anatomy stays unpainted: a healthy slice's map is never zero."""
     from matplotlib import colormaps
     from scipy import ndimage
 
     grey = np.repeat(np.clip(image, 0, 1)[..., None], 3, axis=2)
-    scaled = np.clip(anomaly_map / max(2 * threshold, 1e-6), 0, 1)
+    scaled = np.clip(anomaly_map / max(2 * threshold, 1e-6) - 0.5, 0, 0.5) * 2  # 0 at the threshold, 1 at twice it
     heat = colormaps["autumn"](scaled)[..., :3]
-    alpha = np.where(anomaly_map > 0.5 * threshold, 0.35 + 0.4 * scaled, 0.0)[..., None]
+    alpha = np.where(anomaly_map > threshold, 0.4 + 0.4 * scaled, 0.0)[..., None]
     rgb = (1 - alpha) * grey + alpha * heat
     outline = mask & ~ndimage.binary_erosion(mask)
     rgb[outline] = (0.0, 1.0, 1.0)

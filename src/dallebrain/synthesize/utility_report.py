@@ -6,10 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from dallebrain.data.io import atomic_path, write_json_atomic, write_text_atomic
+from dallebrain.synthesize.utility import SETTINGS
 
 TASK_NAMES = {"contrast": "contrast acc.", "orientation": "plane acc.", "sex": "sex acc.", "age": "age MAE (y)",
               "level_mm": "level MAE (mm)"}
 HIGHER_IS_BETTER = {"contrast": True, "orientation": True, "sex": True, "age": False, "level_mm": False}
+
+
+def ordered(summary: dict) -> list[str]:
+    """The settings a summary holds, in SETTINGS order (utility.json stores its keys sorted)."""
+    return [name for name in SETTINGS if name in summary["settings"]]
 
 
 def _cell(entry: dict, accuracy: bool) -> str:
@@ -25,7 +31,8 @@ def table_lines(summary: dict) -> list[str]:
     tasks = list(TASK_NAMES)
     lines = ["| setting | real slices (subjects) | synthetic slices | " + " | ".join(TASK_NAMES.values()) + " |",
              "|---" * (3 + len(tasks)) + "|"]
-    for name, s in summary["settings"].items():
+    for name in ordered(summary):
+        s = summary["settings"][name]
         cells = [_cell(s[t], HIGHER_IS_BETTER[t]) for t in tasks]
         lines.append(f"| {name} | {s['real_slices']} ({s['real_subjects']}) | {s['synthetic_slices']} | "
                      + " | ".join(cells) + " |")
@@ -73,10 +80,11 @@ def findings(summary: dict) -> list[str]:
         before, after = s["scarce"][task]["mean"], s["scarce+synthetic"][task]["mean"]
         if before is None or after is None:
             continue
-        better = after > before if HIGHER_IS_BETTER[task] else after < before
         change = f"{after - before:+.1%}" if HIGHER_IS_BETTER[task] else f"{after - before:+.2f}"
-        out.append(f"- scarce real ({s['scarce']['real_subjects']} subject(s)) + synthetic, {name}: "
-                   f"{'better' if better else 'not better'} ({change})")
+        better = after > before if HIGHER_IS_BETTER[task] else after < before
+        verdict = "same" if change.strip("+-0.%") == "" else "better" if better else "not better"
+        out.append(f"- scarce real ({s['scarce']['real_subjects']} subject(s)) + synthetic, {name}: {verdict} "
+                   f"({change})")
     return out
 
 
@@ -87,7 +95,7 @@ def plot(summary: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    settings = list(summary["settings"])
+    settings = ordered(summary)
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     for ax, tasks, unit in ((axes[0], ("contrast", "orientation", "sex"), "accuracy on real test slices"),
                             (axes[1], ("age", "level_mm"), "mean absolute error on real test slices")):
@@ -105,10 +113,11 @@ def plot(summary: dict, path: Path) -> None:
         ax.set_xticks(range(len(tasks)), [TASK_NAMES[t] for t in tasks])
         ax.set_ylabel(unit)
     axes[0].set_ylim(0, 1.05)
-    axes[0].legend(fontsize=7, loc="lower left")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=8, frameon=False)
     fig.suptitle(f"Train on real / synthetic / both, test on {summary['test_slices']} held-out real slices "
                  f"({summary['test_subjects']} subjects)", fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110)
     plt.close(fig)

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-SETTINGS = ("real", "synthetic", "real+synthetic", "scarce", "scarce+synthetic")
-CLASS_TASKS = ("contrast", "orientation", "sex")  # accuracy
-REGRESSION_TASKS = ("age", "level_mm")  # mean absolute error (years, mm)
+from dallebrain.synthesize.utility_settings import CLASS_TASKS, REGRESSION_TASKS, SETTINGS
+
+__all__ = ["CLASS_TASKS", "REGRESSION_TASKS", "SETTINGS", "UtilityOptions", "run_utility"]
 
 
 @dataclass(frozen=True)

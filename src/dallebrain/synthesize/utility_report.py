@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dallebrain.data.io import atomic_path, write_json_atomic, write_text_atomic
-from dallebrain.synthesize.utility import SETTINGS
+from dallebrain.synthesize.utility_settings import SETTINGS
 
 TASK_NAMES = {"contrast": "contrast acc.", "orientation": "plane acc.", "sex": "sex acc.", "age": "age MAE (y)",
               "level_mm": "level MAE (mm)"}

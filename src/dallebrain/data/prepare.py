@@ -100,7 +100,14 @@ def prepare_subject(record: SubjectRecord, options: PrepareOptions) -> Path:
 
         add_lesion_slices(rows, record.extra["lesion_mask"], placement.to_mni, grid, options.out_dir / rel_dir,
                           rel_dir, f"{record.source}-{record.subject_id}")
+    if record.to_mni is not None and record.tissue_seg:  # ground-truth tissue labels (simulated) beside the images
+        from dallebrain.data.slicing import add_label_slices
+
+        add_label_slices(rows, record.tissue_seg, placement.labels, placement.to_mni, grid,
+                         options.out_dir / rel_dir, rel_dir, f"{record.source}-{record.subject_id}")
     table = pd.DataFrame(rows)
+    if "label_path" not in table:  # a cohort without a tissue segmentation in MNI-known space
+        table["label_path"] = None
     # The person, not the scan: every session of a subject shares the id the split is made on.
     table.insert(0, "subject_id", f"{record.source}-{record.extra.get('participant', record.subject_id)}")
     table.insert(1, "source", record.source)

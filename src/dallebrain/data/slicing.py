@@ -136,3 +136,44 @@ def add_lesion_slices(rows: list[dict], mask_path: str | Path, to_mni: np.ndarra
                 Image.fromarray(np.ascontiguousarray(plane)).save(tmp, format="PNG")
             done[key] = (f"{rel_prefix}/{name}", sorted(int(v) for v in np.unique(plane[plane > 0])))
         row["mask_path"], row["lesion_labels"] = done[key]
+
+
+# Values of the tissue label PNGs (`label_path`): the simulator's dseg (0-4) with the CSF of the lateral
+# ventricles split off, marked as the cohort's `lateral_ventricles_ml` measures them (the subject's own atlas
+# ventricle labels plus one voxel of margin, as enlarged ventricles reach past them).
+TISSUE_LABELS = {"background": 0, "csf": 1, "gm": 2, "wm": 3, "lesion": 4, "ventricles": 5}
+
+
+def tissue_label_volume(seg_path: str | Path, atlas_labels: np.ndarray, to_mni: np.ndarray,
+                        grid: VolumeGrid) -> np.ndarray:
+    """A tissue dseg on `grid` (nearest neighbour, the images' transform), lateral-ventricle CSF relabelled."""
+    import nibabel as nib
+    from scipy import ndimage
+
+    from dallebrain.data.templates import LATERAL_VENTRICLE_LABELS, label_ids, resample_to_grid
+
+    img = nib.load(seg_path)
+    seg = np.rint(resample_to_grid(np.asarray(img.dataobj), img.affine, grid, 0, to_mni)).astype(np.uint8)
+    if seg.max() > TISSUE_LABELS["lesion"]:
+        raise ValueError(f"{Path(seg_path).name}: label {int(seg.max())} is not a tissue label (0-4)")
+    ventricles = ndimage.binary_dilation(np.isin(atlas_labels, label_ids(*LATERAL_VENTRICLE_LABELS)))
+    seg[ventricles & (seg == TISSUE_LABELS["csf"])] = TISSUE_LABELS["ventricles"]
+    return seg
+
+
+def add_label_slices(rows: list[dict], seg_path: str | Path, atlas_labels: np.ndarray, to_mni: np.ndarray,
+                     grid: VolumeGrid, subject_dir: Path, rel_prefix: str, stem: str) -> None:
+    """Slice a scan's tissue labels like its images: one 8-bit PNG (values TISSUE_LABELS) per kept slice
+    position, shared by the contrasts cut there; each row gains `label_path`."""
+    from PIL import Image
+
+    labels = tissue_label_volume(seg_path, atlas_labels, to_mni, grid)
+    done: dict[tuple[str, int], str] = {}
+    for row in rows:
+        key = (row["orientation"], int(row["slice_index"]))
+        if key not in done:
+            name = f"{stem}_label_{key[0]}_{grid.level_mm(*key):+06.1f}mm.png"
+            with atomic_path(subject_dir / name) as tmp:
+                Image.fromarray(np.ascontiguousarray(extract_slice(labels, *key))).save(tmp, format="PNG")
+            done[key] = f"{rel_prefix}/{name}"
+        row["label_path"] = done[key]

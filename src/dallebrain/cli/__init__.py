@@ -15,6 +15,7 @@ from dallebrain.cli.data import data_app
 from dallebrain.cli.generate import export_cmd, generate_cmd, variations_cmd
 from dallebrain.cli.train import train_cmd
 from dallebrain.evaluation.cli import evaluate_cmd
+from dallebrain.judges.cli import judge_app
 from dallebrain.synthesize.cli import evaluate_utility_cmd, synthesize_cmd
 
 configure_offline()
@@ -37,6 +38,7 @@ app.command("evaluate-utility")(evaluate_utility_cmd)
 app.command("anomaly")(anomaly_cmd)
 app.command("evaluate-anomaly")(evaluate_anomaly_cmd)
 app.command("generate-lesion")(generate_lesion_cmd)
+app.add_typer(judge_app, name="judge")
 
 
 def main() -> None:

@@ -1,0 +1,139 @@
+"""`dallebrain judge train`: fit the tissue segmenter on a prepared data set's (slice, tissue label) pairs of the
+train split, every contrast and plane together, so one network judges any slice."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dallebrain.judges.network import IGNORE, LABEL_TO_CLASS, WEIGHTS_FILE
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    data: Path
+    out: Path
+    steps: int = 900
+    batch: int = 16
+    crop: int = 64  # random crops: 4x cheaper than whole slices; the network is fully convolutional
+    lr: float = 3e-3
+    max_slices: int = 6000  # pairs held in memory, drawn evenly at random from the train split
+    seed: int = 0
+    channels: tuple[int, ...] = (16, 32, 64, 96)
+    overwrite: bool = False
+
+
+def label_classes(label_png: np.ndarray) -> np.ndarray:
+    """Label PNG values -> class indices (IGNORE for a lesion or an unknown value)."""
+    table = np.full(256, IGNORE, dtype=np.uint8)
+    for value, cls in LABEL_TO_CLASS.items():
+        table[value] = cls
+    return table[label_png]
+
+
+def labelled_rows(data: Path, splits: tuple[str, ...], max_rows: int | None = None, seed: int = 0):
+    """Rows of metadata.parquet with a tissue label in `splits` (a random `max_rows` of them)."""
+    import pandas as pd
+
+    table_path = Path(data) / "metadata.parquet"
+    if not table_path.is_file():
+        raise ValueError(f"{data}: not a prepared data set (no metadata.parquet)")
+    table = pd.read_parquet(table_path)
+    if "label_path" not in table or table["label_path"].isna().all():
+        raise ValueError(f"{data}: no tissue labels (label_path): prepare a simulated cohort with this version")
+    rows = table[table["label_path"].notna() & table["split"].isin(splits)]
+    if rows.empty:
+        raise ValueError(f"{data}: no labelled slices in split {'/'.join(splits)}")
+    if max_rows is not None and len(rows) > max_rows:
+        rows = rows.sample(max_rows, random_state=seed)
+    return rows.reset_index(drop=True)
+
+
+def load_pairs(data: Path, rows) -> tuple[np.ndarray, np.ndarray]:
+    """(images float32 [N, H, W], class maps uint8 [N, H, W]) of the given rows."""
+    from PIL import Image
+
+    from dallebrain.data.slicing import load_png
+
+    images, labels = [], []
+    for row in rows.itertuples():
+        images.append(load_png(Path(data) / row.image_path))
+        with Image.open(Path(data) / row.label_path) as im:
+            labels.append(label_classes(np.asarray(im)))
+    return np.stack(images), np.stack(labels)
+
+
+def _batch(images, labels, options: TrainOptions, rng: np.random.Generator):
+    """Random crops, left-right flips and intensity changes (scale, gamma, noise): generated slices are never
+    exactly prepare's, the judge must not hang on one intensity scale."""
+    import torch
+
+    n, h, w = images.shape
+    idx = rng.integers(0, n, options.batch)
+    top = rng.integers(0, h - options.crop + 1, options.batch)
+    left = rng.integers(0, w - options.crop + 1, options.batch)
+    x = np.stack([images[i, t:t + options.crop, s:s + options.crop] for i, t, s in zip(idx, top, left, strict=True)])
+    y = np.stack([labels[i, t:t + options.crop, s:s + options.crop] for i, t, s in zip(idx, top, left, strict=True)])
+    flip = rng.random(options.batch) < 0.5
+    x[flip], y[flip] = x[flip, :, ::-1], y[flip, :, ::-1]
+    gamma = np.exp(rng.uniform(-0.35, 0.35, (options.batch, 1, 1)))
+    scale = rng.uniform(0.85, 1.15, (options.batch, 1, 1))
+    x = np.clip(scale * x ** gamma + rng.normal(0, 0.01, x.shape) * (x > 0), 0, 1).astype(np.float32)
+    return torch.from_numpy(x)[:, None], torch.from_numpy(y.astype(np.int64))
+
+
+def _loss(logits, target):
+    """Cross-entropy plus soft Dice over the tissue classes: the ventricles are a few % of the pixels, and
+    cross-entropy alone lets the network neglect them."""
+    import torch
+    from torch.nn import functional
+
+    ce = functional.cross_entropy(logits, target, ignore_index=IGNORE)
+    valid = (target != IGNORE)[:, None]
+    prob = torch.softmax(logits, dim=1) * valid
+    onehot = functional.one_hot(target.clamp(max=logits.shape[1] - 1), logits.shape[1]).permute(0, 3, 1, 2) * valid
+    inter, total = (prob * onehot).sum((0, 2, 3)), (prob + onehot).sum((0, 2, 3))
+    dice = (2 * inter[1:] + 1) / (total[1:] + 1)
+    return ce + (1 - dice).mean()
+
+
+def train(options: TrainOptions, progress: bool = True) -> dict:
+    """Train and save (OUT/model.safetensors fp16 + OUT/config.json); returns the training record."""
+    import torch
+    from tqdm import tqdm
+
+    from dallebrain.judges.network import TissueNet, TissueNetConfig, save_tissue_net
+
+    if options.steps < 1 or options.batch < 1:
+        raise ValueError("--steps and --batch must be at least 1")
+    if (Path(options.out) / WEIGHTS_FILE).exists() and not options.overwrite:
+        raise ValueError(f"{options.out} already holds a tissue judge (--overwrite replaces it)")
+    rows = labelled_rows(options.data, ("train",), options.max_slices, options.seed)
+    images, labels = load_pairs(options.data, rows)
+    if options.crop > min(images.shape[1:]) or options.crop < 16 or options.crop % 8:
+        raise ValueError(f"--crop must be a multiple of 8 in 16..{min(images.shape[1:])}, got {options.crop}")
+    torch.manual_seed(options.seed)
+    rng = np.random.default_rng(options.seed)
+    net = TissueNet(TissueNetConfig(options.channels, image_size=images.shape[1]))
+    optimiser = torch.optim.AdamW(net.parameters(), lr=options.lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, options.lr, total_steps=options.steps, pct_start=0.1)
+    start, losses = time.time(), []
+    for _ in tqdm(range(options.steps), desc="judge train", disable=not progress):
+        x, y = _batch(images, labels, options, rng)
+        loss = _loss(net(x), y)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        losses.append(loss.item())
+    table = Path(options.data) / "metadata.parquet"
+    net.config.training = {
+        "data": Path(options.data).resolve().name, "metadata_sha256": hashlib.sha256(table.read_bytes()).hexdigest(),
+        "slices": len(rows), "steps": options.steps, "batch": options.batch, "crop": options.crop,
+        "final_loss": float(np.mean(losses[-50:])), "seconds": round(time.time() - start, 1)}
+    save_tissue_net(net, Path(options.out))
+    return net.config.training

@@ -1,0 +1,145 @@
+"""The tissue judge: trained a few steps on a tiny synthetic label set, its API, its files, its command."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from dallebrain.judges.network import CLASSES
+from dallebrain.judges.tissue import FRACTIONS, check_images, label_fractions, load_tissue_judge
+from dallebrain.judges.train import TrainOptions, train
+
+SIZE = 32
+# label PNG value -> intensity: WM bright, GM mid, CSF and ventricles dark (a T1-like contrast)
+INTENSITY = {0: 0.0, 1: 0.15, 5: 0.25, 2: 0.55, 3: 0.95}
+
+
+def _phantom(rng):
+    """Concentric 'brain': CSF rim, GM ring, WM core and a ventricle of random size at the centre."""
+    yy, xx = np.mgrid[:SIZE, :SIZE] - (SIZE - 1) / 2
+    r = np.hypot(yy, xx * rng.uniform(0.8, 1.2))
+    label = np.zeros((SIZE, SIZE), np.uint8)
+    label[r < 14] = 1
+    label[r < 12] = 2
+    label[r < 8] = 3
+    label[r < rng.uniform(1.5, 5)] = 5
+    image = np.vectorize(INTENSITY.get)(label) + rng.normal(0, 0.02, label.shape) * (label > 0)
+    return np.clip(image, 0, 1).astype(np.float32), label
+
+
+@pytest.fixture(scope="module")
+def phantom_set(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phantoms")
+    (root / "slices").mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(24):
+        image, label = _phantom(rng)
+        Image.fromarray(np.round(image * 65535).astype(np.uint16)).save(root / "slices" / f"s{i}.png")
+        Image.fromarray(label).save(root / "slices" / f"s{i}_label.png")
+        rows.append({"image_path": f"slices/s{i}.png", "label_path": f"slices/s{i}_label.png",
+                     "split": "train" if i < 20 else "val"})
+    pd.DataFrame(rows).to_parquet(root / "metadata.parquet")
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(phantom_set, tmp_path_factory):
+    out = tmp_path_factory.mktemp("judge")
+    train(TrainOptions(phantom_set, out, steps=120, batch=8, crop=SIZE, lr=1e-2, channels=(8, 16, 16)),
+          progress=False)
+    return out
+
+
+def test_a_few_steps_learn_the_phantom_tissues(trained):
+    judge = load_tissue_judge(trained)
+    rng = np.random.default_rng(1)  # unseen phantoms
+    pairs = [_phantom(rng) for _ in range(6)]
+    images = np.stack([p[0] for p in pairs])
+    truth = np.stack([p[1] for p in pairs])
+    predicted = judge.segment(images)
+    as_class = {0: 0, 1: CLASSES.index("csf"), 5: CLASSES.index("ventricles"), 2: CLASSES.index("gm"),
+                3: CLASSES.index("wm")}
+    expected = np.vectorize(as_class.get)(truth)
+    assert (predicted == expected).mean() > 0.9
+    # the judged ventricle fraction follows the true one (the measure the age sweep relies on)
+    true_vent = label_fractions(expected)["ventricles"]
+    judged = judge.fractions(images)["ventricles"]
+    assert np.corrcoef(true_vent, judged)[0, 1] > 0.8
+
+
+def test_api_shapes_and_fractions(trained):
+    judge = load_tissue_judge(trained)
+    images = np.stack([_phantom(np.random.default_rng(s))[0] for s in range(3)])
+    labels = judge.segment(images)
+    assert labels.shape == (3, SIZE, SIZE) and labels.dtype == np.uint8 and labels.max() < len(CLASSES)
+    shares = judge.fractions(images)
+    assert set(shares) == set(FRACTIONS) and all(v.shape == (3,) for v in shares.values())
+    np.testing.assert_allclose(sum(shares.values()), 1.0, atol=1e-9)
+    # another pixel size of the same field of view: resampled to the training grid and back
+    bigger = np.asarray([np.asarray(Image.fromarray(im).resize((2 * SIZE,) * 2, Image.BILINEAR)) for im in images])
+    assert judge.segment(bigger).shape == (3, 2 * SIZE, 2 * SIZE)
+    assert np.isnan(judge.fractions(np.zeros((1, SIZE, SIZE)))["gm"][0])  # no brain, no fraction
+
+
+@pytest.mark.parametrize("images, words", [
+    (np.zeros((SIZE, SIZE)), "[N, H, W]"),
+    (np.zeros((1, 8, 8)), "at least"),
+    (np.full((1, SIZE, SIZE), 2.0), "[0, 1]"),
+    (np.full((1, SIZE, SIZE), np.nan), "NaN"),
+    (np.full((1, SIZE, SIZE), "a"), "numbers"),
+])
+def test_bad_images_get_one_line_errors(images, words):
+    with pytest.raises(ValueError, match=r"^[^\n]+$") as caught:
+        check_images(images)
+    assert words in str(caught.value)
+
+
+def test_only_safetensors_folders_load(tmp_path):
+    (tmp_path / "model.pt").write_bytes(b"not loaded")
+    with pytest.raises(ValueError, match="not a tissue judge folder"):
+        load_tissue_judge(tmp_path)
+
+
+def test_training_refuses_data_without_labels_and_keeps_a_judge(phantom_set, trained, tmp_path):
+    table = pd.read_parquet(phantom_set / "metadata.parquet").assign(label_path=None)
+    table.to_parquet(tmp_path / "metadata.parquet")
+    with pytest.raises(ValueError, match="no tissue labels"):
+        train(TrainOptions(tmp_path, tmp_path / "out", steps=1))
+    before = (trained / "model.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="--overwrite"):
+        train(TrainOptions(phantom_set, trained, steps=1, crop=SIZE))
+    assert (trained / "model.safetensors").read_bytes() == before
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "dallebrain.cli", "judge", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_judge_tissue_command(trained, phantom_set, tmp_path):
+    slices = [phantom_set / "slices" / f"s{i}.png" for i in (20, 21)]
+    done = _cli("tissue", *map(str, slices), "--weights", str(trained), "--json")
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    assert [r["image"] for r in results] == list(map(str, slices))
+    assert all(abs(sum(r[k] for k in FRACTIONS) - 1) < 1e-3 for r in results)
+    table = _cli("tissue", str(slices[0]), "--weights", str(trained))
+    assert table.returncode == 0 and table.stdout.splitlines()[0].split("\t") == ["image", *FRACTIONS]
+
+    Image.new("RGB", (SIZE, SIZE)).save(tmp_path / "colour.png")
+    (tmp_path / "text.png").write_text("not an image")
+    for args in ([str(tmp_path / "missing.png")], [str(tmp_path / "colour.png")], [str(tmp_path / "text.png")],
+                 [str(slices[0]), "--weights", str(tmp_path)]):
+        bad = _cli("tissue", *args, "--weights", str(trained)) if "--weights" not in args else _cli("tissue", *args)
+        assert bad.returncode == 2 and bad.stdout == ""
+        assert bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_judge_train_command_bad_data_is_one_line(tmp_path):
+    bad = _cli("train", "--data", str(tmp_path), "--out", str(tmp_path / "out"))
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1

@@ -94,7 +94,12 @@ def generate_to_folder(pipe, prompt: str, out: str | Path, n: int = 1, seed: int
                        guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER, png16: bool = False,
                        overwrite: bool = False, model_path: str | None = None, **route_options) -> list[dict]:
     """Generate and write PNG + NIfTI + JSON per image, each pass of images as it finishes; returns the written
-    paths per image. route_options go to the pipeline (prior_steps, prior_guidance for unCLIP)."""
+    paths per image. route_options go to the pipeline (prior_steps, prior_guidance for unCLIP). A prompt the
+    healthy-brain MRI model cannot serve (another modality or body part, a pathology, a contradiction) is a
+    one-line ValueError before anything is generated; what it will not follow is in each sidecar's warnings."""
+    from dallebrain.pipelines.prompt_check import require_servable
+
+    require_servable(prompt)
     out = Path(out)
     stems = check_output(out, seed, n, overwrite)
     chunks = pipe.generate_chunks(prompt, n=n, seed=seed, steps=steps, guidance=guidance, sampler=sampler,

@@ -87,9 +87,10 @@ def _as_float(value, name: str, low: float, high: float) -> float:
 
 
 def _web_request(**fields) -> GenerationRequest:
-    """The request checked with the web page's limits (pipelines.request holds every rule)."""
+    """The request checked with the web page's limits (pipelines.request holds every rule), its prompt one the
+    model can serve: a refusal is the page's one-line message, and no image is made."""
     try:
-        return GenerationRequest(**fields).checked(WEB_LIMITS)
+        return GenerationRequest(**fields).served(WEB_LIMITS)
     except ValueError as exc:
         raise RequestError(str(exc)) from None
 

@@ -23,7 +23,7 @@ _OPTION_OF = {"prior_steps": "--prior-steps", "prior_guidance": "--prior-guidanc
 
 def _request(**fields) -> GenerationRequest:
     try:
-        return GenerationRequest(**fields).checked(API_LIMITS)
+        return GenerationRequest(**fields).served(API_LIMITS)  # a prompt the model cannot serve: exit 2 here
     except ValueError as exc:
         message = str(exc)
         for name, option in _OPTION_OF.items():

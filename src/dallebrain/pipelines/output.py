@@ -12,6 +12,7 @@ import numpy as np
 from dallebrain.data.grid import NORMAL_AXIS, VolumeGrid, prepared_grid, slice_affine
 from dallebrain.data.io import atomic_path
 from dallebrain.data.prompts import parse_prompt
+from dallebrain.pipelines.prompt_check import check_prompt
 from dallebrain.vocab import VARIATION_PREFIX
 
 
@@ -34,15 +35,23 @@ def write_result(result, out: str | Path, first_seed: int, n_total: int, png16: 
     grid = grid_of(result.provenance.get("info", {}), result.images.shape[-1])
     prefix = result_prefix(result.settings)
     prompt = result.settings.get("prompt", "") if placement_prompt is None else placement_prompt
+    warnings = list(dict.fromkeys([*result.warnings, *prompt_warnings(prompt)]))
     written = []
     for image, image_seed in zip(result.images, result.seeds, strict=True):
         sidecar = {**result.settings, **(extra or {}), "seed": image_seed, "index": image_seed - first_seed,
                    "n": n_total, "lora": result.provenance.get("lora"),
                    "model": model or result.provenance.get("model"), "dallebrain_version": __version__,
-                   "warnings": result.warnings, "synthetic": True, "note": "synthetic image; not from any real person"}
+                   "warnings": warnings, "synthetic": True, "note": "synthetic image; not from any real person"}
         written.append(save_outputs(out, image_stems([image_seed], prefix)[0], image, sidecar, grid, prompt, png16,
                                     overwrite=True))
     return written
+
+
+def prompt_warnings(prompt: str) -> list[str]:
+    """What of the prompt the model did not follow (pipelines.prompt_check), for the sidecar; a prompt the
+    generate entry points refuse, handed to a pipeline directly, is recorded here instead of passing silently."""
+    check = check_prompt(prompt)
+    return [check.refusal, *check.warnings] if check.refusal else check.warnings
 
 
 def grid_of(info: dict, image_size: int) -> VolumeGrid:

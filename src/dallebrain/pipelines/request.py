@@ -12,6 +12,7 @@ import numbers
 from dataclasses import dataclass, replace
 
 from dallebrain.pipelines import defaults as D
+from dallebrain.pipelines.prompt_check import require_servable
 from dallebrain.vocab import SAMPLERS
 
 # Seeds live in [0, 2**63): torch.Generator.manual_seed silently wraps -1 onto 2**64 - 1 (the same image under
@@ -122,6 +123,15 @@ class GenerationRequest:
             prior_guidance=real_number(self.prior_guidance, "prior_guidance", 0.0, limits.max_guidance),
             lora_scale=real_number(self.lora_scale, "LoRA scale", 0.0, limits.max_lora_scale),
         )
+
+    def served(self, limits: Limits = API_LIMITS) -> GenerationRequest:
+        """checked(limits) for a user's generate request, whose prompt must also be one the healthy-brain MRI
+        model can serve (pipelines.prompt_check: a one-line ValueError for another modality or body part, a
+        pathology or a contradiction; its warnings reach the JSON sidecar through pipelines.output). The
+        pipelines check numbers only (`checked`): generate-lesion hands them prompts with lesions on purpose."""
+        request = self.checked(limits)
+        require_servable(request.prompt)
+        return request
 
     @property
     def seeds(self) -> list[int]:

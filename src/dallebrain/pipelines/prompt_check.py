@@ -1,0 +1,182 @@
+"""What a prompt asks that the model cannot serve: refused, or warned about, never answered with a silent healthy
+MRI slice.
+
+The model makes 2-D slices of healthy adult human brains, MRI in four contrasts (vocab.MODALITIES), trained on a
+cohort aged 18-90 at 1.5 T and 3 T. A prompt for another modality, another body part or species, a pathology
+(drawn by `dallebrain generate-lesion` instead), or two values of one attribute is refused with one line.
+Words that look like attributes the parser does not read (a child, handedness, an oblique plane) and values
+outside the training range are warnings: the image is made, the warning goes to stderr and the JSON sidecar.
+Free of torch and numpy: the CLI checks a prompt before anything heavy loads.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from dallebrain.data.prompts import AGE_PATTERNS, PromptFields, affirmed, descriptor_mentions, parse_prompt
+from dallebrain.vocab import FIELD_STRENGTHS, MODALITIES
+
+# The built-in cohort's ages (data.simulate_scan.AGE_RANGE; a test keeps the two equal).
+COHORT_AGES = (18.0, 90.0)
+
+# What each modality is called in a refusal -> how prompts write it.
+OTHER_MODALITIES = {
+    "CT": r"\bct\b|\bcat scan|computed tomograph\w*",
+    "PET": r"\bpet\b|positron emission|\bfdg\b",
+    "SPECT": r"\bspect\b|single[- ]photon",
+    "diffusion-weighted MRI": r"\bdwi\b|\bdti\b|\badc\b|diffusion[- ](?:weighted|tensor|imaging|mri)|tractograph\w*",
+    "susceptibility-weighted MRI": r"\bswi\b|susceptibility[- ]weighted|\bt2\*|\bt2[- ]star\b",
+    "angiography": r"angiogra\w*|\bmra\b|\bcta\b|time[- ]of[- ]flight|venogra\w*",
+    "functional MRI": r"\bf-?mri\b|\bbold\b|functional (?:mri|imaging)|resting[- ]state",
+    "perfusion imaging": r"\bperfusion\b|\basl\b|arterial spin",
+    "MR spectroscopy": r"spectroscop\w*|\bmrs\b",
+    "contrast-enhanced MRI": r"contrast[- ]enhanced|gadolinium|post-?contrast|contrast agent",
+    "ultrasound": r"ultrasound|sonogra\w*|\bdoppler\b",
+    "X-ray": r"\bx-?rays?\b|radiograph\w*|fluoroscop\w*|mammogra\w*",
+}
+OTHER_BODY_PARTS = (
+    r"\b(?:knees?|spine|spinal|vertebra\w*|lumbar|chest|thorax|thoracic|lungs?|pulmonary|heart|cardiac|liver|"
+    r"hepatic|abdomen|abdominal|kidneys?|renal|pelvis|pelvic|prostate|breasts?|hips?|shoulders?|ankles?|wrists?|"
+    r"elbows?|hands?|feet|foot|legs?|arms?|pancrea\w*|spleen|bowel|colon|stomach|uterus|ovar(?:y|ies)|thyroid|"
+    r"whole[- ]body|musculoskeletal)\b"
+)
+OTHER_SPECIES = r"\b(?:mouse|mice|murine|rats?|rodents?|canine|dogs?|feline|monkeys?|macaques?|primates?|pigs?|" \
+    r"porcine|sheep|animal)\b"
+# Beyond anomaly.lesion_prompts' kinds (tumour, infarct, MS, white-matter hyperintensities): pathology words the
+# healthy model must not answer with a healthy slice. Age-related atrophy is healthy-cohort language (the
+# parser reads it as brain volume small); ventriculomegaly and hydrocephalus are disorders.
+PATHOLOGY = (
+    r"\b(?:lesions?|tumou?rs?|gliomas?|glioblastomas?|metastas[ie]s|cancer|carcinoma|lymphoma|meningioma|"
+    r"neoplas\w*|strokes?|infarct\w*|ischa?emi\w*|ha?emorrhag\w*|bleeds?|bleeding|microbleeds?|ha?ematoma|"
+    r"aneurysms?|hydrocephal\w*|ventriculomegaly|sclerosis|demyelinat\w*|plaques?|hyperintensit\w*|"
+    r"leu[ck]oaraiosis|lacun(?:e|es|ar)|alzheimer\w*|dementia|parkinson\w*|huntington\w*|epilep\w*|seizures?|"
+    r"encephalitis|meningitis|abscess\w*|cysts?|o?edema|trauma\w*|contusions?|fractures?|malformations?|"
+    r"cavernoma|patholog\w*|abnormal\w*|diseased?|disorders?|unhealthy)\b"
+)
+# Words the parser does not read as an attribute, and why the model cannot follow them.
+UNREAD_ATTRIBUTES = {
+    "the cohort is adults aged 18-90: a child's brain is outside what the model learned":
+        r"\b(?:child(?:ren|hood)?|kids?|p(?:a)?ediatric|infants?|neonat\w*|newborns?|bab(?:y|ies)|toddlers?|"
+        r"f(?:o)?etus|f(?:o)?etal|adolescents?|teen(?:ager)?s?|juvenile)\b",
+    "handedness is not an attribute the model knows": r"\b(?:left|right)[- ]handed\b|\bhandedness\b",
+    "ethnicity is not an attribute the model knows":
+        r"\b(?:caucasian|asian|african|hispanic|latin[oax]|ethnic\w*|race)\b",
+    "body size and lifestyle are not attributes the model knows":
+        r"\b(?:obes\w*|bmi|overweight|underweight|smok\w*|athlet\w*|pregnan\w*)\b",
+    "education and intelligence are not attributes the model knows": r"\b(?:iq|educat\w*|intelligen\w*)\b",
+    "the model makes axial, coronal and sagittal slices only": r"\boblique\b",
+}
+# Age words the parser does not turn into years: a warning only when no age in years is given.
+VAGUE_AGE = r"\b(?:young|younger|(?<!-)old|older|elderly|aged(?!\s*:?\s*\d)|middle-aged|senior|geriatric)\b"
+
+
+@dataclass(frozen=True)
+class PromptCheck:
+    """What a prompt asks (`fields`), why it cannot be served (`refusal`: one line, None if it can), and what
+    of it the model will not follow (`warnings`, one line each)."""
+
+    fields: PromptFields
+    refusal: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _pathology_word(low: str, original: str) -> str | None:
+    """The first pathology word the prompt affirms, as typed; anomaly.lesion_prompts knows the lesions
+    generate-lesion draws (and "MS", read in its original case), PATHOLOGY the rest."""
+    from dallebrain.anomaly.lesion_prompts import KIND_PATTERNS, is_lesion_prompt  # numpy, scipy: imported late
+
+    hits = [m for pattern in (PATHOLOGY, *KIND_PATTERNS.values()) if (m := re.search(pattern, low))]
+    if hits:
+        m = min(hits, key=lambda m: m.start())
+        return original[m.start():m.end()] if len(original) == len(low) else m.group(0)
+    return "MS" if is_lesion_prompt(original) else None
+
+
+def _refusal(low: str, original: str) -> str | None:
+    """Why the prompt cannot be served, in one line; `low` and `original` have what they deny blanked."""
+
+    def typed(m: re.Match) -> str:  # the word as the user wrote it (lower() may change the length: then as read)
+        return original[m.start():m.end()] if len(original) == len(low) else m.group(0)
+
+    for name, pattern in OTHER_MODALITIES.items():
+        if m := re.search(pattern, low):
+            return f"'{typed(m)}' asks for {name}: this model makes brain MRI slices only ({', '.join(MODALITIES)})"
+    if m := re.search(OTHER_BODY_PARTS, low) or re.search(OTHER_SPECIES, low):
+        return f"'{typed(m)}': this model makes slices of the human brain only"
+    if word := _pathology_word(low, original):
+        return (f"'{word}' names a pathology: this model makes healthy brains only; `dallebrain generate-lesion` "
+                "draws a tumour, infarct, MS plaques or white-matter hyperintensities into a healthy slice")
+    return _contradiction(low)
+
+
+def _distinct(values) -> list:
+    out = []
+    for v in values:
+        if v is not None and v not in out:
+            out.append(v)
+    return out
+
+
+def _contradiction(text: str) -> str | None:
+    """The first attribute the prompt gives two values of, as a one-line refusal."""
+    planes = _distinct(parse_prompt(m.group(0)).orientation
+                       for m in re.finditer(r"\b(?:axial|transverse(?!\s+temporal)|horizontal|coronal|"
+                                            r"(?:mid-?|para)?sagittal)\b", text))
+    # each mention parsed alone, so "T2-FLAIR" stays one contrast (FLAIR)
+    contrasts = _distinct(parse_prompt(m.group(0)).modality
+                          for m in re.finditer(r"\bt[12](?:[- ]?(?:weighted|w)\b)?(?:[- ]flair\b)?|\bflair\b|"
+                                               r"\bmp-?rage\b|\bspgr\b|\bpd(?:w|-weighted)?\b|proton[- ]density",
+                                               text))
+    if "FLAIR" in contrasts and "T2w" in contrasts:  # FLAIR is a T2-weighted sequence: "T2-weighted FLAIR"
+        contrasts.remove("T2w")
+    sexes = _distinct(parse_prompt(m.group(0)).sex
+                      for m in re.finditer(r"\b(?:wom[ae]n|female|girl|lady|m[ae]n|male|boy|gentleman)\b", text))
+    ages = _distinct(float(m.group(1)) for pattern in AGE_PATTERNS for m in re.finditer(pattern, text)
+                     if float(m.group(1)) <= 120)
+    fields_t = _distinct(float(m.group(1)) for m in re.finditer(r"(\d+(?:\.\d+)?)\s*-?\s*(?:t|tesla)\b", text)
+                         if 0.1 <= float(m.group(1)) <= 12.0)
+    descriptors = {name: [size for size, spans in sizes.items() if spans]
+                   for name, sizes in descriptor_mentions(text).items()}
+    for what, values in (("planes", planes), ("contrasts", contrasts), ("sexes", sexes),
+                         ("ages", [f"{a:g}" for a in ages]), ("field strengths", [f"{f:g} T" for f in fields_t]),
+                         ("ventricle sizes", descriptors["ventricles"]),
+                         ("brain volumes", descriptors["brain_volume"])):
+        if len(values) > 1:
+            return f"the prompt asks for two {what} ({', '.join(map(str, values))}): name one"
+    return None
+
+
+def _warnings(low: str, fields: PromptFields) -> list[str]:
+    warnings = []
+    for why, pattern in UNREAD_ATTRIBUTES.items():
+        if m := re.search(pattern, low):
+            warnings.append(f"'{m.group(0)}' ignored: {why}")
+    if fields.age is None and (m := re.search(VAGUE_AGE, low)):
+        warnings.append(f"'{m.group(0)}' is not read as an age: give one in years (the cohort is "
+                        f"{COHORT_AGES[0]:g}-{COHORT_AGES[1]:g})")
+    if fields.age is not None and not COHORT_AGES[0] <= fields.age <= COHORT_AGES[1]:
+        warnings.append(f"age {fields.age:g} is outside the training range ({COHORT_AGES[0]:g}-{COHORT_AGES[1]:g} "
+                        "years): the model has not seen such brains")
+    if fields.field_strength is not None and fields.field_strength not in FIELD_STRENGTHS:
+        trained = " and ".join(f"{f:g} T" for f in FIELD_STRENGTHS)
+        warnings.append(f"{fields.field_strength:g} T is outside the training range (trained at {trained} only)")
+    return warnings
+
+
+def check_prompt(text: str) -> PromptCheck:
+    """What the prompt asks, and whether the healthy-brain MRI model can serve it."""
+    text = text if isinstance(text, str) else ""  # not text at all: the request's own check refuses it
+    original = affirmed(" ".join(text.split()))  # "no tumour", "not CT" ask for neither
+    low = original.lower()
+    fields = parse_prompt(text)
+    refusal = _refusal(low, original)
+    return PromptCheck(fields, refusal, [] if refusal else _warnings(low, fields))
+
+
+def require_servable(text: str) -> list[str]:
+    """The prompt's warnings, or a one-line ValueError saying why the model cannot serve it."""
+    check = check_prompt(text)
+    if check.refusal is not None:
+        raise ValueError(check.refusal)
+    return check.warnings

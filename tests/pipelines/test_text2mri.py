@@ -30,15 +30,42 @@ def test_every_sampler_runs(tiny_pipeline, sampler):
     assert np.isfinite(result.images).all()
 
 
-def test_stock_stable_diffusion_pipeline_loads_and_generates(tiny_pipeline):
-    """A real client nobody here wrote: diffusers' own StableDiffusionPipeline."""
+def test_stock_stable_diffusion_pipeline_runs_the_export_with_attributes_unstated(tiny_pipeline, tmp_path):
+    """A real client nobody here wrote: diffusers' own StableDiffusionPipeline, on what `dallebrain export`
+    writes. It passes text only, so it gets our model with every attribute unstated: the same noise prediction
+    as our UNet given the all-unstated attribute vector."""
     import torch
-    from diffusers import StableDiffusionPipeline
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
 
-    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_pipeline), safety_checker=None)
+    from dallebrain.models.conditioning import unstated_features, uses_attributes
+    from dallebrain.pipelines.export import export_stock_folder
+
+    ours = UNet2DConditionModel.from_pretrained(tiny_pipeline / "unet")
+    assert uses_attributes(ours)  # the tiny LDM config trains with attributes, as the shipped one does
+    export_stock_folder(tiny_pipeline, tmp_path / "stock")
+    pipe = StableDiffusionPipeline.from_pretrained(str(tmp_path / "stock"), safety_checker=None)
     out = pipe(PROMPT, num_inference_steps=2, height=64, width=64, output_type="np",
                generator=torch.Generator().manual_seed(0))
     assert out.images.shape == (1, 64, 64, 1) and np.isfinite(out.images).all()
+    torch.manual_seed(0)
+    x, states = torch.randn(1, 4, 16, 16), torch.randn(1, 8, ours.config.cross_attention_dim)
+    with torch.no_grad():
+        expected = ours(x, 300, encoder_hidden_states=states, class_labels=unstated_features(1)).sample
+        stock = pipe.unet(x, 300, encoder_hidden_states=states).sample
+    torch.testing.assert_close(stock, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_the_words_reach_the_unet_as_attributes(tiny_pipeline):
+    """Age, sex, plane, level, contrast: the prompt's attributes reach the UNet (same seed, one word changed)."""
+    import torch
+
+    pipe = load_pipeline(tiny_pipeline, device="cpu")
+    with torch.no_grad():  # the 3-step tiny model has barely moved its zero-initialised attribute output
+        pipe.unet.class_embedding.linear_2.weight.normal_(0, 0.5)
+    young = pipe(PROMPT.replace("70-year-old", "20-year-old"), seed=2, steps=2).images
+    old = pipe(PROMPT, seed=2, steps=2).images
+    assert np.abs(young - old).mean() > 1e-4
+    np.testing.assert_array_equal(old, pipe(PROMPT, seed=2, steps=2).images)
 
 
 def _generate(*args, cwd, env=None):

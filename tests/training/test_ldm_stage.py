@@ -63,6 +63,7 @@ def test_the_ldm_learns_to_denoise_its_training_slices(tiny_prepared, tiny_vae, 
     """A short overfit on 4 slices: the (EMA) UNet's denoising error on them, under fixed noise and
     timesteps, falls well below the untrained UNet's."""
     from dallebrain.data.dataset import SliceDataset
+    from dallebrain.models.conditioning import feature_width
     from dallebrain.training.diffusion import denoising_loss
     from dallebrain.training.loop import fit
 
@@ -74,12 +75,15 @@ def test_the_ldm_learns_to_denoise_its_training_slices(tiny_prepared, tiny_vae, 
     rows = np.arange(len(stage.cache)).repeat(8)
     latents = stage.cache.latents[rows].float()
     states = stage.cache.text(rows, np.zeros_like(rows)).float()
+    attributes = stage.attributes[rows]  # each slice's ground truth, from metadata.parquet
+    assert stage.attributes.shape == (len(dataset), feature_width())
 
     def error(unet) -> float:
         with torch.random.fork_rng(), torch.no_grad():
             torch.manual_seed(0)
-            return float(denoising_loss(lambda x, t: unet(x, t, encoder_hidden_states=states).sample, stage.noise,
-                                        latents, snr_gamma=0)["mse"])
+            return float(denoising_loss(lambda x, t: unet(x, t, encoder_hidden_states=states,
+                                                          class_labels=attributes).sample,
+                                        stage.noise, latents, snr_gamma=0)["mse"])
 
     untrained = error(stage.unet)
     fit(stage, config, tmp_path, progress=False, stop_at=15)  # lr stays near its peak: 15 of 1000 steps

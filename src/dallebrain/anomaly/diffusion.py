@@ -72,10 +72,19 @@ def _noise(shape: tuple[int, ...], seed: int, n: int) -> torch.Tensor:
     return one.expand(n, *shape).clone()
 
 
+def _unstated(pipe, rows: int) -> dict:
+    """An attribute-conditioned UNet's class labels with every attribute unstated: the healing is steered by the
+    healthy prompt's text alone, as with a text-only model (its normal model and calibration were fitted so)."""
+    from dallebrain.models.conditioning import unstated_features, uses_attributes
+
+    return {"class_labels": unstated_features(rows).to(pipe.device)} if uses_attributes(pipe.unet) else {}
+
+
 def _eps(pipe, latents: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tensor, guidance: float) -> torch.Tensor:
     if guidance == 1.0:
-        return pipe.unet(latents, t, encoder_hidden_states=cond).sample
-    both = pipe.unet(torch.cat([latents, latents]), t, encoder_hidden_states=torch.cat([uncond, cond])).sample
+        return pipe.unet(latents, t, encoder_hidden_states=cond, **_unstated(pipe, len(latents))).sample
+    both = pipe.unet(torch.cat([latents, latents]), t, encoder_hidden_states=torch.cat([uncond, cond]),
+                     **_unstated(pipe, 2 * len(latents))).sample
     e_uncond, e_cond = both.chunk(2)
     return e_uncond + guidance * (e_cond - e_uncond)
 

@@ -133,7 +133,8 @@ def export_cmd(
     out: Path = typer.Option(..., help="New folder for the stock-diffusers copy."),
 ) -> None:
     """Write a self-contained copy of a pipeline for stock diffusers (StableDiffusionPipeline.from_pretrained):
-    the text encoder is materialised in full from the installed MiniLM plus our tuned layers."""
+    the text encoder is materialised in full from the installed MiniLM plus our tuned layers, and an attribute-
+    conditioned UNet has "every attribute unstated" folded in (a stock client passes text only)."""
     from dallebrain.api import default_model
     from dallebrain.pipelines.export import export_stock_folder
 

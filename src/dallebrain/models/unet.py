@@ -21,6 +21,7 @@ class UnetConfig:
     cross_attention_dim: int = HIDDEN_SIZE  # MiniLM hidden size
     norm_num_groups: int = 32
     extra_condition_tokens: int = 0  # >0: an unCLIP decoder adds image-embedding tokens (see models/decoder)
+    attributes: bool = False  # structured attribute conditioning (models/conditioning.py) beside the text
 
 
 def build_unet(config: UnetConfig):
@@ -34,13 +35,57 @@ def build_unet(config: UnetConfig):
     levels = min(config.cross_attention_levels, n)
     down = ["DownBlock2D"] * (n - levels) + ["CrossAttnDownBlock2D"] * levels  # high -> low resolution
     up = ["CrossAttnUpBlock2D"] * levels + ["UpBlock2D"] * (n - levels)  # low -> high resolution
-    return UNet2DConditionModel(
+    attributes = {}
+    if config.attributes:
+        from dallebrain.models.conditioning import feature_width
+
+        attributes = {"class_embed_type": "projection", "projection_class_embeddings_input_dim": feature_width()}
+    unet = UNet2DConditionModel(
         sample_size=config.sample_size, in_channels=config.latent_channels, out_channels=config.latent_channels,
         down_block_types=tuple(down), up_block_types=tuple(up),
         block_out_channels=tuple(config.block_out_channels), layers_per_block=config.layers_per_block,
         attention_head_dim=config.attention_head_dim, cross_attention_dim=config.cross_attention_dim,
-        norm_num_groups=config.norm_num_groups,
+        norm_num_groups=config.norm_num_groups, **attributes,
     )
+    if config.attributes:
+        zero_attribute_output(unet)
+    return unet
+
+
+def zero_attribute_output(unet) -> None:
+    """Start the attribute embedding at zero output (as ControlNet's zero convolutions): a UNet initialised
+    from a text-only model is that model exactly at step 0, and the attributes' effect grows from there."""
+    import torch
+
+    with torch.no_grad():
+        unet.class_embedding.linear_2.weight.zero_()
+        unet.class_embedding.linear_2.bias.zero_()
+
+
+def load_initial_weights(unet, folder) -> list[str]:
+    """Copy a trained UNet's weights (a UNet folder or a pipeline folder holding unet/) into `unet`, which may
+    add the attribute embedding: fine-tuning a text-only model into an attribute-conditioned one. Returns the
+    parameters left at their initial value; any other mismatch is a one-line ValueError."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    folder = folder / "unet" if (folder / "unet").is_dir() else folder
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"no UNet weights (.safetensors) in {folder}")
+    state = {k: v.float() for f in files for k, v in load_file(f).items()}
+    own = unet.state_dict()
+    wrong = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+    if wrong:
+        raise ValueError(f"the UNet in {folder} has another architecture ({len(wrong)} tensors differ, e.g. "
+                         f"{wrong[0]}): set the same unet.* settings")
+    left = [k for k in own if k not in state]
+    if any(not k.startswith("class_embedding.") for k in left):
+        raise ValueError(f"the UNet in {folder} lacks {len(left)} tensors of this architecture, e.g. {left[0]}")
+    unet.load_state_dict(state, strict=False)
+    return left
 
 
 def noise_scheduler_config() -> dict:

@@ -112,12 +112,31 @@ def export_stock_folder(model: Path, out: Path) -> Path:
         if sub.name == "text_encoder":
             encoder = load_pipeline_text_encoder(sub)
             write_component(out, "text_encoder", lambda t, e=encoder: e.save_pretrained(t, safe_serialization=True))
+        elif sub.name == "unet" and _takes_attributes(sub):
+            write_component(out, "unet", lambda t, s=sub: _stock_unet(s).save_pretrained(t, safe_serialization=True))
         else:
             copy_component(out, sub.name, sub)
     for name in ("model_index.json", "dallebrain.json"):
         if (model / name).exists():
             shutil.copy2(model / name, out / name)
     return out
+
+
+def _takes_attributes(unet_folder: Path) -> bool:
+    config = json.loads((unet_folder / "config.json").read_text())
+    return config.get("class_embed_type") == "projection"
+
+
+def _stock_unet(unet_folder: Path):
+    """The attribute-conditioned UNet with "every attribute unstated" folded in: what a stock client, which
+    passes text only, can run (models/conditioning.fold_unstated)."""
+    from diffusers import UNet2DConditionModel
+
+    from dallebrain.models.conditioning import fold_unstated
+
+    unet = UNet2DConditionModel.from_pretrained(unet_folder, use_safetensors=True)
+    fold_unstated(unet)
+    return unet
 
 
 RELEASE_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "clip", "prior", "decoder")

@@ -154,25 +154,41 @@ class Text2MRIPipeline:
             raise ValueError(f"images_per_pass must be a whole number in [1, {MAX_IMAGES_PER_PASS}], got {k!r}")
         return [slice(start, min(start + k, n)) for start in range(0, n, k)]
 
+    def encode_attributes(self, prompt: str) -> torch.Tensor | None:
+        """(1, F) attribute features of what the prompt states (models/conditioning.py), or None when this
+        UNet takes none (a text-only model, an unCLIP decoder)."""
+        from dallebrain.models.conditioning import features_batch, prompt_attributes, uses_attributes
+
+        if not uses_attributes(self.unet):
+            return None
+        return features_batch([prompt_attributes(prompt)]).to(self.device)
+
     def denoise_passes(self, cond: torch.Tensor, uncond: torch.Tensor, seeds: list[int], steps: int,
-                       guidance: float, sampler: str, image_embeds: torch.Tensor | None = None) -> Iterator[np.ndarray]:
+                       guidance: float, sampler: str, image_embeds: torch.Tensor | None = None,
+                       attributes: tuple[torch.Tensor, torch.Tensor] | None = None) -> Iterator[np.ndarray]:
         """The sampling loop shared by the text and image-embedding routes, one pass at a time: yields (k, H, W)
         float32 in [0, 1], k <= images_per_pass, in seed order. cond and uncond hold 1 or len(seeds) rows;
-        image_embeds (n, D) feed an unCLIP decoder, whose unconditional input is the zero embedding."""
+        image_embeds (n, D) feed an unCLIP decoder, whose unconditional input is the zero embedding; attributes
+        (conditional, unconditional) features, 1 or len(seeds) rows each, feed an attribute-conditioned UNet."""
         def rows_of(x: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
             return x if x is None or x.shape[0] == 1 else x[rows]
 
+        cond_attr, uncond_attr = attributes if attributes is not None else (None, None)
         return (self._denoise_pass(rows_of(cond, rows), rows_of(uncond, rows), seeds[rows], steps, guidance, sampler,
-                                   rows_of(image_embeds, rows)) for rows in self.passes(len(seeds)))
+                                   rows_of(image_embeds, rows), rows_of(cond_attr, rows), rows_of(uncond_attr, rows))
+                for rows in self.passes(len(seeds)))
 
     def denoise(self, cond: torch.Tensor, uncond: torch.Tensor, seeds: list[int], steps: int, guidance: float,
-                sampler: str, image_embeds: torch.Tensor | None = None) -> np.ndarray:
+                sampler: str, image_embeds: torch.Tensor | None = None,
+                attributes: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
         """`denoise_passes` joined: (n, H, W) float32 in [0, 1]."""
-        return np.concatenate(list(self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler, image_embeds)))
+        return np.concatenate(list(self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler, image_embeds,
+                                                       attributes)))
 
     @torch.no_grad()
     def _denoise_pass(self, cond: torch.Tensor, uncond: torch.Tensor, seeds: list[int], steps: int, guidance: float,
-                      sampler: str, image_embeds: torch.Tensor | None) -> np.ndarray:
+                      sampler: str, image_embeds: torch.Tensor | None, cond_attr: torch.Tensor | None = None,
+                      uncond_attr: torch.Tensor | None = None) -> np.ndarray:
         from dallebrain.models.vae import decode_latents
 
         # a fresh scheduler per pass: the multistep samplers keep the previous model outputs
@@ -182,7 +198,8 @@ class Text2MRIPipeline:
         pad = self.images_per_pass - n  # a short last pass: pad it to the fixed pass size (see IMAGES_PER_PASS)
         if pad > 0:
             seeds = list(seeds) + [seeds[-1]] * pad
-            cond, uncond, image_embeds = (_pad_rows(x, pad) for x in (cond, uncond, image_embeds))
+            cond, uncond, image_embeds, cond_attr, uncond_attr = (
+                _pad_rows(x, pad) for x in (cond, uncond, image_embeds, cond_attr, uncond_attr))
         shape = (self.unet.config.in_channels, self.unet.config.sample_size, self.unet.config.sample_size)
         latents = torch.cat([initial_noise(shape, s) for s in seeds]).to(self.device) * scheduler.init_noise_sigma
         guided = guidance != 1.0
@@ -194,6 +211,10 @@ class Text2MRIPipeline:
             image_embeds = image_embeds.expand(rows, *image_embeds.shape[1:])  # one row: the padded pass's too
             embeds = torch.cat([torch.zeros_like(image_embeds), image_embeds]) if guided else image_embeds
             extra = {"added_cond_kwargs": {"image_embeds": embeds}}
+        if cond_attr is not None:  # the same row order
+            cond_attr = cond_attr.expand(rows, *cond_attr.shape[1:])
+            uncond_attr = uncond_attr.expand(rows, *uncond_attr.shape[1:])
+            extra["class_labels"] = torch.cat([uncond_attr, cond_attr]) if guided else cond_attr
         for t in scheduler.timesteps:
             model_in = torch.cat([latents, latents]) if guided else latents
             model_in = scheduler.scale_model_input(model_in, t)
@@ -217,7 +238,9 @@ class Text2MRIPipeline:
         warnings = [f"prompt longer than {MAX_TOKENS} tokens: truncated"] if truncated else []
         settings = {"prompt": prompt, "negative_prompt": negative_prompt, "steps": steps, "guidance": guidance,
                     "sampler": sampler, "route": "ldm", "model_hash": self.model_hash}
-        return chunk_results(self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler), seeds, settings,
+        attributes = self._attribute_pair([prompt], negative_prompt)
+        return chunk_results(self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler, None, attributes),
+                             seeds, settings,
                              warnings, self.provenance())
 
     def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
@@ -247,4 +270,12 @@ class Text2MRIPipeline:
                       sampler: str) -> np.ndarray:
         uncond, _ = self.encode_prompt("")
         cond = torch.cat([self.encode_prompt(p)[0] for p in prompts])
-        return self.denoise(cond, uncond, seeds, steps, guidance, sampler)
+        return self.denoise(cond, uncond, seeds, steps, guidance, sampler, None, self._attribute_pair(prompts, ""))
+
+    def _attribute_pair(self, prompts: list[str], negative_prompt: str):
+        """(conditional rows, unconditional row) of attribute features, or None for a text-only UNet. The
+        unconditional side is what the negative prompt states (nothing, for the empty one: all unstated)."""
+        uncond = self.encode_attributes(negative_prompt)
+        if uncond is None:
+            return None
+        return torch.cat([self.encode_attributes(p) for p in prompts]), uncond

@@ -10,7 +10,8 @@ from typing import ClassVar
 
 import torch
 
-from dallebrain.models.unet import UnetConfig, build_unet, noise_scheduler_config
+from dallebrain.models.conditioning import ATTRIBUTES, drop_attributes, features_batch, table_attributes
+from dallebrain.models.unet import UnetConfig, build_unet, load_initial_weights, noise_scheduler_config
 from dallebrain.training.common import data_provenance
 from dallebrain.training.config import TrainConfig
 from dallebrain.training.diffusion import SAMPLE_PROMPTS, SeedStream, denoising_loss, ema_copy, micro_batch, update_ema
@@ -27,6 +28,10 @@ class LdmTrainConfig(TrainConfig):
         "unet.extra_condition_tokens": "the stage (the LDM is conditioned on text only)"}
     unet: UnetConfig = dataclasses.field(default_factory=UnetConfig)  # see UnetConfig
     caption_dropout: float = 0.1  # share of captions replaced by "" so guidance has an unconditional model
+    # with unet.attributes: each attribute is left unstated with this probability (every attribute is when the
+    # caption is dropped), so a prompt silent on one samples the cohort's spread of it
+    attribute_dropout: float = 0.3
+    init_from: str = ""  # a trained UNet (or pipeline) folder to start from: fine-tuning, e.g. adding attributes
     phrasings: int = 2  # cached caption phrasings per slice (the canonical one first)
     max_rows: int = 0  # cache at most this many training slices (0: all)
     snr_gamma: float = 5.0  # min-SNR loss weighting (Hang et al. 2023); 0 disables
@@ -72,6 +77,10 @@ class LdmStage(Stage):
         channels, size = self.cache.latents.shape[1], self.cache.latents.shape[-1]
         torch.manual_seed(config.seed)
         self.unet = build_unet(unet_config_of(config, channels, size))
+        if config.init_from:
+            load_initial_weights(self.unet, Path(config.init_from))
+        # ground truth from metadata.parquet, never re-parsed from the captions
+        self.attributes = features_batch(table_attributes(dataset.table)) if config.unet.attributes else None
         self.ema = ema_copy(self.unet, config.ema_decay)
         self.noise = DDPMScheduler.from_config(noise_scheduler_config())
         self.images_per_step = config.batch_size
@@ -97,8 +106,13 @@ class LdmStage(Stage):
         drop = torch.from_numpy(rng.random(len(rows)) < cfg.caption_dropout)
         states[drop] = self.cache.uncond.float()
         states = states.to(device)
-        return denoising_loss(lambda x, t: self.unet(x, t, encoder_hidden_states=states).sample, self.noise,
-                              latents, cfg.snr_gamma)
+        extra = {}
+        if self.attributes is not None:
+            unstated = rng.random((len(rows), len(ATTRIBUTES))) < cfg.attribute_dropout
+            unstated[drop.numpy()] = True
+            extra["class_labels"] = drop_attributes(self.attributes[rows], unstated).to(device)
+        return denoising_loss(lambda x, t: self.unet(x, t, encoder_hidden_states=states, **extra).sample,
+                              self.noise, latents, cfg.snr_gamma)
 
     def after_optimizer_step(self, step: int) -> None:
         if self.ema is not None:

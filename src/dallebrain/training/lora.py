@@ -102,6 +102,12 @@ def load_base(folder: str | Path) -> BaseModel:
                          "attention layers")
     kw = {"use_safetensors": True}
     unet = UNet2DConditionModel.from_pretrained(folder / "unet", **kw)
+    from dallebrain.models.conditioning import fold_unstated, uses_attributes
+
+    if uses_attributes(unet):
+        # Adapters learn on the base with every attribute unstated (the captions still say them), which is a
+        # stock UNet after folding; at inference they sit on the attention layers of the attribute model.
+        fold_unstated(unet)
     vae = AutoencoderKL.from_pretrained(folder / "vae", **kw)
     if vae.config.in_channels not in (1, 3):
         raise ValueError(f"unsupported VAE with {vae.config.in_channels} input channels in {folder}: expected 1 or 3")

@@ -94,6 +94,7 @@ def test_api_and_web_refuse_before_anything_is_made(tmp_path):
     "axial T2-FLAIR, 60 years old, 60-year-old man",  # the same age twice
     "coronal T1 showing the transverse temporal gyrus",  # 'transverse' names a gyrus here, not a plane
     "axial T1 of a 74 years old man",
+    "axial T1 of Mrs Smith, a healthy 60-year-old",  # "Mrs" is no MR spectroscopy
 ])
 def test_served_without_warnings(prompt):
     check = check_prompt(prompt)

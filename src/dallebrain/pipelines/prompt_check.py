@@ -28,9 +28,9 @@ OTHER_MODALITIES = {
     "diffusion-weighted MRI": r"\bdwi\b|\bdti\b|\badc\b|diffusion[- ](?:weighted|tensor|imaging|mri)|tractograph\w*",
     "susceptibility-weighted MRI": r"\bswi\b|susceptibility[- ]weighted|\bt2\*|\bt2[- ]star\b",
     "angiography": r"angiogra\w*|\bmra\b|\bcta\b|time[- ]of[- ]flight|venogra\w*",
-    "functional MRI": r"\bf-?mri\b|\bbold\b|functional (?:mri|imaging)|resting[- ]state",
+    "functional MRI": r"\bf-?mri\b|functional (?:mri|imaging)|resting[- ]state",  # not "bold": also plain English
     "perfusion imaging": r"\bperfusion\b|\basl\b|arterial spin",
-    "MR spectroscopy": r"spectroscop\w*|\bmrs\b",
+    "MR spectroscopy": r"spectroscop\w*",  # not "MRS": also "Mrs"
     "contrast-enhanced MRI": r"contrast[- ]enhanced|gadolinium|post-?contrast|contrast agent",
     "ultrasound": r"ultrasound|sonogra\w*|\bdoppler\b",
     "X-ray": r"\bx-?rays?\b|radiograph\w*|fluoroscop\w*|mammogra\w*",

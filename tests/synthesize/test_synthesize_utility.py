@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -92,3 +93,22 @@ def test_on_prompt_only_trains_on_the_slices_the_judge_passed(tiny_prepared, tmp
                                          settings=("synthetic",), on_prompt_only=True), progress=False)
     assert summary["r"] == (table["modality"] == "T1w").sum() == summary["settings"]["synthetic"]["synthetic_slices"]
     assert "on-prompt slices only" in (tmp_path / "r" / "utility.md").read_text()
+
+
+def test_settings_of_one_repeat_share_their_real_subjects_so_adding_synthetic_is_a_paired_comparison():
+    from dallebrain.synthesize.utility import setting_rows
+
+    train = pd.DataFrame({"subject_id": [f"sub-{k // 5:02d}" for k in range(60)]})  # 12 subjects x 5 slices
+
+    def rows(setting, repeat):
+        return setting_rows(setting, train, n_synthetic=40, r=20, scarce_subjects=3, repeat=repeat)
+
+    for repeat in range(4):
+        # with and without synthetic slices: the very same real slices (the scarce ones: 3 subjects' slices)
+        assert np.array_equal(rows("scarce", repeat)[0], rows("scarce+synthetic", repeat)[0])
+        assert train.iloc[rows("scarce", repeat)[0]]["subject_id"].nunique() == 3
+        assert np.array_equal(rows("real", repeat)[0], rows("real+synthetic", repeat)[0])
+        assert np.array_equal(rows("synthetic", repeat)[1], rows("real+synthetic", repeat)[1])
+        assert np.array_equal(rows("synthetic", repeat)[1], rows("scarce+synthetic", repeat)[1])
+    # while the repeats draw different subsets (else their SD would only measure initialisation)
+    assert len({tuple(rows("scarce", k)[0]) for k in range(4)}) > 1

@@ -13,7 +13,8 @@ cohort's test split alone can be a handful of subjects, too few to score age or 
 
 R is the smaller of the real train split and the synthetic set (capped by max_slices). A predictor that ignores
 the image (the train majority class or mean) is the chance row. Every setting is repeated with `repeats` seeds
-(network initialisation, batches, subsets) and reported as mean and SD.
+(network initialisation, batches, subsets) and reported as mean and SD; within a repeat the settings share
+their subsets (paired), so adding synthetic slices is compared on the same real subjects.
 """
 
 from __future__ import annotations
@@ -104,9 +105,13 @@ def read_tables(options: UtilityOptions) -> tuple[pd.DataFrame, pd.DataFrame, pd
 
 
 def setting_rows(setting: str, train: pd.DataFrame, n_synthetic: int, r: int, scarce_subjects: int,
-                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(real train rows, synthetic rows) of a setting, positions in the train table and the synthetic table."""
+                 repeat: int) -> tuple[np.ndarray, np.ndarray]:
+    """(real train rows, synthetic rows) of a setting, positions in the train table and the synthetic table.
+    The subsets are drawn from the repeat alone, so within a repeat every setting shares them: scarce and
+    scarce+synthetic train on the same real subjects, real and real+synthetic on the same real slices, and a
+    difference between them is the synthetic slices' doing, not a different draw of subjects."""
     none = np.array([], dtype=np.int64)
+    rng = np.random.default_rng(repeat)
     real_r = np.sort(rng.choice(len(train), r, replace=False))
     synth_r = np.sort(rng.choice(n_synthetic, r, replace=False))
     subjects = train["subject_id"].drop_duplicates().to_numpy()
@@ -155,9 +160,8 @@ def run_utility(options: UtilityOptions, progress: bool = True) -> dict:
     counts: dict[str, dict] = {}
     jobs = [(s, k) for k in range(options.repeats) for s in settings]
     for setting, repeat in tqdm(jobs, desc="utility: training", disable=not progress):
-        rng = np.random.default_rng([repeat, SETTINGS.index(setting)])
         real_rows, synth_rows = setting_rows(setting, real.table, len(synthetic.table), int(r),
-                                             options.scarce_subjects, rng)
+                                             options.scarce_subjects, repeat)
         images = np.concatenate([real.images[real_rows], synthetic.images[synth_rows]])
         table = pd.concat([real.table.iloc[real_rows], synthetic.table.iloc[synth_rows]], ignore_index=True)
         results[setting].append(train_and_test(images, table, test, options.steps, repeat))

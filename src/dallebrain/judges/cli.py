@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-judge_app = typer.Typer(help="Judges that see anatomy: tissue fractions of a slice.", no_args_is_help=True)
+judge_app = typer.Typer(help="Judges that see anatomy: tissue fractions and age of a slice.", no_args_is_help=True)
 
 
 @judge_app.command("train")
@@ -82,3 +82,52 @@ def _number(value) -> float | None:
     """JSON has no NaN: a slice with no brain gets null."""
     value = float(value)
     return None if value != value else round(value, 4)
+
+
+@judge_app.command("fit-age")
+def fit_age_cmd(
+    data: Path = typer.Option(..., "--data", help="Prepared data set with ages (its train split is used)."),
+    out: Path = typer.Option(..., "--out", help="Folder for age.json."),
+    tissue: Path = typer.Option(None, "--tissue", help="The tissue judge to read slices with (default: shipped)."),
+    max_slices: int = typer.Option(6000, help="Train-split slices to fit on, drawn at random."),
+    seed: int = typer.Option(0),
+    overwrite: bool = typer.Option(False, help="Replace an age judge already in --out."),
+) -> None:
+    """Fit the age judge: age from the tissue judge's fractions of a slice, its plane and its level."""
+    from dallebrain.cli._common import fail
+    from dallebrain.judges.age_fit import fit_age
+
+    try:
+        record = fit_age(data, out, tissue, max_slices, seed, overwrite)
+    except (ValueError, OSError) as exc:
+        fail(str(exc).splitlines()[0])
+    typer.echo(f"age judge in {out}: {record['training']['slices']} slices, ridge alpha {record['alpha']}, "
+               f"cross-validated MAE {record['cv_mae_by_alpha'][record['alpha']]:.1f} years")
+
+
+@judge_app.command("age")
+def age_cmd(
+    images: list[Path] = typer.Argument(..., help="Slices as grey-scale PNG."),
+    orientation: str = typer.Option(..., "--orientation", help="Plane of every slice: axial, coronal, sagittal."),
+    slice_mm: float = typer.Option(..., "--slice-mm", help="MNI level of every slice (z, y or x in mm)."),
+    weights: Path = typer.Option(None, "--weights", help="A `judge fit-age` folder (default: the shipped judge)."),
+    tissue: Path = typer.Option(None, "--tissue", help="Its tissue judge folder (default: the shipped judge)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON list instead of a table."),
+) -> None:
+    """Per slice, the age in years the anatomy suggests."""
+    import json
+
+    from dallebrain.cli._common import fail
+    from dallebrain.judges.age import load_age_judge
+
+    try:
+        judge = load_age_judge(weights, tissue)
+        results = [{"image": str(p), "age": _number(judge.predict(_read_slice(p)[None], orientation, slice_mm)[0])}
+                   for p in images]
+    except (ValueError, OSError) as exc:
+        fail(str(exc).splitlines()[0])
+    if as_json:
+        typer.echo(json.dumps(results, indent=1))
+        return
+    for r in results:
+        typer.echo(f"{r['image']}\t{'-' if r['age'] is None else format(r['age'], '.1f')}")

@@ -1,0 +1,82 @@
+"""The age judge: features by plane and level, a fit that finds age where the phantom's ventricles carry it,
+its file, its refusals and its command."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dallebrain.judges.age import features, load_age_judge
+from dallebrain.judges.age_fit import fit_age
+from dallebrain.judges.network import load_tissue_net, save_tissue_net
+from dallebrain.judges.tissue import FRACTIONS
+
+
+@pytest.fixture(scope="module")
+def age_judge_dir(phantom_set, trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("age")
+    fit_age(phantom_set, out, tissue_folder=trained)
+    return out
+
+
+def _shares(n, value=0.25):
+    return {k: np.full(n, value) for k in FRACTIONS}
+
+
+def test_features_keep_planes_apart_and_vary_with_level():
+    design = features(_shares(3), ["axial", "coronal", "axial"], [20.0, 20.0, -40.0])
+    block = design.shape[1] // 3
+    assert (design[0, block:] == 0).all() and (design[1, :block] == 0).all() and design[1, block:2 * block].any()
+    assert not np.allclose(design[0], design[2])  # same plane, another level: other coefficients weigh
+
+
+@pytest.mark.parametrize("orientation, slice_mm, words", [
+    ("oblique", 0.0, "orientation must be one of"),
+    ("axial", [1.0, 2.0], "one per image"),
+    ("axial", np.nan, "finite"),
+    ("axial", "high", "numbers"),
+])
+def test_bad_positions_are_one_line_errors(orientation, slice_mm, words):
+    with pytest.raises(ValueError, match=r"^[^\n]+$") as caught:
+        features(_shares(3), orientation, slice_mm)
+    assert words in str(caught.value)
+
+
+def test_fit_finds_age_where_the_ventricles_carry_it(age_judge_dir, trained, make_phantom):
+    judge = load_age_judge(age_judge_dir, tissue_folder=trained)
+    rng = np.random.default_rng(5)  # unseen phantoms
+    ages = np.linspace(25, 80, 12)
+    images = np.stack([make_phantom(rng, a)[0] for a in ages])
+    predicted = judge.predict(images, "axial", 20.0)
+    assert predicted.shape == (12,)
+    chance = np.abs(ages - judge.model["training"]["train_mean_age"]).mean()
+    assert np.abs(predicted - ages).mean() < 0.5 * chance
+
+
+def test_age_judge_files_are_checked(age_judge_dir, trained, tmp_path):
+    with pytest.raises(ValueError, match="not an age judge folder"):
+        load_age_judge(tmp_path, tissue_folder=trained)
+    (tmp_path / "age.json").write_text(json.dumps({"coef": []}))
+    with pytest.raises(ValueError, match="no intercept, mean, scale"):
+        load_age_judge(tmp_path, tissue_folder=trained)
+    other = load_tissue_net(trained)
+    other.head.bias.data += 1.0
+    save_tissue_net(other, tmp_path / "other")
+    with pytest.raises(ValueError, match="another tissue judge"):  # coefficients read one segmenter's fractions
+        load_age_judge(age_judge_dir, tissue_folder=tmp_path / "other")
+    with pytest.raises(ValueError, match="--overwrite"):
+        fit_age(age_judge_dir, age_judge_dir, tissue_folder=trained)
+
+
+def test_judge_age_command(age_judge_dir, trained, phantom_set):
+    slices = [str(phantom_set / "slices" / f"s{i}.png") for i in (5, 23)]
+    cli = [sys.executable, "-m", "dallebrain.cli", "judge", "age", *slices, "--weights", str(age_judge_dir),
+           "--tissue", str(trained), "--slice-mm", "20"]
+    done = subprocess.run([*cli, "--orientation", "axial", "--json"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    results = json.loads(done.stdout)
+    assert [r["image"] for r in results] == slices and results[0]["age"] < results[1]["age"]
+    bad = subprocess.run([*cli, "--orientation", "oblique"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.startswith("error: orientation") and bad.stderr.count("\n") == 1

@@ -57,10 +57,14 @@ def test_lora_changes_the_image_and_scale_zero_is_the_base(tiny_pipeline, strong
     assert via_api.lora == {"path": str(strong_lora), "scale": 1.0}
 
 
-def test_stock_pipeline_loads_the_adapter(tiny_pipeline, strong_lora):
+def test_stock_pipeline_loads_the_adapter(tiny_pipeline, strong_lora, tmp_path):
+    """On what `dallebrain export` writes for stock clients (attributes unstated, folded into the UNet)."""
     from diffusers import StableDiffusionPipeline
 
-    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_pipeline), safety_checker=None)
+    from dallebrain.pipelines.export import export_stock_folder
+
+    export_stock_folder(tiny_pipeline, tmp_path / "stock")
+    pipe = StableDiffusionPipeline.from_pretrained(str(tmp_path / "stock"), safety_checker=None)
 
     def generate():
         return pipe(PROMPT, num_inference_steps=2, height=64, width=64, output_type="np",

@@ -61,10 +61,21 @@ def grid_of(info: dict, image_size: int) -> VolumeGrid:
     return prepared_grid(image_size)
 
 
-def placement(prompt: str, grid: VolumeGrid) -> tuple[np.ndarray, dict]:
-    """NIfTI affine of a generated slice and a record of where it was put and why."""
+def placement(prompt: str, grid: VolumeGrid, image: np.ndarray | None = None) -> tuple[np.ndarray, dict]:
+    """NIfTI affine of a generated slice and a record of where it was put and why. A prompt that names a plane
+    but no level gets the level the level judge reads from the image (judges/level.py), recorded as estimated."""
     fields = parse_prompt(prompt)
     record = {"parsed_prompt": {k: v for k, v in vars(fields).items()}, "unspecified_in_prompt": fields.missing()}
+    if fields.orientation is not None and fields.slice_mm is None and image is not None:
+        from dallebrain.judges.level import estimate_levels
+
+        level = float(estimate_levels(image[None], [fields.orientation])[0])
+        axis = NORMAL_AXIS[fields.orientation]
+        side = " (|x|: a sagittal slice does not show its hemisphere)" if fields.orientation == "sagittal" else ""
+        record["placement"] = (f"MNI152, {fields.orientation} plane at {level:+.1f} mm, estimated from the image by "
+                               f"the level judge{side}: the prompt names no level")
+        record["level_estimated_mm"] = level
+        return slice_affine(grid, fields.orientation, (level - grid.origin_mm[axis]) / grid.spacing_mm), record
     if fields.orientation is None or fields.slice_mm is None:
         # Pixel spacing is known, the position is not: no MNI placement is invented.
         affine = np.diag([grid.spacing_mm, grid.spacing_mm, grid.spacing_mm, 1.0])
@@ -115,7 +126,7 @@ def save_outputs(out_dir: str | Path, stem: str, image: np.ndarray, sidecar: dic
         if existing:
             raise FileExistsError(f"{existing[0]} exists: choose another --out or pass --overwrite")
     image = np.clip(np.asarray(image, dtype=np.float32), 0, 1)
-    affine, where = placement(prompt_for_placement or sidecar.get("prompt", ""), grid)
+    affine, where = placement(prompt_for_placement or sidecar.get("prompt", ""), grid, image)
     with atomic_path(paths["png"]) as tmp:
         data = np.round(image * (65535 if png16 else 255)).astype(np.uint16 if png16 else np.uint8)
         Image.fromarray(data).save(tmp, format="PNG")

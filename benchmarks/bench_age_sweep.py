@@ -1,0 +1,149 @@
+"""Does age in a prompt change the brain? Same-seed age sweeps, judged by the tissue segmenter.
+
+    python benchmarks/bench_age_sweep.py --real PREPARED [--model MODEL] [--seeds 32] [--figure docs/age_sweep.png]
+
+For each seed and contrast (T1w, T2w, FLAIR), "axial {contrast} MRI slice of a healthy {age}-year-old woman at
+the level of the lateral ventricles" at ages 20, 40, 60 and 85 with the same seed; the tissue judge
+(dallebrain.judges.tissue) measures the lateral-ventricle fraction of each slice's brain area. Printed (the
+targets of issue 11): the share of seeds whose ventricle fraction rises with age (Spearman > 0), the mean
+per-seed Spearman, and the 85/20 ratio of the mean fraction beside the cohort's own ratio at that position: a
+line fitted to the ground-truth label fraction against age over the REAL prepared axial slices within 6 mm of
+the same level (and, as a check of the judge, the same fit over the judge's reading of those real slices).
+--figure writes one seed's row of ages 20..90 with the measured fraction under each image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+AGES = (20, 40, 60, 85)
+CONTRASTS = ("T1w", "T2w", "FLAIR")
+LONG = {"T1w": "T1-weighted", "T2w": "T2-weighted", "FLAIR": "FLAIR"}
+LEVEL_MM = 23.0  # "at the level of the lateral ventricles" (data/landmarks.py)
+
+
+def prompt(contrast: str, age: float) -> str:
+    return (f"axial {LONG[contrast]} MRI slice of a healthy {age:g}-year-old woman at the level of the lateral "
+            "ventricles")
+
+
+def spearman(x: np.ndarray, y: np.ndarray) -> float:
+    from scipy.stats import spearmanr
+
+    value = spearmanr(x, y).statistic
+    return float(value) if np.isfinite(value) else 0.0
+
+
+def cohort_ratio(real: Path, judge, size: int) -> dict:
+    """85/20 ratio of a line fitted to ventricle fraction against age on the real axial slices at the level:
+    from the ground-truth labels, and from the judge's reading of the same slices."""
+    import pandas as pd
+    from PIL import Image
+
+    from dallebrain.judges.tissue import label_fractions
+
+    table = pd.read_parquet(real / "metadata.parquet")
+    rows = table[(table.orientation == "axial") & ((table.slice_mm - LEVEL_MM).abs() <= 6)
+                 & table.modality.isin(CONTRASTS)]
+    if rows.empty or "label_path" not in rows or rows.label_path.isna().all():
+        raise SystemExit(f"error: no labelled axial slices near z = {LEVEL_MM:g} mm in {real}")
+    labels = np.stack([np.asarray(Image.open(real / p)) for p in rows.label_path])
+    images = np.stack([np.asarray(Image.open(real / p), dtype=np.float32) for p in rows.image_path])
+    images = images / (65535.0 if images.max() > 255 else 255.0)
+    truth = label_fractions(labels)["ventricles"]
+    judged = judge.fractions(images)["ventricles"]
+    out = {"slices": len(rows)}
+    for name, values in (("ground_truth", truth), ("judge", judged)):
+        slope, intercept = np.polyfit(rows.age.to_numpy(float), values, 1)
+        out[name] = float((slope * 85 + intercept) / (slope * 20 + intercept))
+    out["judge_vs_truth_r"] = float(np.corrcoef(truth, judged)[0, 1])
+    return out
+
+
+def sweep(pipe, judge, seeds: int, steps: int) -> dict:
+    per_contrast = {}
+    for contrast in CONTRASTS:
+        prompts = [prompt(contrast, a) for s in range(seeds) for a in AGES]
+        seed_list = [s for s in range(seeds) for _ in AGES]
+        images = pipe.sample(prompts, seed_list, steps=steps, batch_size=32)
+        fractions = judge.fractions(images)["ventricles"].reshape(seeds, len(AGES))
+        rho = np.array([spearman(np.asarray(AGES, float), f) for f in fractions])
+        mean = fractions.mean(axis=0)
+        by_age = dict(zip(map(str, AGES), mean.round(4).tolist(), strict=True))
+        per_contrast[contrast] = {"rising_share": float((rho > 0).mean()), "spearman_mean": float(rho.mean()),
+                                  "mean_fraction_by_age": by_age,
+                                  "ratio_85_20": float(mean[-1] / max(mean[0], 1e-6))}
+    return per_contrast
+
+
+def figure(pipe, judge, path: Path, seed: int, steps: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ages = list(range(20, 91, 10))
+    rows = []
+    for contrast in CONTRASTS:
+        images = pipe.sample([prompt(contrast, a) for a in ages], [seed] * len(ages), steps=steps)
+        rows.append((contrast, images, judge.fractions(images)["ventricles"]))
+    fig, axes = plt.subplots(len(rows), len(ages), figsize=(1.6 * len(ages), 1.85 * len(rows)))
+    for r, (contrast, images, fractions) in enumerate(rows):
+        for c, age in enumerate(ages):
+            ax = axes[r, c]
+            ax.imshow(images[c], cmap="gray", vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(f"vent. {100 * fractions[c]:.1f} %", fontsize=7)
+            if r == 0:
+                ax.set_title(f"{age} y", fontsize=9)
+            if c == 0:
+                ax.set_ylabel(contrast, fontsize=9)
+    fig.suptitle(f"same seed ({seed}), one age word changed; ventricle fraction of the brain by the tissue judge",
+                 fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"figure: {path}")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--real", type=Path, required=True, help="prepared real data with label slices")
+    parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")
+    parser.add_argument("--seeds", type=int, default=32)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--figure", type=Path, default=None)
+    parser.add_argument("--figure-seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    args = parser.parse_args(argv)
+    from dallebrain.api import default_model, load_pipeline
+    from dallebrain.judges.tissue import load_tissue_judge
+
+    pipe = load_pipeline(args.model or default_model(), device="cpu")
+    pipe.images_per_pass = 8
+    judge = load_tissue_judge()
+    result = {"cohort_ratio_85_20": cohort_ratio(args.real, judge, 128), "sweep": sweep(pipe, judge, args.seeds,
+                                                                                         args.steps),
+              "seeds": args.seeds, "steps": args.steps, "model": str(args.model or "shipped")}
+    target = result["cohort_ratio_85_20"]["ground_truth"]
+    print(f"cohort's own 85/20 ventricle ratio at z = {LEVEL_MM:g} mm: {target:.2f} (ground truth), "
+          f"{result['cohort_ratio_85_20']['judge']:.2f} (judge on the same real slices; r = "
+          f"{result['cohort_ratio_85_20']['judge_vs_truth_r']:.2f})")
+    print(f"{'contrast':9s} {'rising':>7s} {'rho':>6s} {'85/20':>6s} {'within 25 %':>11s}  mean fraction by age")
+    for contrast, r in result["sweep"].items():
+        ok = abs(r["ratio_85_20"] / target - 1) <= 0.25
+        print(f"{contrast:9s} {r['rising_share']:7.0%} {r['spearman_mean']:6.2f} {r['ratio_85_20']:6.2f} "
+              f"{'yes' if ok else 'no':>11s}  {r['mean_fraction_by_age']}")
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    if args.figure:
+        figure(pipe, judge, args.figure, args.figure_seed, args.steps)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -21,9 +21,14 @@ def evaluate_cmd(
     seed: int = typer.Option(0, help="Seed of synthetic slice 0; slice i uses seed + i (as generate does)."),
     encoder_steps: int = typer.Option(600, help="Training steps of the evaluation's own encoder (cached in --out)."),
     out: Path = typer.Option(..., "--out", help="Report folder: report.html, metrics.json, summary.md."),
+    tissue_judge: Path = typer.Option(None, "--tissue-judge", help="Tissue judge folder (dallebrain judge train; "
+                                      "default: the installed one, skipped with a note when there is none)."),
+    age_judge: Path = typer.Option(None, "--age-judge", help="Age judge folder (dallebrain judge fit-age, fitted on "
+                                   "that tissue judge; default: the installed one)."),
 ) -> None:
     """Evaluate synthetic slices against held-out real ones: realism, grey levels, texture, diversity, prompt
-    adherence, latent space and privacy, each beside the real-vs-real floor; writes a self-contained HTML report."""
+    adherence, anatomy (tissue and age judges, head size by sex), latent space and privacy, each beside the
+    real-vs-real floor; writes a self-contained HTML report."""
     from dallebrain.api import default_model
     from dallebrain.cli._common import fail
     from dallebrain.evaluation.features import EncoderConfig
@@ -45,7 +50,8 @@ def evaluate_cmd(
     from dallebrain.evaluation.run import evaluate
 
     options = EvaluationOptions(model=model, data=data, out=out, split=split, n=n, route=route, steps=steps,
-                                guidance=guidance, seed=seed, encoder=EncoderConfig(steps=encoder_steps))
+                                guidance=guidance, seed=seed, encoder=EncoderConfig(steps=encoder_steps),
+                                tissue_judge=tissue_judge, age_judge=age_judge)
     try:
         metrics = evaluate(options)
     except (ValueError, OSError) as exc:

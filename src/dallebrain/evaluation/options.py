@@ -29,10 +29,14 @@ class EvaluationOptions:
     diversity_prompts: int = 4  # prompts sampled several times for the MS-SSIM diversity ...
     diversity_samples: int = 4  # ... this many times each (fewer than 2: no diversity metric)
     device: str | None = None  # for the generators; None: cuda when available
+    tissue_judge: Path | None = None  # a `judge train` folder; None: the installed one (skipped with a note if none)
+    age_judge: Path | None = None  # a `judge fit-age` folder over that tissue judge; None: the installed one
     progress: bool = True
 
     def __post_init__(self) -> None:
         self.model, self.data, self.out = Path(self.model), Path(self.data), Path(self.out)
+        self.tissue_judge = None if self.tissue_judge is None else Path(self.tissue_judge)
+        self.age_judge = None if self.age_judge is None else Path(self.age_judge)
 
     def routes(self) -> list[str]:
         """The routes to evaluate; a one-line ValueError for anything that cannot be evaluated."""

@@ -7,6 +7,9 @@ import base64
 import html
 from pathlib import Path
 
+from dallebrain.evaluation.anatomy_report import html_section, summary_lines
+from dallebrain.evaluation.formatting import fmt, lookup
+
 # (section, label, path in a column, what is better) - the rows of the summary table
 SUMMARY_ROWS = [
     ("Realism (encoder)", "Frechet distance", "realism.encoder.frechet", "lower"),
@@ -56,31 +59,6 @@ REAL_MEANING = {
 
 
 
-def lookup(column: dict, path: str):
-    value = column
-    for part in path.split("."):
-        if not isinstance(value, dict) or part not in value:
-            return None
-        value = value[part]
-    return value
-
-
-def fmt(value) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool):
-        return str(value)
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if value == 0:
-            return "0"
-        if abs(value) >= 1000 or abs(value) < 1e-3:
-            return f"{value:.3g}"
-        return f"{value:.4g}" if abs(value) < 1 else f"{value:.4g}"
-    return str(value)
-
-
 def summary_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
     """(header, rows) of the summary: a row per metric present in some column."""
     columns = metrics["columns"]
@@ -112,6 +90,7 @@ def write_summary(out: Path, metrics: dict) -> Path:
     if chance:
         parts = [f"{k} {fmt(v.get('accuracy', v.get('mae')))}" for k, v in chance.items()]
         lines += [f"- Attribute chance level (train majority / mean): {', '.join(parts)}"]
+    lines += summary_lines(metrics)
     if metrics.get("warnings"):
         lines += ["", "Warnings:"] + [f"- {w}" for w in metrics["warnings"]]
     from dallebrain.data.io import write_text_atomic
@@ -235,6 +214,7 @@ def report_html(metrics: dict, data, figures: dict[str, bytes | None]) -> str:
         "<p class='note'>Brain pixel fraction of each slice over the train cohort's mean at the same contrast, "
         "orientation and level; synthetic slices plotted at their prompted age.</p>",
         _img(figures["age"], "age trend"),
+        html_section(metrics, _table_html),
         "<h2>Settings and timing</h2>",
         f"<pre>{esc(_pretty({'settings': s, 'timing': metrics.get('timing', {})}))}</pre>",
         "</body></html>",

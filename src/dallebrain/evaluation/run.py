@@ -8,7 +8,9 @@ The real reference ("real" column):
 - prompt adherence: real held-out slices scored against their own captions (the ceiling);
 - diversity: real slices of different subjects with the prompt's contrast, orientation and level;
 - privacy: real held-out slices against the train split (unseen subjects: no copies);
-- brain volume vs age: the real cohort (train split).
+- brain volume vs age: the real cohort (train split);
+- anatomy (anatomy.py): the tissue and age judges on the real held-out slices (their truth: the ceiling) beside
+  the synthetic slices made from their captions; head size by sex at the same positions.
 
 The stages live in their own modules: reference.py (real slices), sampling.py (synthetic slices), columns.py
 (per-column metrics), report_data.py, figures.py and report.py (the report).
@@ -31,6 +33,7 @@ def evaluate(options: EvaluationOptions) -> dict:
     """Evaluate a model folder against held-out real slices; writes metrics.json, summary.md, report.html, the
     figures and samples_ROUTE.npz into options.out (and the evaluation encoder under out/encoder/, reused by
     later runs with the same data and encoder settings) and returns the metrics."""
+    from dallebrain.evaluation import anatomy as AN
     from dallebrain.evaluation import attributes as A
     from dallebrain.evaluation import columns as C
     from dallebrain.evaluation import features as Fe
@@ -43,6 +46,7 @@ def evaluate(options: EvaluationOptions) -> dict:
     options.out.mkdir(parents=True, exist_ok=True)
     timing: dict[str, float] = {}
     warnings: list[str] = []
+    judges = AN.load_judges(options.tissue_judge, options.age_judge)  # a bad judge folder fails before any work
 
     t = time.time()
     reference = load_real_slices(options, warnings)
@@ -77,10 +81,16 @@ def evaluate(options: EvaluationOptions) -> dict:
                for name in names}
     timing["metrics_s"] = time.time() - t
 
+    t = time.time()
+    anatomy = AN.measure_anatomy(judges, reference, synthetic, age, targets, options.data)
+    chance = A.chance_scores(train_targets, targets)
+    timing["anatomy_s"] = time.time() - t
+
     metrics = _json_ready({"settings": _settings(options, routes, reference, diversity, encoder, reused),
                            "columns_meaning": {"real": "the real reference measured the same way (see summary.md)",
                                                **{r: f"synthetic slices of the {r} route" for r in synthetic}},
-                           "chance": A.chance_scores(train_targets, targets), "columns": columns,
+                           "chance": chance, "columns": columns,
+                           "attributes": AN.attribute_table(columns, chance, anatomy), "anatomy": anatomy,
                            "warnings": warnings, "timing": timing})
     data = report_data(reference, sets, synthetic, diversity, neighbours["pixel"], age, options.split, options.data)
     _write_outputs(options.out, metrics, data, t_start)
@@ -105,7 +115,12 @@ def _settings(options: EvaluationOptions, routes: list[str], reference: RealSlic
                                  f"(DoG sigma {M.BANDPASS_SIGMAS} px) correlation and encoder cosine",
             "near_copy_rule": f"relative distance < {M.NEAR_COPY_RELATIVE_DISTANCE}",
             "diversity": {"prompts": len(diversity), "samples_per_prompt": options.diversity_samples},
+            "judges": {"tissue": _judge_name(options.tissue_judge), "age": _judge_name(options.age_judge)},
             "dallebrain_version": __version__}
+
+
+def _judge_name(folder) -> str:
+    return "installed" if folder is None else str(folder)
 
 
 def _write_outputs(out, metrics: dict, data, t_start: float) -> None:

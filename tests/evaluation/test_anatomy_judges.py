@@ -125,6 +125,31 @@ def test_label_fractions_from_the_label_pngs_and_none_without_labels(tmp_path):
     assert AN.label_fractions_of(tmp_path, pd.DataFrame({"image_path": ["x.png"]})) is None
 
 
+def test_a_cohort_without_demographics_labels_or_ventricle_band_is_measured_with_notes(tmp_path):
+    class HalfWhiteMatter:  # judged fractions known exactly: half GM, half WM
+        def fractions(self, images):
+            n = len(images)
+            return {"csf": np.zeros(n), "ventricles": np.zeros(n), "gm": np.full(n, 0.5), "wm": np.full(n, 0.5)}
+
+    class NeverCalled:
+        def predict_from_fractions(self, *args):
+            raise AssertionError("no ages: the age judge has nothing to be scored against")
+
+    heldout = pd.DataFrame({"modality": ["T1w", "T2w", "T1w"], "orientation": ["coronal"] * 3,
+                            "slice_mm": [0.0, 3.0, 6.0], "split": ["test"] * 3, "image_path": ["a", "b", "c"]})
+    reference = SimpleNamespace(heldout=heldout, train=heldout.assign(split="train"), table=heldout,
+                                real=np.zeros((3, 16, 16), np.float32))
+    trend = SimpleNamespace(cohort=np.ones(3), relative={"real": np.ones(3), "ldm": np.ones(3)})
+    prompts = SimpleNamespace(sex=np.array([-1, -1, -1]), age=np.full(3, np.nan))
+    judges = AN.Judges(HalfWhiteMatter(), NeverCalled())
+    out = AN.measure_anatomy(judges, reference, {"ldm": np.ones((3, 16, 16), np.float32)}, trend, prompts, tmp_path)
+    assert out["head_size"]["real"] == {"ratio": None, "men": 0, "women": 0}
+    assert out["tissue"]["paired_with_real"]["ldm"]["all"]["gm"] == {"mae": 0.0, "n": 3, "pearson_r": None}
+    assert out["ventricles_vs_age"]["heldout_split"] == {"pearson_r": None, "n": 0}
+    assert "age_judge" not in out and "judge_on_real_vs_labels" not in out["tissue"]
+    assert len(out["notes"]) == 3 and all("\n" not in note for note in out["notes"])  # labels, band, ages
+
+
 # --- judges: known outputs, absent, unusable ---------------------------------------------------------------------
 
 

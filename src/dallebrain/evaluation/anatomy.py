@@ -166,15 +166,15 @@ def measure_anatomy(judges: Judges, reference, synthetic: dict[str, np.ndarray],
     when the judges are there. `reference` is the evaluation's RealSlices, `age_trend` its AgeTrend (relative brain
     areas), `prompt_targets` what each prompt asked (features.Targets)."""
     heldout = reference.heldout
-    sexes = {"real": heldout["sex"].to_numpy(dtype=object), **{r: prompt_sexes(prompt_targets) for r in synthetic}}
+    sexes = {"real": _column(heldout, "sex", object), **{r: prompt_sexes(prompt_targets) for r in synthetic}}
     out = {"judges": dict(judges.record), "notes": list(judges.notes), "ventricle_band_mm": list(VENTRICLE_BAND_MM),
-           "head_size": head_size(age_trend, reference.train["sex"].to_numpy(dtype=object), sexes)}
+           "head_size": head_size(age_trend, _column(reference.train, "sex", object), sexes)}
     if judges.tissue is None:
         return out
     fractions = {name: judges.tissue.fractions(np.clip(x, 0.0, 1.0)) for name, x in
                  {"real": reference.real, **synthetic}.items()}
     out["tissue"] = tissue_block(fractions, label_fractions_of(data_root, heldout), heldout["modality"], out["notes"])
-    ages = {"real": heldout["age"].to_numpy(dtype=np.float64), **{r: prompt_targets.age for r in synthetic}}
+    ages = {"real": _column(heldout, "age", np.float64), **{r: prompt_targets.age for r in synthetic}}
     band = in_ventricle_band(heldout["orientation"], heldout["slice_mm"])
     trend = {name: ventricles_vs_age(fractions[name]["ventricles"], ages[name], band) for name in fractions}
     trend["heldout_split"] = split_ventricles_vs_age(judges.tissue, reference.table, heldout["split"].iloc[0],
@@ -184,8 +184,12 @@ def measure_anatomy(judges: Judges, reference, synthetic: dict[str, np.ndarray],
                             "no paired ventricles-vs-age correlation (raise --n)")
     out["ventricles_vs_age"] = trend
     if judges.age is not None:
-        train_age = reference.train["age"].to_numpy(dtype=np.float64)
-        out["age_judge"] = age_judge_scores(judges.age, fractions, heldout, ages, band, float(np.nanmean(train_age)))
+        train_age = _column(reference.train, "age", np.float64)
+        if np.isfinite(train_age).any():  # a cohort without ages has no age truth to judge against
+            out["age_judge"] = age_judge_scores(judges.age, fractions, heldout, ages, band,
+                                                float(np.nanmean(train_age)))
+        else:
+            out["notes"].append("the data set has no ages: age judge skipped")
     return out
 
 
@@ -224,7 +228,7 @@ def split_ventricles_vs_age(tissue_judge, table, split: str, data_root) -> dict:
     if rows.empty:
         return {"pearson_r": None, "n": 0}
     ventricles = tissue_judge.fractions(load_slices(data_root, rows["image_path"]))["ventricles"]
-    return ventricles_vs_age(ventricles, rows["age"].to_numpy(dtype=np.float64), np.ones(len(rows), dtype=bool))
+    return ventricles_vs_age(ventricles, _column(rows, "age", np.float64), np.ones(len(rows), dtype=bool))
 
 
 def age_judge_scores(age_judge, fractions: dict[str, dict], heldout, ages: dict[str, np.ndarray], band: np.ndarray,
@@ -240,6 +244,18 @@ def age_judge_scores(age_judge, fractions: dict[str, dict], heldout, ages: dict[
         out[slices] = {name: mean_absolute_error(p, ages[name], where) for name, p in predicted.items()}
         out[slices]["chance"] = mean_absolute_error(chance, ages["real"], where)
     return out
+
+
+def _column(table, name: str, dtype) -> np.ndarray:
+    """A metadata column as an array; None / NaN throughout when the cohort lacks it (no demographics)."""
+    import pandas as pd
+
+    if name not in table:
+        return np.full(len(table), np.nan if dtype is np.float64 else None, dtype=dtype)
+    values = table[name].to_numpy(dtype=object)
+    if dtype is np.float64:
+        return np.array([np.nan if pd.isna(v) else float(v) for v in values], dtype=np.float64)
+    return np.array([None if pd.isna(v) else v for v in values], dtype=object)
 
 
 def _nanmean(values) -> float | None:

@@ -87,6 +87,26 @@ def test_age_judge_scores_beside_chance_on_the_same_slices():
     assert out["ventricle_band"]["chance"] == {"mae": pytest.approx(27.5), "n": 2}
 
 
+def test_level_judge_scores_against_truth_prompt_and_chance(monkeypatch):
+    import dallebrain.judges.level as level_module
+
+    def estimate(images, orientations, judge):  # the judge reads the level off the constructed image
+        assert orientations == ["axial", "sagittal", "axial"]
+        return images[:, 0, 0] * 100
+
+    monkeypatch.setattr(level_module, "estimate_levels", estimate)
+    heldout = pd.DataFrame({"modality": ["T1w"] * 3, "orientation": ["axial", "sagittal", "axial"],
+                            "slice_mm": [20.0, -30.0, 40.0]})
+    images = {"real": np.stack([np.full((16, 16), v) for v in (0.22, 0.30, 0.40)]),
+              "ldm": np.stack([np.full((16, 16), v) for v in (0.10, 0.30, 0.50)])}
+    prompts = SimpleNamespace(level_mm=np.array([20.0, 30.0, np.nan]))  # the third prompt names no level
+    train = heldout.assign(slice_mm=[0.0, 10.0, 30.0])  # mean level |x| for sagittal: (0 + 10 + 30) / 3
+    out = AN.level_judge_scores(None, images, heldout, prompts, train)
+    assert out["real"] == {"mae": pytest.approx(2 / 3), "n": 3}  # sagittal truth is |x| = 30
+    assert out["ldm"] == {"mae": pytest.approx(5.0), "n": 2}
+    assert out["chance"] == {"mae": pytest.approx((20 / 3 + 50 / 3 + 80 / 3) / 3), "n": 3}
+
+
 def test_attribute_table_puts_ceiling_synthetic_and_chance_side_by_side():
     def column(accuracy, mae):
         attributes = {k: {"accuracy": accuracy, "n": 4} for k in ("contrast", "orientation", "sex")}
@@ -125,7 +145,11 @@ def test_label_fractions_from_the_label_pngs_and_none_without_labels(tmp_path):
     assert AN.label_fractions_of(tmp_path, pd.DataFrame({"image_path": ["x.png"]})) is None
 
 
-def test_a_cohort_without_demographics_labels_or_ventricle_band_is_measured_with_notes(tmp_path):
+def test_a_cohort_without_demographics_labels_or_ventricle_band_is_measured_with_notes(tmp_path, monkeypatch):
+    import dallebrain.judges.level as level_module
+
+    monkeypatch.setattr(level_module, "estimate_levels", lambda images, orientations, judge: np.zeros(len(images)))
+
     class HalfWhiteMatter:  # judged fractions known exactly: half GM, half WM
         def fractions(self, images):
             n = len(images)
@@ -140,13 +164,14 @@ def test_a_cohort_without_demographics_labels_or_ventricle_band_is_measured_with
     reference = SimpleNamespace(heldout=heldout, train=heldout.assign(split="train"), table=heldout,
                                 real=np.zeros((3, 16, 16), np.float32))
     trend = SimpleNamespace(cohort=np.ones(3), relative={"real": np.ones(3), "ldm": np.ones(3)})
-    prompts = SimpleNamespace(sex=np.array([-1, -1, -1]), age=np.full(3, np.nan))
+    prompts = SimpleNamespace(sex=np.array([-1, -1, -1]), age=np.full(3, np.nan), level_mm=np.full(3, np.nan))
     judges = AN.Judges(HalfWhiteMatter(), NeverCalled())
     out = AN.measure_anatomy(judges, reference, {"ldm": np.ones((3, 16, 16), np.float32)}, trend, prompts, tmp_path)
     assert out["head_size"]["real"] == {"ratio": None, "men": 0, "women": 0}
     assert out["tissue"]["paired_with_real"]["ldm"]["all"]["gm"] == {"mae": 0.0, "n": 3, "pearson_r": None}
     assert out["ventricles_vs_age"]["heldout_split"] == {"pearson_r": None, "n": 0}
     assert "age_judge" not in out and "judge_on_real_vs_labels" not in out["tissue"]
+    assert out["level_judge"]["real"]["n"] == 3 and out["level_judge"]["ldm"] == {"mae": None, "n": 0}
     assert len(out["notes"]) == 3 and all("\n" not in note for note in out["notes"])  # labels, band, ages
 
 
@@ -262,6 +287,8 @@ def test_evaluate_reports_what_the_judges_see(judged, tiny_prepared, judge_folde
     assert judged_age["chance"]["n"] == 8 and judged_age["ldm"]["n"] == 8
     rows = {(r["judge"], r["attribute"], r["slices"]): r for r in metrics["attributes"]}
     assert rows[("age judge", "age", "all slices")]["real"] == judged_age["real"]["mae"]
+    assert rows[("level judge", "level_mm", "all slices")]["real"] == anatomy["level_judge"]["real"]["mae"]
+    assert anatomy["level_judge"]["ldm"]["n"] == 8
     assert rows[("evaluation encoder", "contrast", "all slices")]["chance"] == metrics["chance"]["contrast"]["accuracy"]
     assert {"cohort_train", "real", "ldm"} <= set(anatomy["head_size"])
     assert anatomy["judges"] == {"tissue": str(judge_folders[0]), "age": str(judge_folders[1])}
@@ -295,4 +322,4 @@ def test_without_judges_evaluate_reports_head_size_and_says_what_it_skipped(tiny
     anatomy = metrics["anatomy"]
     assert "tissue" not in anatomy and "age_judge" not in anatomy and "no tissue judge" in anatomy["notes"][0]
     assert anatomy["head_size"]["real"]["men"] + anatomy["head_size"]["real"]["women"] == 8
-    assert [r["judge"] for r in metrics["attributes"]] == ["evaluation encoder"] * 5
+    assert [r["judge"] for r in metrics["attributes"]] == ["evaluation encoder"] * 5 and "level_judge" not in anatomy

@@ -8,8 +8,8 @@
   judged ventricle fraction with age; for synthetic slices the age their prompt asked.
 - Head size by sex: the brain-mask area over the cohort's mean at the same contrast, plane and level (the age
   trend's relative brain fraction), men over women; no judge needed.
-- Age by the age judge: its MAE on real slices against their truth (ceiling), on synthetic slices against their
-  prompt, and chance (the train mean).
+- Age by the age judge, level by the level judge: MAE on real slices against their truth (ceiling), on synthetic
+  slices against their prompt, and chance (the train mean).
 
 A judge that is not there, labels the cohort lacks, or no slice in the ventricle band skip their part with a note."""
 
@@ -183,6 +183,8 @@ def measure_anatomy(judges: Judges, reference, synthetic: dict[str, np.ndarray],
         out["notes"].append(f"no sampled slice is axial at z {VENTRICLE_BAND_MM[0]:g}-{VENTRICLE_BAND_MM[1]:g} mm: "
                             "no paired ventricles-vs-age correlation (raise --n)")
     out["ventricles_vs_age"] = trend
+    out["level_judge"] = level_judge_scores(judges.tissue, {"real": reference.real, **synthetic}, heldout,
+                                            prompt_targets, reference.train)
     if judges.age is not None:
         train_age = _column(reference.train, "age", np.float64)
         if np.isfinite(train_age).any():  # a cohort without ages has no age truth to judge against
@@ -246,6 +248,22 @@ def age_judge_scores(age_judge, fractions: dict[str, dict], heldout, ages: dict[
     return out
 
 
+def level_judge_scores(tissue_judge, images: dict[str, np.ndarray], heldout, prompt_targets, train) -> dict:
+    """The level judge's MAE (mm; sagittal as |x|) per set: real slices against their true level, synthetic ones
+    against their prompt's; chance: the train split's mean level against the real truth."""
+    from dallebrain.evaluation.features import Targets
+    from dallebrain.judges.level import estimate_levels
+
+    orientations = [str(o) for o in heldout["orientation"]]
+    truth = Targets.from_table(heldout).level_mm
+    out = {name: mean_absolute_error(estimate_levels(np.clip(x, 0.0, 1.0), orientations, tissue_judge),
+                                     truth if name == "real" else prompt_targets.level_mm)
+           for name, x in images.items()}
+    train_levels = Targets.from_table(train).level_mm
+    out["chance"] = mean_absolute_error(np.full(len(heldout), np.nanmean(train_levels)), truth)
+    return out
+
+
 def _column(table, name: str, dtype) -> np.ndarray:
     """A metadata column as an array; None / NaN throughout when the cohort lacks it (no demographics)."""
     import pandas as pd
@@ -283,6 +301,11 @@ def attribute_table(columns: dict, chance: dict, anatomy: dict) -> list[dict]:
                      "better": better, "real": score(columns["real"]),
                      "synthetic": {r: score(columns[r]) for r in routes}, "chance": chance[name][measure],
                      "n": columns["real"]["adherence"]["attributes"][name]["n"]})
+    level = anatomy.get("level_judge")
+    if level is not None:
+        rows.append({"attribute": "level_mm", "judge": "level judge", "slices": "all slices", "measure": "mae",
+                     "better": "lower", "real": level["real"]["mae"], "synthetic": {r: level[r]["mae"] for r in routes},
+                     "chance": level["chance"]["mae"], "n": level["real"]["n"]})
     for key, label in AGE_JUDGE_SLICES.items():
         scores = anatomy.get("age_judge", {}).get(key)
         if scores is None:

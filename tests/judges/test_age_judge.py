@@ -2,8 +2,6 @@
 its file, its refusals and its command."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -72,11 +70,14 @@ def test_age_judge_files_are_checked(age_judge_dir, trained, tmp_path):
 
 def test_judge_age_command(age_judge_dir, trained, phantom_set):
     slices = [str(phantom_set / "slices" / f"s{i}.png") for i in (5, 23)]
-    cli = [sys.executable, "-m", "dallebrain.cli", "judge", "age", *slices, "--weights", str(age_judge_dir),
-           "--tissue", str(trained), "--slice-mm", "20"]
-    done = subprocess.run([*cli, "--orientation", "axial", "--json"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    from typer.testing import CliRunner
+
+    from dallebrain.cli import app
+
+    cli = ["judge", "age", *slices, "--weights", str(age_judge_dir), "--tissue", str(trained), "--slice-mm", "20"]
+    done = CliRunner().invoke(app, [*cli, "--orientation", "axial", "--json"])
+    assert done.exit_code == 0, done.stderr
     results = json.loads(done.stdout)
     assert [r["image"] for r in results] == slices and results[0]["age"] < results[1]["age"]
-    bad = subprocess.run([*cli, "--orientation", "oblique"], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and bad.stderr.startswith("error: orientation") and bad.stderr.count("\n") == 1
+    bad = CliRunner().invoke(app, [*cli, "--orientation", "oblique"])
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: orientation") and bad.stderr.count("\n") == 1

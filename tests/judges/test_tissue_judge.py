@@ -1,8 +1,6 @@
 """The tissue judge: trained a few steps on a tiny synthetic label set, its API, its files, its command."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pandas as pd
@@ -80,32 +78,36 @@ def test_training_refuses_data_without_labels_and_keeps_a_judge(phantom_set, tra
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "dallebrain.cli", "judge", *args], capture_output=True, text=True,
-                          timeout=120)
+    """`dallebrain judge ARGS` in this process (a subprocess would import torch again for each call)."""
+    from typer.testing import CliRunner
+
+    from dallebrain.cli import app
+
+    return CliRunner().invoke(app, ["judge", *map(str, args)])
 
 
 def test_judge_tissue_command(trained, phantom_set, tmp_path):
     slices = [phantom_set / "slices" / f"s{i}.png" for i in (20, 21)]
     done = _cli("tissue", *map(str, slices), "--weights", str(trained), "--json")
-    assert done.returncode == 0, done.stderr
+    assert done.exit_code == 0, done.stderr
     results = json.loads(done.stdout)
     assert [r["image"] for r in results] == list(map(str, slices))
     assert all(abs(sum(r[k] for k in FRACTIONS) - 1) < 1e-3 for r in results)
     table = _cli("tissue", str(slices[0]), "--weights", str(trained))
-    assert table.returncode == 0 and table.stdout.splitlines()[0].split("\t") == ["image", *FRACTIONS]
+    assert table.exit_code == 0 and table.stdout.splitlines()[0].split("\t") == ["image", *FRACTIONS]
 
     Image.new("RGB", (SIZE, SIZE)).save(tmp_path / "colour.png")
     (tmp_path / "text.png").write_text("not an image")
     for args in ([str(tmp_path / "missing.png")], [str(tmp_path / "colour.png")], [str(tmp_path / "text.png")],
                  [str(slices[0]), "--weights", str(tmp_path)]):
         bad = _cli("tissue", *args, "--weights", str(trained)) if "--weights" not in args else _cli("tissue", *args)
-        assert bad.returncode == 2 and bad.stdout == ""
+        assert bad.exit_code == 2 and bad.stdout == ""
         assert bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
 
 
 def test_judge_train_command_bad_data_is_one_line(tmp_path):
     bad = _cli("train", "--data", str(tmp_path), "--out", str(tmp_path / "out"))
-    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1
 
 
 def test_shipped_judge_sees_the_tissues_of_prepared_slices(tiny_prepared):

@@ -46,6 +46,22 @@ def choose_alpha(design: np.ndarray, target: np.ndarray, groups: np.ndarray, see
     return min(errors, key=errors.get), errors
 
 
+def fit_from_fractions(rows, shares: dict[str, np.ndarray], seed: int = 0) -> dict:
+    """The age judge's record from slices (rows with orientation, slice_mm, age, subject_id) and their judged
+    fractions; slices where no brain was seen are left out."""
+    seen = np.isfinite(shares["ventricles"])
+    rows, shares = rows[seen].reset_index(drop=True), {k: v[seen] for k, v in shares.items()}
+    design = features(shares, rows["orientation"].to_numpy(), rows["slice_mm"].to_numpy())
+    target = rows["age"].to_numpy(dtype=np.float64)
+    alpha, errors = choose_alpha(design, target, rows["subject_id"].to_numpy(), seed)
+    model = ridge(design, target, alpha)
+    return {"coef": model["coef"].tolist(), "mean": model["mean"].tolist(), "scale": model["scale"].tolist(),
+            "intercept": model["intercept"], "alpha": alpha, "cv_mae_by_alpha": errors,
+            "centres_mm": list(CENTRES_MM), "width_mm": WIDTH_MM,
+            "training": {"slices": len(rows), "subjects": int(rows["subject_id"].nunique()),
+                         "train_mean_age": float(target.mean())}}
+
+
 def fit_age(data: Path, out: Path, tissue_folder: Path | None = None, max_slices: int = 6000, seed: int = 0,
             overwrite: bool = False) -> dict:
     """Fit on the train split (a random `max_slices` of its slices) and write OUT/age.json; returns the record."""
@@ -69,19 +85,10 @@ def fit_age(data: Path, out: Path, tissue_folder: Path | None = None, max_slices
     rows = rows.sample(min(max_slices, len(rows)), random_state=seed).reset_index(drop=True)
     judge = load_tissue_judge(tissue_folder)
     shares = judge.fractions(np.stack([load_png(Path(data) / p) for p in rows["image_path"]]))
-    seen = np.isfinite(shares["ventricles"])
-    rows, shares = rows[seen].reset_index(drop=True), {k: v[seen] for k, v in shares.items()}
-    design = features(shares, rows["orientation"].to_numpy(), rows["slice_mm"].to_numpy())
-    target = rows["age"].to_numpy(dtype=np.float64)
-    alpha, errors = choose_alpha(design, target, rows["subject_id"].to_numpy(), seed)
-    model = ridge(design, target, alpha)
-    record = {"coef": model["coef"].tolist(), "mean": model["mean"].tolist(), "scale": model["scale"].tolist(),
-              "intercept": model["intercept"], "alpha": alpha, "cv_mae_by_alpha": errors,
-              "centres_mm": list(CENTRES_MM), "width_mm": WIDTH_MM, "tissue_sha256": tissue_fingerprint(tissue_folder),
-              "training": {"data": Path(data).resolve().name,
-                           "metadata_sha256": hashlib.sha256(table_path.read_bytes()).hexdigest(),
-                           "slices": len(rows), "subjects": int(rows["subject_id"].nunique()),
-                           "train_mean_age": float(target.mean())}}
+    record = fit_from_fractions(rows, shares, seed)
+    record["tissue_sha256"] = tissue_fingerprint(tissue_folder)
+    record["training"] |= {"data": Path(data).resolve().name,
+                           "metadata_sha256": hashlib.sha256(table_path.read_bytes()).hexdigest()}
     Path(out).mkdir(parents=True, exist_ok=True)
     write_json_atomic(Path(out) / MODEL_FILE, record)
     return record

@@ -66,7 +66,10 @@ class TissueJudge:
 
     def segment(self, images) -> np.ndarray:
         """Class index per pixel, [N, H, W] uint8 (0 background, then CLASSES in order)."""
-        return self.probabilities(images).argmax(axis=1).astype(np.uint8)
+        array = check_images(images)
+        # batch by batch: the probabilities of thousands of slices would hold gigabytes at once
+        return np.concatenate([self.probabilities(array[i:i + BATCH]).argmax(axis=1).astype(np.uint8)
+                               for i in range(0, len(array), BATCH)])
 
     def fractions(self, images) -> dict[str, np.ndarray]:
         """Per image, each tissue's share of the brain area: {"csf", "ventricles", "gm", "wm"} -> [N]."""

@@ -81,3 +81,17 @@ def test_judge_age_command(age_judge_dir, trained, phantom_set):
     assert [r["image"] for r in results] == slices and results[0]["age"] < results[1]["age"]
     bad = CliRunner().invoke(app, [*cli, "--orientation", "oblique"])
     assert bad.exit_code == 2 and bad.stderr.startswith("error: orientation") and bad.stderr.count("\n") == 1
+
+
+def test_shipped_age_judge_reads_the_shipped_tissue_judge(tiny_prepared):
+    import pandas as pd
+
+    from dallebrain.data.slicing import load_png
+
+    judge = load_age_judge()  # refuses coefficients fitted on another segmenter than the shipped one
+    assert judge.model["training"]["subjects"] >= 20 and judge.model["alpha"] > 0
+    table = pd.read_parquet(tiny_prepared / "metadata.parquet")
+    rows = table[(table.modality == "T1w") & (table.orientation == "axial") & table.slice_mm.between(0, 30)]
+    years = judge.predict(np.stack([load_png(tiny_prepared / p) for p in rows.image_path]), "axial",
+                          rows.slice_mm.to_numpy())
+    assert years.shape == (len(rows),) and np.isfinite(years).all() and (5 < years).all() and (years < 110).all()

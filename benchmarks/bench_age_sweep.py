@@ -45,13 +45,14 @@ def cohort_ratio(real: Path, judge, size: int) -> dict:
     from PIL import Image
 
     from dallebrain.judges.tissue import label_fractions
+    from dallebrain.judges.train import label_classes
 
     table = pd.read_parquet(real / "metadata.parquet")
     rows = table[(table.orientation == "axial") & ((table.slice_mm - LEVEL_MM).abs() <= 6)
                  & table.modality.isin(CONTRASTS)]
     if rows.empty or "label_path" not in rows or rows.label_path.isna().all():
         raise SystemExit(f"error: no labelled axial slices near z = {LEVEL_MM:g} mm in {real}")
-    labels = np.stack([np.asarray(Image.open(real / p)) for p in rows.label_path])
+    labels = np.stack([label_classes(np.asarray(Image.open(real / p))) for p in rows.label_path])
     images = np.stack([np.asarray(Image.open(real / p), dtype=np.float32) for p in rows.image_path])
     images = images / (65535.0 if images.max() > 255 else 255.0)
     truth = label_fractions(labels)["ventricles"]

@@ -70,3 +70,21 @@ def test_generate_with_a_plane_but_no_level_records_an_estimated_level(tiny_pipe
     img = nib.load(tmp_path / "o" / "seed-000000.nii.gz")
     assert int(img.header["sform_code"]) == 4  # placed in MNI152, as estimated
     assert (img.affine @ np.array([0, 0, 0, 1]))[2] == pytest.approx(level)  # an axial slice sits at z = level
+
+
+def test_judge_level_command_reads_a_prepared_slice_and_refuses_bad_input(tmp_path):
+    """`dallebrain judge level` on a template-made axial slice at z = 23 mm (the shipped tissue judge reads it)."""
+    from typer.testing import CliRunner
+
+    from dallebrain.cli import app
+    from dallebrain.data.slicing import save_png16
+
+    images, _ = _template_slices("axial", [23.0], size=128)
+    save_png16(images[0], tmp_path / "slice.png")
+    done = CliRunner().invoke(app, ["judge", "level", str(tmp_path / "slice.png"), "--orientation", "axial", "--json"])
+    assert done.exit_code == 0, done.output
+    assert abs(json.loads(done.output)[0]["level_mm"] - 23.0) <= 12.0  # a pseudo-T1 the judge never saw in training
+    bad = CliRunner().invoke(app, ["judge", "level", str(tmp_path / "none.png"), "--orientation", "axial"])
+    assert bad.exit_code == 2 and "no such file" in bad.output
+    bad = CliRunner().invoke(app, ["judge", "level", str(tmp_path / "slice.png"), "--orientation", "oblique"])
+    assert bad.exit_code == 2 and "unknown orientation" in bad.output

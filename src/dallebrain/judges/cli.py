@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-judge_app = typer.Typer(help="Judges that see anatomy: tissue fractions and age of a slice.", no_args_is_help=True)
+judge_app = typer.Typer(help="Judges that see anatomy: tissue fractions, age and level of a slice.",
+                        no_args_is_help=True)
 
 
 @judge_app.command("train")
@@ -131,3 +132,30 @@ def age_cmd(
         return
     for r in results:
         typer.echo(f"{r['image']}\t{'-' if r['age'] is None else format(r['age'], '.1f')}")
+
+
+@judge_app.command("level")
+def level_cmd(
+    images: list[Path] = typer.Argument(..., help="Slices as grey-scale PNG."),
+    orientation: str = typer.Option(..., "--orientation", help="Plane of every slice: axial, coronal, sagittal."),
+    tissue: Path = typer.Option(None, "--tissue", help="A tissue judge folder (default: the shipped judge)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON list instead of a table."),
+) -> None:
+    """Per slice, its MNI level in mm along the plane's axis (sagittal as |x|), read from its anatomy."""
+    import json
+
+    from dallebrain.cli._common import fail
+    from dallebrain.judges.level import estimate_levels
+    from dallebrain.judges.tissue import load_tissue_judge
+
+    try:
+        judge = load_tissue_judge(tissue)
+        levels = [estimate_levels(_read_slice(p)[None], [orientation], judge)[0] for p in images]
+    except (ValueError, OSError) as exc:
+        fail(str(exc).splitlines()[0])
+    results = [{"image": str(p), "level_mm": float(level)} for p, level in zip(images, levels, strict=True)]
+    if as_json:
+        typer.echo(json.dumps(results, indent=1))
+        return
+    for r in results:
+        typer.echo(f"{r['image']}\t{r['level_mm']:+.1f}")

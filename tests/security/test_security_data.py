@@ -198,7 +198,9 @@ def test_rerun_removes_stale_temp_files_and_unreferenced_slices_only(tiny_cohort
     after = pd.read_parquet(out / "metadata.parquet")
     assert len(after) == len(table) and all((out / p).is_file() for p in after["image_path"])
     on_disk = {p.relative_to(out).as_posix() for p in (out / "slices").rglob("*.png")}
-    assert on_disk == set(after["image_path"]) | {(subject_dir / "my_drawing.png").relative_to(out).as_posix()}
+    labels = set(after["label_path"].dropna())  # the tissue label slices beside the images are prepare's too
+    assert labels and all((out / p).is_file() for p in labels)
+    assert on_disk == set(after["image_path"]) | labels | {(subject_dir / "my_drawing.png").relative_to(out).as_posix()}
 
 
 # ------------------------------------------------------------------ item 10: demographics tables

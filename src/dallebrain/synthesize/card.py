@@ -102,9 +102,9 @@ def _files_and_licence() -> list[str]:
         "- `slices/NNNNN/synthetic-NNNNNNN.png`: 16-bit grey-scale PNG on the model's MNI152 grid (`prepare.json`), "
         "radiological display as in prepared data; `.nii.gz` beside it when made with `--nifti`, placed in MNI "
         "space by its affine (`data.grid.slice_affine`)",
-        "- `metadata.parquet`: the columns `data prepare` writes (volumes and site are unknown for a generated "
-        "slice: null; `brain_fraction` is the share of pixels above 5 % of full scale) plus `synthetic`, `seed`, "
-        "`prompt`, `model_hash`, `nifti_path`, `judged_modality`, `judged_orientation`, `on_prompt`",
+        "- `metadata.parquet`: the columns `data prepare` writes (volumes, site and tissue labels are unknown for a "
+        "generated slice: null; `brain_fraction` is the share of pixels above 5 % of full scale) plus `synthetic`, "
+        "`seed`, `prompt`, `model_hash`, `nifti_path`, `judged_modality`, `judged_orientation`, `on_prompt`",
         "- `synthesize.json`: every setting; a rerun with the same settings resumes or reproduces this data set",
         "",
         "Read it with `pandas.read_parquet('metadata.parquet')` or "

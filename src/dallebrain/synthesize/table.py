@@ -18,7 +18,7 @@ VOLUME_COLUMNS = ("icv_ml", "gm_ml", "wm_ml", "csf_ml", "lateral_ventricles_ml",
 
 _S, _F, _I, _B = pa.string(), pa.float64(), pa.int64(), pa.bool_()
 SCHEMA = pa.schema([
-    ("subject_id", _S), ("source", _S), ("image_path", _S), ("modality", _S), ("orientation", _S),
+    ("subject_id", _S), ("source", _S), ("image_path", _S), ("label_path", _S), ("modality", _S), ("orientation", _S),
     ("slice_index", _I), ("slice_mm", _F), ("landmark", _S), ("brain_fraction", _F), ("structures", pa.list_(_S)),
     ("age", _F), ("sex", _S), ("field_strength", _F), ("site", _S),
     *((name, _F) for name in VOLUME_COLUMNS),
@@ -37,6 +37,7 @@ def slice_row(planned: PlannedSlice, image: np.ndarray, model_hash: str, nifti: 
     f = planned.facts
     return {
         "subject_id": planned.subject_id, "source": "synthetic", "image_path": planned.path(".png"),
+        "label_path": None,  # no ground-truth tissue map for a generated slice (the tissue judge can read one)
         "modality": f.modality, "orientation": f.orientation, "slice_index": planned.slice_index,
         "slice_mm": f.slice_mm, "landmark": slice_landmark(planned),
         "brain_fraction": float((image > BRAIN_THRESHOLD).mean()), "structures": list(f.structures),

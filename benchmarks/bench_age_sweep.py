@@ -44,6 +44,7 @@ def cohort_ratio(real: Path, judge, size: int) -> dict:
     import pandas as pd
     from PIL import Image
 
+    from dallebrain.data.slicing import load_png
     from dallebrain.judges.tissue import label_fractions
     from dallebrain.judges.train import label_classes
 
@@ -53,8 +54,7 @@ def cohort_ratio(real: Path, judge, size: int) -> dict:
     if rows.empty or "label_path" not in rows or rows.label_path.isna().all():
         raise SystemExit(f"error: no labelled axial slices near z = {LEVEL_MM:g} mm in {real}")
     labels = np.stack([label_classes(np.asarray(Image.open(real / p))) for p in rows.label_path])
-    images = np.stack([np.asarray(Image.open(real / p), dtype=np.float32) for p in rows.image_path])
-    images = images / (65535.0 if images.max() > 255 else 255.0)
+    images = np.stack([load_png(real / p) for p in rows.image_path])
     truth = label_fractions(labels)["ventricles"]
     judged = judge.fractions(images)["ventricles"]
     out = {"slices": len(rows)}

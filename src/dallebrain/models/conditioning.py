@@ -46,9 +46,15 @@ def _number_width() -> int:
     return 1 + 2 * len(FREQUENCIES)
 
 
+def _width(name: str) -> int:
+    """Slots of one attribute in the feature vector: its values (categories, or x and the Fourier features) and
+    its "unstated" slot."""
+    return (len(CATEGORIES[name]) if name in CATEGORIES else _number_width()) + 1
+
+
 def feature_width() -> int:
-    """Length of the feature vector: each attribute's slots plus its "unstated" slot."""
-    return sum(len(c) + 1 for c in CATEGORIES.values()) + len(NUMBERS) * (_number_width() + 1)
+    """Length of the feature vector."""
+    return sum(_width(name) for name in ATTRIBUTES)
 
 
 def descriptor_of(z: float | None) -> str | None:
@@ -109,7 +115,7 @@ def drop_attributes(features: torch.Tensor, drop: np.ndarray) -> torch.Tensor:
     unstated = unstated_features(1)[0]
     start = 0
     for j, name in enumerate(ATTRIBUTES):
-        width = len(CATEGORIES[name]) + 1 if name in CATEGORIES else _number_width() + 1
+        width = _width(name)
         rows = torch.from_numpy(np.asarray(drop[:, j], bool))
         out[rows, start:start + width] = unstated[start:start + width]
         start += width
@@ -119,6 +125,8 @@ def drop_attributes(features: torch.Tensor, drop: np.ndarray) -> torch.Tensor:
 def table_attributes(table) -> list[dict]:
     """Each row's ground-truth attributes from a prepared `metadata.parquet` table (never re-parsed from its
     captions): plane, level, contrast, field, age, sex, and the volume descriptors from the z-scores."""
+    import pandas as pd
+
     def col(name):
         return table[name].tolist() if name in table.columns else [None] * len(table)
 
@@ -129,14 +137,7 @@ def table_attributes(table) -> list[dict]:
         rows.append({"orientation": o, "slice_mm": mm, "modality": m, "field_strength": f, "age": age,
                      "sex": sex if sex in SEXES else None, "ventricles": descriptor_of(vz),
                      "brain_volume": descriptor_of(bz)})
-    return [{k: (None if _missing(v) else v) for k, v in r.items()} for r in rows]
-
-
-def _missing(value) -> bool:
-    try:
-        return value is None or bool(np.isnan(value))
-    except TypeError:
-        return False
+    return [{k: (None if pd.isna(v) else v) for k, v in r.items()} for r in rows]
 
 
 def prompt_attributes(prompt: str) -> dict:

@@ -8,6 +8,8 @@ from __future__ import annotations
 import typer
 
 from dallebrain._env import configure_offline
+from dallebrain.ageing.cli import evaluate_ageing_cmd
+from dallebrain.ageing.command import age_cmd
 from dallebrain.anomaly.cli import anomaly_cmd, evaluate_anomaly_cmd, generate_lesion_cmd
 from dallebrain.app.cli import serve_cmd
 from dallebrain.cli._common import fail
@@ -38,7 +40,9 @@ app.command("evaluate-utility")(evaluate_utility_cmd)
 app.command("anomaly")(anomaly_cmd)
 app.command("evaluate-anomaly")(evaluate_anomaly_cmd)
 app.command("generate-lesion")(generate_lesion_cmd)
+app.command("evaluate-ageing")(evaluate_ageing_cmd)
 app.add_typer(judge_app, name="judge")
+app.command("age")(age_cmd)
 
 
 def main() -> None:

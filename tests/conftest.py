@@ -42,6 +42,21 @@ def tiny_prepared(tiny_cohort, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_long_prepared(tmp_path_factory) -> Path:
+    """Six simulated people scanned at 0, 5 and 10 years (T1w and FLAIR), prepared at 32x32 every 12 mm: the
+    ageing network's tests (prepare splits people, so train and test hold different ones)."""
+    from dallebrain.data.prepare import PrepareOptions, prepare
+    from dallebrain.data.simulate import SimulationOptions, simulate_cohort
+
+    cohort = tmp_path_factory.mktemp("long_cohort")
+    simulate_cohort(cohort, SimulationOptions(6, seed=11, contrasts=("T1w", "FLAIR"), grid=TINY_GRID,
+                                              timepoints=(0.0, 5.0, 10.0)), workers=1, progress=False)
+    out = tmp_path_factory.mktemp("long_prepared")
+    prepare(PrepareOptions("simulated", cohort, out, size=32, slice_step_mm=12.0), progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
 def tiny_vae(tiny_prepared, tmp_path_factory) -> Path:
     """A VAE trained 3 steps with configs/vae.tiny.json."""
     from dallebrain.training import vae

@@ -8,7 +8,6 @@ what the page's queue enforces.
 from __future__ import annotations
 
 import functools
-import re
 import shutil
 import tempfile
 import threading
@@ -18,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dallebrain.app.untrusted import adapter_folder, markdown_text, redact
-from dallebrain.data.prompts import AGE_PATTERNS
+from dallebrain.data.prompts import with_age
 from dallebrain.pipelines import defaults as D
 from dallebrain.pipelines.request import ROUTES, WEB_LIMITS, GenerationRequest, real_number, whole_number
 
@@ -215,20 +214,6 @@ def generate(prompt, seed=0, steps=D.STEPS, guidance=D.GUIDANCE, sampler=D.SAMPL
                                      sampler=sampler, model_path=model_folder(model).name)
     images = [(str(p["png"]), f"seed {seed + i}") for i, p in enumerate(written)]
     return Generated(images, _files(written, out, f"slices-seed-{seed:06d}.zip"), _notes(prompt, written), folder=out)
-
-
-def with_age(prompt: str, age: int) -> str:
-    """The prompt with its age replaced by `age` (or ', age N' appended when it names none)."""
-    article = "an" if str(age).startswith("8") or age in (11, 18) else "a"
-    for pattern in AGE_PATTERNS:  # the spans parse_prompt reads an age from
-        m = re.search(pattern, prompt, flags=re.IGNORECASE)
-        if m and 0 <= float(m.group(1)) <= 120:
-            head, tail = prompt[:m.start(1)], prompt[m.end(1):]
-            a = re.search(r"\b([Aa])n?(\s+)$", head)  # "a 70-year-old" -> "an 80-year-old"
-            if a:
-                head = head[:a.start()] + (article if a.group(1) == "a" else article.title()) + a.group(2)
-            return f"{head}{age}{tail}"
-    return f"{prompt.rstrip(' .;,')}, age {age}"
 
 
 def ageing_sequence(prompt, seed=0, steps=D.STEPS, guidance=D.GUIDANCE, sampler=D.SAMPLER, route="ldm", lora=None,

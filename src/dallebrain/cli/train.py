@@ -15,6 +15,7 @@ TRAIN_STAGES = {
     "prior": "unCLIP prior: text -> Brain-CLIP image embedding (needs --clip)",
     "decoder": "unCLIP decoder: image embedding -> latent (needs --clip, --vae)",
     "lora": "LoRA adapters on a base pipeline's cross-attention (needs --base)",
+    "ageing": "the ageing network: a slice -> the same slice at another age (longitudinal data)",
 }
 USAGE = ("Usage: dallebrain train STAGE --data PREPARED --out DIR [--config F] [--max-steps N] [--resume] "
          "[--set key=value]\n\nStages:\n" + "\n".join(f"  {k:<8} {v}" for k, v in TRAIN_STAGES.items())

@@ -328,3 +328,17 @@ def parse_prompt(text: str) -> PromptFields:
         ventricles=_descriptor(descriptors["ventricles"]),
         brain_volume=_descriptor(descriptors["brain_volume"]),
     )
+
+
+def with_age(prompt: str, age: int) -> str:
+    """The prompt with its age replaced by `age` (or ', age N' appended when it names none)."""
+    article = "an" if str(age).startswith("8") or age in (11, 18) else "a"
+    for pattern in AGE_PATTERNS:  # the spans parse_prompt reads an age from
+        m = re.search(pattern, prompt, flags=re.IGNORECASE)
+        if m and 0 <= float(m.group(1)) <= 120:
+            head, tail = prompt[:m.start(1)], prompt[m.end(1):]
+            a = re.search(r"\b([Aa])n?(\s+)$", head)  # "a 70-year-old" -> "an 80-year-old"
+            if a:
+                head = head[:a.start()] + (article if a.group(1) == "a" else article.title()) + a.group(2)
+            return f"{head}{age}{tail}"
+    return f"{prompt.rstrip(' .;,')}, age {age}"

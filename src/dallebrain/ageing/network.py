@@ -1,0 +1,103 @@
+"""The ageing network: a slice at one age -> the same slice at another age, as the input plus a predicted change.
+
+A diffusers `UNet2DModel` (plain residual blocks, no attention) conditioned through its own embeddings: the
+timestep embedding carries the age gap in years (negative: younger), the class embedding (`class_embed_type=
+"timestep"`, the same sinusoidal features) the source age, since how fast a brain changes depends on how old
+it is. The output convolution starts at zero, so an untrained network is the copy-the-baseline prediction and
+training can only move away from it where the data say so. Trained on the simulated longitudinal cohort
+(training/ageing.py): pairs of sessions of one person, same contrast, plane and level. Files: fp16
+safetensors + config.json; pickles are never read.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "ageing"
+AGE_RANGE = (0.0, 110.0)  # ages the network accepts (years); a gap is the difference of two of them
+# Sinusoidal features are spread for inputs of 0..1000 (diffusers' timesteps): years are scaled into that range.
+GAP_OFFSET, YEARS_SCALE = 110.0, 4.0  # gap -110..110 -> 0..880; age 0..110 -> 0..440
+
+
+@dataclass
+class AgeingNetConfig:
+    channels: tuple[int, ...] = (16, 32, 64, 128)
+    layers_per_block: int = 1
+    image_size: int = 128  # the prepared grid it was trained on (128 px over 192 mm); other sizes are resampled
+    training: dict = field(default_factory=dict)  # data provenance (name, metadata hash), steps, loss
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AgeingNetConfig:
+        return cls(tuple(int(c) for c in d["channels"]), int(d["layers_per_block"]), int(d["image_size"]),
+                   dict(d.get("training", {})))
+
+
+def build_unet(config: AgeingNetConfig):
+    from diffusers import UNet2DModel
+
+    n = len(config.channels)
+    return UNet2DModel(sample_size=config.image_size, in_channels=1, out_channels=1,
+                       block_out_channels=config.channels, layers_per_block=config.layers_per_block,
+                       down_block_types=("DownBlock2D",) * n, up_block_types=("UpBlock2D",) * n,
+                       add_attention=False, class_embed_type="timestep", norm_num_groups=8)
+
+
+def check_ages(ages, name: str) -> torch.Tensor:
+    values = torch.as_tensor(np.asarray(ages, dtype=np.float32)).reshape(-1)
+    if not torch.isfinite(values).all() or (values < AGE_RANGE[0]).any() or (values > AGE_RANGE[1]).any():
+        raise ValueError(f"{name} must be ages between {AGE_RANGE[0]:g} and {AGE_RANGE[1]:g} years")
+    return values
+
+
+class AgeingNet(nn.Module):
+    """forward(slices [N,1,H,W] in [0,1], source ages [N], target ages [N]) -> predicted slices (unclipped)."""
+
+    def __init__(self, config: AgeingNetConfig):
+        super().__init__()
+        self.config = config
+        self.unet = build_unet(config)
+        nn.init.zeros_(self.unet.conv_out.weight)
+        nn.init.zeros_(self.unet.conv_out.bias)
+
+    def forward(self, x: torch.Tensor, source_age: torch.Tensor, target_age: torch.Tensor) -> torch.Tensor:
+        gap = (target_age - source_age + GAP_OFFSET) * YEARS_SCALE
+        change = self.unet(x, gap, class_labels=source_age * YEARS_SCALE).sample
+        return x + change.to(x.dtype)
+
+
+def save_ageing_net(net: AgeingNet, folder: Path) -> None:
+    """fp16 safetensors + config, each through a temporary file (a killed save leaves the old files whole)."""
+    from safetensors.torch import save_file
+
+    from dallebrain.data.io import atomic_path, write_json_atomic
+
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in net.state_dict().items()}
+    with atomic_path(folder / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp))
+    write_json_atomic(folder / CONFIG_FILE, asdict(net.config))
+
+
+def load_ageing_net(folder: str | Path | None = None) -> AgeingNet:
+    """The network in `folder` (the shipped one by default), float32 for inference; one-line ValueError for a
+    missing or foreign folder."""
+    from safetensors.torch import load_file
+
+    folder = SHIPPED if folder is None else Path(folder)
+    weights, config_path = folder / WEIGHTS_FILE, folder / CONFIG_FILE
+    if not weights.is_file() or not config_path.is_file():
+        raise ValueError(f"{folder}: not an ageing model folder (needs {WEIGHTS_FILE} and {CONFIG_FILE})")
+    try:
+        net = AgeingNet(AgeingNetConfig.from_dict(json.loads(config_path.read_text())))
+        net.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
+    except (KeyError, TypeError, ValueError, RuntimeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{folder}: unreadable ageing model ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    return net.eval()

@@ -179,3 +179,34 @@ def test_cli_keeps_an_existing_report(tiny_long_prepared, untrained_model, tmp_p
     assert "--overwrite" in _one_line_error(result)
     assert (tmp_path / "o" / "ageing_report.json").read_text() == '{"earlier": true}'
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["ageing_report.json"]
+
+
+def test_sdedit_runs_on_its_sample_under_the_follow_up_prompt(axial_t1, tiny_pipeline):
+    """sdedit through the tiny LDM on 3 pairs: its rows only for those, a prompt naming the follow-up's age,
+    contrast, plane and sex, and a prediction that is not the baseline."""
+    from dallebrain.ageing.evaluate_methods import follow_up_prompt
+    from dallebrain.api import load_pipeline
+    from dallebrain.data.prompts import parse_prompt
+
+    context, chunk, rows = axial_t1
+    row = chunk.iloc[-1]
+    fields = parse_prompt(follow_up_prompt(row))
+    assert (fields.age, fields.sex, fields.modality, fields.orientation) == (
+        pytest.approx(row["target_age"], abs=0.5), row["sex"], "T1w", "axial")
+    sample = set(chunk.index[[0, 5, 9]])
+    pipe = load_pipeline(tiny_pipeline, device="cpu")
+    out = {r["method"].iloc[0]: r.reset_index(drop=True)  # the sample's pairs only: the other methods cost time
+           for r in evaluate_chunk(chunk.loc[sorted(sample)], {**context, "pipe": pipe, "sdedit_pairs": sample})}
+    sdedit = out["sdedit"]
+    assert sorted(sdedit["pair"]) == sorted(sample) and sdedit["identity_hit"].isna().all()
+    copy = rows["copy"].set_index("pair").loc[sdedit["pair"]]
+    assert np.isfinite(sdedit["ssim"]).all() and not np.allclose(sdedit["ssim"], copy["ssim"])
+
+
+def test_sequence_ages_and_monotone_rule():
+    from dallebrain.ageing.evaluate_metrics import is_monotone, sequence_ages
+
+    assert sequence_ages(30.0) == [30.0, 35.0, 40.0, 45.0, 50.0, 55.0, 60.0]
+    assert sequence_ages(90.0) == [90.0, 95.0, 100.0, 105.0]  # capped, duplicates dropped
+    assert is_monotone([1000, 998, 1010])  # a 0.2 % dip: the judge's noise
+    assert not is_monotone([1000, 990, 1010])  # a 1 % dip: shrinkage

@@ -121,8 +121,11 @@ def monotone_sequences(net, judge, data, baselines) -> dict:
                             ages * len(images))
         totals = ventricle_pixels(judge, frames).reshape(len(images), len(ages)).sum(axis=0)
         per_person[str(person)] = {"ages": ages, "ventricle_pixels": [int(v) for v in totals], "slices": len(images),
-                                   "monotone": is_monotone(totals)}
+                                   "monotone": is_monotone(totals),
+                                   "grew": bool(totals[-1] > (1 + MONOTONE_TOLERANCE) * totals[0])}
     monotone = sum(p["monotone"] for p in per_person.values())
-    return {"people": len(per_person), "monotone": monotone,
+    # a network that changes nothing is trivially monotone: how many sequences grew at all tells them apart
+    grew = sum(p["grew"] for p in per_person.values())
+    return {"people": len(per_person), "monotone": monotone, "grew": grew,
             "share": monotone / len(per_person) if per_person else float("nan"), "per_person": per_person,
             "tolerance": MONOTONE_TOLERANCE}

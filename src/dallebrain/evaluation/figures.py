@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-COLOURS = {"real": "#1f77b4", "floor": "#7f7f7f", "ldm": "#d62728", "unclip": "#2ca02c", "cohort (train)": "#bbbbbb"}
+COLOURS = {"real": "#1f77b4", "floor": "#7f7f7f", "ldm": "#d62728", "unclip": "#2ca02c", "reconstruction": "#9467bd",
+           "cohort (train)": "#bbbbbb"}
 
 
 def _png(fig) -> bytes:

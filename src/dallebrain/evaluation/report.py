@@ -7,6 +7,7 @@ import base64
 import html
 from pathlib import Path
 
+from dallebrain.evaluation import blur_report
 from dallebrain.evaluation.anatomy_report import html_section, summary_lines
 from dallebrain.evaluation.formatting import fmt, lookup
 
@@ -30,6 +31,7 @@ SUMMARY_ROWS = [
     ("Grey levels", "Jensen-Shannon (bits)", "grey_levels.all.jensen_shannon", "lower"),
     ("Texture (GLCM)", "radiomics Frechet distance", "texture.frechet", "lower"),
     ("Texture (GLCM)", "mean KS statistic", "texture.ks_mean", "lower"),
+    ("Sharpness", "in-brain gradient energy / real", "sharpness.all.ratio", "about 1"),
     ("Diversity", "MS-SSIM within a prompt", "diversity.ms_ssim", "as real"),
     ("Prompt adherence", "Brain-CLIP score (cosine)", "adherence.clip_score", "as real"),
     ("Prompt adherence", "contrast accuracy", "adherence.attributes.contrast.accuracy", "as real"),
@@ -52,6 +54,7 @@ REAL_MEANING = {
     "Realism": "real train vs real held-out (floor)",
     "Grey levels": "real train vs real held-out (floor)",
     "Texture": "real train vs real held-out (floor)",
+    "Sharpness": "real train over real held-out at the same contrast and plane (floor, about 1)",
     "Diversity": "real slices of different subjects at the prompt's contrast, orientation and level",
     "Prompt adherence": "real held-out slices against their own captions (ceiling); age trend: the train cohort",
     "Privacy": "real held-out slices against the train split",
@@ -90,6 +93,7 @@ def write_summary(out: Path, metrics: dict) -> Path:
     if chance:
         parts = [f"{k} {fmt(v.get('accuracy', v.get('mae')))}" for k, v in chance.items()]
         lines += [f"- Attribute chance level (train majority / mean): {', '.join(parts)}"]
+    lines += blur_report.summary_lines(metrics)
     lines += summary_lines(metrics)
     if metrics.get("warnings"):
         lines += ["", "Warnings:"] + [f"- {w}" for w in metrics["warnings"]]
@@ -203,6 +207,7 @@ def report_html(metrics: dict, data, figures: dict[str, bytes | None]) -> str:
         "<p class='note'>Grey-level co-occurrence features at distances 1, 2, 4 px, averaged over 4 angles, of the "
         "brain only (32 levels); KS statistic per feature and a Frechet distance over the z-scored features.</p>",
         _img(figures["glcm"], "GLCM box plots"), _ks_table(metrics),
+        blur_report.html_section(metrics, _table_html),
         "<h2>Latent space</h2>", f"<p class='note'>Embeddings of the {esc(space)}.</p>",
         _img(figures["latent"], "latent map"),
         "<h2>Privacy and memorisation</h2>",

@@ -12,8 +12,13 @@ The real reference ("real" column):
 - anatomy (anatomy.py): the tissue and age judges on the real held-out slices (their truth: the ceiling) beside
   the synthetic slices made from their captions; head size by sex at the same positions.
 
+Beside the routes, the "reconstruction" column: the real held-out slices through the model's VAE, measured like
+a route in every metric (the best a latent generator can do), and every column's sharpness (sharpness.py) as a
+ratio to the real held-out slices; blur_report.py checks issue 12's targets on both.
+
 The stages live in their own modules: reference.py (real slices), sampling.py (synthetic slices), columns.py
-(per-column metrics), report_data.py, figures.py and report.py (the report).
+(per-column metrics), reconstruction.py and sharpness.py (where blur comes from), report_data.py, figures.py
+and report.py (the report).
 """
 
 from __future__ import annotations
@@ -26,7 +31,11 @@ import numpy as np
 
 from dallebrain.evaluation import metrics as M
 from dallebrain.evaluation.options import EvaluationOptions
+from dallebrain.evaluation.reconstruction import RECONSTRUCTION
 from dallebrain.evaluation.reference import RealSlices
+
+RECONSTRUCTION_MEANING = ("the real held-out slices through the model's VAE (posterior mean, decoded): the ceiling "
+                          "of any generator in its latent space")
 
 
 def evaluate(options: EvaluationOptions) -> dict:
@@ -37,9 +46,11 @@ def evaluate(options: EvaluationOptions) -> dict:
     from dallebrain.evaluation import attributes as A
     from dallebrain.evaluation import columns as C
     from dallebrain.evaluation import features as Fe
+    from dallebrain.evaluation.blur_report import blur_targets
     from dallebrain.evaluation.reference import load_real_slices, plan_diversity
     from dallebrain.evaluation.report_data import report_data
     from dallebrain.evaluation.sampling import synthetic_slices
+    from dallebrain.evaluation.sharpness import sharpness, sharpness_column
 
     t_start = time.time()
     routes = options.routes()
@@ -63,7 +74,7 @@ def evaluate(options: EvaluationOptions) -> dict:
         warnings.append(f"reused the cached evaluation encoder in {options.out / 'encoder'}")
 
     diversity = plan_diversity(reference, options)
-    synthetic = synthetic_slices(options, routes, reference, diversity, timing)
+    synthetic = synthetic_slices(options, routes, reference, diversity, timing)  # every route, then the VAE's
 
     t = time.time()
     sets = C.SetFeatures.measure({"real": reference.real, "floor": reference.floor, **synthetic}, encoder,
@@ -79,6 +90,10 @@ def evaluate(options: EvaluationOptions) -> dict:
     age = C.AgeTrend.measure(sets, names, reference.train, reference.heldout, train_work, train_targets, targets)
     columns = {name: C.column(sets, name, reference.modality, targets, prompt_embeds, diversity, neighbours, age)
                for name in names}
+    sharp = {name: sharpness(sets.images[name]) for name in ["floor", *names]}
+    for name in names:
+        columns[name]["sharpness"] = sharpness_column(sharp["real"], sharp["floor" if name == "real" else name],
+                                                      reference.modality, reference.heldout["orientation"])
     timing["metrics_s"] = time.time() - t
 
     t = time.time()
@@ -88,8 +103,9 @@ def evaluate(options: EvaluationOptions) -> dict:
 
     metrics = _json_ready({"settings": _settings(options, routes, reference, diversity, encoder, reused),
                            "columns_meaning": {"real": "the real reference measured the same way (see summary.md)",
-                                               **{r: f"synthetic slices of the {r} route" for r in synthetic}},
-                           "chance": chance, "columns": columns,
+                                               **{r: f"synthetic slices of the {r} route" for r in routes},
+                                               RECONSTRUCTION: RECONSTRUCTION_MEANING},
+                           "chance": chance, "columns": columns, "targets": blur_targets(columns),
                            "attributes": AN.attribute_table(columns, chance, anatomy), "anatomy": anatomy,
                            "warnings": warnings, "timing": timing})
     data = report_data(reference, sets, synthetic, diversity, neighbours["pixel"], age, options.split, options.data)
@@ -101,6 +117,7 @@ def _settings(options: EvaluationOptions, routes: list[str], reference: RealSlic
               reused: bool) -> dict:
     """The settings record of metrics.json: enough to rerun the evaluation and to read its numbers."""
     from dallebrain._version import __version__
+    from dallebrain.evaluation.sharpness import EDGE_MARGIN_PX
 
     n, seed, work = len(reference.heldout), options.seed, options.encoder.input_size
     return {"model": str(options.model), "data": str(options.data), "split": options.split, "n": n,
@@ -111,6 +128,8 @@ def _settings(options: EvaluationOptions, routes: list[str], reference: RealSlic
             "feature_spaces": ["encoder", *(["brain_clip"] if reference.clip else [])],
             "brain_threshold": M.BRAIN_THRESHOLD,
             "brain_mask": f"pixels > {M.BRAIN_THRESHOLD} in real and synthetic slices alike",
+            "sharpness": "mean gradient magnitude inside each slice's brain (prepare's mask, outlined at half its "
+                         f"median, eroded {EDGE_MARGIN_PX} px) over its mean there; ratio to the real held-out slices",
             "privacy_reference": f"all {len(reference.train)} train slices, {work}x{work} band-pass "
                                  f"(DoG sigma {M.BANDPASS_SIGMAS} px) correlation and encoder cosine",
             "near_copy_rule": f"relative distance < {M.NEAR_COPY_RELATIVE_DISTANCE}",

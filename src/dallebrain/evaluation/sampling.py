@@ -1,5 +1,6 @@
 """The synthetic side of an evaluation: per route, one slice per held-out caption (slice i with seed + i) and
-the diversity samples, through the pipelines' public `sample`; saved as out/samples_ROUTE.npz."""
+the diversity samples, through the pipelines' public `sample`; saved as out/samples_ROUTE.npz. Beside them,
+the held-out slices through the model's VAE (reconstruction.py), saved as out/samples_reconstruction.npz."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import time
 import numpy as np
 
 from dallebrain.evaluation.options import EvaluationOptions
+from dallebrain.evaluation.reconstruction import RECONSTRUCTION, reconstruct_reference
 from dallebrain.evaluation.reference import RealSlices
 
 
@@ -18,7 +20,8 @@ def pipeline_size(pipe) -> int:
 
 def synthetic_slices(options: EvaluationOptions, routes: list[str], reference: RealSlices, diversity: list[dict],
                      timing: dict[str, float]) -> dict[str, np.ndarray]:
-    """{route: (n, S, S) slices}; each diversity item gets its samples under item["synthetic"][route]."""
+    """{route: (n, S, S) slices, then RECONSTRUCTION: the held-out slices through the first route's VAE (both
+    routes read the folder's one vae/)}; each diversity item gets its samples under item["synthetic"][name]."""
     from dallebrain.api import load_pipeline
     from dallebrain.data.io import atomic_path
 
@@ -26,6 +29,7 @@ def synthetic_slices(options: EvaluationOptions, routes: list[str], reference: R
     div_prompts = [item["prompt"] for item in diversity for _ in item["seeds"]]
     div_seeds = [s for item in diversity for s in item["seeds"]]
     synthetic: dict[str, np.ndarray] = {}
+    reconstruction = None
     for route in routes:
         t = time.time()
         pipe = load_pipeline(options.model, route=route, device=options.device)
@@ -33,6 +37,10 @@ def synthetic_slices(options: EvaluationOptions, routes: list[str], reference: R
         if made != reference.size:
             raise ValueError(f"route {route} makes {made}x{made} slices but {options.data} holds "
                              f"{reference.size}x{reference.size}: evaluate on a data set prepared at the model's size")
+        if reconstruction is None:
+            t_vae = time.time()
+            reconstruction = reconstruct_reference(pipe.vae, reference.real, diversity)
+            timing["reconstruct_s"] = time.time() - t_vae
         images = pipe.sample(prompts + div_prompts, [seed + i for i in range(n)] + div_seeds, options.steps,
                              options.guidance, progress=options.progress)
         del pipe
@@ -45,4 +53,6 @@ def synthetic_slices(options: EvaluationOptions, routes: list[str], reference: R
         with atomic_path(options.out / f"samples_{route}.npz") as tmp:
             np.savez_compressed(tmp, images=synthetic[route].astype(np.float16), prompts=np.array(prompts),
                                 seeds=np.arange(seed, seed + n))
-    return synthetic
+    with atomic_path(options.out / f"samples_{RECONSTRUCTION}.npz") as tmp:
+        np.savez_compressed(tmp, images=reconstruction.astype(np.float16), prompts=np.array(prompts))
+    return {**synthetic, RECONSTRUCTION: reconstruction}

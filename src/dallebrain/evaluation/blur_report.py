@@ -1,0 +1,108 @@
+"""Where blur comes from (issue 12): the targets on the reconstruction and sharpness columns, checked as met or
+missed, and the sharpness table per contrast and plane, for summary.md and report.html."""
+
+from __future__ import annotations
+
+import html
+
+from dallebrain.evaluation.formatting import fmt, lookup
+from dallebrain.evaluation.reconstruction import RECONSTRUCTION
+
+SYNTHETIC_SHARPNESS = 0.8  # synthetic / real sharpness at every contrast
+RECONSTRUCTION_SHARPNESS = 0.9  # reconstruction / real sharpness at every contrast
+RECONSTRUCTION_FRECHET = 3.0  # reconstruction Frechet distance over the real floor, per feature space
+SPACES = {"encoder": "evaluation encoder", "brain_clip": "Brain-CLIP"}
+
+
+def _worst_contrast(column: dict) -> tuple[float | None, str | None]:
+    """The lowest sharpness ratio over the contrasts, and its contrast."""
+    ratios = {m: b["ratio"] for m, b in column.get("sharpness", {}).get("by_contrast", {}).items()
+              if b["ratio"] is not None}
+    if not ratios:
+        return None, None
+    worst = min(ratios, key=ratios.get)
+    return ratios[worst], worst
+
+
+def _target(text: str, name: str, value, threshold: float, higher: bool, detail: str = "") -> dict:
+    met = None if value is None else bool(value >= threshold if higher else value <= threshold)
+    return {"target": text, "set": name, "value": value, "threshold": threshold, "met": met, "detail": detail}
+
+
+def blur_targets(columns: dict) -> list[dict]:
+    """Issue 12's targets on these columns: every route's sharpness, the reconstruction's Frechet distance per
+    feature space and its sharpness; met is None when a value cannot be measured (never counted as met)."""
+    out = []
+    for name in [c for c in columns if c not in ("real", RECONSTRUCTION)]:
+        value, worst = _worst_contrast(columns[name])
+        out.append(_target(f"sharpness {name} / real >= {SYNTHETIC_SHARPNESS} at every contrast", name, value,
+                           SYNTHETIC_SHARPNESS, True, f"lowest: {worst}" if worst else ""))
+    if RECONSTRUCTION not in columns:
+        return out
+    recon, real = columns[RECONSTRUCTION], columns["real"]
+    for space, label in SPACES.items():
+        floor, value = lookup(real, f"realism.{space}.frechet"), lookup(recon, f"realism.{space}.frechet")
+        if floor is None and value is None:
+            continue
+        ratio = value / floor if value is not None and floor else None
+        out.append(_target(f"reconstruction Frechet distance ({label}) <= {RECONSTRUCTION_FRECHET:g}x the floor",
+                           RECONSTRUCTION, ratio, RECONSTRUCTION_FRECHET, False,
+                           f"{fmt(value)} vs floor {fmt(floor)}"))
+    value, worst = _worst_contrast(recon)
+    out.append(_target(f"sharpness reconstruction / real >= {RECONSTRUCTION_SHARPNESS} at every contrast",
+                       RECONSTRUCTION, value, RECONSTRUCTION_SHARPNESS, True, f"lowest: {worst}" if worst else ""))
+    return out
+
+
+def _verdict(met) -> str:
+    return "n/a" if met is None else ("met" if met else "missed")
+
+
+def targets_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["target (issue 12)", "value", "verdict", "detail"]
+    return header, [[t["target"], fmt(t["value"]), _verdict(t["met"]), t["detail"]] for t in metrics["targets"]]
+
+
+def sharpness_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
+    """Rows: all slices, each contrast, each contrast and plane; a column per set (real: the floor's ratio)."""
+    columns = metrics["columns"]
+    names = list(columns)
+    real = columns["real"]["sharpness"]
+    header = ["slices", "real sharpness", *[f"{'real train' if c == 'real' else c} / real" for c in names]]
+    groups = [(None, "all")] + [("by_contrast", m) for m in real["by_contrast"]] + \
+        [("by_contrast_plane", k) for k in real["by_contrast_plane"]]
+    rows = []
+    for section, key in groups:
+        def block(sharpness: dict, section=section, key=key) -> dict:
+            empty = {"ratio": None, "real": None}
+            return sharpness.get(key, empty) if section is None else sharpness[section].get(key, empty)
+
+        rows.append([key, fmt(block(real)["real"]), *[fmt(block(columns[c]["sharpness"])["ratio"]) for c in names]])
+    return header, rows
+
+
+SHARPNESS_NOTE = ("Sharpness = mean gradient magnitude inside the brain (prepare's brain mask outlined again at "
+                  "half its median intensity and eroded 3 px, so the outline does not count, blurred or not) over "
+                  "the slice's mean brain intensity (a global gain does not count); a set's mean over the real "
+                  "held-out slices' at the same contrast and plane. The real column is the floor (matched train "
+                  "slices over held-out ones, about 1); the reconstruction column is the held-out slices through the "
+                  "model's VAE (the ceiling a latent generator can reach).")
+
+
+def summary_lines(metrics: dict) -> list[str]:
+    """summary.md's section: the targets, then the sharpness table."""
+    if "targets" not in metrics:
+        return []
+    lines = ["", "## Where blur comes from", ""]
+    for header, rows in (targets_table(metrics), sharpness_table(metrics)):
+        lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows] + [""]
+    return lines + [SHARPNESS_NOTE]
+
+
+def html_section(metrics: dict, table_html) -> str:
+    if "targets" not in metrics:
+        return ""
+    return "\n".join(["<h2>Where blur comes from</h2>", table_html(*targets_table(metrics), left=1),
+                      table_html(*sharpness_table(metrics), left=1),
+                      f"<p class='note'>{html.escape(SHARPNESS_NOTE)}</p>"])

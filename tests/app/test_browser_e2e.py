@@ -32,14 +32,30 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_pipeline, tiny_prepared, tmp_path_factory):
+def ageing_model(tmp_path_factory):
+    """An ageing network at the tiny pipeline's 64 px whose output is not its input: a small random output
+    convolution, so a decade changes a slice a little, as a trained network does, not beyond recognition."""
+    import torch
+
+    from dallebrain.ageing.network import AgeingNet, AgeingNetConfig, save_ageing_net
+
+    torch.manual_seed(0)
+    net = AgeingNet(AgeingNetConfig(channels=(8, 16), image_size=64))
+    torch.nn.init.normal_(net.unet.conv_out.weight, std=0.004)
+    folder = tmp_path_factory.mktemp("ageing")
+    save_ageing_net(net, folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def server(tiny_pipeline, tiny_prepared, ageing_model, tmp_path_factory):
     pytest.importorskip("gradio")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from dallebrain.app.ui import ServeConfig, launch
 
     root = tmp_path_factory.mktemp("serve")
     cfg = ServeConfig(model=tiny_pipeline, data=tiny_prepared, study_dir=root / "study", study_items=6,
-                      study_steps=2, device="cpu", work_dir=root / "work")
+                      study_steps=2, device="cpu", work_dir=root / "work", ageing_model=ageing_model)
     demo, url = launch(cfg, "127.0.0.1", _free_port(), block=False)
     yield url, cfg
     demo.close()
@@ -92,11 +108,23 @@ def test_generate_then_answer_three_study_items(server, page):
     expect(page.locator("#downloads a[href$='seed-000003.nii.gz']")).to_have_count(1)
     page.screenshot(path=shots / "1-generate.png", full_page=True)
 
+    # Ageing: one brain from the prompt aged by the network; then the user's own slice, refused without its age
     page.locator("#generate-mode").get_by_label("ageing sequence", exact=True).check()
     page.locator("#generate-button").click()
     expect(page.locator("#ageing-strip img")).to_be_visible()
     expect(page.locator("#gallery")).to_contain_text("age 90")
+    expect(page.locator("#generate-message")).to_contain_text("aged by the ageing network")
+    expect(page.locator("#downloads a[href$='ageing.gif']")).to_have_count(1)
     page.screenshot(path=shots / "2-ageing.png", full_page=True)
+    own_slice = next((cfg.study_dir / "images").glob("*.png"))
+    page.locator("#ageing-upload input[type=file]").set_input_files(str(own_slice))
+    page.locator("#generate-button").click()
+    expect(page.locator("#generate-message")).to_contain_text("is unknown: give the source age")
+    assert "Traceback" not in page.content()
+    _set_number(page, "ageing-source-age", 45)
+    page.locator("#generate-button").click()
+    expect(page.locator("#generate-message")).to_contain_text(f"source: {own_slice.name} at 45 years")
+    page.screenshot(path=shots / "2b-ageing-own-slice.png", full_page=True)
 
     # Variations: the tiny LDM folder has no unCLIP stages, which the page says in one line
     page.get_by_role("tab", name="Variations").click()

@@ -6,6 +6,7 @@ import zipfile
 from datetime import datetime
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
@@ -14,7 +15,7 @@ from scipy.stats import binomtest
 
 from dallebrain.app import handlers as h
 from dallebrain.app.study import CONTRAST_NAMES, EXPORT_COLUMNS, Study
-from dallebrain.data.prompts import parse_prompt
+from dallebrain.data.prompts import parse_prompt, with_age
 
 PROMPT = "axial T2-weighted slice of a healthy 70-year-old woman at the level of the lateral ventricles"
 
@@ -83,22 +84,93 @@ def test_missing_model_is_a_message(tmp_path):
     ("coronal FLAIR slice of a healthy man.", 30, "coronal FLAIR slice of a healthy man, age 30"),
 ])
 def test_with_age_rewrites_or_appends_the_age(prompt, age, expected):
-    assert h.with_age(prompt, age) == expected
+    assert with_age(prompt, age) == expected
     assert parse_prompt(expected).age == age
 
 
-def test_ageing_sequence_gives_eight_frames_and_a_strip(opts):
-    result = h.ageing_sequence(PROMPT, seed=1, steps=1, **opts)
-    assert [caption for _, caption in result.images] == [f"age {a}" for a in range(20, 91, 10)]
-    frames = [np.asarray(Image.open(png)) for png, _ in result.images]
-    strip = np.asarray(Image.open(result.strip))
-    assert strip.shape == (64, 8 * 64 + 7 * 2)
-    np.testing.assert_array_equal(strip[:, :64], frames[0])
-    ages = [json.loads(Path(png).with_suffix(".json").read_text())["parsed_prompt"]["age"] for png, _ in result.images]
-    seeds = {json.loads(Path(png).with_suffix(".json").read_text())["seed"] for png, _ in result.images}
-    assert ages == [float(a) for a in range(20, 91, 10)] and seeds == {1}
-    with zipfile.ZipFile(result.files[1]) as z:
-        assert len(z.namelist()) == 24 and "age-90/seed-000001.nii.gz" in z.namelist()
+@pytest.fixture(scope="module")
+def ageing_model(tmp_path_factory):
+    """An ageing network at the tiny pipeline's 64 px whose output is not its input: a small random output
+    convolution, so a decade changes a slice a little, as a trained network does, not beyond recognition."""
+    import torch
+
+    from dallebrain.ageing.network import AgeingNet, AgeingNetConfig, save_ageing_net
+
+    torch.manual_seed(0)
+    net = AgeingNet(AgeingNetConfig(channels=(8, 16), image_size=64))
+    torch.nn.init.normal_(net.unet.conv_out.weight, std=0.004)
+    folder = tmp_path_factory.mktemp("ageing")
+    save_ageing_net(net, folder)
+    return folder
+
+
+def _frames(result) -> np.ndarray:
+    return np.stack([np.asarray(nib.load(Path(png).with_name(Path(png).stem + ".nii.gz")).dataobj)[..., 0]
+                     for png, _ in result.images])
+
+
+def test_ageing_sequence_is_one_brain_aged_by_the_network(opts, ageing_model):
+    from dallebrain.ageing.network import load_ageing_net
+    from dallebrain.ageing.predict import age_sequence
+    from dallebrain.ageing.sequence import GIF, STRIP, SUMMARY
+    from dallebrain.data.slicing import load_png
+
+    result = h.ageing_sequence(PROMPT, seed=1, steps=1, ageing_model=ageing_model, **opts)
+    other = h.ageing_sequence(PROMPT, seed=2, steps=1, ageing_model=ageing_model, **opts)
+    assert [caption.split(",")[0] for _, caption in result.images] == [f"age {a}" for a in h.AGES]
+    assert all("ventricles" in caption for _, caption in result.images)
+    # the source is generated once, at the prompt's own age, and every frame is the network's from it
+    source = sorted((result.folder / "source").glob("*.json"))
+    assert [p.name for p in source] == ["seed-000001.json"]
+    assert json.loads(source[0].read_text())["parsed_prompt"]["age"] == 70
+    frames, others = _frames(result), _frames(other)
+    expected = age_sequence(load_ageing_net(ageing_model), load_png(source[0].with_suffix(".png")), 70.0,
+                            [float(a) for a in h.AGES])
+    np.testing.assert_allclose(frames, expected, atol=1e-4)
+    # same identity: consecutive ages far more alike than two seeds' brains at the same age, yet not a copy
+    step = np.abs(np.diff(frames, axis=0)).mean()
+    between_seeds = np.abs(frames - others).mean()
+    assert 0 < step < between_seeds / 5, (step, between_seeds)
+    sidecar = json.loads(Path(result.images[-1][0]).with_suffix(".json").read_text())
+    assert sidecar["mode"] == "ageing" and sidecar["age"] == 90 and sidecar["source_age"] == 70
+    assert result.strip == str(result.folder / STRIP) and Image.open(result.strip).size[0] > 9 * 64
+    with Image.open(result.folder / GIF) as gif:
+        assert gif.n_frames == len(h.AGES)
+    assert [Path(f).name for f in result.files] == ["ageing-sequence.zip", GIF, STRIP, SUMMARY]
+    with zipfile.ZipFile(result.files[0]) as z:
+        names = z.namelist()
+    assert len(names) == 3 * len(h.AGES) + 3 + 3 and "source/seed-000001.nii.gz" in names and GIF in names
+    shown = result.message.replace("\\", "")  # the page's markdown escapes punctuation
+    assert "one brain (the source) aged by the ageing network trained on simulated longitudinal data" in shown
+    assert "source: the prompt, seed 1 at 70 years" in shown
+
+
+def test_ageing_sequence_of_an_uploaded_slice(tiny_prepared, ageing_model, tmp_path):
+    from dallebrain.ageing.sequence import SUMMARY
+
+    table = pd.read_parquet(tiny_prepared / "metadata.parquet")
+    upload = tmp_path / "my-scan.png"  # as gradio stores an upload: the file alone, no sidecar beside it
+    upload.write_bytes((tiny_prepared / table["image_path"].iloc[len(table) // 2]).read_bytes())
+    work = tmp_path / "work"
+    opts = {"ageing_model": ageing_model, "work_dir": work, "device": "cpu"}
+    result = h.ageing_sequence(None, upload=str(upload), source_age=45, model=tmp_path / "no-model", **opts)
+    assert len(result.images) == len(h.AGES) and Path(result.strip).is_file()
+    summary = json.loads((result.folder / SUMMARY).read_text())
+    assert summary["source"]["age"] == 45 and summary["source"]["source_image"] == "my-scan.png"
+    assert "source: my-scan.png at 45 years" in result.message.replace("\\", "")
+    before = sorted(work.iterdir())
+    refusals = [({}, "the age of my-scan.png is unknown: give the source age"),
+                ({"source_age": 130}, "source age must be between 0 and 110"),
+                ({"source_age": "", "max_upload_mb": 1e-4}, "uploads are limited to"),
+                ({"source_age": 45, "ageing_model": tmp_path / "none"}, "no ageing network on this server")]
+    for change, says in refusals:
+        with pytest.raises(h.RequestError, match=says) as caught:
+            h.ageing_sequence(None, upload=str(upload), **{**opts, **change})
+        assert "\n" not in str(caught.value) and str(tmp_path) not in str(caught.value)  # no server path
+    (tmp_path / "scan.jpg").write_bytes(b"x")
+    with pytest.raises(h.RequestError, match="upload a PNG"):
+        h.ageing_sequence(None, upload=str(tmp_path / "scan.jpg"), source_age=45, **opts)
+    assert sorted(work.iterdir()) == before  # refused before any folder was made
 
 
 def test_variations_of_an_uploaded_slice(tiny_unclip, tiny_prepared, tiny_pipeline, tmp_path):

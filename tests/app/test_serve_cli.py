@@ -18,6 +18,7 @@ app.command()(serve_cmd)
     (["--study-steps", "101"], "--study-steps must be between 1 and 100"),
     (["--max-upload-mb", "0"], "--max-upload-mb must be above 0 and at most 1024"),
     (["--lora-dir", "no-such-folder"], "--lora-dir folder not found"),
+    (["--ageing-model", "no-such-folder"], "--ageing-model is not an ageing network folder"),
     (["--auth", "organiser"], "--auth must be USER:PASSWORD"),
     (["--auth", ":s3cret"], "--auth must be USER:PASSWORD"),
 ])

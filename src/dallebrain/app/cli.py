@@ -44,6 +44,8 @@ def serve_cmd(
                                   "from by name; without it LoRA is off."),
     anomaly_normal: Path = typer.Option(None, help="Normal model folder for the Anomaly tab (normal/ of a "
                                         "'dallebrain evaluate-anomaly' run); without it the tab is off."),
+    ageing_model: Path = typer.Option(None, help="Ageing network folder of the ageing sequence (a 'dallebrain "
+                                      "train ageing' folder; default: the shipped one)."),
     auth: str = typer.Option(None, envvar="DALLEBRAIN_SERVE_AUTH", show_envvar=True,
                              help="USER:PASSWORD for a login page (gradio auth). Send it over TLS only: see README, "
                              "'Threat model'."),
@@ -68,6 +70,12 @@ def serve_cmd(
         _fail(f"--lora-dir folder not found: {lora_dir}")
     if anomaly_normal is not None and not (anomaly_normal / "normal_model.json").is_file():
         _fail(f"--anomaly-normal is not a normal model folder (no normal_model.json): {anomaly_normal}")
+    if ageing_model is not None:
+        from dallebrain.ageing.network import CONFIG_FILE, WEIGHTS_FILE
+
+        if not (ageing_model / WEIGHTS_FILE).is_file() or not (ageing_model / CONFIG_FILE).is_file():
+            _fail(f"--ageing-model is not an ageing network folder (needs {WEIGHTS_FILE} and {CONFIG_FILE}): "
+                  f"{ageing_model}")
     login = None
     if auth is not None:
         user, _, password = auth.partition(":")
@@ -88,7 +96,8 @@ def serve_cmd(
     use_study = data is not None or (study_dir / "study.sqlite").is_file()
     config = ServeConfig(model=model, data=data, study_dir=study_dir if use_study else None,
                          study_items=study_items, study_steps=study_steps, device=device, lora_dir=lora_dir,
-                         max_upload_mb=max_upload_mb, auth=login, anomaly_normal=anomaly_normal)
+                         max_upload_mb=max_upload_mb, auth=login, anomaly_normal=anomaly_normal,
+                         ageing_model=ageing_model)
     try:
         launch(config, host, port)
     except (ValueError, OSError) as exc:

@@ -16,8 +16,9 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dallebrain.ageing.sequence import STRIP
+from dallebrain.app import ageing
 from dallebrain.app.untrusted import adapter_folder, markdown_text, redact
-from dallebrain.data.prompts import with_age
 from dallebrain.pipelines import defaults as D
 from dallebrain.pipelines.request import ROUTES, WEB_LIMITS, GenerationRequest, real_number, whole_number
 
@@ -27,7 +28,7 @@ MAX_IMAGES = WEB_LIMITS.max_n
 MAX_STEPS = WEB_LIMITS.max_steps
 MAX_SEED = WEB_LIMITS.max_seed
 MAX_GUIDANCE = WEB_LIMITS.max_guidance
-AGES = tuple(range(20, 91, 10))  # the ageing sequence: 20, 30, ..., 90
+AGES = ageing.AGES  # the ageing sequence: 20, 30, ..., 90
 UPLOAD_SUFFIXES = (".png", ".nii", ".nii.gz")
 
 GENERATION_LOCK = threading.Lock()
@@ -51,9 +52,9 @@ class Generated:
     """What a generation request gives the page."""
 
     images: list[tuple[str, str]]  # (PNG path, caption) per image
-    files: list[str]  # downloads: PNG, NIfTI, JSON per image (or the ageing strip and a zip)
+    files: list[str]  # downloads: a zip first, then each file
     message: str = ""  # warnings and notes for the page, markdown
-    strip: str | None = None  # ageing sequence only: one PNG with the frames left (20) to right (90)
+    strip: str | None = None  # ageing sequence only: the source, then one frame per age, left to right
     folder: Path | None = None
 
 
@@ -120,6 +121,17 @@ def check_upload_size(path: Path, max_upload_mb: float | None) -> None:
     if max_upload_mb is not None and path.stat().st_size > max_upload_mb * 2**20:
         raise RequestError(f"{path.name} is {path.stat().st_size / 2**20:.1f} MB: uploads are limited to "
                            f"{max_upload_mb:g} MB on this server")
+
+
+def uploaded_slice(image_path, max_upload_mb: float | None) -> Path:
+    """An upload's kind (by its name) and size, checked before any model loads (Variations and ageing)."""
+    if not image_path:
+        raise RequestError("upload a slice first (PNG or single-slice NIfTI)")
+    path = Path(image_path)
+    if not path.name.lower().endswith(UPLOAD_SUFFIXES):
+        raise RequestError(f"{path.name}: upload a PNG (.png) or a NIfTI (.nii, .nii.gz)")
+    check_upload_size(path, max_upload_mb)
+    return path
 
 
 # --- pipelines ------------------------------------------------------------------------------------------
@@ -217,34 +229,39 @@ def generate(prompt, seed=0, steps=D.STEPS, guidance=D.GUIDANCE, sampler=D.SAMPL
 
 
 def ageing_sequence(prompt, seed=0, steps=D.STEPS, guidance=D.GUIDANCE, sampler=D.SAMPLER, route="ldm", lora=None,
-                    lora_scale=1.0, *, model=None, work_dir=None, device: str | None = None,
-                    ages: tuple[int, ...] = AGES, lora_dir=None) -> Generated:
-    """The same seed and prompt at ages 20, 30, ..., 90: one frame per age and a strip of them."""
-    import numpy as np
-    from PIL import Image
-
-    from dallebrain.api import generate_to_folder
-
-    prompt = check_prompt(prompt)
-    seed, steps, guidance, sampler, _ = check_settings(seed, steps, guidance, sampler, len(ages))
-    lora, lora_scale = _check_lora(lora, lora_scale, lora_dir)
-    pipe = get_pipeline(model, route, lora, lora_scale, device)
+                    lora_scale=1.0, *, upload=None, source_age=None, model=None, ageing_model=None, work_dir=None,
+                    device: str | None = None, ages: tuple[int, ...] = AGES, lora_dir=None,
+                    max_upload_mb: float | None = None) -> Generated:
+    """One brain at ages 20, 30, ..., 90: the source (the prompt generated once, or an uploaded slice at its
+    source age) aged by the ageing network (app/ageing.py). The LDM at each age with one seed would redraw the
+    brain or ignore the age; the network keeps the identity and changes what ageing changes."""
+    try:
+        age = ageing.source_age(source_age)
+        if upload:
+            path = uploaded_slice(upload, max_upload_mb)
+            net = ageing.network(ageing_model)
+            start = ageing.upload_source(path, net.config.image_size, age)
+        else:
+            prompt = check_prompt(prompt)
+            seed, steps, guidance, sampler, _ = check_settings(seed, steps, guidance, sampler)
+            lora, lora_scale = _check_lora(lora, lora_scale, lora_dir)
+            net = ageing.network(ageing_model)
+            pipe = get_pipeline(model, route, lora, lora_scale, device)
+    except ValueError as exc:  # refused before any folder is made
+        raise RequestError(str(exc).splitlines()[0]) from exc
     out = _request_folder(work_dir, "ageing")
-    written = []
     with GENERATION_LOCK:
-        for age in ages:
-            written += generate_to_folder(pipe, with_age(prompt, age), out / f"age-{age}", n=1, seed=seed,
-                                          steps=steps, guidance=guidance, sampler=sampler,
-                                          model_path=model_folder(model).name)
-    frames = [np.asarray(Image.open(p["png"])) for p in written]
-    gap = np.zeros((frames[0].shape[0], 2), dtype=frames[0].dtype)
-    strip = np.concatenate([x for f in frames for x in (f, gap)][:-1], axis=1)
-    strip_path = out / f"ageing-seed-{seed:06d}.png"
-    Image.fromarray(strip).save(strip_path)
-    zip_path = _files(written, out, f"ageing-seed-{seed:06d}.zip")[0]
-    images = [(str(p["png"]), f"age {age}") for age, p in zip(ages, written, strict=True)]
-    return Generated(images, [str(strip_path), zip_path], _notes(with_age(prompt, ages[0]), written),
-                     strip=str(strip_path), folder=out)
+        if not upload:
+            start = ageing.prompt_source(pipe, prompt, seed, age, out, model_folder(model).name, steps=steps,
+                                         guidance=guidance, sampler=sampler)
+        written, fractions = ageing.age_source(net, start, out, ages)
+    images = [(str(w["png"]), f"age {a:g}, ventricles {100 * f['ventricles']:.1f} %")
+              for a, w, f in zip(ages, written, fractions, strict=True)]
+    notes = [ageing.NOTE, f"source: {path.name if upload else f'the prompt, seed {seed}'} at {start.age:g} years"]
+    message = "\n".join(f"- {markdown_text(n)}" for n in notes)
+    if not upload:
+        message = "\n".join(m for m in (message, _notes(start.record["source_prompt"], written)) if m)
+    return Generated(images, ageing.downloads(out, written), message, strip=str(out / STRIP), folder=out)
 
 
 # --- variations -----------------------------------------------------------------------------------------
@@ -255,12 +272,7 @@ def variations(image_path, n=4, seed=0, steps=D.STEPS, guidance=D.GUIDANCE, samp
     """unCLIP variations of an uploaded slice (PNG or single-slice NIfTI) of at most max_upload_mb."""
     from dallebrain.api import variations_to_folder
 
-    if not image_path:
-        raise RequestError("upload a slice first (PNG or single-slice NIfTI)")
-    path = Path(image_path)
-    if not path.name.lower().endswith(UPLOAD_SUFFIXES):
-        raise RequestError(f"{path.name}: upload a PNG (.png) or a NIfTI (.nii, .nii.gz)")
-    check_upload_size(path, max_upload_mb)
+    path = uploaded_slice(image_path, max_upload_mb)
     seed, steps, guidance, sampler, n = check_settings(seed, steps, guidance, sampler, n)
     pipe = get_pipeline(model, "unclip", None, 1.0, device)
     out = _request_folder(work_dir, "variations")

@@ -57,6 +57,7 @@ class ServeConfig:
     max_upload_mb: float = 20.0  # larger uploads are refused by gradio before they are stored
     auth: tuple[str, str] | None = None  # (user, password) for gradio's login page
     anomaly_normal: Path | None = None  # normal model folder of the Anomaly tab (None: the tab says it is off)
+    ageing_model: Path | None = None  # ageing network folder of the ageing sequence (None: the shipped one)
 
 
 def _kwargs_for(func, **kwargs) -> dict:
@@ -100,6 +101,17 @@ def _settings_block(prefix: str, default_steps: int = D.STEPS):
     return seed, steps, guidance, sampler
 
 
+def _ageing_inputs(cfg: ServeConfig):
+    """The ageing sequence's own slice: shown in that mode only (the prompt is then not used)."""
+    with gr.Group(visible=False) as group:
+        upload = gr.File(label=f"Or age your own slice (.png, .nii, .nii.gz; at most {cfg.max_upload_mb:g} MB)",
+                         file_types=list(h.UPLOAD_SUFFIXES), type="filepath", elem_id="ageing-upload")
+        age = gr.Number(None, label="Source age (years)", minimum=0, maximum=110, elem_id="ageing-source-age",
+                        info="the uploaded slice's age; for a prompt, replaces its own (default: the prompt's "
+                             "age, else 20)")
+    return group, upload, age
+
+
 def _generate_tab(cfg: ServeConfig) -> None:
     with gr.Row():
         with gr.Column(scale=2):
@@ -110,7 +122,9 @@ def _generate_tab(cfg: ServeConfig) -> None:
                                      f"{h.MAX_PROMPT_CHARS} characters")
             gr.Examples([[p] for p in h.EXAMPLE_PROMPTS], inputs=[prompt], label="Example prompts")
             mode = gr.Radio(["images", "ageing sequence"], value="images", label="Mode", elem_id="generate-mode",
-                            info="ageing sequence: the same seed and prompt at ages 20, 30, ..., 90")
+                            info="ageing sequence: one brain (the prompt's, or your slice) aged to 20, 30, ..., "
+                                 "90 by the ageing network")
+            ageing_group, upload, source_age = _ageing_inputs(cfg)
             n = gr.Slider(1, h.MAX_IMAGES, value=4, step=1, label="Number of images", elem_id="generate-n",
                           info="images mode; the ageing sequence is always 8")
             seed, steps, guidance, sampler = _settings_block("generate")
@@ -132,15 +146,18 @@ def _generate_tab(cfg: ServeConfig) -> None:
                                  object_fit="contain", format="png", elem_id="gallery", elem_classes=["mri"])
             files = gr.File(label="Downloads: PNG, NIfTI, JSON", file_count="multiple", elem_id="downloads")
     # full page width, so the eight ages sit side by side at a readable size
-    strip = gr.Image(label="Ageing sequence: 20 (left) to 90 years (right), same seed", visible=False, format="png",
+    strip = gr.Image(label="Ageing sequence: the source, then 20 (left) to 90 years (right)", visible=False,
+                     format="png",
                      type="filepath", interactive=False, elem_classes=["mri"], elem_id="ageing-strip",
                      **_kwargs_for(gr.Image.__init__, buttons=["fullscreen", "download"], show_share_button=False))
 
-    def run(prompt, mode, n, seed, steps, guidance, sampler, route, lora, lora_scale):
+    def run(prompt, mode, n, seed, steps, guidance, sampler, route, lora, lora_scale, upload, source_age):
         try:
             common = dict(model=cfg.model, work_dir=cfg.work_dir, device=cfg.device, lora_dir=cfg.lora_dir)
             if mode == "ageing sequence":
-                result = h.ageing_sequence(prompt, seed, steps, guidance, sampler, route, lora, lora_scale, **common)
+                result = h.ageing_sequence(prompt, seed, steps, guidance, sampler, route, lora, lora_scale,
+                                           upload=upload, source_age=source_age, ageing_model=cfg.ageing_model,
+                                           max_upload_mb=cfg.max_upload_mb, **common)
             else:
                 result = h.generate(prompt, seed, steps, guidance, sampler, route, lora, lora_scale, n, **common)
         except Exception as exc:  # noqa: BLE001 - the page gets a message, the log the traceback
@@ -148,7 +165,8 @@ def _generate_tab(cfg: ServeConfig) -> None:
         return (result.images, gr.update(value=result.strip, visible=result.strip is not None), result.files,
                 result.message)
 
-    button.click(run, [prompt, mode, n, seed, steps, guidance, sampler, route, lora, lora_scale],
+    mode.change(lambda m: gr.update(visible=m == "ageing sequence"), [mode], [ageing_group], queue=False)
+    button.click(run, [prompt, mode, n, seed, steps, guidance, sampler, route, lora, lora_scale, upload, source_age],
                  [gallery, strip, files, message], concurrency_id="generation", api_name="generate")
 
 

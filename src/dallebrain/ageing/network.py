@@ -1,11 +1,16 @@
 """The ageing network: a slice at one age -> the same slice at another age, as the input plus a predicted change.
 
-A diffusers `UNet2DModel` (plain residual blocks, no attention) conditioned through its own embeddings: the
-timestep embedding carries the age gap in years (negative: younger), the class embedding (`class_embed_type=
-"timestep"`, the same sinusoidal features) the source age, since how fast a brain changes depends on how old
-it is. The output convolution starts at zero, so an untrained network is the copy-the-baseline prediction and
-training can only move away from it where the data say so. Trained on the simulated longitudinal cohort
-(training/ageing.py): pairs of sessions of one person, same contrast, plane and level. Files: fp16
+A diffusers `UNet2DModel` (plain residual blocks, no attention) whose class embedding (`class_embed_type=
+"identity"`, added to the time embedding in every residual block) is a small MLP of the gap in decades and the
+source age, since how fast a brain changes depends on how old it is (the timestep itself is unused, fixed at 0).
+Numbers go in as numbers: sinusoidal timestep features of the gap were tried first and, with the change
+below, nothing was learned in 400 steps. The predicted change is multiplied by the gap in decades: a zero gap
+returns the slice exactly, and ageing and rejuvenation by the same gap ask for opposite changes of one size,
+which the network learns once; without the factor the two directions average to no change until the gap
+embedding is learned, and it was not. The output convolution starts at zero, so an untrained network is the
+copy-the-baseline prediction and training moves away from it only where the data say so. With `warp`, the
+output is a displacement (pixels per decade) and an intensity change. Trained on the simulated longitudinal
+cohort (training/ageing.py): pairs of sessions of one person, same contrast, plane and level. Files: fp16
 safetensors + config.json; pickles are never read.
 """
 
@@ -22,8 +27,7 @@ from torch import nn
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "ageing"
 AGE_RANGE = (0.0, 110.0)  # ages the network accepts (years); a gap is the difference of two of them
-# Sinusoidal features are spread for inputs of 0..1000 (diffusers' timesteps): years are scaled into that range.
-GAP_OFFSET, YEARS_SCALE = 110.0, 4.0  # gap -110..110 -> 0..880; age 0..110 -> 0..440
+DECADE = 10.0  # gaps enter in decades, ages in centuries: inputs of order one
 
 
 @dataclass
@@ -32,21 +36,22 @@ class AgeingNetConfig:
     layers_per_block: int = 1
     image_size: int = 128  # the prepared grid it was trained on (128 px over 192 mm); other sizes are resampled
     training: dict = field(default_factory=dict)  # data provenance (name, metadata hash), steps, loss
+    warp: bool = False  # predict a displacement (pixels per decade) and an intensity change instead of a change only
 
     @classmethod
     def from_dict(cls, d: dict) -> AgeingNetConfig:
         return cls(tuple(int(c) for c in d["channels"]), int(d["layers_per_block"]), int(d["image_size"]),
-                   dict(d.get("training", {})))
+                   dict(d.get("training", {})), bool(d.get("warp", False)))
 
 
 def build_unet(config: AgeingNetConfig):
     from diffusers import UNet2DModel
 
     n = len(config.channels)
-    return UNet2DModel(sample_size=config.image_size, in_channels=1, out_channels=1,
+    return UNet2DModel(sample_size=config.image_size, in_channels=1, out_channels=3 if config.warp else 1,
                        block_out_channels=config.channels, layers_per_block=config.layers_per_block,
                        down_block_types=("DownBlock2D",) * n, up_block_types=("UpBlock2D",) * n,
-                       add_attention=False, class_embed_type="timestep", norm_num_groups=8)
+                       add_attention=False, class_embed_type="identity", norm_num_groups=8)
 
 
 def check_ages(ages, name: str) -> torch.Tensor:
@@ -63,13 +68,34 @@ class AgeingNet(nn.Module):
         super().__init__()
         self.config = config
         self.unet = build_unet(config)
+        width = config.channels[0] * 4  # UNet2DModel's time-embedding width
+        self.condition = nn.Sequential(nn.Linear(2, width), nn.SiLU(), nn.Linear(width, width))
         nn.init.zeros_(self.unet.conv_out.weight)
         nn.init.zeros_(self.unet.conv_out.bias)
 
     def forward(self, x: torch.Tensor, source_age: torch.Tensor, target_age: torch.Tensor) -> torch.Tensor:
-        gap = (target_age - source_age + GAP_OFFSET) * YEARS_SCALE
-        change = self.unet(x, gap, class_labels=source_age * YEARS_SCALE).sample
-        return x + change.to(x.dtype)
+        decades = ((target_age - source_age) / DECADE).to(x.device)
+        ages = torch.stack([decades, source_age.to(x.device) / 100.0], dim=1)
+        embedding = self.condition(ages)
+        change = self.unet(x, torch.zeros_like(decades), class_labels=embedding).sample.to(x.dtype)
+        change = decades[:, None, None, None] * change
+        if not self.config.warp:
+            return x + change
+        return warp(x, change[:, :2]) + change[:, 2:]
+
+
+def warp(x: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
+    """x [N,1,H,W] sampled at each pixel + displacement [N,2,H,W] (pixels; x then y), bilinear, zeros outside.
+    Ageing moves tissue (ventricles widen, sulci open): a displacement carries the source's own texture along,
+    where an intensity change alone would have to paint it."""
+    from torch.nn import functional
+
+    n, _, h, w = x.shape
+    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device), torch.linspace(-1, 1, w, device=x.device),
+                            indexing="ij")
+    grid = torch.stack([xs, ys], dim=-1)[None] + torch.stack(
+        [displacement[:, 0] * 2 / max(w - 1, 1), displacement[:, 1] * 2 / max(h - 1, 1)], dim=-1)
+    return functional.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
 def save_ageing_net(net: AgeingNet, folder: Path) -> None:

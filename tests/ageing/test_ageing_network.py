@@ -1,0 +1,107 @@
+"""The ageing network: starts as the copy of its input, saves and loads pickle-free, learns from session pairs,
+and `dallebrain train ageing` refuses data that are not longitudinal with a one-line error."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from dallebrain.ageing.network import AgeingNet, AgeingNetConfig, load_ageing_net, save_ageing_net
+from dallebrain.ageing.pairs import load_images, longitudinal_table, session_pairs
+from dallebrain.ageing.predict import age_sequence, age_slices
+
+SMALL = AgeingNetConfig(channels=(8, 16), image_size=32)
+
+
+def test_untrained_network_copies_its_input():
+    net = AgeingNet(SMALL).eval()
+    images = np.random.default_rng(0).random((3, 32, 32)).astype(np.float32)
+    out = age_slices(net, images, [30, 50, 70], [80, 20, 70])
+    np.testing.assert_array_equal(out, images)
+
+
+def test_save_load_round_trip_fp16_and_refusals(tmp_path):
+    net = AgeingNet(SMALL)
+    torch.nn.init.normal_(net.unet.conv_out.weight, std=0.01)  # a network whose output is not its input
+    save_ageing_net(net, tmp_path / "m")
+    loaded = load_ageing_net(tmp_path / "m")
+    x = torch.rand(2, 1, 32, 32)
+    ages = torch.tensor([30.0, 60.0]), torch.tensor([70.0, 40.0])
+    with torch.no_grad():
+        assert not torch.allclose(net(x, *ages), x)
+        torch.testing.assert_close(loaded(x, *ages), net.eval()(x, *ages), atol=5e-3, rtol=5e-3)  # fp16 weights
+    (tmp_path / "pickled").mkdir()
+    (tmp_path / "pickled" / "model.bin").write_bytes(b"not read")
+    with pytest.raises(ValueError, match="not an ageing model folder"):
+        load_ageing_net(tmp_path / "pickled")
+
+
+def test_bad_ages_are_refused():
+    net = AgeingNet(SMALL)
+    with pytest.raises(ValueError, match="between 0 and 110"):
+        age_sequence(net, np.zeros((32, 32), np.float32), 40, [50, 130])
+    with pytest.raises(ValueError, match="as many"):
+        age_slices(net, np.zeros((2, 32, 32), np.float32), [40], [50, 60])
+
+
+def test_pairs_are_one_person_one_position_two_sessions(tiny_long_prepared):
+    table = longitudinal_table(tiny_long_prepared)
+    pairs = session_pairs(table, ("train",))
+    assert set(pairs["subject_id"]) <= set(table.loc[table["split"] == "train", "subject_id"])
+    assert (pairs["source_session_id"] != pairs["target_session_id"]).all()
+    assert (pairs["years"] > 0).any() and (pairs["years"] < 0).any()  # ageing and rejuvenating
+    np.testing.assert_allclose(pairs["years"].abs().max(), 10.0, atol=0.051)
+    first = session_pairs(table, ("test",), from_first=True)
+    assert (first["source_session_id"] == "ses-01").all() and (first["years"] > 0).all()
+
+
+def _toy_longitudinal(folder, people=6, size=32):
+    """A prepared-like longitudinal set whose change with age is known: a bright disc (the brain) around a dark
+    one (the ventricles) whose radius grows 1.5 pixels a decade; the last person is held out."""
+    from dallebrain.data.slicing import save_png16
+
+    rows, yy, xx = [], *np.mgrid[0:size, 0:size]
+    r = np.hypot(yy - size / 2, xx - size / 2)
+    rng = np.random.default_rng(0)
+    for p in range(people):
+        for s, years in enumerate((0, 10, 20)):
+            age = 30 + 6 * p + years
+            image = np.where(r < 13, 0.7, 0.0) * np.where(r < 3 + 0.15 * (age - 30), 0.2, 1.0)
+            path = f"slices/{p}_{s}.png"
+            (folder / "slices").mkdir(parents=True, exist_ok=True)
+            save_png16(np.clip(image + rng.normal(0, 0.01, image.shape) * (image > 0), 0, 1), folder / path)
+            rows.append({"subject_id": f"toy-{p}", "modality": "T1w", "orientation": "axial", "slice_index": 0,
+                         "slice_mm": 0.0, "sex": "F", "session_id": f"ses-0{s + 1}", "age": float(age),
+                         "image_path": path, "label_path": None, "split": "test" if p == people - 1 else "train"})
+    pd.DataFrame(rows).to_parquet(folder / "metadata.parquet")
+    return folder
+
+
+@pytest.mark.parametrize("warp", [False, True])
+def test_training_learns_a_known_change(tmp_path, warp):
+    from dallebrain.training.ageing import AgeingTrainOptions, train
+
+    data = _toy_longitudinal(tmp_path / "toy")
+    record = train(AgeingTrainOptions(data, tmp_path / "m", steps=150, batch=8, crop=32, lr=3e-3, channels=(8, 16),
+                                      warp=warp), progress=False)
+    assert record["people"] == 5 and record["steps"] == 150
+    pairs = session_pairs(longitudinal_table(data), ("test",), from_first=True)
+    images, index = load_images(data, [*pairs["source_image_path"], *pairs["target_image_path"]])
+    source = images[pairs["source_image_path"].map(index)]
+    target = images[pairs["target_image_path"].map(index)]
+    predicted = age_slices(load_ageing_net(tmp_path / "m"), source, pairs["source_age"], pairs["target_age"])
+    # a held-out person: the ventricles grew and the network grew them
+    assert ((predicted - target) ** 2).mean() < 0.5 * ((source - target) ** 2).mean()
+
+
+def test_cli_refuses_cross_sectional_data(tiny_prepared, tmp_path):
+    run = subprocess.run([sys.executable, "-m", "dallebrain.cli", "train", "ageing", "--data", str(tiny_prepared),
+                          "--out", str(tmp_path / "m"), "--steps", "1"], capture_output=True, text=True)
+    assert run.returncode == 2
+    assert run.stderr.strip().splitlines() == [f"error: {tiny_prepared}: not longitudinal (no session_id): simulate "
+                                               "with --timepoints, then prepare"]
+    assert not (tmp_path / "m").exists()
+    assert pd.read_parquet(tiny_prepared / "metadata.parquet").shape[0] > 0

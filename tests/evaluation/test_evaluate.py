@@ -37,7 +37,7 @@ def test_report_writes_every_output_with_the_metrics_of_both_routes(report):
                  "encoder/model.safetensors", "figures/latent.png"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "metrics.json").read_text())
-    assert set(saved["columns"]) == {"real", "ldm", "unclip"}
+    assert set(saved["columns"]) == {"real", "ldm", "unclip", "reconstruction"}  # the VAE's ceiling beside the routes
     assert saved["settings"]["n"] == 8 and saved["settings"]["routes"] == ["ldm", "unclip"]
     assert saved["settings"]["feature_spaces"] == ["encoder", "brain_clip"]
     for column in saved["columns"].values():
@@ -203,7 +203,8 @@ def test_cli_builds_a_report_for_an_ldm_folder_without_brain_clip(ldm_report):
     assert result.exit_code == 0, result.output
     assert "report: " in result.output
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["settings"]["feature_spaces"] == ["encoder"] and set(metrics["columns"]) == {"real", "ldm"}
+    assert metrics["settings"]["feature_spaces"] == ["encoder"]
+    assert set(metrics["columns"]) == {"real", "ldm", "reconstruction"}
     assert "brain_clip" not in metrics["columns"]["ldm"]["realism"]
     assert "clip_score" not in metrics["columns"]["ldm"]["adherence"]
     assert "Brain-CLIP" not in (out / "summary.md").read_text()

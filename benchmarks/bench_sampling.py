@@ -5,6 +5,11 @@ slices in both feature spaces of `dallebrain evaluate`; plus peak memory.
 
     python benchmarks/bench_sampling.py                        # speed only, base-size untrained pipeline
     python benchmarks/bench_sampling.py --data PREPARED --eval EVAL_OUT [--model PIPELINE] [--n 128]
+    python benchmarks/bench_sampling.py --precision-table [--rounds 5] [--n 4] [--per-pass 1] [--threads 1]
+
+--precision-table: images/s of the shipped (or --model) pipeline at its default settings, in fp32 and bf16, the
+UNet in NCHW and in channels_last; the four settings alternate within each round (the order rotating) and the
+table reports medians over rounds, so load from other jobs on shared cores falls on all of them alike.
 
 --eval is the --out folder of an earlier `dallebrain evaluate` on the same data: its trained evaluation
 encoder is reused (so every setting is scored in the same feature space as the report). Every setting
@@ -99,6 +104,52 @@ class Scorer:
         return {k: frechet_distance(self.real[k], v) for k, v in self._features(images).items()}
 
 
+def precision_table(folder: Path | None, n: int, rounds: int, per_pass: int) -> None:
+    """images/s at the default sampler, steps and guidance: fp32 / bf16 x NCHW / channels_last UNet."""
+    import statistics
+
+    import torch
+
+    from dallebrain.api import load_pipeline
+
+    pipe = load_pipeline(folder, device="cpu")
+    pipe.images_per_pass = per_pass
+    settings = [(p, f) for p in ("fp32", "bf16") for f in ("NCHW", "channels_last")]
+
+    def layout_of(layout: str):
+        return torch.channels_last if layout == "channels_last" else torch.contiguous_format
+
+    def run(precision: str, layout: str) -> tuple[float, np.ndarray]:
+        pipe.precision = precision
+        pipe.unet.to(memory_format=layout_of(layout))
+        start = time.perf_counter()
+        images = pipe(PROMPT, n=n, seed=0).images
+        return n / (time.perf_counter() - start), images
+
+    for precision, layout in settings:  # warm-up: first calls allocate and pick kernels
+        pipe.precision = precision
+        pipe.unet.to(memory_format=layout_of(layout))
+        pipe(PROMPT, n=1, seed=0, steps=2)
+    rates = {s: [] for s in settings}
+    images = {}
+    for r in range(rounds):
+        for setting in settings[r % len(settings):] + settings[:r % len(settings)]:
+            rate, images[setting] = run(*setting)
+            rates[setting].append(rate)
+            print(f"round {r + 1}: {setting[0]} {setting[1]} {rate:.3f} images/s", flush=True)
+    base = statistics.median(rates[("fp32", "NCHW")])
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
+          f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} at the end; model {folder or 'shipped'}; "
+          f"{n} images per run, {per_pass} per pass, medians of {rounds} alternating rounds")
+    print("| precision | UNet layout | images/s (median) | range | vs fp32 NCHW | mean abs diff vs fp32 NCHW |")
+    print("|---|---|---|---|---|---|")
+    for setting in settings:
+        diff = float(np.abs(images[setting] - images[("fp32", "NCHW")]).mean())
+        print(f"| {setting[0]} | {setting[1]} | {statistics.median(rates[setting]):.3f} | "
+              f"{min(rates[setting]):.3f}-{max(rates[setting]):.3f} | "
+              f"{statistics.median(rates[setting]) / base:.2f}x | {diff:.4f} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model "
@@ -106,7 +157,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, default=None, help="prepared data set: adds Frechet distances")
     parser.add_argument("--eval", type=Path, default=None, help="--out of an earlier `dallebrain evaluate`")
     parser.add_argument("--n", type=int, default=None, help="images per setting (default 128 with --data, else 8)")
+    parser.add_argument("--precision-table", action="store_true", help="fp32 vs bf16, NCHW vs channels_last")
+    parser.add_argument("--rounds", type=int, default=5, help="--precision-table: alternating rounds")
+    parser.add_argument("--per-pass", type=int, default=1, help="--precision-table: images per pass (generate: 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = parser.parse_args(argv)
+    if args.threads:
+        __import__("torch").set_num_threads(args.threads)
+    if args.precision_table:
+        precision_table(args.model, args.n or 4, args.rounds, args.per_pass)
+        return
     if args.data is not None and args.eval is None:
         parser.error("--data needs --eval (the folder of an earlier `dallebrain evaluate`, for its encoder)")
 

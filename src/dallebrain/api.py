@@ -23,7 +23,7 @@ def default_model() -> Path:
 
 
 def load_pipeline(model: str | Path | None = None, route: str = "ldm", device: str | None = None,
-                  lora: str | Path | None = None, lora_scale: float = 1.0):
+                  lora: str | Path | None = None, lora_scale: float = 1.0, precision: str = D.PRECISION):
     """A pipeline from a model folder (default: the shipped model).
 
     Args:
@@ -31,6 +31,8 @@ def load_pipeline(model: str | Path | None = None, route: str = "ldm", device: s
         route: "ldm" (text -> latent diffusion) or "unclip" (text -> prior -> image embedding -> decoder).
         device: "cpu", "cuda", ... (default: cuda if available).
         lora: a LoRA adapter folder (`dallebrain train lora`) applied to the UNet at `lora_scale`.
+        precision: "auto" (bf16 where the hardware computes it natively), "bf16" or "fp32": what the UNet and
+            VAE decoder compute in (pipelines/precision.py); each sidecar records the one used.
 
     Example:
         >>> pipe = load_pipeline()
@@ -40,6 +42,9 @@ def load_pipeline(model: str | Path | None = None, route: str = "ldm", device: s
     """
     import torch
 
+    from dallebrain.pipelines.precision import check_precision
+
+    check_precision(precision)  # before the model loads: a bad value costs nothing
     folder = Path(model) if model is not None else default_model()
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if route == "ldm":
@@ -57,6 +62,7 @@ def load_pipeline(model: str | Path | None = None, route: str = "ldm", device: s
 
         apply_lora(pipe.unet, lora, lora_scale, text_encoder=getattr(pipe, "text_encoder", None))
         pipe.lora = {"path": str(lora), "scale": lora_scale}
+    pipe.precision = precision
     return pipe
 
 

@@ -12,6 +12,7 @@ import typer
 
 from dallebrain.cli._common import fail
 from dallebrain.pipelines import defaults as D
+from dallebrain.pipelines.precision import check_precision
 from dallebrain.pipelines.request import API_LIMITS, GenerationRequest
 
 DEFAULT_OUT = Path("dallebrain-output")
@@ -74,11 +75,17 @@ def generate_cmd(
     overwrite: bool = typer.Option(False, help="Replace files of the same seeds in --out."),
     prior_steps: int = typer.Option(D.PRIOR_STEPS, help="unCLIP only: denoising steps of the prior."),
     prior_guidance: float = typer.Option(D.PRIOR_GUIDANCE, help="unCLIP only: guidance scale of the prior."),
+    precision: str = typer.Option(D.PRECISION, help="What the UNet and VAE decoder compute in: bf16, fp32, or "
+                                  "auto (bf16 where the hardware computes it natively, else fp32)."),
 ) -> None:
     """Generate synthetic brain MRI slices from a text prompt (PNG + NIfTI + JSON per image)."""
     r = _request(prompt=prompt, n=n, seed=seed, steps=steps, guidance=guidance, sampler=sampler, route=route,
                  negative_prompt=negative_prompt, prior_steps=prior_steps, prior_guidance=prior_guidance,
                  lora_scale=lora_scale)
+    try:
+        check_precision(precision, "--precision")
+    except ValueError as exc:
+        fail(str(exc))
     from dallebrain.api import check_output, default_model, generate_to_folder, load_pipeline
 
     model_dir = model or default_model()
@@ -87,7 +94,7 @@ def generate_cmd(
             out = _free_default_folder(r.seed, r.n)
         out = out or DEFAULT_OUT
         check_output(out, r.seed, r.n, overwrite)  # before the model loads: a bad --out costs nothing
-        pipe = load_pipeline(model_dir, route=r.route, lora=lora, lora_scale=r.lora_scale)
+        pipe = load_pipeline(model_dir, route=r.route, lora=lora, lora_scale=r.lora_scale, precision=precision)
         extra = {"prior_steps": r.prior_steps, "prior_guidance": r.prior_guidance} if r.route == "unclip" else {}
         written = generate_to_folder(pipe, r.prompt, out, r.n, r.seed, r.steps, r.guidance, r.sampler, png16,
                                      overwrite, str(model_dir), negative_prompt=r.negative_prompt, **extra)

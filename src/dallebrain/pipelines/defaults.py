@@ -13,3 +13,6 @@ GUIDANCE = 4.0
 # The unCLIP prior (text -> Brain-CLIP image embedding): its own steps and guidance.
 PRIOR_STEPS = 25
 PRIOR_GUIDANCE = 4.0
+# The UNet and VAE decoder in bfloat16 where the hardware computes it natively (pipelines/precision.py):
+# measured on this CPU (AVX-512 BF16) in BENCHMARKS.md, "Compute precision".
+PRECISION = "auto"

@@ -20,6 +20,7 @@ from dallebrain.models.text import MAX_TOKENS, load_tokenizer, token_count, toke
 from dallebrain.models.unet import make_scheduler
 from dallebrain.pipelines import defaults as D
 from dallebrain.pipelines.folder import check_model_folder, folder_hash, read_info
+from dallebrain.pipelines.precision import check_precision, compute_context, keep_fp32_output, resolve_precision
 
 # MAX_SEED and check_seed are re-exported: callers of the pipeline module use them
 from dallebrain.pipelines.request import API_LIMITS, MAX_SEED, GenerationRequest, check_seed  # noqa: F401
@@ -101,6 +102,9 @@ class Text2MRIPipeline:
         self.info = read_info(folder) if folder else {}
         self._hash: str | None = None
         self.images_per_pass = IMAGES_PER_PASS
+        self.precision = D.PRECISION  # "auto", "bf16" or "fp32" (pipelines/precision.py); settable per request
+        if vae is not None:
+            keep_fp32_output(vae.decoder.conv_out)  # the image itself at full precision (see there)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str = "cpu") -> Text2MRIPipeline:
@@ -122,6 +126,11 @@ class Text2MRIPipeline:
     @property
     def device(self) -> torch.device:
         return next(self.unet.parameters()).device
+
+    @property
+    def compute_precision(self) -> str:
+        """The precision the UNet and VAE decoder run in now: `precision` with "auto" resolved for this device."""
+        return resolve_precision(check_precision(self.precision), self.device.type)
 
     @property
     def model_hash(self) -> str:
@@ -215,15 +224,19 @@ class Text2MRIPipeline:
             cond_attr = cond_attr.expand(rows, *cond_attr.shape[1:])
             uncond_attr = uncond_attr.expand(rows, *uncond_attr.shape[1:])
             extra["class_labels"] = torch.cat([uncond_attr, cond_attr]) if guided else cond_attr
-        for t in scheduler.timesteps:
-            model_in = torch.cat([latents, latents]) if guided else latents
-            model_in = scheduler.scale_model_input(model_in, t)
-            eps = self.unet(model_in, t, encoder_hidden_states=context, **extra).sample
-            if guided:  # classifier-free guidance, both passes in one batch
-                eps_uncond, eps_cond = eps.chunk(2)
-                eps = eps_uncond + guidance * (eps_cond - eps_uncond)
-            latents = scheduler.step(eps, t, latents).prev_sample
-        return decode_latents(self.vae, latents)[:n, 0].float().cpu().numpy()
+        with compute_context(self.compute_precision, self.device.type):
+            for t in scheduler.timesteps:
+                model_in = torch.cat([latents, latents]) if guided else latents
+                model_in = scheduler.scale_model_input(model_in, t)
+                # the UNet's output back in fp32 before guidance and the sampler step: the latents and the
+                # multistep sampler's history stay fp32, so bf16 rounding does not accumulate over the steps
+                eps = self.unet(model_in, t, encoder_hidden_states=context, **extra).sample.float()
+                if guided:  # classifier-free guidance, both passes in one batch
+                    eps_uncond, eps_cond = eps.chunk(2)
+                    eps = eps_uncond + guidance * (eps_cond - eps_uncond)
+                latents = scheduler.step(eps, t, latents).prev_sample
+            images = decode_latents(self.vae, latents)
+        return images[:n, 0].float().cpu().numpy()
 
     def generate_chunks(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS,
                         guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER,
@@ -237,7 +250,8 @@ class Text2MRIPipeline:
         seeds = image_seeds(seed, n)
         warnings = [f"prompt longer than {MAX_TOKENS} tokens: truncated"] if truncated else []
         settings = {"prompt": prompt, "negative_prompt": negative_prompt, "steps": steps, "guidance": guidance,
-                    "sampler": sampler, "route": "ldm", "model_hash": self.model_hash}
+                    "sampler": sampler, "precision": self.compute_precision, "route": "ldm",
+                    "model_hash": self.model_hash}
         attributes = self._attribute_pair([prompt], negative_prompt)
         return chunk_results(self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler, None, attributes),
                              seeds, settings,

@@ -188,7 +188,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
         return self.denoise_passes(embeds[:, None], uncond[:, None], seeds, steps, guidance, sampler, embeds)
 
     def _settings(self, **extra) -> dict:
-        return {**extra, "route": "unclip", "model_hash": self.model_hash}
+        return {**extra, "precision": self.compute_precision, "route": "unclip", "model_hash": self.model_hash}
 
     def generate_chunks(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS,
                         guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER, prior_steps: int = D.PRIOR_STEPS,

@@ -4,7 +4,6 @@ batch redone writes the same bytes again."""
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 from pathlib import Path
 
@@ -34,14 +33,10 @@ def remove_own_temp_files(paths: list[Path]) -> None:
 
 def generate_images(pipe, planned: list[PlannedSlice], options: SynthesisOptions) -> np.ndarray:
     """(B, H, W) float32 in [0, 1]: the batch's prompts denoised together, each from its own seed."""
-    import torch
-
     pipe.images_per_pass = options.batch_size  # one pass per batch: the batch is the unit of throughput and bytes
-    precision = (torch.autocast(pipe.device.type, dtype=torch.bfloat16) if options.precision == "bf16"
-                 else contextlib.nullcontext())
-    with precision:
-        images = pipe.sample([p.prompt for p in planned], [p.seed for p in planned], steps=options.steps,
-                             guidance=options.guidance, sampler=options.sampler, batch_size=options.batch_size)
+    pipe.precision = options.precision  # the pipeline's own rule: UNet and VAE decoder only, text encoder in fp32
+    images = pipe.sample([p.prompt for p in planned], [p.seed for p in planned], steps=options.steps,
+                         guidance=options.guidance, sampler=options.sampler, batch_size=options.batch_size)
     return np.clip(np.asarray(images, dtype=np.float32), 0, 1)
 
 

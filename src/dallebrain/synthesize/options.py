@@ -9,11 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dallebrain.pipelines import defaults as D
+from dallebrain.pipelines.precision import check_precision
 from dallebrain.synthesize.mix import AttributeMix
 
 MAX_SLICES = 10_000_000
 MAX_BATCH = 64  # Text2MRIPipeline.MAX_IMAGES_PER_PASS
-PRECISIONS = ("auto", "fp32", "bf16")
 SETTINGS_FILE = "synthesize.json"
 FORMAT = "dallebrain-synthetic-slices"
 
@@ -34,7 +34,7 @@ class SynthesisOptions:
     lora: Path | None = None
     lora_scale: float = 1.0
     batch_size: int = 16  # slices denoised together (across prompts); part of the result's bytes
-    precision: str = "auto"  # "bf16": UNet and VAE under bfloat16 autocast; "auto": bf16 where native
+    precision: str = D.PRECISION  # auto, bf16 or fp32: the pipeline's own rule (pipelines/precision.py)
     nifti: bool = False  # also write each slice as NIfTI placed in MNI space
     judge: Path | None = None  # a prepared data set to train the on-prompt judge on (None: no judging)
     judge_steps: int = 600
@@ -58,8 +58,7 @@ class SynthesisOptions:
             raise ValueError(f"unknown --sampler {self.sampler!r}: choose from {', '.join(SAMPLERS)}")
         if not 1 <= self.batch_size <= MAX_BATCH:
             raise ValueError(f"--batch-size must be between 1 and {MAX_BATCH}, got {self.batch_size}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"unknown --precision {self.precision!r}: choose from {', '.join(PRECISIONS)}")
+        check_precision(self.precision, "--precision")
         if not 0 <= self.lora_scale <= 4:
             raise ValueError(f"--lora-scale must be between 0 and 4, got {self.lora_scale}")
         if self.reject_off_prompt and self.judge is None:
@@ -82,20 +81,6 @@ class SynthesisOptions:
     def batch(self, b: int) -> range:
         """Slice indices of batch b: fixed by n and batch_size alone, so any process count agrees on them."""
         return range(b * self.batch_size, min((b + 1) * self.batch_size, self.n))
-
-
-def resolve_precision(precision: str) -> str:
-    """'auto' -> 'bf16' where the hardware computes bfloat16 natively (CPUs with AVX-512 BF16 or AMX, CUDA GPUs
-    with bf16), else 'fp32': emulated bf16 is slower than fp32. Measured on this CPU (BENCHMARKS.md): bf16 slices
-    differ from fp32 ones by 0.002 on average (of 1) and the judge finds them as often on-prompt."""
-    if precision != "auto":
-        return precision
-    import torch
-
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    native = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return "bf16" if any(check is not None and check() for check in native) else "fp32"
 
 
 def data_fingerprint(prepared: Path | None) -> str | None:

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dallebrain.data.grid import VolumeGrid
+from dallebrain.pipelines.precision import resolve_precision
 from dallebrain.synthesize.generate import make_batch, part_path
-from dallebrain.synthesize.options import SynthesisOptions, claim_folder, resolve_precision, settings_record
+from dallebrain.synthesize.options import SynthesisOptions, claim_folder, settings_record
 
 
 @dataclass

@@ -1,6 +1,12 @@
 """Training throughput of every stage with a config set (base or cpu), and what caching gains for the LDM.
 
     python benchmarks/bench_training.py --data PREPARED_128 --steps 12 --configs base --out /tmp/bench-train
+    python benchmarks/bench_training.py --precision-step [--configs cpu] [--rounds 5] [--threads 1]
+
+--precision-step: one LDM optimiser step (forward, backward, AdamW) of the configured UNet at the shipped latent
+size (4 x 32 x 32, batch_size of the config) on random latents and text states, fp32 vs bf16 autocast (what
+`mixed_precision=bf16` makes accelerate enter) with NCHW or channels_last weights; settings alternate within each
+round, medians reported; plus the loss of the same first step from the same weights in fp32 and bf16.
 
 Each stage runs `--steps` optimiser steps through its own `main` (max_rows / val sizes cut so set-up is
 short); images/second is read from losses.csv (the last logged window, so start-up is excluded).
@@ -104,13 +110,86 @@ def caching_gain(data: Path, out: Path, steps: int, configs: str) -> tuple[float
     return run(True), run(False)
 
 
+def precision_step(configs: str, rounds: int) -> None:
+    """images/s of one LDM training step: fp32 / bf16 x NCHW / channels_last."""
+    import contextlib
+    import copy
+    import statistics
+
+    import torch
+    from diffusers import DDPMScheduler
+
+    from dallebrain.models.conditioning import unstated_features
+    from dallebrain.models.unet import build_unet, noise_scheduler_config
+    from dallebrain.training.config import load_config
+    from dallebrain.training.diffusion import denoising_loss
+    from dallebrain.training.ldm import LdmTrainConfig, unet_config_of
+
+    cfg = load_config(LdmTrainConfig, CONFIGS / f"ldm.{configs}.json")
+    torch.manual_seed(0)
+    start_unet = build_unet(unet_config_of(cfg, 4, 32))
+    b = cfg.batch_size
+    latents, states = torch.randn(b, 4, 32, 32), torch.randn(b, 64, start_unet.config.cross_attention_dim)
+    extra = {"class_labels": unstated_features(b)} if cfg.unet.attributes else {}
+    noise = DDPMScheduler.from_config(noise_scheduler_config())
+    settings = [(p, f) for p in ("fp32", "bf16") for f in ("NCHW", "channels_last")]
+    models = {}
+    for setting in settings:
+        unet = copy.deepcopy(start_unet).train()
+        if setting[1] == "channels_last":
+            unet = unet.to(memory_format=torch.channels_last)
+        models[setting] = (unet, torch.optim.AdamW(unet.parameters(), lr=1e-4))
+
+    def step(setting) -> float:
+        unet, opt = models[setting]
+        torch.manual_seed(1)  # the same noise and timesteps for every setting
+        context = torch.autocast("cpu", dtype=torch.bfloat16) if setting[0] == "bf16" else contextlib.nullcontext()
+        with context:
+            loss = denoising_loss(lambda x, t: unet(x, t, encoder_hidden_states=states, **extra).sample, noise,
+                                  latents, cfg.snr_gamma)["loss"]
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss)
+
+    first = {s: step(s) for s in settings}  # from identical weights: the loss parity of one step (and warm-up)
+    rates = {s: [] for s in settings}
+    for r in range(rounds):
+        for setting in settings[r % len(settings):] + settings[:r % len(settings)]:
+            tick = time.perf_counter()
+            step(setting)
+            rates[setting].append(b / (time.perf_counter() - tick))
+            print(f"round {r + 1}: {setting[0]} {setting[1]} {rates[setting][-1]:.2f} images/s", flush=True)
+    base = statistics.median(rates[("fp32", "NCHW")])
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
+          f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} at the end; ldm.{configs}.json UNet "
+          f"{sum(p.numel() for p in start_unet.parameters()) / 1e6:.1f} M parameters, batch {b}; "
+          f"medians of {rounds} alternating rounds")
+    print("| precision | layout | images/s (median) | range | vs fp32 NCHW | first-step loss |")
+    print("|---|---|---|---|---|---|")
+    for s in settings:
+        median = statistics.median(rates[s])
+        print(f"| {s[0]} | {s[1]} | {median:.2f} | {min(rates[s]):.2f}-{max(rates[s]):.2f} | {median / base:.2f}x | "
+              f"{first[s]:.5f} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, required=True, help="a prepared data set at 128x128")
+    parser.add_argument("--precision-step", action="store_true", help="one LDM step, fp32 vs bf16 (no --data)")
+    parser.add_argument("--rounds", type=int, default=5, help="--precision-step: alternating rounds")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--data", type=Path, default=None, help="a prepared data set at 128x128")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--configs", default="base", help="config set: base or cpu (configs/STAGE.SET.json)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/dallebrain-bench-train"))
     args = parser.parse_args(argv)
+    if args.threads:
+        __import__("torch").set_num_threads(args.threads)
+    if args.precision_step:
+        precision_step(args.configs, args.rounds)
+        return
+    if args.data is None:
+        parser.error("--data is required (except with --precision-step)")
     shutil.rmtree(args.out, ignore_errors=True)
     rates = stage_rates(args.data, args.out, args.steps, args.configs)
     cached, uncached = caching_gain(args.data, args.out, args.steps, args.configs)

@@ -26,7 +26,10 @@ class TrainConfig:
     weight_decay: float = 1e-2
     warmup_steps: int = 100  # linear warm-up, then cosine decay to 10 %
     gradient_accumulation: int = 1
-    mixed_precision: str = "no"  # "no", "fp16" or "bf16" (accelerate)
+    # "no" (fp32) or "bf16": accelerate's autocast around each micro-batch's loss, weights and optimiser state
+    # kept fp32; "fp16" on a CUDA GPU only. Off by default: BENCHMARKS.md "Compute precision" has its speed and
+    # loss parity on this CPU.
+    mixed_precision: str = "no"
     max_grad_norm: float = 1.0
     checkpoint_every: int = 500  # steps between checkpoints (and at the end)
     keep_checkpoints: int = 2  # older ones are deleted
@@ -123,7 +126,24 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             setattr(owner, name, _coerce(value, getattr(owner, name)))
         except ValueError as exc:  # e.g. int("abc"): say which override
             raise ValueError(f"bad override {item!r}: {exc}") from None
+    if isinstance(config, TrainConfig):  # before a stage builds its caches: a bad value costs nothing
+        import torch
+
+        check_mixed_precision(config.mixed_precision, torch.cuda.is_available())
     return config
+
+
+MIXED_PRECISIONS = ("no", "bf16", "fp16")
+
+
+def check_mixed_precision(value: str, cuda: bool) -> None:
+    """One-line ValueError for a mixed precision accelerate cannot honour here. fp16 on a CPU is refused because
+    accelerate would accept it and silently train in fp32."""
+    if value not in MIXED_PRECISIONS:
+        raise ValueError(f"unknown mixed_precision {value!r}: choose from {', '.join(MIXED_PRECISIONS)}")
+    if value == "fp16" and not cuda:
+        raise ValueError("mixed_precision fp16 needs a CUDA GPU (on a CPU it would silently train in fp32): "
+                         "use bf16")
 
 
 def config_dict(config) -> dict:

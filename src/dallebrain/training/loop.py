@@ -23,7 +23,7 @@ from dallebrain.training.checkpoint import (
     resume_checkpoint,
     save_checkpoint,
 )
-from dallebrain.training.config import TrainConfig, config_dict
+from dallebrain.training.config import TrainConfig, check_mixed_precision, config_dict
 
 
 class Stage:
@@ -171,6 +171,7 @@ def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = F
                          "another --out")
     if resume:
         require_run(ckpt_root)  # before the models are built: starting over would overwrite the run's log
+    check_mixed_precision(config.mixed_precision, torch.cuda.is_available())  # a config not from load_config
     accelerator = Accelerator(mixed_precision=config.mixed_precision,
                               cpu=not torch.cuda.is_available())
     set_seed(config.seed)

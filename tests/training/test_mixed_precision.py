@@ -1,0 +1,73 @@
+"""Mixed precision of the training stages (TrainConfig.mixed_precision through accelerate): a bf16 step really
+computes in bf16, keeps fp32 weights, and its loss is close to the fp32 step's; values accelerate would not
+honour here are refused in one line before anything is built."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dallebrain.training import ldm
+from dallebrain.training.config import load_config
+from dallebrain.training.loop import fit
+from testing_constants import CONFIGS
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps its mixed precision in a process-wide state that refuses a second value; tests in one
+    process train in both, so each run here starts from a reset state (the distributed part is kept)."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield
+    AcceleratorState._reset_state()
+
+
+def _one_step(mixed_precision: str, data, vae, cache_dir, out) -> tuple[float, set, ldm.LdmStage]:
+    """(loss of one optimiser step, dtypes the UNet's last layer computed in, the stage) from the same seed."""
+    from dallebrain.data.dataset import SliceDataset
+
+    config = load_config(ldm.LdmTrainConfig, CONFIGS / "ldm.tiny.json",
+                         ["max_steps=1", "log_every=1", "checkpoint_every=1", f"mixed_precision={mixed_precision}"])
+    dataset = SliceDataset(data, "train", max_rows=config.max_rows, seed=config.seed)
+    stage = ldm.LdmStage(config, dataset, vae, None, cache_dir, progress=False)  # the latent cache is shared
+    dtypes = set()
+    stage.unet.conv_out.register_forward_hook(lambda module, args, output: dtypes.add(output.dtype))
+    summary = fit(stage, config, out, progress=False)
+    return summary["last_log"]["loss"], dtypes, stage
+
+
+def test_a_bf16_training_step_computes_in_bf16_with_fp32_weights_and_the_fp32_loss(
+        tiny_prepared, tiny_vae, tmp_path, fresh_accelerate_state):
+    from accelerate.state import AcceleratorState
+
+    fp32_loss, fp32_dtypes, _ = _one_step("no", tiny_prepared, tiny_vae, tmp_path / "stage", tmp_path / "fp32")
+    AcceleratorState._reset_state()
+    bf16_loss, bf16_dtypes, stage = _one_step("bf16", tiny_prepared, tiny_vae, tmp_path / "stage", tmp_path / "bf16")
+    assert fp32_dtypes == {torch.float32} and bf16_dtypes == {torch.bfloat16}
+    # the master weights (and so the checkpoint, the EMA and the export) stay fp32
+    assert {p.dtype for p in stage.unet.parameters()} == {torch.float32}
+    assert {p.dtype for p in stage.ema.parameters()} == {torch.float32}
+    # Same seed, batch, noise and timesteps: only rounding differs. bf16 keeps 8 mantissa bits (relative step
+    # 2^-8 = 0.4 %), convolutions and attention accumulate in fp32 and the loss is reduced in fp32, so the
+    # per-sample errors of the prediction partly cancel in the mean: a few tenths of a percent is expected,
+    # 2 % is the bound (a step computed in fp16-like precision or with a wrong batch would be far off).
+    assert bf16_loss == pytest.approx(fp32_loss, rel=0.02)
+    assert bf16_loss != fp32_loss  # it was computed differently, not the fp32 step again
+
+
+@pytest.mark.parametrize("value, message", [("fp8", "unknown mixed_precision 'fp8'"),
+                                            ("fp16", "mixed_precision fp16 needs a CUDA GPU")])
+def test_a_mixed_precision_accelerate_cannot_honour_is_refused(value, message, tmp_path):
+    if value == "fp16" and torch.cuda.is_available():
+        pytest.skip("fp16 is honoured on a CUDA GPU")
+    with pytest.raises(ValueError, match=message):
+        load_config(ldm.LdmTrainConfig, None, [f"mixed_precision={value}"])
+    result = subprocess.run([sys.executable, "-m", "dallebrain.cli", "train", "ldm", "--data", str(tmp_path),
+                             "--out", str(tmp_path / "out"), "--vae", str(tmp_path), "--set",
+                             f"mixed_precision={value}"], capture_output=True, text=True, timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
+    assert not (tmp_path / "out").exists()

@@ -80,13 +80,13 @@ def _toy_longitudinal(folder, people=6, size=32):
     return folder
 
 
-@pytest.mark.parametrize("warp", [False, True])
-def test_training_learns_a_known_change(tmp_path, warp):
+@pytest.mark.parametrize("warp, downsample", [(False, 1), (True, 1), (True, 2)])
+def test_training_learns_a_known_change(tmp_path, warp, downsample):
     from dallebrain.training.ageing import AgeingTrainOptions, train
 
     data = _toy_longitudinal(tmp_path / "toy")
     record = train(AgeingTrainOptions(data, tmp_path / "m", steps=150, batch=8, crop=32, lr=3e-3, channels=(8, 16),
-                                      warp=warp), progress=False)
+                                      warp=warp, downsample=downsample), progress=False)
     assert record["people"] == 5 and record["steps"] == 150
     pairs = session_pairs(longitudinal_table(data), ("test",), from_first=True)
     images, index = load_images(data, [*pairs["source_image_path"], *pairs["target_image_path"]])

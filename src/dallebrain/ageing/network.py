@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional
 
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "ageing"
@@ -37,11 +38,12 @@ class AgeingNetConfig:
     image_size: int = 128  # the prepared grid it was trained on (128 px over 192 mm); other sizes are resampled
     training: dict = field(default_factory=dict)  # data provenance (name, metadata hash), steps, loss
     warp: bool = False  # predict a displacement (pixels per decade) and an intensity change instead of a change only
+    downsample: int = 1  # the UNet sees the slice pooled by this factor; its (smooth) output is upsampled back
 
     @classmethod
     def from_dict(cls, d: dict) -> AgeingNetConfig:
         return cls(tuple(int(c) for c in d["channels"]), int(d["layers_per_block"]), int(d["image_size"]),
-                   dict(d.get("training", {})), bool(d.get("warp", False)))
+                   dict(d.get("training", {})), bool(d.get("warp", False)), int(d.get("downsample", 1)))
 
 
 def build_unet(config: AgeingNetConfig):
@@ -77,19 +79,21 @@ class AgeingNet(nn.Module):
         decades = ((target_age - source_age) / DECADE).to(x.device)
         ages = torch.stack([decades, source_age.to(x.device) / 100.0], dim=1)
         embedding = self.condition(ages)
-        change = self.unet(x, torch.zeros_like(decades), class_labels=embedding).sample.to(x.dtype)
+        factor = self.config.downsample
+        seen = x if factor == 1 else functional.avg_pool2d(x, factor)
+        change = self.unet(seen, torch.zeros_like(decades), class_labels=embedding).sample.to(x.dtype)
         change = decades[:, None, None, None] * change
+        if factor != 1:
+            change = functional.interpolate(change, size=x.shape[-2:], mode="bilinear", align_corners=False)
         if not self.config.warp:
             return x + change
-        return warp(x, change[:, :2]) + change[:, 2:]
+        return warp(x, change[:, :2] * factor) + change[:, 2:]
 
 
 def warp(x: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
     """x [N,1,H,W] sampled at each pixel + displacement [N,2,H,W] (pixels; x then y), bilinear, zeros outside.
     Ageing moves tissue (ventricles widen, sulci open): a displacement carries the source's own texture along,
     where an intensity change alone would have to paint it."""
-    from torch.nn import functional
-
     n, _, h, w = x.shape
     ys, xs = torch.meshgrid(torch.linspace(-1, 1, h, device=x.device), torch.linspace(-1, 1, w, device=x.device),
                             indexing="ij")

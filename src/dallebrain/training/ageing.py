@@ -35,6 +35,7 @@ class AgeingTrainOptions:
     bf16: bool = True
     loss: str = "l2"
     warp: bool = False
+    downsample: int = 1
     overwrite: bool = False
     init_from: Path | None = None  # an ageing model folder to continue from (its architecture is kept)
 
@@ -95,6 +96,8 @@ def train(options: AgeingTrainOptions, progress: bool = True) -> dict:
 
     if options.steps < 1 or options.batch < 1:
         raise ValueError("--steps and --batch must be at least 1")
+    if options.downsample not in (1, 2, 4) or options.crop % (options.downsample * 8):
+        raise ValueError(f"--downsample must be 1, 2 or 4 and divide --crop / 8, got {options.downsample}")
     if (Path(options.out) / WEIGHTS_FILE).exists() and not options.overwrite:
         raise ValueError(f"{options.out} already holds an ageing model (--overwrite replaces it)")
     pairs = session_pairs(longitudinal_table(options.data), ("train",))
@@ -114,7 +117,8 @@ def train(options: AgeingTrainOptions, progress: bool = True) -> dict:
             raise ValueError(f"--init-from {options.init_from} was trained on {net.config.image_size}-pixel slices, "
                              f"the data are {images.shape[1]}")
     else:
-        net = AgeingNet(AgeingNetConfig(options.channels, image_size=images.shape[1], warp=options.warp))
+        net = AgeingNet(AgeingNetConfig(options.channels, image_size=images.shape[1], warp=options.warp,
+                                        downsample=options.downsample))
     optimiser = torch.optim.AdamW(net.parameters(), lr=options.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, options.lr, total_steps=options.steps, pct_start=0.1)
     start, losses = time.time(), []
@@ -154,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--fp32", action="store_true", help="train in fp32 (default: bf16 autocast)")
     parser.add_argument("--warp", action="store_true",
                         help="predict a displacement + intensity change (default: an intensity change only)")
+    parser.add_argument("--downsample", type=int, default=1,
+                        help="the UNet sees slices pooled by this factor (its smooth output is upsampled back)")
     parser.add_argument("--loss", choices=("l2", "l1"), default=defaults.loss)
     parser.add_argument("--init-from", type=Path, default=None,
                         help="continue from this ageing model's weights (its architecture; a fresh schedule)")
@@ -167,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         raise ValueError(f"--channels must be multiples of 8 (GroupNorm of 8 groups), got {args.channels}")
     record = train(AgeingTrainOptions(args.data, args.out, args.steps, args.batch, args.crop, args.lr, args.max_pairs,
                                       args.seed, channels, bf16=not args.fp32, loss=args.loss, warp=args.warp,
+                                      downsample=args.downsample,
                                       overwrite=args.overwrite, init_from=args.init_from))
     print(f"ageing model in {args.out}: {record['steps']} steps on {record['pairs']} pairs of "
           f"{record['people']} people, final L1 {record['final_loss']:.4f} ({record['seconds']:.0f} s)")

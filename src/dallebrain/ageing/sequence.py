@@ -81,7 +81,7 @@ def _strip(path: Path, source: Source, ages, frames, fractions) -> None:
     import matplotlib.pyplot as plt
 
     n = len(ages) + 1
-    fig, axes = plt.subplots(1, n, figsize=(1.9 * n, 2.5), squeeze=False)
+    fig, axes = plt.subplots(1, n, figsize=(1.9 * n, 3.0), squeeze=False)
     panels = [(source.image, f"source, {source.age:g} y"), *((f, f"{a:g} y") for a, f in zip(ages, frames,
                                                                                             strict=True))]
     for ax, (image, title), measured in zip(axes[0], panels, [None, *fractions], strict=True):

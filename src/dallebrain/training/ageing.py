@@ -176,4 +176,4 @@ def main(argv: list[str] | None = None) -> None:
                                       downsample=args.downsample,
                                       overwrite=args.overwrite, init_from=args.init_from))
     print(f"ageing model in {args.out}: {record['steps']} steps on {record['pairs']} pairs of "
-          f"{record['people']} people, final L1 {record['final_loss']:.4f} ({record['seconds']:.0f} s)")
+          f"{record['people']} people, final loss {record['final_loss']:.5f} ({record['seconds']:.0f} s)")

@@ -22,7 +22,7 @@ def test_shipped_network_ages_a_held_out_slice(contrast):
     assert net.config.training["people"] >= 20  # trained on a cohort, not a toy
     source = load_png(DATA / f"held-out-55y_{contrast}_axial_+015mm.png")
     frames = age_sequence(net, source, 55.0, AGES)
-    np.testing.assert_allclose(frames[1], source, atol=1e-4)  # the source age gives the source back (grid_sample rounding)
+    np.testing.assert_allclose(frames[1], source, atol=1e-4)  # the source age: the source (grid_sample rounding)
     ventricles = load_tissue_judge().fractions(frames)["ventricles"]
     # Younger: smaller; older: larger (measured at release: T1w 0.094 / 0.099 / 0.102 / 0.102, FLAIR 0.101 /
     # 0.105 / 0.110 / 0.111; the cohort's own ventricles grow ~25 % a decade: the network is short of that, see README)

@@ -104,3 +104,11 @@ def tiny_unclip(tmp_path_factory) -> Path:
                                           cross_attention_levels=1, cross_attention_dim=16, norm_num_groups=4), dim),
                  root / "decoder")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_ageing_model(tmp_path_factory) -> Path:
+    """An ageing network at the tiny pipeline's 64 px that changes a slice a little per decade."""
+    from testing_constants import make_ageing_model
+
+    return make_ageing_model(tmp_path_factory.mktemp("ageing"), 64, 0.004)

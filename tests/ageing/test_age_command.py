@@ -7,23 +7,17 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from typer.testing import CliRunner
 
-from dallebrain.ageing.network import AgeingNet, AgeingNetConfig, save_ageing_net
 from dallebrain.ageing.sequence import GIF, STRIP, SUMMARY, frame_stem
 from dallebrain.cli import app
+from testing_constants import make_ageing_model
 
 
 @pytest.fixture(scope="module")
 def ageing_model(tmp_path_factory):
     """A 32-pixel network whose output is not its input (random output convolution)."""
-    torch.manual_seed(0)
-    net = AgeingNet(AgeingNetConfig(channels=(8, 16), image_size=32))
-    torch.nn.init.normal_(net.unet.conv_out.weight, std=0.02)
-    folder = tmp_path_factory.mktemp("ageing")
-    save_ageing_net(net, folder)
-    return folder
+    return make_ageing_model(tmp_path_factory.mktemp("ageing"), 32, 0.02)
 
 
 @pytest.fixture(scope="module")

@@ -32,30 +32,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def ageing_model(tmp_path_factory):
-    """An ageing network at the tiny pipeline's 64 px whose output is not its input: a small random output
-    convolution, so a decade changes a slice a little, as a trained network does, not beyond recognition."""
-    import torch
-
-    from dallebrain.ageing.network import AgeingNet, AgeingNetConfig, save_ageing_net
-
-    torch.manual_seed(0)
-    net = AgeingNet(AgeingNetConfig(channels=(8, 16), image_size=64))
-    torch.nn.init.normal_(net.unet.conv_out.weight, std=0.004)
-    folder = tmp_path_factory.mktemp("ageing")
-    save_ageing_net(net, folder)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def server(tiny_pipeline, tiny_prepared, ageing_model, tmp_path_factory):
+def server(tiny_pipeline, tiny_prepared, tiny_ageing_model, tmp_path_factory):
     pytest.importorskip("gradio")
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from dallebrain.app.ui import ServeConfig, launch
 
     root = tmp_path_factory.mktemp("serve")
     cfg = ServeConfig(model=tiny_pipeline, data=tiny_prepared, study_dir=root / "study", study_items=6,
-                      study_steps=2, device="cpu", work_dir=root / "work", ageing_model=ageing_model)
+                      study_steps=2, device="cpu", work_dir=root / "work", ageing_model=tiny_ageing_model)
     demo, url = launch(cfg, "127.0.0.1", _free_port(), block=False)
     yield url, cfg
     demo.close()

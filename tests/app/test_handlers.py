@@ -88,35 +88,19 @@ def test_with_age_rewrites_or_appends_the_age(prompt, age, expected):
     assert parse_prompt(expected).age == age
 
 
-@pytest.fixture(scope="module")
-def ageing_model(tmp_path_factory):
-    """An ageing network at the tiny pipeline's 64 px whose output is not its input: a small random output
-    convolution, so a decade changes a slice a little, as a trained network does, not beyond recognition."""
-    import torch
-
-    from dallebrain.ageing.network import AgeingNet, AgeingNetConfig, save_ageing_net
-
-    torch.manual_seed(0)
-    net = AgeingNet(AgeingNetConfig(channels=(8, 16), image_size=64))
-    torch.nn.init.normal_(net.unet.conv_out.weight, std=0.004)
-    folder = tmp_path_factory.mktemp("ageing")
-    save_ageing_net(net, folder)
-    return folder
-
-
 def _frames(result) -> np.ndarray:
     return np.stack([np.asarray(nib.load(Path(png).with_name(Path(png).stem + ".nii.gz")).dataobj)[..., 0]
                      for png, _ in result.images])
 
 
-def test_ageing_sequence_is_one_brain_aged_by_the_network(opts, ageing_model):
+def test_ageing_sequence_is_one_brain_aged_by_the_network(opts, tiny_ageing_model):
     from dallebrain.ageing.network import load_ageing_net
     from dallebrain.ageing.predict import age_sequence
     from dallebrain.ageing.sequence import GIF, STRIP, SUMMARY
     from dallebrain.data.slicing import load_png
 
-    result = h.ageing_sequence(PROMPT, seed=1, steps=1, ageing_model=ageing_model, **opts)
-    other = h.ageing_sequence(PROMPT, seed=2, steps=1, ageing_model=ageing_model, **opts)
+    result = h.ageing_sequence(PROMPT, seed=1, steps=1, ageing_model=tiny_ageing_model, **opts)
+    other = h.ageing_sequence(PROMPT, seed=2, steps=1, ageing_model=tiny_ageing_model, **opts)
     assert [caption.split(",")[0] for _, caption in result.images] == [f"age {a}" for a in h.AGES]
     assert all("ventricles" in caption for _, caption in result.images)
     # the source is generated once, at the prompt's own age, and every frame is the network's from it
@@ -124,7 +108,7 @@ def test_ageing_sequence_is_one_brain_aged_by_the_network(opts, ageing_model):
     assert [p.name for p in source] == ["seed-000001.json"]
     assert json.loads(source[0].read_text())["parsed_prompt"]["age"] == 70
     frames, others = _frames(result), _frames(other)
-    expected = age_sequence(load_ageing_net(ageing_model), load_png(source[0].with_suffix(".png")), 70.0,
+    expected = age_sequence(load_ageing_net(tiny_ageing_model), load_png(source[0].with_suffix(".png")), 70.0,
                             [float(a) for a in h.AGES])
     np.testing.assert_allclose(frames, expected, atol=1e-4)
     # same identity: consecutive ages far more alike than two seeds' brains at the same age, yet not a copy
@@ -145,14 +129,14 @@ def test_ageing_sequence_is_one_brain_aged_by_the_network(opts, ageing_model):
     assert "source: the prompt, seed 1 at 70 years" in shown
 
 
-def test_ageing_sequence_of_an_uploaded_slice(tiny_prepared, ageing_model, tmp_path):
+def test_ageing_sequence_of_an_uploaded_slice(tiny_prepared, tiny_ageing_model, tmp_path):
     from dallebrain.ageing.sequence import SUMMARY
 
     table = pd.read_parquet(tiny_prepared / "metadata.parquet")
     upload = tmp_path / "my-scan.png"  # as gradio stores an upload: the file alone, no sidecar beside it
     upload.write_bytes((tiny_prepared / table["image_path"].iloc[len(table) // 2]).read_bytes())
     work = tmp_path / "work"
-    opts = {"ageing_model": ageing_model, "work_dir": work, "device": "cpu"}
+    opts = {"ageing_model": tiny_ageing_model, "work_dir": work, "device": "cpu"}
     result = h.ageing_sequence(None, upload=str(upload), source_age=45, model=tmp_path / "no-model", **opts)
     assert len(result.images) == len(h.AGES) and Path(result.strip).is_file()
     summary = json.loads((result.folder / SUMMARY).read_text())

@@ -8,8 +8,7 @@ from __future__ import annotations
 import typer
 
 from dallebrain._env import configure_offline
-from dallebrain.ageing.cli import evaluate_ageing_cmd
-from dallebrain.ageing.command import age_cmd
+from dallebrain.ageing.cli import age_cmd, evaluate_ageing_cmd
 from dallebrain.anomaly.cli import anomaly_cmd, evaluate_anomaly_cmd, generate_lesion_cmd
 from dallebrain.app.cli import serve_cmd
 from dallebrain.cli._common import fail

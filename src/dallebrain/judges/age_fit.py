@@ -65,13 +65,12 @@ def fit_from_fractions(rows, shares: dict[str, np.ndarray], seed: int = 0) -> di
 def fit_age(data: Path, out: Path, tissue_folder: Path | None = None, max_slices: int = 6000, seed: int = 0,
             overwrite: bool = False) -> dict:
     """Fit on the train split (a random `max_slices` of its slices) and write OUT/age.json; returns the record."""
-    import hashlib
-
     import pandas as pd
 
     from dallebrain.data.io import write_json_atomic
     from dallebrain.data.slicing import load_png
     from dallebrain.judges.tissue import load_tissue_judge
+    from dallebrain.training.common import data_provenance
 
     if (Path(out) / MODEL_FILE).exists() and not overwrite:
         raise ValueError(f"{out} already holds an age judge (--overwrite replaces it)")
@@ -87,8 +86,7 @@ def fit_age(data: Path, out: Path, tissue_folder: Path | None = None, max_slices
     shares = judge.fractions(np.stack([load_png(Path(data) / p) for p in rows["image_path"]]))
     record = fit_from_fractions(rows, shares, seed)
     record["tissue_sha256"] = tissue_fingerprint(tissue_folder)
-    record["training"] |= {"data": Path(data).resolve().name,
-                           "metadata_sha256": hashlib.sha256(table_path.read_bytes()).hexdigest()}
+    record["training"] |= data_provenance(data)
     Path(out).mkdir(parents=True, exist_ok=True)
     write_json_atomic(Path(out) / MODEL_FILE, record)
     return record

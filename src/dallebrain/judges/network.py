@@ -3,12 +3,13 @@ files (safetensors fp16 + config.json). Small on purpose: a judge runs beside th
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from dallebrain.models.net_folder import CONFIG_FILE, WEIGHTS_FILE  # noqa: F401 (re-exported)
 
 # What the segmenter tells apart. CSF is split in two: the ventricles carry age in this cohort, the rest of the
 # CSF (sulci, cisterns) much less.
@@ -16,7 +17,6 @@ CLASSES = ("background", "csf", "ventricles", "gm", "wm")
 # Label PNG values (data.slicing.TISSUE_LABELS) -> class index; a lesion (4) is left out of the loss.
 LABEL_TO_CLASS = {0: 0, 1: 1, 5: 2, 2: 3, 3: 4}
 IGNORE = 255
-WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
 
 
 @dataclass
@@ -63,32 +63,15 @@ class TissueNet(nn.Module):
 
 
 def save_tissue_net(net: TissueNet, folder: Path) -> None:
-    """fp16 safetensors + config, each through a temporary file (a killed save leaves the old files whole)."""
-    from safetensors.torch import save_file
+    """fp16 safetensors + config.json (models/net_folder.py: through temporary files)."""
+    from dallebrain.models.net_folder import save_net_folder
 
-    from dallebrain.data.io import atomic_path, write_json_atomic
-
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in net.state_dict().items()}
-    with atomic_path(folder / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp))
-    write_json_atomic(folder / CONFIG_FILE, asdict(net.config))
+    save_net_folder(net, asdict(net.config), folder)
 
 
 def load_tissue_net(folder: str | Path) -> TissueNet:
-    """The network saved in `folder` (float32 for inference); one-line ValueError for a missing or foreign
-    folder. Only safetensors are read: pickle files can run code when loaded."""
-    from safetensors.torch import load_file
+    """The network in `folder`, float32 for inference; one-line ValueError for a
+    missing or foreign folder (models/net_folder.py; pickles are never read)."""
+    from dallebrain.models.net_folder import load_net_folder
 
-    folder = Path(folder)
-    weights, config_path = folder / WEIGHTS_FILE, folder / CONFIG_FILE
-    if not weights.is_file() or not config_path.is_file():
-        raise ValueError(f"{folder}: not a tissue judge folder (needs {WEIGHTS_FILE} and {CONFIG_FILE})")
-    try:
-        config = TissueNetConfig.from_dict(json.loads(config_path.read_text()))
-        net = TissueNet(config)
-        net.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
-    except (KeyError, TypeError, ValueError, RuntimeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{folder}: unreadable tissue judge ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
-    return net.eval()
+    return load_net_folder(folder, lambda d: TissueNet(TissueNetConfig.from_dict(d)), "tissue judge")

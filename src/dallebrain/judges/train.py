@@ -3,7 +3,6 @@ train split, every contrast and plane together, so one network judges any slice.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from dallebrain.judges.network import IGNORE, LABEL_TO_CLASS, WEIGHTS_FILE
+from dallebrain.training.common import data_provenance
 
 
 @dataclass(frozen=True)
@@ -130,10 +130,9 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
         optimiser.step()
         schedule.step()
         losses.append(loss.item())
-    table = Path(options.data) / "metadata.parquet"
     net.config.training = {
-        "data": Path(options.data).resolve().name, "metadata_sha256": hashlib.sha256(table.read_bytes()).hexdigest(),
-        "slices": len(rows), "steps": options.steps, "batch": options.batch, "crop": options.crop,
+        **data_provenance(options.data), "slices": len(rows), "steps": options.steps, "batch": options.batch,
+        "crop": options.crop,
         "final_loss": float(np.mean(losses[-50:])), "seconds": round(time.time() - start, 1)}
     save_tissue_net(net, Path(options.out))
     return net.config.training

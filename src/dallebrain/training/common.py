@@ -9,13 +9,15 @@ import torch
 
 
 def data_provenance(dataset) -> dict:
-    """What a model records of its training data: the folder's name and the sha256 of its metadata table, never
-    the training machine's path (a shipped model must not carry it)."""
+    """What a model records of its training data (a prepared folder, or a data set with its `root`): the folder's
+    name and the sha256 of its metadata table, never the training machine's path (a shipped model must not
+    carry it)."""
     import hashlib
 
-    table = Path(dataset.root) / "metadata.parquet"
+    root = Path(getattr(dataset, "root", dataset))
+    table = root / "metadata.parquet"
     digest = hashlib.sha256(table.read_bytes()).hexdigest() if table.is_file() else None
-    return {"data": Path(dataset.root).resolve().name, "metadata_sha256": digest}
+    return {"data": root.resolve().name, "metadata_sha256": digest}
 
 
 def held_out(data: str | Path, seed: int = 0, max_rows: int | None = None):

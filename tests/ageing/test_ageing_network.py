@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from dallebrain.ageing.network import AgeingNet, AgeingNetConfig, load_ageing_net, save_ageing_net
+from dallebrain.ageing.network import AgeingNet, AgeingNetConfig, load_ageing_net, save_ageing_net, warp
 from dallebrain.ageing.pairs import load_images, longitudinal_table, session_pairs
 from dallebrain.ageing.predict import age_sequence, age_slices
 
@@ -58,9 +58,12 @@ def test_pairs_are_one_person_one_position_two_sessions(tiny_long_prepared):
     assert (first["source_session_id"] == "ses-01").all() and (first["years"] > 0).all()
 
 
-def _toy_longitudinal(folder, people=6, size=32):
+def _toy_longitudinal(folder, people=6, size=32, labels=False):
     """A prepared-like longitudinal set whose change with age is known: a bright disc (the brain) around a dark
-    one (the ventricles) whose radius grows 1.5 pixels a decade; the last person is held out."""
+    one (the ventricles) whose radius grows 1.5 pixels a decade; the last person is held out. With `labels`,
+    tissue label PNGs as prepare writes them (0 outside, 2 grey matter, 5 ventricles)."""
+    from PIL import Image
+
     from dallebrain.data.slicing import save_png16
 
     rows, yy, xx = [], *np.mgrid[0:size, 0:size]
@@ -73,20 +76,29 @@ def _toy_longitudinal(folder, people=6, size=32):
             path = f"slices/{p}_{s}.png"
             (folder / "slices").mkdir(parents=True, exist_ok=True)
             save_png16(np.clip(image + rng.normal(0, 0.01, image.shape) * (image > 0), 0, 1), folder / path)
+            label_path = None
+            if labels:
+                label_path = f"slices/{p}_{s}_label.png"
+                tissue = np.where(r < 13, 2, 0) * np.where(r < 3 + 0.15 * (age - 30), 2.5, 1)
+                Image.fromarray(tissue.astype(np.uint8)).save(folder / label_path)
             rows.append({"subject_id": f"toy-{p}", "modality": "T1w", "orientation": "axial", "slice_index": 0,
                          "slice_mm": 0.0, "sex": "F", "session_id": f"ses-0{s + 1}", "age": float(age),
-                         "image_path": path, "label_path": None, "split": "test" if p == people - 1 else "train"})
+                         "image_path": path, "label_path": label_path, "split": "test" if p == people - 1 else "train"})
     pd.DataFrame(rows).to_parquet(folder / "metadata.parquet")
     return folder
 
 
-@pytest.mark.parametrize("warp, downsample", [(False, 1), (True, 1), (True, 2)])
-def test_training_learns_a_known_change(tmp_path, warp, downsample):
+@pytest.mark.parametrize("warp, downsample, label_weight, intensity",
+                         [(False, 1, 0, True), (True, 1, 0, True), (True, 2, 0, True), (True, 2, 1, False)])
+def test_training_learns_a_known_change(tmp_path, warp, downsample, label_weight, intensity):
     from dallebrain.training.ageing import AgeingTrainOptions, train
 
-    data = _toy_longitudinal(tmp_path / "toy")
+    data = _toy_longitudinal(tmp_path / "toy", labels=label_weight > 0)
     record = train(AgeingTrainOptions(data, tmp_path / "m", steps=150, batch=8, crop=32, lr=3e-3, channels=(8, 16),
-                                      warp=warp, downsample=downsample), progress=False)
+                                      warp=warp, downsample=downsample, label_weight=label_weight,
+                                      intensity=intensity), progress=False)
+    assert record["label_weight"] == label_weight
+    assert load_ageing_net(tmp_path / "m").config.intensity == intensity
     assert record["people"] == 5 and record["steps"] == 150
     pairs = session_pairs(longitudinal_table(data), ("test",), from_first=True)
     images, index = load_images(data, [*pairs["source_image_path"], *pairs["target_image_path"]])
@@ -95,6 +107,56 @@ def test_training_learns_a_known_change(tmp_path, warp, downsample):
     predicted = age_slices(load_ageing_net(tmp_path / "m"), source, pairs["source_age"], pairs["target_age"])
     # a held-out person: the ventricles grew and the network grew them
     assert ((predicted - target) ** 2).mean() < 0.5 * ((source - target) ** 2).mean()
+
+
+def test_dropping_the_intensity_change_keeps_the_displacement():
+    from dallebrain.ageing.network import without_intensity
+
+    net = AgeingNet(AgeingNetConfig(channels=(8, 16), image_size=32, warp=True))
+    torch.nn.init.normal_(net.unet.conv_out.weight, std=0.05)
+    torch.nn.init.normal_(net.unet.conv_out.bias, std=0.05)
+    slim = without_intensity(net).eval()
+    x, ages = torch.rand(2, 1, 32, 32), (torch.tensor([30.0, 60.0]), torch.tensor([50.0, 80.0]))
+    with torch.no_grad():
+        displacement, change = net.eval().fields(x, *ages)
+        slim_displacement, slim_change = slim.fields(x, *ages)
+    torch.testing.assert_close(slim_displacement, displacement)
+    assert change.abs().max() > 0 and slim_change.abs().max() == 0
+    torch.testing.assert_close(slim(x, *ages), warp(x, displacement))
+    assert slim.unet.conv_out.out_channels == 2
+    with pytest.raises(ValueError, match="only a warp model"):
+        without_intensity(AgeingNet(SMALL))
+
+
+def test_label_loss_pulls_the_displacement_towards_the_moved_tissue():
+    from dallebrain.training.ageing import _label_loss
+
+    source = torch.zeros(1, 16, 16, dtype=torch.long)
+    source[:, 4:12, 4:8] = 2  # a ventricle ...
+    target = torch.roll(source, 2, dims=2)  # ... two pixels to the right at follow-up
+    still = torch.zeros(1, 2, 16, 16)
+    assert _label_loss(still, source, source).item() < 1e-6  # the same maps: no loss (float rounding)
+    toward, away = still.clone(), still.clone()
+    toward[:, 0], away[:, 0] = -2.0, 2.0  # output pixel p samples the source at p + displacement
+    # (the two columns the moved maps draw from outside the slice are all zeros: not exactly 0)
+    assert _label_loss(toward, source, target) < 0.1 * _label_loss(still, source, target)
+    assert _label_loss(still, source, target) < _label_loss(away, source, target)
+
+
+def test_label_weight_refusals(tmp_path):
+    from dallebrain.training.ageing import AgeingTrainOptions, train
+
+    unlabelled = _toy_longitudinal(tmp_path / "toy")
+    with pytest.raises(ValueError, match="needs tissue labels"):
+        train(AgeingTrainOptions(unlabelled, tmp_path / "m", steps=1, crop=32, warp=True, label_weight=1.0),
+              progress=False)
+    with pytest.raises(ValueError, match="needs a warp model"):
+        train(AgeingTrainOptions(_toy_longitudinal(tmp_path / "lab", labels=True), tmp_path / "m", steps=1, crop=32,
+                                 label_weight=1.0), progress=False)
+    with pytest.raises(ValueError, match="0 or more"):
+        train(AgeingTrainOptions(unlabelled, tmp_path / "m", steps=1, crop=32, warp=True, label_weight=-1),
+              progress=False)
+    assert not (tmp_path / "m").exists()
 
 
 def test_cli_refuses_cross_sectional_data(tiny_prepared, tmp_path):

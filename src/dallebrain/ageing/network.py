@@ -16,7 +16,6 @@ safetensors + config.json; pickles are never read.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,7 +24,8 @@ import torch
 from torch import nn
 from torch.nn import functional
 
-WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+from dallebrain.models.net_folder import CONFIG_FILE, WEIGHTS_FILE  # noqa: F401 (re-exported)
+
 SHIPPED = Path(__file__).resolve().parents[1] / "weights" / "ageing"
 AGE_RANGE = (0.0, 110.0)  # ages the network accepts (years); a gap is the difference of two of them
 DECADE = 10.0  # gaps enter in decades, ages in centuries: inputs of order one
@@ -39,21 +39,29 @@ class AgeingNetConfig:
     training: dict = field(default_factory=dict)  # data provenance (name, metadata hash), steps, loss
     warp: bool = False  # predict a displacement (pixels per decade) and an intensity change instead of a change only
     downsample: int = 1  # the UNet sees the slice pooled by this factor; its (smooth) output is upsampled back
+    intensity: bool = True  # warp models: an intensity change besides the displacement (False: moved tissue only)
+    linear_in_gap: bool = False  # the embedding sees only the gap's sign: the change is exactly gap x a field
 
     @classmethod
     def from_dict(cls, d: dict) -> AgeingNetConfig:
         return cls(tuple(int(c) for c in d["channels"]), int(d["layers_per_block"]), int(d["image_size"]),
-                   dict(d.get("training", {})), bool(d.get("warp", False)), int(d.get("downsample", 1)))
+                   dict(d.get("training", {})), bool(d.get("warp", False)), int(d.get("downsample", 1)),
+                   bool(d.get("intensity", True)), bool(d.get("linear_in_gap", False)))
 
 
 def build_unet(config: AgeingNetConfig):
     from diffusers import UNet2DModel
 
     n = len(config.channels)
-    return UNet2DModel(sample_size=config.image_size, in_channels=1, out_channels=3 if config.warp else 1,
+    return UNet2DModel(sample_size=config.image_size, in_channels=1, out_channels=output_channels(config),
                        block_out_channels=config.channels, layers_per_block=config.layers_per_block,
                        down_block_types=("DownBlock2D",) * n, up_block_types=("UpBlock2D",) * n,
                        add_attention=False, class_embed_type="identity", norm_num_groups=8)
+
+
+def output_channels(config: AgeingNetConfig) -> int:
+    """An intensity change (1), or a displacement (2) with or without an intensity change."""
+    return 1 if not config.warp else 2 + int(config.intensity)
 
 
 def check_ages(ages, name: str) -> torch.Tensor:
@@ -76,8 +84,16 @@ class AgeingNet(nn.Module):
         nn.init.zeros_(self.unet.conv_out.bias)
 
     def forward(self, x: torch.Tensor, source_age: torch.Tensor, target_age: torch.Tensor) -> torch.Tensor:
+        displacement, change = self.fields(x, source_age, target_age)
+        return x + change if displacement is None else warp(x, displacement) + change
+
+    def fields(self, x: torch.Tensor, source_age: torch.Tensor, target_age: torch.Tensor):
+        """(displacement [N,2,H,W] in pixels, or None without `warp`; intensity change [N,1,H,W]), both
+        already times the gap in decades and at x's resolution. Training warps the source's tissue labels with
+        the same displacement (training/ageing.py)."""
         decades = ((target_age - source_age) / DECADE).to(x.device)
-        ages = torch.stack([decades, source_age.to(x.device) / 100.0], dim=1)
+        gap = torch.sign(decades) if self.config.linear_in_gap else decades
+        ages = torch.stack([gap, source_age.to(x.device) / 100.0], dim=1)
         embedding = self.condition(ages)
         factor = self.config.downsample
         seen = x if factor == 1 else functional.avg_pool2d(x, factor)
@@ -86,8 +102,26 @@ class AgeingNet(nn.Module):
         if factor != 1:
             change = functional.interpolate(change, size=x.shape[-2:], mode="bilinear", align_corners=False)
         if not self.config.warp:
-            return x + change
-        return warp(x, change[:, :2] * factor) + change[:, 2:]
+            return None, change
+        displacement = change[:, :2] * factor
+        return displacement, change[:, 2:] if self.config.intensity else torch.zeros_like(x)
+
+
+def without_intensity(net: AgeingNet) -> AgeingNet:
+    """The same warp network with its intensity-change output removed (its displacement unchanged): to continue
+    training a model as displacement only."""
+    from dataclasses import replace
+
+    if not net.config.warp:
+        raise ValueError("only a warp model can drop its intensity change")
+    if not net.config.intensity:
+        return net
+    slim = AgeingNet(replace(net.config, intensity=False))
+    state = dict(net.state_dict())
+    state["unet.conv_out.weight"] = state["unet.conv_out.weight"][:2]
+    state["unet.conv_out.bias"] = state["unet.conv_out.bias"][:2]
+    slim.load_state_dict(state)
+    return slim.train(net.training)
 
 
 def warp(x: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
@@ -103,31 +137,16 @@ def warp(x: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:
 
 
 def save_ageing_net(net: AgeingNet, folder: Path) -> None:
-    """fp16 safetensors + config, each through a temporary file (a killed save leaves the old files whole)."""
-    from safetensors.torch import save_file
+    """fp16 safetensors + config.json (models/net_folder.py: through temporary files)."""
+    from dallebrain.models.net_folder import save_net_folder
 
-    from dallebrain.data.io import atomic_path, write_json_atomic
-
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in net.state_dict().items()}
-    with atomic_path(folder / WEIGHTS_FILE) as tmp:
-        save_file(state, str(tmp))
-    write_json_atomic(folder / CONFIG_FILE, asdict(net.config))
+    save_net_folder(net, asdict(net.config), folder)
 
 
 def load_ageing_net(folder: str | Path | None = None) -> AgeingNet:
     """The network in `folder` (the shipped one by default), float32 for inference; one-line ValueError for a
-    missing or foreign folder."""
-    from safetensors.torch import load_file
+    missing or foreign folder (models/net_folder.py; pickles are never read)."""
+    from dallebrain.models.net_folder import load_net_folder
 
-    folder = SHIPPED if folder is None else Path(folder)
-    weights, config_path = folder / WEIGHTS_FILE, folder / CONFIG_FILE
-    if not weights.is_file() or not config_path.is_file():
-        raise ValueError(f"{folder}: not an ageing model folder (needs {WEIGHTS_FILE} and {CONFIG_FILE})")
-    try:
-        net = AgeingNet(AgeingNetConfig.from_dict(json.loads(config_path.read_text())))
-        net.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
-    except (KeyError, TypeError, ValueError, RuntimeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{folder}: unreadable ageing model ({type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
-    return net.eval()
+    return load_net_folder(SHIPPED if folder is None else folder, lambda d: AgeingNet(AgeingNetConfig.from_dict(d)),
+                           "ageing model")

@@ -24,7 +24,8 @@ def test_shipped_network_ages_a_held_out_slice(contrast):
     frames = age_sequence(net, source, 55.0, AGES)
     np.testing.assert_allclose(frames[1], source, atol=1e-4)  # the source age: the source (grid_sample rounding)
     ventricles = load_tissue_judge().fractions(frames)["ventricles"]
-    # Younger: smaller; older: larger (measured at release: T1w 0.094 / 0.099 / 0.102 / 0.102, FLAIR 0.101 /
-    # 0.105 / 0.110 / 0.111; the cohort's own ventricles grow ~25 % a decade: the network is short of that, see README)
-    assert ventricles[0] < 0.98 * ventricles[1], ventricles
-    assert ventricles[2] > 1.02 * ventricles[1] and ventricles[3] > 1.02 * ventricles[1], ventricles
+    # Younger: smaller; older: larger, and larger still at 90 (measured at release: T1w 0.076 / 0.099 / 0.130 /
+    # 0.148, FLAIR 0.085 / 0.105 / 0.125 / 0.140; the cohort's own ventricles grow 20-30 % a decade)
+    assert ventricles[0] < 0.9 * ventricles[1], ventricles
+    assert ventricles[2] > 1.12 * ventricles[1], ventricles
+    assert ventricles[3] > 1.05 * ventricles[2], ventricles

@@ -84,8 +84,7 @@ class AgeingNet(nn.Module):
         nn.init.zeros_(self.unet.conv_out.bias)
 
     def forward(self, x: torch.Tensor, source_age: torch.Tensor, target_age: torch.Tensor) -> torch.Tensor:
-        displacement, change = self.fields(x, source_age, target_age)
-        return x + change if displacement is None else warp(x, displacement) + change
+        return compose(x, *self.fields(x, source_age, target_age))
 
     def fields(self, x: torch.Tensor, source_age: torch.Tensor, target_age: torch.Tensor):
         """(displacement [N,2,H,W] in pixels, or None without `warp`; intensity change [N,1,H,W]), both
@@ -122,6 +121,11 @@ def without_intensity(net: AgeingNet) -> AgeingNet:
     state["unet.conv_out.bias"] = state["unet.conv_out.bias"][:2]
     slim.load_state_dict(state)
     return slim.train(net.training)
+
+
+def compose(x: torch.Tensor, displacement: torch.Tensor | None, change: torch.Tensor) -> torch.Tensor:
+    """The predicted slice from `fields`: the source moved by the displacement (if any), plus the change."""
+    return (x if displacement is None else warp(x, displacement)) + change
 
 
 def warp(x: torch.Tensor, displacement: torch.Tensor) -> torch.Tensor:

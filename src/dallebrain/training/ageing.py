@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dallebrain.ageing.network import WEIGHTS_FILE, warp
+from dallebrain.ageing.network import WEIGHTS_FILE, compose, warp
 from dallebrain.training.common import data_provenance
 
 VENTRICLE_BOOST = 3.0
@@ -93,7 +93,6 @@ def _label_loss(displacement, source_labels, target_labels):
     change by one there. The squared difference alone is a mean over every pixel of every slice, most of which
     never show a ventricle (1500 steps: 4 % of one held-out slice's change); Dice weighs each slice's ventricles
     by their own size, so a growth of a quarter costs as much on a small ventricle as on a large one."""
-    from dallebrain.ageing.network import warp
     from dallebrain.judges.network import CLASSES
 
     moved = warp(_one_hot(source_labels, len(CLASSES)), displacement)
@@ -226,7 +225,7 @@ def train(options: AgeingTrainOptions, progress: bool = True) -> dict:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=options.bf16):
             displacement, change = net.fields(x, src, tgt)
         displacement = None if displacement is None else displacement.float()
-        pred = (x if displacement is None else warp(x, displacement)) + change.float()
+        pred = compose(x, displacement, change.float())
         loss = image_loss = _loss(pred, y, options.loss)
         if maps:
             loss = loss + options.label_weight * _label_loss(displacement, *maps)

@@ -153,6 +153,8 @@ def test_label_weight_refusals(tmp_path):
     with pytest.raises(ValueError, match="needs a warp model"):
         train(AgeingTrainOptions(_toy_longitudinal(tmp_path / "lab", labels=True), tmp_path / "m", steps=1, crop=32,
                                  label_weight=1.0), progress=False)
+    with pytest.raises(ValueError, match="--no-intensity needs a warp model"):
+        train(AgeingTrainOptions(unlabelled, tmp_path / "m", steps=1, crop=32, intensity=False), progress=False)
     with pytest.raises(ValueError, match="0 or more"):
         train(AgeingTrainOptions(unlabelled, tmp_path / "m", steps=1, crop=32, warp=True, label_weight=-1),
               progress=False)

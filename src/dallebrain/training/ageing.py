@@ -190,6 +190,13 @@ def train(options: AgeingTrainOptions, progress: bool = True) -> dict:
         raise ValueError(f"--label-weight must be 0 or more, got {options.label_weight}")
     if (Path(options.out) / WEIGHTS_FILE).exists() and not options.overwrite:
         raise ValueError(f"{options.out} already holds an ageing model (--overwrite replaces it)")
+    # refusals that need no data first: loading the pairs takes minutes on a full cohort
+    previous = load_ageing_net(options.init_from).train() if options.init_from is not None else None
+    warps = previous.config.warp if previous is not None else options.warp
+    if options.label_weight > 0 and not warps:
+        raise ValueError("--label-weight needs a warp model (--warp): labels are moved by its displacement")
+    if not options.intensity and not warps:
+        raise ValueError("--no-intensity needs a warp model (--warp): without one the intensity change is all")
     pairs = session_pairs(longitudinal_table(options.data), ("train",))
     if len(pairs) > options.max_pairs:
         pairs = pairs.sample(options.max_pairs, random_state=options.seed)
@@ -202,8 +209,8 @@ def train(options: AgeingTrainOptions, progress: bool = True) -> dict:
     labelled = _load_labels(options.data, pairs) if options.label_weight > 0 else (None, None, None, None)
     torch.manual_seed(options.seed)
     rng = np.random.default_rng(options.seed)
-    if options.init_from is not None:
-        net = load_ageing_net(options.init_from).train()
+    if previous is not None:
+        net = previous
         if not options.intensity:
             net = without_intensity(net)
         net.config.linear_in_gap = net.config.linear_in_gap or options.linear_in_gap  # same weights, sign input
@@ -214,8 +221,6 @@ def train(options: AgeingTrainOptions, progress: bool = True) -> dict:
         net = AgeingNet(AgeingNetConfig(options.channels, image_size=images.shape[1], warp=options.warp,
                                         downsample=options.downsample, intensity=options.intensity,
                                         linear_in_gap=options.linear_in_gap))
-    if options.label_weight > 0 and not net.config.warp:
-        raise ValueError("--label-weight needs a warp model (--warp): labels are moved by its displacement")
     optimiser = torch.optim.AdamW(net.parameters(), lr=options.lr, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, options.lr, total_steps=options.steps, pct_start=0.1)
     start, losses = time.time(), []

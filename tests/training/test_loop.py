@@ -81,3 +81,17 @@ def test_config_overrides_and_errors(tmp_path):
         load_config(TrainConfig, bad)
     with pytest.raises(ValueError, match="bad override"):
         load_config(TrainConfig, None, ["nonsense"])
+
+
+def test_data_provenance_names_the_folder_and_hashes_its_table(tiny_prepared):
+    """A folder given as a Path or a str, or a data set with its `root`: the folder's own name (never a path,
+    never "" from Path.root) and its metadata table's sha256."""
+    import hashlib
+    from types import SimpleNamespace
+
+    from dallebrain.training.common import data_provenance
+
+    expected = {"data": tiny_prepared.name,
+                "metadata_sha256": hashlib.sha256((tiny_prepared / "metadata.parquet").read_bytes()).hexdigest()}
+    for given in (tiny_prepared, str(tiny_prepared), SimpleNamespace(root=tiny_prepared)):
+        assert data_provenance(given) == expected

@@ -14,7 +14,8 @@ def data_provenance(dataset) -> dict:
     carry it)."""
     import hashlib
 
-    root = Path(getattr(dataset, "root", dataset))
+    # a folder as it is (a Path has a `.root` too: "/", which named every judge's data "")
+    root = Path(dataset if isinstance(dataset, (str, Path)) else dataset.root)
     table = root / "metadata.parquet"
     digest = hashlib.sha256(table.read_bytes()).hexdigest() if table.is_file() else None
     return {"data": root.resolve().name, "metadata_sha256": digest}

@@ -90,6 +90,34 @@ def test_the_ldm_learns_to_denoise_its_training_slices(tiny_prepared, tiny_vae, 
     assert error(stage.final_unet()) < 0.8 * untrained
 
 
+@pytest.mark.parametrize("caption_only", [0.0, 1.0])
+def test_caption_only_dropout_keeps_the_attributes(tiny_prepared, tiny_vae, tmp_path, caption_only):
+    """caption_only_dropout replaces captions by "" while the attributes stay stated (the attribute path must
+    carry the slice alone); caption_dropout drops both."""
+    from dallebrain.data.dataset import SliceDataset
+    from dallebrain.models.conditioning import unstated_features
+
+    config = load_config(ldm.LdmTrainConfig, CONFIGS / "ldm.tiny.json",
+                         ["caption_dropout=0", "attribute_dropout=0", f"caption_only_dropout={caption_only}"])
+    from accelerate import Accelerator
+
+    stage = ldm.LdmStage(config, SliceDataset(tiny_prepared, "train", max_rows=8, seed=0), tiny_vae, None, tmp_path,
+                         progress=False)
+    stage.setup(Accelerator(cpu=True))
+    seen = {}
+    forward = stage.unet.forward
+
+    def spy(x, t, encoder_hidden_states=None, class_labels=None, **kw):
+        seen.update(states=encoder_hidden_states, labels=class_labels)
+        return forward(x, t, encoder_hidden_states=encoder_hidden_states, class_labels=class_labels, **kw)
+
+    stage.unet.forward = spy
+    stage.loss(step=0, micro=0)
+    uncond = stage.cache.uncond.float().expand_as(seen["states"])
+    assert torch.equal(seen["states"], uncond) == (caption_only == 1.0)
+    assert not (seen["labels"] == unstated_features(1)).all(dim=1).any()  # every row keeps its attributes
+
+
 def test_unet_architecture_is_nested_and_set_by_dotted_keys(tmp_path):
     tiny = load_config(ldm.LdmTrainConfig, CONFIGS / "ldm.tiny.json", ["unet.attention_head_dim=2"])
     assert tiny.unet.block_out_channels == [8, 16] and tiny.unet.attention_head_dim == 2

@@ -65,12 +65,12 @@ def cohort_ratio(real: Path, judge, size: int) -> dict:
     return out
 
 
-def sweep(pipe, judge, seeds: int, steps: int) -> dict:
+def sweep(pipe, judge, seeds: int, steps: int, guidance: float) -> dict:
     per_contrast = {}
     for contrast in CONTRASTS:
         prompts = [prompt(contrast, a) for s in range(seeds) for a in AGES]
         seed_list = [s for s in range(seeds) for _ in AGES]
-        images = pipe.sample(prompts, seed_list, steps=steps, batch_size=32)
+        images = pipe.sample(prompts, seed_list, steps=steps, guidance=guidance, batch_size=32)
         fractions = judge.fractions(images)["ventricles"].reshape(seeds, len(AGES))
         rho = np.array([spearman(np.asarray(AGES, float), f) for f in fractions])
         mean = fractions.mean(axis=0)
@@ -81,7 +81,7 @@ def sweep(pipe, judge, seeds: int, steps: int) -> dict:
     return per_contrast
 
 
-def figure(pipe, judge, path: Path, seed: int, steps: int) -> None:
+def figure(pipe, judge, path: Path, seed: int, steps: int, guidance: float) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,7 +90,7 @@ def figure(pipe, judge, path: Path, seed: int, steps: int) -> None:
     ages = list(range(20, 91, 10))
     rows = []
     for contrast in CONTRASTS:
-        images = pipe.sample([prompt(contrast, a) for a in ages], [seed] * len(ages), steps=steps)
+        images = pipe.sample([prompt(contrast, a) for a in ages], [seed] * len(ages), steps=steps, guidance=guidance)
         rows.append((contrast, images, judge.fractions(images)["ventricles"]))
     fig, axes = plt.subplots(len(rows), len(ages), figsize=(1.6 * len(ages), 1.85 * len(rows)))
     for r, (contrast, images, fractions) in enumerate(rows):
@@ -117,6 +117,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")
     parser.add_argument("--seeds", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--guidance", type=float, default=4.0)
+    parser.add_argument("--attribute-guidance", type=float, default=None,
+                        help="the attributes' own guidance scale (default: the model's)")
+    parser.add_argument("--tissue-judge", type=Path, default=None, help="judge folder (default: the shipped one)")
     parser.add_argument("--figure", type=Path, default=None)
     parser.add_argument("--figure-seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
@@ -126,10 +130,12 @@ def main(argv: list[str] | None = None) -> dict:
 
     pipe = load_pipeline(args.model or default_model(), device="cpu")
     pipe.images_per_pass = 8
-    judge = load_tissue_judge()
+    pipe.attribute_guidance = args.attribute_guidance
+    judge = load_tissue_judge(args.tissue_judge)
     result = {"cohort_ratio_85_20": cohort_ratio(args.real, judge, 128), "sweep": sweep(pipe, judge, args.seeds,
-                                                                                         args.steps),
-              "seeds": args.seeds, "steps": args.steps, "model": str(args.model or "shipped")}
+                                                                                         args.steps, args.guidance),
+              "seeds": args.seeds, "steps": args.steps, "guidance": args.guidance,
+              "attribute_guidance": pipe.attribute_scale(args.guidance), "model": str(args.model or "shipped")}
     target = result["cohort_ratio_85_20"]["ground_truth"]
     print(f"cohort's own 85/20 ventricle ratio at z = {LEVEL_MM:g} mm: {target:.2f} (ground truth), "
           f"{result['cohort_ratio_85_20']['judge']:.2f} (judge on the same real slices; r = "
@@ -142,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     if args.figure:
-        figure(pipe, judge, args.figure, args.figure_seed, args.steps)
+        figure(pipe, judge, args.figure, args.figure_seed, args.steps, args.guidance)
     return result
 
 

@@ -68,6 +68,41 @@ def test_the_words_reach_the_unet_as_attributes(tiny_pipeline):
     np.testing.assert_array_equal(old, pipe(PROMPT, seed=2, steps=2).images)
 
 
+def test_guidance_with_equal_scales_is_plain_guidance():
+    import torch
+
+    from dallebrain.pipelines.text2mri import guide
+
+    e0, e1, e2 = torch.randn(3, 2, 4, 8, 8)
+    torch.testing.assert_close(guide((e0, e1, e2), 4.0, 4.0), guide((e0, e2), 4.0, 4.0))
+    # the attributes' own scale moves the result along (e1 - e0) only
+    torch.testing.assert_close(guide((e0, e1, e2), 4.0, 9.0) - guide((e0, e1, e2), 4.0, 4.0), 5.0 * (e1 - e0))
+
+
+def test_attribute_guidance_steers_the_attributes_and_is_recorded(tiny_pipeline, monkeypatch):
+    """Unset, the model's own scale (dallebrain.json "sampling"), else plain guidance: the images are those
+    of before. Set apart from the text's, the attributes' direction is amplified, and the sidecar says so."""
+    import torch
+
+    pipe = load_pipeline(tiny_pipeline, device="cpu")
+    with torch.no_grad():  # the 3-step tiny model has barely moved its zero-initialised attribute output
+        pipe.unet.class_embedding.linear_2.weight.normal_(0, 0.5)
+    plain = pipe(PROMPT, seed=2, steps=2)
+    assert plain.settings["attribute_guidance"] == plain.settings["guidance"] == 4.0
+    pipe.attribute_guidance = 4.0
+    np.testing.assert_array_equal(pipe(PROMPT, seed=2, steps=2).images, plain.images)
+    pipe.attribute_guidance = 12.0
+    steered = pipe(PROMPT, seed=2, steps=2)
+    assert steered.settings["attribute_guidance"] == 12.0 and np.abs(steered.images - plain.images).mean() > 1e-4
+    pipe.attribute_guidance = None
+    monkeypatch.setitem(pipe.info, "sampling", {"attribute_guidance": 12.0})
+    np.testing.assert_array_equal(pipe(PROMPT, seed=2, steps=2).images, steered.images)
+    for bad in (-1.0, float("nan"), "8", 51.0):
+        pipe.attribute_guidance = bad
+        with pytest.raises(ValueError, match="attribute_guidance must be a number"):
+            pipe(PROMPT, seed=2, steps=2)
+
+
 def _generate(*args, cwd, env=None):
     return subprocess.run([sys.executable, "-m", "dallebrain.cli", "generate", *args], capture_output=True,
                           text=True, timeout=300, cwd=cwd, env=env)

@@ -9,6 +9,7 @@ together, and memory bounded by one pass of `images_per_pass` images whatever n 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dallebrain.models.conditioning import uses_attributes
 from dallebrain.models.text import MAX_TOKENS, load_tokenizer, token_count, tokenize
 from dallebrain.models.unet import make_scheduler
 from dallebrain.pipelines import defaults as D
@@ -85,6 +87,26 @@ def _pad_rows(x: torch.Tensor | None, pad: int) -> torch.Tensor | None:
     return torch.cat([x, x[-1:].expand(pad, *x.shape[1:])])
 
 
+def guide(eps: tuple[torch.Tensor, ...], guidance: float, attribute_guidance: float) -> torch.Tensor:
+    """Classifier-free guidance. Two predictions (unconditional, conditional): the usual mix. Three
+    (unconditional; attributes without the caption; caption and attributes): the attributes and the caption
+    each get their own scale, as InstructPix2Pix guides its two conditions (Brooks et al. 2023):
+    e0 + s_attr (e1 - e0) + s_text (e2 - e1). Why: with one scale the caption's direction, which knows little of
+    age, outweighed the attributes' (same seed, 85/20-year ventricle ratio 1.2 where the cohort's is 4.9)."""
+    if len(eps) == 2:
+        return eps[0] + guidance * (eps[1] - eps[0])
+    e0, e1, e2 = eps
+    return e0 + attribute_guidance * (e1 - e0) + guidance * (e2 - e1)
+
+
+def check_attribute_guidance(value) -> float:
+    """A finite attribute guidance scale in [0, 50], or a one-line ValueError."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not (ok and 0.0 <= value <= 50.0):
+        raise ValueError(f"attribute_guidance must be a number in [0, 50], got {value!r}")
+    return float(value)
+
+
 def check_generation_args(prompt: str, n: int, steps: int, guidance: float, max_n: int = API_LIMITS.max_n,
                           seed: int = 0) -> None:
     """One-line ValueError for a request that cannot be served (the rules of `GenerationRequest`)."""
@@ -103,6 +125,8 @@ class Text2MRIPipeline:
         self._hash: str | None = None
         self.images_per_pass = IMAGES_PER_PASS
         self.precision = D.PRECISION  # "auto", "bf16" or "fp32" (pipelines/precision.py); settable per request
+        # the guidance scale of the attributes alone (None: the model's own, `model_attribute_guidance`)
+        self.attribute_guidance: float | None = None
         if vae is not None:
             keep_fp32_output(vae.decoder.conv_out)  # the image itself at full precision (see there)
 
@@ -131,6 +155,22 @@ class Text2MRIPipeline:
     def compute_precision(self) -> str:
         """The precision the UNet and VAE decoder run in now: `precision` with "auto" resolved for this device."""
         return resolve_precision(check_precision(self.precision), self.device.type)
+
+    @property
+    def model_attribute_guidance(self) -> float | None:
+        """The attribute guidance the model's dallebrain.json chose from measurements ("sampling"), or None."""
+        value = (self.info.get("sampling") or {}).get("attribute_guidance")
+        return None if value is None else float(value)
+
+    def attribute_scale(self, guidance: float) -> float | None:
+        """The attribute guidance a request gets (None for a UNet without attributes): the one set on the
+        pipeline, else the model's, else `guidance` itself (plain classifier-free guidance)."""
+        if not uses_attributes(self.unet):
+            return None
+        for value in (self.attribute_guidance, self.model_attribute_guidance):
+            if value is not None:
+                return check_attribute_guidance(value)
+        return guidance
 
     @property
     def model_hash(self) -> str:
@@ -211,10 +251,14 @@ class Text2MRIPipeline:
                 _pad_rows(x, pad) for x in (cond, uncond, image_embeds, cond_attr, uncond_attr))
         shape = (self.unet.config.in_channels, self.unet.config.sample_size, self.unet.config.sample_size)
         latents = torch.cat([initial_noise(shape, s) for s in seeds]).to(self.device) * scheduler.init_noise_sigma
-        guided = guidance != 1.0
+        attr_scale = guidance if cond_attr is None else self.attribute_scale(guidance)
+        # attributes guided apart from the text: three passes (see `guide`); at equal scales it is plain guidance
+        split = attr_scale != guidance
+        guided = guidance != 1.0 or split
         rows = len(seeds)
         cond = cond.expand(rows, *cond.shape[1:])
-        context = torch.cat([uncond.expand(rows, *uncond.shape[1:]), cond]) if guided else cond
+        uncond = uncond.expand(rows, *uncond.shape[1:])
+        context = torch.cat([uncond, uncond, cond] if split else [uncond, cond]) if guided else cond
         extra = {}
         if image_embeds is not None:  # rows in the order of `context`: [unconditional, conditional]
             image_embeds = image_embeds.expand(rows, *image_embeds.shape[1:])  # one row: the padded pass's too
@@ -223,17 +267,17 @@ class Text2MRIPipeline:
         if cond_attr is not None:  # the same row order
             cond_attr = cond_attr.expand(rows, *cond_attr.shape[1:])
             uncond_attr = uncond_attr.expand(rows, *uncond_attr.shape[1:])
-            extra["class_labels"] = torch.cat([uncond_attr, cond_attr]) if guided else cond_attr
+            both = [uncond_attr, cond_attr, cond_attr] if split else [uncond_attr, cond_attr]
+            extra["class_labels"] = torch.cat(both) if guided else cond_attr
         with compute_context(self.compute_precision, self.device.type):
             for t in scheduler.timesteps:
-                model_in = torch.cat([latents, latents]) if guided else latents
+                model_in = torch.cat([latents] * (3 if split else 2)) if guided else latents
                 model_in = scheduler.scale_model_input(model_in, t)
                 # the UNet's output back in fp32 before guidance and the sampler step: the latents and the
                 # multistep sampler's history stay fp32, so bf16 rounding does not accumulate over the steps
                 eps = self.unet(model_in, t, encoder_hidden_states=context, **extra).sample.float()
-                if guided:  # classifier-free guidance, both passes in one batch
-                    eps_uncond, eps_cond = eps.chunk(2)
-                    eps = eps_uncond + guidance * (eps_cond - eps_uncond)
+                if guided:  # classifier-free guidance, every pass in one batch
+                    eps = guide(eps.chunk(3 if split else 2), guidance, attr_scale)
                 latents = scheduler.step(eps, t, latents).prev_sample
             images = decode_latents(self.vae, latents)
         return images[:n, 0].float().cpu().numpy()
@@ -252,6 +296,8 @@ class Text2MRIPipeline:
         settings = {"prompt": prompt, "negative_prompt": negative_prompt, "steps": steps, "guidance": guidance,
                     "sampler": sampler, "precision": self.compute_precision, "route": "ldm",
                     "model_hash": self.model_hash}
+        if self.attribute_scale(guidance) is not None:
+            settings["attribute_guidance"] = self.attribute_scale(guidance)
         attributes = self._attribute_pair([prompt], negative_prompt)
         return chunk_results(self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler, None, attributes),
                              seeds, settings,

@@ -143,6 +143,7 @@ def test_long_prompt_is_truncated_with_a_warning(tiny_pipeline, tmp_path):
     (["--guidance", "-1"], "guidance"),
     (["--n", "100000"], "number of images"),
     (["--sampler", "plms"], "sampler"),
+    (["--attribute-guidance", "-1"], "--attribute-guidance must be a number"),
 ])
 def test_bad_generation_settings(tiny_pipeline, tmp_path, args, message):
     result = _generate(PROMPT, "--model", str(tiny_pipeline), *args, cwd=tmp_path)

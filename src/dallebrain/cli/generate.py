@@ -13,7 +13,7 @@ import typer
 from dallebrain.cli._common import fail
 from dallebrain.pipelines import defaults as D
 from dallebrain.pipelines.precision import check_precision
-from dallebrain.pipelines.request import API_LIMITS, GenerationRequest
+from dallebrain.pipelines.request import API_LIMITS, GenerationRequest, check_attribute_guidance
 
 DEFAULT_OUT = Path("dallebrain-output")
 
@@ -77,6 +77,9 @@ def generate_cmd(
     prior_guidance: float = typer.Option(D.PRIOR_GUIDANCE, help="unCLIP only: guidance scale of the prior."),
     precision: str = typer.Option(D.PRECISION, help="What the UNet and VAE decoder compute in: bf16, fp32, or "
                                   "auto (bf16 where the hardware computes it natively, else fp32)."),
+    attribute_guidance: float = typer.Option(None, help="Guidance scale of the attributes the prompt states (age, "
+                                             "sex, plane, level...), apart from the caption's (default: the "
+                                             "model's own; equal to --guidance: plain guidance)."),
 ) -> None:
     """Generate synthetic brain MRI slices from a text prompt (PNG + NIfTI + JSON per image)."""
     r = _request(prompt=prompt, n=n, seed=seed, steps=steps, guidance=guidance, sampler=sampler, route=route,
@@ -84,8 +87,10 @@ def generate_cmd(
                  lora_scale=lora_scale)
     try:
         check_precision(precision, "--precision")
+        if attribute_guidance is not None:
+            check_attribute_guidance(attribute_guidance)
     except ValueError as exc:
-        fail(str(exc))
+        fail(str(exc).replace("attribute_guidance", "--attribute-guidance"))
     from dallebrain.api import check_output, default_model, generate_to_folder, load_pipeline
 
     model_dir = model or default_model()
@@ -95,6 +100,7 @@ def generate_cmd(
         out = out or DEFAULT_OUT
         check_output(out, r.seed, r.n, overwrite)  # before the model loads: a bad --out costs nothing
         pipe = load_pipeline(model_dir, route=r.route, lora=lora, lora_scale=r.lora_scale, precision=precision)
+        pipe.attribute_guidance = attribute_guidance
         extra = {"prior_steps": r.prior_steps, "prior_guidance": r.prior_guidance} if r.route == "unclip" else {}
         written = generate_to_folder(pipe, r.prompt, out, r.n, r.seed, r.steps, r.guidance, r.sampler, png16,
                                      overwrite, str(model_dir), negative_prompt=r.negative_prompt, **extra)

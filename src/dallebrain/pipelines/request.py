@@ -22,6 +22,14 @@ ROUTES = ("ldm", "unclip")
 EXAMPLE_PROMPT = "axial T2-weighted slice of a healthy 70-year-old woman at the level of the lateral ventricles"
 
 
+def check_attribute_guidance(value) -> float:
+    """A finite attribute guidance scale in [0, 50], or a one-line ValueError."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not (ok and 0.0 <= value <= 50.0):
+        raise ValueError(f"attribute_guidance must be a number in [0, 50], got {value!r}")
+    return float(value)
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one kind of caller may ask for."""

@@ -9,7 +9,6 @@ together, and memory bounded by one pass of `images_per_pass` images whatever n 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -25,7 +24,7 @@ from dallebrain.pipelines.folder import check_model_folder, folder_hash, read_in
 from dallebrain.pipelines.precision import check_precision, compute_context, keep_fp32_output, resolve_precision
 
 # MAX_SEED and check_seed are re-exported: callers of the pipeline module use them
-from dallebrain.pipelines.request import API_LIMITS, MAX_SEED, GenerationRequest, check_seed  # noqa: F401
+from dallebrain.pipelines.request import API_LIMITS, MAX_SEED, GenerationRequest, check_attribute_guidance, check_seed  # noqa: F401
 
 # Images denoised and decoded together in one pass. Batched CPU convolutions and GEMMs round differently
 # across batch SIZES (measured on the shipped model: up to 1.9e-6 in the UNet output, 2 pixels of an 8-bit
@@ -97,14 +96,6 @@ def guide(eps: tuple[torch.Tensor, ...], guidance: float, attribute_guidance: fl
         return eps[0] + guidance * (eps[1] - eps[0])
     e0, e1, e2 = eps
     return e0 + attribute_guidance * (e1 - e0) + guidance * (e2 - e1)
-
-
-def check_attribute_guidance(value) -> float:
-    """A finite attribute guidance scale in [0, 50], or a one-line ValueError."""
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not (ok and 0.0 <= value <= 50.0):
-        raise ValueError(f"attribute_guidance must be a number in [0, 50], got {value!r}")
-    return float(value)
 
 
 def check_generation_args(prompt: str, n: int, steps: int, guidance: float, max_n: int = API_LIMITS.max_n,

@@ -34,3 +34,13 @@ def test_recipe_runs_the_whole_chain_and_the_release_generates(tmp_path):
                             "--subjects", "4", "--configs", "tiny", "--size", "64"], capture_output=True, text=True,
                            timeout=600)
     assert again.returncode == 0 and "+ dallebrain" not in again.stdout
+
+
+def test_attribute_recipe_refuses_an_attribute_conditioned_base(tiny_pipeline, tmp_path):
+    """Its stages fine-tune the text-only v1; given a model that already takes attributes (as the installed
+    default does once v2 is in), it stops at once, naming what to give instead, before simulating anything."""
+    result = subprocess.run([sys.executable, str(ROOT / "recipes" / "attribute_finetune.py"), "--work",
+                             str(tmp_path / "w"), "--base", str(tiny_pipeline)], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0 and "already attribute-conditioned" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "w").exists()

@@ -37,7 +37,7 @@ STAGES = (
     ("model_c", 1500, ["learning_rate=1e-3", "warmup_steps=50", "attribute_dropout=0.1", "caption_only_dropout=0.3"]),
 )
 # the guidance the model's dallebrain.json asks for (pipelines/text2mri.Text2MRIPipeline.attribute_scale)
-SAMPLING = {}
+SAMPLING = {"attribute_guidance": 6.0}  # measured: README "Model v2" (with the caption's guidance 2, the default)
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> Path:
     update_model_info(model, {"unclip": base_info.get("unclip"),
                               "fine_tuned_from": {"model": "dallebrain shipped v1", "ldm_steps": base_info.get(
                                   "ldm_steps"), "trained_on": base_info.get("trained_on")},
+                              "attribute_stages": [{"folder": name, "steps": args.steps or steps, "settings": settings}
+                                                   for name, steps, settings in STAGES],
                               **({"sampling": SAMPLING} if SAMPLING else {})})
     release = release_folder(model, work / "release")
     (work / "recipe_log.json").write_text(json.dumps({"subjects": args.subjects, "steps": args.steps, "log": log},

@@ -84,12 +84,14 @@ def test_attribute_guidance_steers_the_attributes_and_is_recorded(tiny_pipeline,
     of before. Set apart from the text's, the attributes' direction is amplified, and the sidecar says so."""
     import torch
 
+    from dallebrain.pipelines import defaults as D
+
     pipe = load_pipeline(tiny_pipeline, device="cpu")
     with torch.no_grad():  # the 3-step tiny model has barely moved its zero-initialised attribute output
         pipe.unet.class_embedding.linear_2.weight.normal_(0, 0.5)
     plain = pipe(PROMPT, seed=2, steps=2)
-    assert plain.settings["attribute_guidance"] == plain.settings["guidance"] == 4.0
-    pipe.attribute_guidance = 4.0
+    assert plain.settings["attribute_guidance"] == plain.settings["guidance"] == D.GUIDANCE
+    pipe.attribute_guidance = D.GUIDANCE
     np.testing.assert_array_equal(pipe(PROMPT, seed=2, steps=2).images, plain.images)
     pipe.attribute_guidance = 12.0
     steered = pipe(PROMPT, seed=2, steps=2)

@@ -9,7 +9,11 @@ stays instant.
 
 SAMPLER = "dpm"  # DPM-Solver++ (2M)
 STEPS = 20
-GUIDANCE = 4.0
+# The caption's guidance scale. 4 (v1's) broke the attribute-conditioned v2 on captions unlike its training
+# ones ("... (z = +23 mm)" without a landmark gave scattered fragments on a grey field; 1-2 a clean slice at
+# the ventricles), and at 2, with the model's attribute guidance 6 (its dallebrain.json "sampling"), age
+# moves the ventricles most (README, "Model v2"). The unCLIP route was measured at 4 and not re-measured at 2.
+GUIDANCE = 2.0
 # The unCLIP prior (text -> Brain-CLIP image embedding): its own steps and guidance.
 PRIOR_STEPS = 25
 PRIOR_GUIDANCE = 4.0

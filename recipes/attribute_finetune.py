@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--install", action="store_true", help="copy the result into the package as the default")
     args = parser.parse_args(argv)
     work, log = args.work, []
-    if '"projection"' in (args.base / "unet" / "config.json").read_text():
+    if json.loads((args.base / "unet" / "config.json").read_text()).get("class_embed_type") == "projection":
         raise SystemExit(f"error: {args.base} is already attribute-conditioned: give the text-only v1 model as --base "
                          "(recipes/shipped_model.py --work W1, then W1/release)")
     cohort, data = work / "cohort", work / "prepared"

@@ -62,7 +62,8 @@ def generate_cmd(
     n: int = typer.Option(1, "--n", help=f"Number of images (1-{API_LIMITS.max_n})."),
     seed: int = typer.Option(0, help="Seed of the first image; image i uses seed + i (0 to 2**63 - n)."),
     steps: int = typer.Option(D.STEPS, help="Denoising steps."),
-    guidance: float = typer.Option(D.GUIDANCE, help="Classifier-free guidance scale (0 = unconditional, 1 = none)."),
+    guidance: float = typer.Option(D.GUIDANCE, help="Classifier-free guidance scale of the caption (1 = none; "
+                                   "0 = unconditional when --attribute-guidance is 0 too)."),
     sampler: str = typer.Option(D.SAMPLER, help="dpm (DPM-Solver++), ddim or euler."),
     negative_prompt: str = typer.Option("", help="What to steer away from (replaces the empty prompt of guidance)."),
     route: str = typer.Option("ldm", help="ldm (latent diffusion) or unclip (prior + decoder)."),

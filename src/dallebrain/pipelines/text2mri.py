@@ -287,8 +287,9 @@ class Text2MRIPipeline:
         settings = {"prompt": prompt, "negative_prompt": negative_prompt, "steps": steps, "guidance": guidance,
                     "sampler": sampler, "precision": self.compute_precision, "route": "ldm",
                     "model_hash": self.model_hash}
-        if self.attribute_scale(guidance) is not None:
-            settings["attribute_guidance"] = self.attribute_scale(guidance)
+        attribute_guidance = self.attribute_scale(guidance)
+        if attribute_guidance is not None:
+            settings["attribute_guidance"] = attribute_guidance
         attributes = self._attribute_pair([prompt], negative_prompt)
         return chunk_results(self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler, None, attributes),
                              seeds, settings,

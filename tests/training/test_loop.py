@@ -95,3 +95,41 @@ def test_data_provenance_names_the_folder_and_hashes_its_table(tiny_prepared):
                 "metadata_sha256": hashlib.sha256((tiny_prepared / "metadata.parquet").read_bytes()).hexdigest()}
     for given in (tiny_prepared, str(tiny_prepared), SimpleNamespace(root=tiny_prepared)):
         assert data_provenance(given) == expected
+
+
+def test_groups_marked_clip_apart_are_clipped_by_themselves():
+    from dallebrain.training.loop import _clip_sets
+
+    a, b, c = (torch.nn.Parameter(torch.zeros(1)) for _ in range(3))
+    assert _clip_sets([a, b]) == [[a, b]]
+    sets = _clip_sets([{"params": [a]}, {"params": [b], "clip_apart": True}, {"params": [c], "lr": 1.0}])
+    assert sets == [[a, c], [b]]
+    assert _clip_sets([{"params": [b], "clip_apart": True}]) == [[b]]
+
+
+def test_a_time_budget_cuts_max_steps_and_still_exports(tmp_path, capsys):
+    import json
+
+    from dallebrain.training.loop import BUDGET_PROBE_STEPS
+
+    config = TrainConfig(max_steps=100_000, batch_size=4, learning_rate=1e-2, warmup_steps=2,
+                         checkpoint_every=100_000, log_every=1, sample_every=0, time_budget_s=0.5)
+    stage = _Regression()
+    summary = fit(stage, config, tmp_path / "run", progress=False)
+    steps = summary["steps"]
+    assert BUDGET_PROBE_STEPS <= steps < 100_000
+    assert config.max_steps == steps and stage.exported == tmp_path / "run"  # finished, not stopped
+    assert json.loads((tmp_path / "run" / "train_config.json").read_text())["max_steps"] == steps
+    assert max(_losses(tmp_path / "run" / "losses.csv")) == steps
+    assert "time budget 0.5 s" in capsys.readouterr().err
+    # the schedule decays to the cut step: the last step's learning rate is the cosine's end, 10 %
+    with open(tmp_path / "run" / "losses.csv") as f:
+        last = list(csv.DictReader(f))[-1]
+    assert float(last["lr"]) == pytest.approx(1e-3, rel=0.05)
+
+
+def test_a_budget_that_fits_leaves_max_steps_alone(tmp_path):
+    config = TrainConfig(max_steps=25, batch_size=4, learning_rate=1e-2, warmup_steps=2, checkpoint_every=100,
+                         log_every=5, sample_every=0, time_budget_s=3600)
+    assert fit(_Regression(), config, tmp_path / "run", progress=False)["steps"] == 25
+    assert config.max_steps == 25

@@ -4,6 +4,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from dallebrain.models.vae import VaeConfig, build_vae, load_vae
@@ -96,3 +97,69 @@ def test_short_overfit_improves_psnr():
         optimizer.step()
     after = psnr()
     assert after > before + 3, (before, after)
+
+
+def _weights(folder):
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(folder) / "diffusion_pytorch_model.safetensors"))
+
+
+def test_sharpening_trains_the_decoder_only_against_the_discriminator(tiny_prepared, tmp_path):
+    base = ["--data", str(tiny_prepared), "--config", str(CONFIGS / "vae.tiny.json"), "--no-progress"]
+    first = tmp_path / "vae"
+    main(base + ["--out", str(first), "--max-steps", "3"])
+    out = tmp_path / "sharp"
+    sharpen = base + ["--out", str(out), "--set", f"init_from={first}", "--set", "train_encoder=false",
+                      "--set", "adversarial_weight=0.5", "--set", "adversarial_start=2",
+                      "--set", "feature_matching_weight=1", "--set", "discriminator.layers=2",
+                      "--set", "discriminator.channels=8"]
+    main(sharpen + ["--max-steps", "3"])
+    rows = _rows(out / "losses.csv")
+    assert {"d_loss", "d_real", "d_fake", "g_adv", "adv_weight", "feature_matching"} <= set(rows[0])
+    # the discriminator learns from step 1, the decoder is judged by it after adversarial_start (2) steps
+    assert [float(r["adv_weight"]) > 0 for r in rows] == [False, False, True]
+    assert float(rows[0]["d_loss"]) > 0 and float(rows[2]["feature_matching"]) > 0
+    before, after = _weights(first), _weights(out)
+    assert set(before) == set(after)
+    for name in before:
+        same = torch.equal(before[name], after[name])
+        if name.startswith(("encoder.", "quant_conv.")):
+            assert same, f"{name} changed: the latent space must stay init_from's"
+    assert not torch.equal(before["decoder.conv_out.weight"], after["decoder.conv_out.weight"])
+    # same encoder, same latents: the scaling factor is kept exactly, not re-estimated
+    assert json.loads((out / "config.json").read_text())["scaling_factor"] == \
+        json.loads((first / "config.json").read_text())["scaling_factor"]
+    resumed = main(sharpen + ["--resume", "--max-steps", "4"])  # the discriminator is in the checkpoint
+    assert (resumed["resumed_from"], resumed["steps"]) == (3, 4)
+
+
+def test_sharpening_refuses_a_frozen_random_encoder_and_another_architecture(tiny_prepared, tmp_path):
+    base = ["--data", str(tiny_prepared), "--config", str(CONFIGS / "vae.tiny.json"), "--no-progress"]
+    with pytest.raises(ValueError, match="train_encoder=false keeps the encoder of init_from"):
+        main(base + ["--out", str(tmp_path / "a"), "--set", "train_encoder=false"])
+    other = tmp_path / "other"
+    build_vae(VaeConfig(block_out_channels=(8, 8), norm_num_groups=4, mid_block_attention=False,
+                        sample_size=32)).save_pretrained(other, safe_serialization=True)
+    with pytest.raises(ValueError, match="another architecture"):
+        main(base + ["--out", str(tmp_path / "b"), "--set", f"init_from={other}"])
+
+
+def test_adaptive_weight_is_the_ratio_of_gradient_norms_at_the_last_layer():
+    from dallebrain.training.vae import VaeStage
+
+    torch.manual_seed(0)
+    vae = build_vae(VaeConfig(block_out_channels=(8, 16), norm_num_groups=4, mid_block_attention=False,
+                              sample_size=16))
+    stage = VaeStage.__new__(VaeStage)  # only _adaptive_weight is exercised: it needs the VAE alone
+    stage.vae = vae
+    out = vae.decode(torch.randn(2, 4, 8, 8)).sample
+    rec, adv = out.abs().mean(), -(3 * out).mean()
+    last = vae.decoder.conv_out.weight
+    expected = (torch.autograd.grad(rec, last, retain_graph=True)[0].norm()
+                / (torch.autograd.grad(adv, last, retain_graph=True)[0].norm() + 1e-4))
+    weight = stage._adaptive_weight(rec, adv)
+    assert not weight.requires_grad
+    assert torch.allclose(weight, expected)
+    # scaling the adversarial loss scales its weight inversely: the product's gradient is what it is
+    assert torch.allclose(stage._adaptive_weight(rec, 2 * adv) * 2, weight, rtol=1e-4)

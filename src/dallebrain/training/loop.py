@@ -58,6 +58,39 @@ class Stage:
         raise NotImplementedError
 
 
+BUDGET_PROBE_STEPS = 20  # steps timed before a time budget cuts max_steps (the first is not counted: warm-up)
+
+
+class _Budget:
+    """time_budget_s: times this invocation's first steps, then cuts config.max_steps to what fits."""
+
+    def __init__(self, config: TrainConfig, start: int, processes: int = 1):
+        self.config, self.start, self.processes = config, start, processes
+        self.probe_until = min(start + BUDGET_PROBE_STEPS, config.max_steps)
+        self.t0 = self.t1 = time.perf_counter()
+
+    def after(self, done: int) -> bool:
+        """Called after each step; True when it has just cut max_steps."""
+        cfg = self.config
+        if done == self.start + 1:
+            self.t1 = time.perf_counter()
+        if cfg.time_budget_s <= 0 or done != self.probe_until or done - self.start < 2:
+            return False
+        now = time.perf_counter()
+        per_step = (now - self.t1) / (done - self.start - 1)
+        fits = done + int(max(0.0, cfg.time_budget_s - (now - self.t0)) / max(per_step, 1e-9))
+        if self.processes > 1:  # every process must stop at the same step: the main process's count holds
+            from accelerate.utils import broadcast_object_list
+
+            fits = broadcast_object_list([fits])[0]
+        if fits >= cfg.max_steps:
+            return False
+        print(f"time budget {cfg.time_budget_s:g} s at {per_step:.3g} s/step: max_steps {cfg.max_steps} -> {fits}",
+              file=sys.stderr, flush=True)
+        cfg.max_steps = fits
+        return True
+
+
 def _lr_lambda(config: TrainConfig):
     def factor(step: int) -> float:
         if step < config.warmup_steps:
@@ -118,7 +151,16 @@ class _LossLog:
         self.file.close()
 
 
-def _optimiser_step(stage: Stage, config: TrainConfig, accelerator, optimizer, scheduler, flat_params,
+def _clip_sets(params) -> list[list[torch.nn.Parameter]]:
+    """The parameter sets whose gradient norm is clipped as one: every group marked "clip_apart" (a GAN's
+    discriminator) by itself, all the others together."""
+    apart = [list(g["params"]) for g in params if isinstance(g, dict) and g.get("clip_apart")]
+    joint = [p for g in params if not (isinstance(g, dict) and g.get("clip_apart"))
+             for p in (g["params"] if isinstance(g, dict) else [g])]
+    return [s for s in [joint, *apart] if s]
+
+
+def _optimiser_step(stage: Stage, config: TrainConfig, accelerator, optimizer, scheduler, clip_sets,
                     step: int) -> dict[str, float]:
     """One optimiser step over `gradient_accumulation` micro-batches; the mean of each loss term."""
     totals: dict[str, float] = {}
@@ -129,7 +171,8 @@ def _optimiser_step(stage: Stage, config: TrainConfig, accelerator, optimizer, s
         for k, v in losses.items():
             totals[k] = totals.get(k, 0.0) + float(v.detach()) / config.gradient_accumulation
     if config.max_grad_norm > 0:
-        accelerator.clip_grad_norm_(flat_params, config.max_grad_norm)
+        for params in clip_sets:
+            accelerator.clip_grad_norm_(params, config.max_grad_norm)
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
@@ -178,7 +221,7 @@ def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = F
     stage.setup(accelerator)
     params = stage.trainable_parameters()  # a list of parameters, or of AdamW parameter groups (dicts)
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    flat_params = [p for g in params for p in (g["params"] if isinstance(g, dict) else [g])]
+    clip_sets = _clip_sets(params)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config))
     # The scheduler is not handed to accelerate: its wrapper steps once per process, which would run the
     # schedule N times too fast on N GPUs; ours counts optimiser steps.
@@ -192,10 +235,16 @@ def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = F
     bar = tqdm(total=config.max_steps, initial=start, desc=f"train {stage.name}", unit="step",
                disable=not (progress and accelerator.is_local_main_process))
     end = config.max_steps if stop_at is None else min(stop_at, config.max_steps)
+    budget = _Budget(config, start, accelerator.num_processes)
+    step = start
     try:
-        for step in range(start, end):
-            totals = _optimiser_step(stage, config, accelerator, optimizer, scheduler, flat_params, step)
-            done = step + 1
+        while step < end:
+            totals = _optimiser_step(stage, config, accelerator, optimizer, scheduler, clip_sets, step)
+            step = done = step + 1
+            if budget.after(done):  # max_steps cut: end there, export, and say so in train_config.json
+                end, bar.total = min(end, config.max_steps), config.max_steps
+                if accelerator.is_main_process:
+                    write_text_atomic(out / "train_config.json", json.dumps(config_dict(config), indent=2))
             log.window_steps += 1
             if accelerator.is_main_process and (done % config.log_every == 0 or done == config.max_steps):
                 log.write(done, totals, scheduler.get_last_lr()[0])

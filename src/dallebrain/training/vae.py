@@ -1,4 +1,5 @@
-"""Train the 1-channel VAE: L1 + SSIM reconstruction + a small KL term, on random crops that contain brain.
+"""Train the 1-channel VAE: L1 + SSIM reconstruction + a small KL term, on random crops that contain brain;
+optionally against a patch discriminator (hinge loss, adaptive weight, feature matching) to sharpen the decoder.
 
 The VAE is convolutional, so it trains on crops (about 5x cheaper per image on a CPU than whole slices)
 and applies to whole slices unchanged. At export it sets `scaling_factor` so diffusion latents have unit
@@ -6,6 +7,13 @@ variance (as Stable Diffusion did), saves the `AutoencoderKL` folder, and measur
 SSIM on whole held-out slices (`metrics.json`).
 
     python -m dallebrain.training.vae --data PREPARED --out runs/vae --config configs/vae.base.json
+
+Sharpening a trained VAE (configs/vae.sharpen.json): `init_from` a VAE folder with `train_encoder=false`, so
+only the decoder learns and the latent space, with every diffusion model trained in it, stays valid (as
+Stable Diffusion's fine-tuned "ft-MSE" decoders did), while `adversarial_weight` / `feature_matching_weight` add
+the patch discriminator of models/discriminator.py. The adversarial term's weight is scaled each step by the ratio
+of the reconstruction loss's gradient norm to its own at the decoder's last layer (Esser et al. 2021), so neither
+swamps the other whatever the loss scales.
 """
 
 from __future__ import annotations
@@ -18,7 +26,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dallebrain.models.vae import VaeConfig, build_vae, decode_latents, encode_images
+from dallebrain.models.discriminator import (
+    DiscriminatorConfig,
+    PatchDiscriminator,
+    feature_matching_loss,
+    features_frozen,
+    hinge_discriminator_loss,
+)
+from dallebrain.models.vae import VaeConfig, build_vae, decode_latents, encode_images, load_vae
 from dallebrain.training.common import held_out
 from dallebrain.training.config import TrainConfig
 from dallebrain.training.loop import Stage, save_image_grid
@@ -41,6 +56,13 @@ class VaeTrainConfig(TrainConfig):
     scaling_images: int = 128  # training slices whose latent std sets scaling_factor
     learning_rate: float = 2e-4
     warmup_steps: int = 100
+    init_from: str = ""  # a trained VAE folder (or a pipeline folder holding vae/) to continue from
+    # false: only the decoder (and post_quant_conv) learn; the encoder, hence the latent space, stays as init_from's
+    train_encoder: bool = True
+    adversarial_weight: float = 0.0  # patch-adversarial term (times the adaptive weight); 0: no discriminator
+    adversarial_start: int = 0  # steps the discriminator learns alone before the decoder is trained against it
+    feature_matching_weight: float = 0.0  # L1 between discriminator features of decoded and real crops
+    discriminator: DiscriminatorConfig = dataclasses.field(default_factory=DiscriminatorConfig)
 
     def vae_config(self, sample_size: int) -> VaeConfig:
         return VaeConfig(latent_channels=self.latent_channels, block_out_channels=tuple(self.block_out_channels),
@@ -155,21 +177,38 @@ class VaeStage(Stage):
         if self.crop % factor or self.image_size % factor:
             raise ValueError(f"crop_size {self.crop} and image size {self.image_size} must be multiples of the "
                              f"VAE downsampling factor {factor}")
+        if not config.train_encoder and not config.init_from:
+            raise ValueError("train_encoder=false keeps the encoder of init_from: set init_from to a trained VAE")
         torch.manual_seed(config.seed)
         self.vae = build_vae(vae_config)
+        if config.init_from:
+            _load_initial_vae(self.vae, config.init_from)
+        if not config.train_encoder:
+            for module in (self.vae.encoder, self.vae.quant_conv):
+                module.requires_grad_(False)
         self.net = _VaeForward(self.vae)
+        self.discriminator = PatchDiscriminator(config.discriminator) if config.adversarial_weight > 0 else None
+        self.disc_net = self.discriminator
         self.accelerator = None
         self._sample_images: torch.Tensor | None = None
 
     def setup(self, accelerator) -> None:
         self.accelerator = accelerator
         self.net = accelerator.prepare(self.net)
+        if self.discriminator is not None:
+            self.disc_net = accelerator.prepare(self.discriminator)
 
     def modules(self) -> dict[str, torch.nn.Module]:
-        return {"vae": self.vae}
+        return {"vae": self.vae, **({"discriminator": self.discriminator} if self.discriminator is not None else {})}
 
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return list(self.vae.parameters())
+    def trainable_parameters(self):
+        vae = [p for p in self.vae.parameters() if p.requires_grad]
+        if self.discriminator is None:
+            return vae
+        # the discriminator's gradients are clipped apart (fit's "clip_apart"): a joint norm would let the
+        # one network's gradient scale shrink the other's steps
+        return [{"params": vae}, {"params": list(self.discriminator.parameters()), "weight_decay": 0.0,
+                                  "clip_apart": True}]
 
     def _batch(self, step: int, micro: int) -> torch.Tensor:
         from dallebrain.data.dataset import batch_indices
@@ -192,8 +231,47 @@ class VaeStage(Stage):
         ssim = ssim_map(((recon + 1) / 2).float(), x.float()).mean()
         # LDM weighs the per-sample KL sum against the per-sample *sum* of pixel losses; ours are pixel means
         kl_per_pixel = kl.mean() / x[0].numel()
-        loss = l1 + self.config.ssim_weight * (1 - ssim) + self.config.kl_weight * kl_per_pixel
-        return {"loss": loss, "l1": l1, "ssim": ssim, "kl": kl.mean()}
+        reconstruction = l1 + self.config.ssim_weight * (1 - ssim)
+        losses = {"loss": reconstruction + self.config.kl_weight * kl_per_pixel, "l1": l1, "ssim": ssim,
+                  "kl": kl.mean()}
+        if self.discriminator is not None:
+            losses.update(self._adversarial(step, target, recon, reconstruction))
+            losses["loss"] = losses["loss"] + losses.pop("adversarial_total")
+        return losses
+
+    def _adversarial(self, step: int, real: torch.Tensor, decoded: torch.Tensor,
+                     reconstruction: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The discriminator's hinge loss on real and (detached) decoded crops, and from adversarial_start the
+        decoder's terms: -logits (adaptively weighted) and feature matching, through the discriminator with its
+        weights held constant. Every key on every step, so losses.csv keeps one set of columns."""
+        cfg = self.config
+        # one pass over real and decoded together (GroupNorm is per image, so they do not mix): a
+        # DistributedDataParallel module may run forward only once per backward
+        both = self.disc_net(torch.cat([real, decoded.detach()]))
+        real_features = [f[:len(real)] for f in both]
+        d_loss = hinge_discriminator_loss(both[-1][:len(real)], both[-1][len(real):])
+        zero = d_loss.new_zeros(())
+        out = {"d_loss": d_loss, "d_real": both[-1][:len(real)].mean().detach(),
+               "d_fake": both[-1][len(real):].mean().detach(), "g_adv": zero, "adv_weight": zero,
+               "feature_matching": zero}
+        total = d_loss
+        if step >= cfg.adversarial_start:
+            fake_features = features_frozen(self.discriminator, decoded)
+            g_adv = -fake_features[-1].mean()
+            weight = cfg.adversarial_weight * self._adaptive_weight(reconstruction, g_adv)
+            matching = feature_matching_loss(fake_features, real_features)
+            total = total + weight * g_adv + cfg.feature_matching_weight * matching
+            out.update(g_adv=g_adv.detach(), adv_weight=weight, feature_matching=matching.detach())
+        out["adversarial_total"] = total
+        return out
+
+    def _adaptive_weight(self, reconstruction: torch.Tensor, g_adv: torch.Tensor) -> torch.Tensor:
+        """|grad of the reconstruction loss| / |grad of the adversarial loss| at the decoder's last layer
+        (taming-transformers' calculate_adaptive_weight), clamped and held constant."""
+        last = self.vae.decoder.conv_out.weight
+        g_rec = torch.autograd.grad(reconstruction, last, retain_graph=True)[0]
+        g_gan = torch.autograd.grad(g_adv, last, retain_graph=True)[0]
+        return (g_rec.norm() / (g_gan.norm() + 1e-4)).clamp(0.0, 1e4).detach()
 
     def _held_out_images(self, count: int) -> torch.Tensor:
         dataset, _ = held_out(self.data_dir, self.config.seed, max_rows=count)
@@ -228,10 +306,13 @@ class VaeStage(Stage):
 
         vae = self.vae
         vae.eval()
-        std = self.latent_std(vae)
-        if not math.isfinite(std) or std <= 0:
-            raise FloatingPointError(f"latent std is {std}: the VAE did not train")
-        vae.register_to_config(scaling_factor=1.0 / std)
+        if self.config.train_encoder:
+            std = self.latent_std(vae)
+            if not math.isfinite(std) or std <= 0:
+                raise FloatingPointError(f"latent std is {std}: the VAE did not train")
+            vae.register_to_config(scaling_factor=1.0 / std)
+        else:  # the encoder is init_from's: so are its latents and their scale, exactly
+            std = 1.0 / float(vae.config.scaling_factor)
         vae.save_pretrained(out_dir, safe_serialization=True)
         dataset, split = held_out(self.data_dir, self.config.seed, max_rows=self.config.val_images)
         originals = dataset.batch(range(len(dataset)))[0]
@@ -240,6 +321,20 @@ class VaeStage(Stage):
         write_json_atomic(Path(out_dir) / "metrics.json", metrics)
         print("vae reconstruction (" + split + ", whole slices): "
               + ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+
+
+def _load_initial_vae(vae, folder: str | Path) -> None:
+    """Copy a trained VAE's weights and scaling factor into `vae` (built from this config's architecture);
+    another architecture is a one-line ValueError."""
+    trained = load_vae(folder)
+    own, theirs = vae.state_dict(), trained.state_dict()
+    differ = [k for k in own if k not in theirs or theirs[k].shape != own[k].shape] + [
+        k for k in theirs if k not in own]
+    if differ:
+        raise ValueError(f"the VAE in {folder} has another architecture ({len(differ)} tensors differ, e.g. "
+                         f"{differ[0]}): set the same block_out_channels / layers_per_block / latent_channels")
+    vae.load_state_dict(theirs)
+    vae.register_to_config(scaling_factor=float(trained.config.scaling_factor))
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -35,7 +35,6 @@ STAGES = (
     ("model", 2000, ["learning_rate=3e-4", "warmup_steps=100"]),
     ("model_b", 1000, ["learning_rate=1e-3", "warmup_steps=50", "attribute_dropout=0.1"]),
     ("model_c", 1500, ["learning_rate=1e-3", "warmup_steps=50", "attribute_dropout=0.1", "caption_only_dropout=0.3"]),
-    ("model_d", 1500, ["learning_rate=5e-4", "warmup_steps=50", "attribute_dropout=0.1", "caption_only_dropout=0.5"]),
 )
 # the guidance the model's dallebrain.json asks for (pipelines/text2mri.Text2MRIPipeline.attribute_scale)
 SAMPLING = {"attribute_guidance": 6.0}  # measured: README "Model v2" (with the caption's guidance 2, the default)

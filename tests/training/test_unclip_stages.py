@@ -130,3 +130,41 @@ def test_dallebrain_json_merges_key_by_key_and_none_never_erases(tmp_path):
     assert merged == {"image_size": 64, "grid": grid, "ldm_steps": 6, "trained_on": {"slices": 10, "subjects": 2},
                       "unclip": {"prior": {"prior_steps": 3}, "decoder": {"decoder_steps": 2}}}
     assert json.loads((tmp_path / "dallebrain.json").read_text()) == merged
+
+
+def test_decoder_warm_starts_from_an_ldm_unet_with_the_same_blocks(parts, tiny_prepared, tmp_path, capsys):
+    """The LDM's denoising blocks carry over; the cross-attention keys/values (text width 384, not the decoder's
+    32) and the image projection start fresh."""
+    from safetensors.torch import load_file
+
+    from dallebrain.models.unet import UnetConfig, build_unet
+
+    torch.manual_seed(1)
+    ldm_unet = build_unet(UnetConfig(sample_size=16, block_out_channels=[16, 32], attention_head_dim=8,
+                                     cross_attention_levels=1, norm_num_groups=8))
+    ldm_unet.save_pretrained(tmp_path / "ldm" / "unet", safe_serialization=True)
+    out = tmp_path / "decoder"
+    decoder_main(["--data", str(tiny_prepared), "--clip", str(parts / "clip"), "--vae", str(parts / "vae"),
+                  "--out", str(out), "--config", str(CONFIGS / "decoder.tiny.json"), "--no-progress",
+                  "--max-steps", "2", "--set", f"init_from={tmp_path / 'ldm'}", "--set", "learning_rate=1e-12",
+                  "--set", "ema_decay=0"])
+    assert "tensors copied" in capsys.readouterr().err
+    source = ldm_unet.state_dict()
+    saved = load_file(str(out / "diffusion_pytorch_model.safetensors"))
+    conv = "down_blocks.0.resnets.0.conv1.weight"
+    assert torch.allclose(saved[conv].float(), source[conv], atol=1e-6)  # copied (a 1e-12 step moves nothing)
+    key = "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight"
+    assert saved[key].shape != source[key].shape  # fresh: another width
+
+
+def test_matching_weights_refuse_a_unet_sharing_nothing(tmp_path):
+    from dallebrain.models.unet import UnetConfig, build_unet, load_matching_weights
+
+    build_unet(UnetConfig(sample_size=8, block_out_channels=[8, 16], attention_head_dim=4, cross_attention_levels=1,
+                          norm_num_groups=4, latent_channels=3)).save_pretrained(tmp_path / "a")
+    other = build_unet(UnetConfig(sample_size=8, block_out_channels=[12, 24], attention_head_dim=4,
+                                  cross_attention_levels=1, norm_num_groups=4, latent_channels=5))
+    with pytest.raises(ValueError, match="shares no tensor"):
+        load_matching_weights(other, tmp_path / "a")
+    with pytest.raises(ValueError, match="no UNet weights"):
+        load_matching_weights(other, tmp_path / "empty")

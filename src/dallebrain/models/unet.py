@@ -88,6 +88,30 @@ def load_initial_weights(unet, folder) -> list[str]:
     return left
 
 
+def load_matching_weights(unet, folder) -> tuple[int, list[str]]:
+    """Warm start: copy every tensor of a trained UNet (a UNet folder or a pipeline folder holding unet/) whose
+    name and shape this `unet` shares; the rest keep their initial values. For a UNet with other conditioning (the
+    unCLIP decoder from the LDM: the same blocks, cross-attention keys and values of another width, an image
+    projection instead of text), so only the conditioning path starts from scratch. Returns (tensors copied, names
+    left at their initial value); a folder without weights or sharing nothing is a one-line ValueError."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    folder = folder / "unet" if (folder / "unet").is_dir() else folder
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise ValueError(f"no UNet weights (.safetensors) in {folder}")
+    state = {k: v.float() for f in files for k, v in load_file(f).items()}
+    own = unet.state_dict()
+    shared = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not shared:
+        raise ValueError(f"the UNet in {folder} shares no tensor with this one: another architecture")
+    unet.load_state_dict(shared, strict=False)
+    return len(shared), [k for k in own if k not in shared]
+
+
 def noise_scheduler_config() -> dict:
     """The training noise schedule (Stable Diffusion's scaled-linear betas, epsilon prediction); every
     sampler is built from it so training and sampling agree."""

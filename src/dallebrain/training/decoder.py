@@ -39,6 +39,10 @@ class DecoderTrainConfig(TrainConfig):
     ema_decay: float = 0.999  # exponential moving average of the weights (0: none)
     sample_steps: int = 20
     sample_guidance: float = 4.0
+    # a trained UNet (the LDM's: a pipeline folder or its unet/) whose tensors of the same name and shape start the
+    # decoder: the denoising blocks carry over, only the image-embedding path learns from scratch. Measured: the
+    # shipped 800-step decoder trained from scratch speckled even on true embeddings (README "unCLIP")
+    init_from: str = ""
 
 
 def build_decoder_cache(dataset, vae, clip, folder: Path, batch_size: int = 32,
@@ -82,6 +86,14 @@ class DecoderStage(Stage):
         torch.manual_seed(config.seed)
         unet_config = dataclasses.replace(config.unet, sample_size=size, latent_channels=channels)
         self.unet = build_decoder(unet_config, self.image_embeds.shape[1])
+        if config.init_from:
+            import sys
+
+            from dallebrain.models.unet import load_matching_weights
+
+            copied, fresh = load_matching_weights(self.unet, config.init_from)
+            print(f"decoder warm start from {config.init_from}: {copied} tensors copied, {len(fresh)} fresh",
+                  file=sys.stderr, flush=True)
         self.ema = ema_copy(self.unet, config.ema_decay)
         self.noise = None
         self.images_per_step = config.batch_size

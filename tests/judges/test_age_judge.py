@@ -53,6 +53,24 @@ def test_fit_finds_age_where_the_ventricles_carry_it(age_judge_dir, trained, mak
     assert np.abs(predicted - ages).mean() < 0.5 * chance
 
 
+def test_answers_stay_within_the_ages_it_was_fitted_on(age_judge_dir, trained):
+    """Fractions unlike any training slice (all ventricles, at a level with little training data) made the
+    linear model answer thousands of years; it now answers at most the oldest training age."""
+    judge = load_age_judge(age_judge_dir, tissue_folder=trained)
+    low, high = judge.model["age_range"]
+    assert low < high
+    odd = {k: np.full(4, v) for k, v in zip(FRACTIONS, (0.0, 1.0, 0.0, 0.0), strict=False)}
+    years = judge.predict_from_fractions(odd, ["axial", "coronal", "sagittal", "axial"], [90.0, -90.0, 70.0, 20.0])
+    assert ((years >= low) & (years <= high)).all()
+    unclipped = dict(judge.model)
+    del unclipped["age_range"]
+    from dallebrain.judges.age import AgeJudge
+
+    raw = AgeJudge(judge.tissue, unclipped).predict_from_fractions(odd, ["axial"] * 4, [90.0, -90.0, 70.0, 20.0])
+    assert np.allclose(np.clip(raw, low, high), judge.predict_from_fractions(odd, ["axial"] * 4,
+                                                                             [90.0, -90.0, 70.0, 20.0]))
+
+
 def test_age_judge_files_are_checked(age_judge_dir, trained, tmp_path):
     with pytest.raises(ValueError, match="not an age judge folder"):
         load_age_judge(tmp_path, tissue_folder=trained)

@@ -69,7 +69,13 @@ class AgeJudge:
         design = features(shares, orientation, slice_mm)
         if design.shape[1] != self.coef.size:
             raise ValueError("age judge coefficients do not match this version's features")
-        return (design - self.mean) / self.scale @ self.coef + float(self.model["intercept"])
+        years = (design - self.mean) / self.scale @ self.coef + float(self.model["intercept"])
+        # A linear model extrapolates without bound on fractions unlike any training slice (a generated slice
+        # with a rare level-plane mix read as 3000 years and swamped the MAE): no answer outside the ages it
+        # was fitted on
+        if "age_range" in self.model:
+            years = np.clip(years, *self.model["age_range"])
+        return years
 
     def predict(self, images, orientation, slice_mm) -> np.ndarray:
         return self.predict_from_fractions(self.tissue.fractions(images), orientation, slice_mm)

@@ -58,6 +58,7 @@ def fit_from_fractions(rows, shares: dict[str, np.ndarray], seed: int = 0) -> di
     return {"coef": model["coef"].tolist(), "mean": model["mean"].tolist(), "scale": model["scale"].tolist(),
             "intercept": model["intercept"], "alpha": alpha, "cv_mae_by_alpha": errors,
             "centres_mm": list(CENTRES_MM), "width_mm": WIDTH_MM,
+            "age_range": [float(target.min()), float(target.max())],
             "training": {"slices": len(rows), "subjects": int(rows["subject_id"].nunique()),
                          "train_mean_age": float(target.mean())}}
 

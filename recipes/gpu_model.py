@@ -1,21 +1,25 @@
 """The whole model on one lent GPU machine in under ten minutes: simulate, prepare, train every stage at base size
-(the VAE and its sharpened decoder, the attribute-conditioned LDM, Brain-CLIP, the unCLIP prior and decoder), and
-pack the fp16 release folder as at most 8 files of at most 16 MiB (what the device tool brings back).
+(the VAE, the attribute-conditioned LDM, Brain-CLIP, the unCLIP prior and decoder; optionally the VAE's decoder
+sharpened against a patch discriminator), and pack the fp16 release folder as at most 8 files of at most 16 MiB
+(what the device tool brings back).
 
     python recipes/gpu_model.py train --work /tmp/w --out "$OUT" [--minutes 9] [--subjects 120]
     python recipes/gpu_model.py unpack FILES_FOLDER --into MODEL_FOLDER    # here, on what came back
 
 Timing: the cohort and the prepared slices take their time first (every core; measured here ~15 s per subject
 and worker to simulate); what is left of --minutes, less a reserve for export and packing, is shared among the
-stages, three lanes side by side on the one GPU: vae -> ldm, clip -> prior -> decoder, and (once the VAE is
-there) the decoder sharpening. Each stage is handed its share as `time_budget_s` when it starts (the lane's time
-left times the stage's share of the lane's remaining shares), so a slow stage leaves less to the ones after it
-and every stage ends with a finished, exported model (training/loop.py cuts max_steps after timing a few steps).
-The stage's start-up (loading, the LDM's latent cache) is outside its budget: BUDGET_USE keeps a margin for it.
+stages, lanes side by side on the one GPU: vae -> ldm, clip -> prior -> decoder, and with --sharpen-vae (once
+the VAE is there) the decoder sharpening. Each stage is handed its share as `time_budget_s` when it starts (the
+lane's time left times the stage's share of the lane's remaining shares), so a slow stage leaves less to the
+ones after it and every stage ends with a finished, exported model (training/loop.py cuts max_steps after
+timing a few steps). The stage's start-up (loading, the LDM's latent cache) is outside its budget: BUDGET_USE
+keeps a margin for it.
 
 The LDM gets the attribute path from step 0 with the dropouts that made the CPU fine-tune listen
 (recipes/attribute_finetune.py: attribute_dropout 0.1, caption_only_dropout 0.3), and the shipped sampling
-default (attribute guidance 6). The release's VAE is the sharpened one: the same encoder, so the same latents.
+default (attribute guidance 6). With --sharpen-vae the release's VAE is the sharpened one (the same encoder, so
+the same latents); off by default: on the CPU model it reconstructed better but made the LDM's slices score
+slightly worse (README "Where blur comes from").
 `--configs tiny --minutes 3` runs the whole chain on a CPU (a slow test does so).
 """
 
@@ -130,16 +134,20 @@ def train(args) -> Path:
          step("unclip", "prior", runs / "prior", [*d, *clip, "--into", str(model)], conf("prior")),
          step("unclip", "decoder", runs / "decoder", [*d, *clip, *vae, "--into", str(model)], conf("decoder"),
               wait=vae_done)],
-        [step("sharpen", "sharpen", runs / "vae_sharp", sharpen, configs / "vae.sharpen.json", wait=vae_done)],
     ]
+    if args.sharpen_vae:
+        lanes.append([step("sharpen", "sharpen", runs / "vae_sharp", sharpen, configs / "vae.sharpen.json",
+                           wait=vae_done)])
     run_lanes(lanes, parallel=True)
     from dallebrain.pipelines.export import release_folder, update_model_info
 
-    shutil.rmtree(model / "vae")  # the sharpened decoder, with the encoder (and latents) the LDM was trained on
-    shutil.copytree(runs / "vae_sharp", model / "vae",
-                    ignore=shutil.ignore_patterns("checkpoints", "samples", "losses.csv", "train_config.json"))
-    update_model_info(model, {"sampling": SAMPLING, "recipe": "recipes/gpu_model.py",
-                              "vae_sharpened": json.loads((runs / "vae_sharp" / "metrics.json").read_text())})
+    info = {"sampling": SAMPLING, "recipe": "recipes/gpu_model.py"}
+    if args.sharpen_vae:  # the sharpened decoder, with the encoder (and latents) the LDM was trained on
+        shutil.rmtree(model / "vae")
+        shutil.copytree(runs / "vae_sharp", model / "vae",
+                        ignore=shutil.ignore_patterns("checkpoints", "samples", "losses.csv", "train_config.json"))
+        info["vae_sharpened"] = json.loads((runs / "vae_sharp" / "metrics.json").read_text())
+    update_model_info(model, info)
     release = release_folder(model, work / "release")
     (release / "recipe_log.json").write_text(json.dumps({"subjects": args.subjects, "configs": args.configs,
                                                          "minutes": args.minutes, "steps": log}, indent=2))
@@ -222,6 +230,8 @@ def main(argv: list[str] | None = None):
     t.add_argument("--size", type=int, default=128)
     t.add_argument("--configs", default="base", help="config set: base (the GPU run) or tiny (a CPU smoke test)")
     t.add_argument("--workers", type=int, default=0, help="data workers (default: every core)")
+    t.add_argument("--sharpen-vae", action="store_true",
+                   help="also sharpen the VAE's decoder against a patch discriminator and ship it")
     u = sub.add_parser("unpack", help="join and check the parts that came back; unpack the model folder")
     u.add_argument("folder", type=Path)
     u.add_argument("--into", type=Path, required=True)

@@ -24,7 +24,8 @@ def main(argv: list[str] | None = None) -> None:
 
     from dallebrain.api import default_model
     from dallebrain.evaluation import features as Fe
-    from dallebrain.training.clip import CONTRAST_PROMPTS, _class_embeddings
+    from dallebrain.models.clip_zero_shot import CONTRAST_PROMPTS
+    from dallebrain.models.clip_zero_shot import class_embeddings as _class_embeddings
     from dallebrain.vocab import MODALITIES
 
     samples = np.load(args.eval / f"samples_{args.route}.npz")

@@ -50,6 +50,17 @@ def test_prior_embeddings_are_unit_vectors_and_guidance_one_runs_unbatched(pipe)
     assert pipe(PROMPT, steps=2, guidance=1.0, prior_steps=2, sampler="ddim").images.shape == (1, 64, 64)
 
 
+def test_kept_compares_contrast_plane_and_level_on_the_same_plane():
+    from dallebrain.pipelines.variation_check import LEVEL_TOLERANCE_MM, kept
+
+    source = {"contrast": "T1w", "orientation": "axial", "level_mm": 20.0}
+    assert kept(source, dict(source)) == {"contrast": True, "orientation": True, "level": True}
+    near = {**source, "level_mm": 20.0 + LEVEL_TOLERANCE_MM}
+    assert kept(source, near)["level"] and not kept(source, {**near, "level_mm": 31.0})["level"]
+    other_plane = {"contrast": "T2w", "orientation": "coronal", "level_mm": 20.0}  # same number, another axis
+    assert kept(source, other_plane) == {"contrast": False, "orientation": False, "level": False}
+
+
 def test_variations_and_interpolation_of_real_slices(pipe, tiny_prepared):
     from dallebrain.data.dataset import SliceDataset
 
@@ -57,6 +68,8 @@ def test_variations_and_interpolation_of_real_slices(pipe, tiny_prepared):
     a, b = data.image(0), data.image(len(data) - 1)
     result = pipe.variations(a, n=3, seed=2, steps=2)
     assert result.images.shape == (3, 64, 64) and result.seeds == [2, 3, 4]
+    assert set(result.settings["source_estimated"]) == {"contrast", "orientation", "level_mm"}
+    assert len(result.per_image) == 3 and all({"estimated", "kept"} == set(r) for r in result.per_image)
     assert 0 <= result.images.min() and result.images.max() <= 1
     frames = pipe.interpolate(a, b, n_frames=3, seed=1, steps=2)
     assert frames.images.shape == (3, 64, 64) and frames.settings["fractions"] == [0.0, 0.5, 1.0]
@@ -118,6 +131,14 @@ def test_cli_unclip_route_and_variations(folder, tiny_prepared, tmp_path):
     sidecar = json.loads((tmp_path / "var" / "variation-seed-000001.json").read_text())
     assert sidecar["source_image"] == slice_path.name and sidecar["placement"].startswith("unknown")
     assert sidecar["source_image_sha256"] == hashlib.sha256(slice_path.read_bytes()).hexdigest()
+    # what the variation kept of its source: readings of both, and the comparison
+    source, own = sidecar["source_estimated"], sidecar["estimated"]
+    for reading in (source, own):
+        assert reading["contrast"] in ("T1w", "T2w", "PDw", "FLAIR")
+        assert reading["orientation"] in ("axial", "coronal", "sagittal") and np.isfinite(reading["level_mm"])
+    from dallebrain.pipelines.variation_check import kept
+
+    assert sidecar["kept"] == kept(source, own)
     (tmp_path / "bad.png").write_bytes(b"not an image")
     result = _cli("variations", "bad.png", "--model", str(folder), "--out", "var2", cwd=tmp_path)
     assert result.returncode == 2 and "cannot read image" in result.stderr

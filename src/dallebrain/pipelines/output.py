@@ -37,8 +37,9 @@ def write_result(result, out: str | Path, first_seed: int, n_total: int, png16: 
     prompt = result.settings.get("prompt", "") if placement_prompt is None else placement_prompt
     warnings = list(dict.fromkeys([*result.warnings, *prompt_warnings(prompt)]))
     written = []
-    for image, image_seed in zip(result.images, result.seeds, strict=True):
-        sidecar = {**result.settings, **(extra or {}), "seed": image_seed, "index": image_seed - first_seed,
+    own = result.per_image or [{}] * len(result.seeds)
+    for image, image_seed, record in zip(result.images, result.seeds, own, strict=True):
+        sidecar = {**result.settings, **(extra or {}), **record, "seed": image_seed, "index": image_seed - first_seed,
                    "n": n_total, "lora": result.provenance.get("lora"),
                    "model": model or result.provenance.get("model"), "dallebrain_version": __version__,
                    "warnings": warnings, "synthetic": True, "note": "synthetic image; not from any real person"}

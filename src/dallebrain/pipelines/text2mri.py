@@ -45,12 +45,14 @@ class GenerationResult:
     warnings: list[str] = field(default_factory=list)
     # the pipeline that made it: its folder, LoRA and dallebrain.json (the grid a NIfTI is placed on)
     provenance: dict = field(default_factory=dict)
+    # one record per image for its sidecar (a variation's readings), or empty
+    per_image: list[dict] = field(default_factory=list)
 
     @classmethod
     def join(cls, parts: list[GenerationResult]) -> GenerationResult:
         """One result from consecutive passes of the same request."""
         return cls(np.concatenate([p.images for p in parts]), [s for p in parts for s in p.seeds],
-                   parts[0].settings, parts[0].warnings, parts[0].provenance)
+                   parts[0].settings, parts[0].warnings, parts[0].provenance, [r for p in parts for r in p.per_image])
 
     def save(self, folder: str | Path, png16: bool = False, overwrite: bool = False) -> list[dict]:
         """Write what `dallebrain generate` writes: PNG + NIfTI + JSON per image, named by seed; the folder is

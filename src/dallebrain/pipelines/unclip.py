@@ -227,11 +227,16 @@ class UnCLIPPipeline(Text2MRIPipeline):
         """`variations` one pass at a time."""
         check_generation_args("variations", n, steps, guidance, seed=seed)
         make_scheduler(sampler)
+        from dallebrain.pipelines.variation_check import describe, with_readings
+
         seeds = image_seeds(seed, n)
-        embeds = self.image_embeds_of_image(image).expand(n, -1)
-        settings = self._settings(mode="variations", prompt="", steps=steps, guidance=guidance, sampler=sampler)
-        return chunk_results(self.decode_embedding_passes(embeds, seeds, steps, guidance, sampler), seeds, settings,
-                             [], self.provenance())
+        source = self.image_embeds_of_image(image)
+        reading = describe(self.clip, np.asarray(image, dtype=np.float32)[None], source)[0]
+        settings = self._settings(mode="variations", prompt="", steps=steps, guidance=guidance, sampler=sampler,
+                                  source_estimated=reading)
+        chunks = chunk_results(self.decode_embedding_passes(source.expand(n, -1), seeds, steps, guidance, sampler),
+                               seeds, settings, [], self.provenance())
+        return with_readings(chunks, self.clip, reading)
 
     def variations(self, image, n: int = 4, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
                    sampler: str = D.SAMPLER) -> GenerationResult:

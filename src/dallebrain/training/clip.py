@@ -18,6 +18,8 @@ import numpy as np
 import torch
 
 from dallebrain.models.clip import BrainCLIP, BrainCLIPConfig
+from dallebrain.models.clip_zero_shot import CONTRAST_PROMPTS, ORIENTATION_PROMPTS
+from dallebrain.models.clip_zero_shot import class_embeddings as _class_embeddings
 from dallebrain.training.common import held_out
 from dallebrain.training.config import TrainConfig
 from dallebrain.training.loop import Stage, fit, save_image_grid
@@ -26,10 +28,6 @@ from dallebrain.vocab import FIELD_OF_VIEW_MM
 _MODEL = BrainCLIPConfig()
 _MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(BrainCLIPConfig) if f.name != "image_size")
 
-CONTRAST_PROMPTS = {"T1w": "T1-weighted", "T2w": "T2-weighted", "PDw": "PD-weighted", "FLAIR": "FLAIR"}
-ORIENTATION_PROMPTS = {"axial": "axial", "coronal": "coronal", "sagittal": "sagittal"}
-# Zero-shot class embeddings average a few phrasings, as CLIP's prompt ensembles do.
-PROMPT_TEMPLATES = ("{} brain MRI", "{} MRI slice of a healthy brain", "a {} slice of the brain")
 RECALL_KS = (1, 5, 10)
 
 
@@ -64,14 +62,6 @@ def _seed_of(*parts: int) -> int:
 
 
 @torch.no_grad()
-def _class_embeddings(model: BrainCLIP, names: dict[str, str]) -> torch.Tensor:
-    rows = []
-    for label in names.values():
-        e = model.encode_text([t.format(label) for t in PROMPT_TEMPLATES]).mean(0)
-        rows.append(torch.nn.functional.normalize(e, dim=0))
-    return torch.stack(rows)
-
-
 @torch.no_grad()
 def evaluate_clip(model: BrainCLIP, data_dir: str | Path, max_pairs: int = 256, batch_size: int = 64,
                   seed: int = 0) -> dict:

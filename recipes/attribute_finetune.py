@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> Path:
             run(["train", filled[0], "--data", str(data), "--out", str(out), *filled[1:], *resume], log)
         shutil.rmtree(model / component, ignore_errors=True)  # the fixed part replaces the base's
         shutil.copytree(out, model / component, ignore=shutil.ignore_patterns(
-            "checkpoints", "samples", "cache", "losses.csv", "train_config.json", "metrics.json"))
+            "checkpoints", "samples", "cache", "losses.csv", "metrics.json"))
         fixed[component] = {"folder": folder, "command": "dallebrain train " + " ".join(command)}
     from dallebrain.pipelines.export import release_folder, update_model_info
 

@@ -62,10 +62,8 @@ def zero_attribute_output(unet) -> None:
         unet.class_embedding.linear_2.bias.zero_()
 
 
-def load_initial_weights(unet, folder) -> list[str]:
-    """Copy a trained UNet's weights (a UNet folder or a pipeline folder holding unet/) into `unet`, which may
-    add the attribute embedding: fine-tuning a text-only model into an attribute-conditioned one. Returns the
-    parameters left at their initial value; any other mismatch is a one-line ValueError."""
+def _trained_state(folder):
+    """(the UNet folder, its tensors as float32) of a UNet folder or a pipeline folder holding unet/."""
     from pathlib import Path
 
     from safetensors.torch import load_file
@@ -75,7 +73,14 @@ def load_initial_weights(unet, folder) -> list[str]:
     files = sorted(folder.glob("*.safetensors"))
     if not files:
         raise ValueError(f"no UNet weights (.safetensors) in {folder}")
-    state = {k: v.float() for f in files for k, v in load_file(f).items()}
+    return folder, {k: v.float() for f in files for k, v in load_file(f).items()}
+
+
+def load_initial_weights(unet, folder) -> list[str]:
+    """Copy a trained UNet's weights (a UNet folder or a pipeline folder holding unet/) into `unet`, which may
+    add the attribute embedding: fine-tuning a text-only model into an attribute-conditioned one. Returns the
+    parameters left at their initial value; any other mismatch is a one-line ValueError."""
+    folder, state = _trained_state(folder)
     own = unet.state_dict()
     wrong = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
     if wrong:
@@ -94,16 +99,7 @@ def load_matching_weights(unet, folder) -> tuple[int, list[str]]:
     unCLIP decoder from the LDM: the same blocks, cross-attention keys and values of another width, an image
     projection instead of text), so only the conditioning path starts from scratch. Returns (tensors copied, names
     left at their initial value); a folder without weights or sharing nothing is a one-line ValueError."""
-    from pathlib import Path
-
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    folder = folder / "unet" if (folder / "unet").is_dir() else folder
-    files = sorted(folder.glob("*.safetensors"))
-    if not files:
-        raise ValueError(f"no UNet weights (.safetensors) in {folder}")
-    state = {k: v.float() for f in files for k, v in load_file(f).items()}
+    folder, state = _trained_state(folder)
     own = unet.state_dict()
     shared = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not shared:

@@ -168,6 +168,18 @@ def _loss(pred, target, kind: str):
     return diff.abs().mean() if kind == "l1" else diff.pow(2).mean()
 
 
+def _check_options(options: AgeingTrainOptions) -> None:
+    """One-line refusals of settings that need no data."""
+    if options.steps < 1 or options.batch < 1:
+        raise ValueError("--steps and --batch must be at least 1")
+    if options.downsample not in (1, 2, 4) or options.crop % (options.downsample * 8):
+        raise ValueError(f"--downsample must be 1, 2 or 4 and divide --crop / 8, got {options.downsample}")
+    if options.label_weight < 0:
+        raise ValueError(f"--label-weight must be 0 or more, got {options.label_weight}")
+    if (Path(options.out) / WEIGHTS_FILE).exists() and not options.overwrite:
+        raise ValueError(f"{options.out} already holds an ageing model (--overwrite replaces it)")
+
+
 def train(options: AgeingTrainOptions, progress: bool = True) -> dict:
     """Train and save OUT/model.safetensors (fp16) + OUT/config.json; returns the training record."""
     import torch
@@ -182,14 +194,7 @@ def train(options: AgeingTrainOptions, progress: bool = True) -> dict:
     )
     from dallebrain.ageing.pairs import load_images, longitudinal_table, session_pairs
 
-    if options.steps < 1 or options.batch < 1:
-        raise ValueError("--steps and --batch must be at least 1")
-    if options.downsample not in (1, 2, 4) or options.crop % (options.downsample * 8):
-        raise ValueError(f"--downsample must be 1, 2 or 4 and divide --crop / 8, got {options.downsample}")
-    if options.label_weight < 0:
-        raise ValueError(f"--label-weight must be 0 or more, got {options.label_weight}")
-    if (Path(options.out) / WEIGHTS_FILE).exists() and not options.overwrite:
-        raise ValueError(f"{options.out} already holds an ageing model (--overwrite replaces it)")
+    _check_options(options)
     # refusals that need no data first: loading the pairs takes minutes on a full cohort
     previous = load_ageing_net(options.init_from).train() if options.init_from is not None else None
     warps = previous.config.warp if previous is not None else options.warp

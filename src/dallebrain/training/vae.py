@@ -236,6 +236,8 @@ class VaeStage(Stage):
                   "kl": kl.mean()}
         if self.discriminator is not None:
             losses.update(self._adversarial(step, target, recon, reconstruction))
+            # one backward trains both: the discriminator's loss reaches only its weights (decoded crops detached)
+            # and the decoder's adversarial terms only the decoder's (features_frozen); "loss" logs their sum
             losses["loss"] = losses["loss"] + losses.pop("adversarial_total")
         return losses
 

@@ -9,7 +9,7 @@ caption dropped 30 % of the time while the attributes stay (`caption_only_dropou
 must carry the slice. Measured after each (same-seed 85/20-year ventricle ratio T1w / T2w / FLAIR, cohort 4.9,
 plain guidance 4): 1.10 / 1.00 / 1.09, then 1.17 / 0.92 / 1.21, then 1.61 / 1.15 / 1.21 (with the hazed judge).
 
-Then the unCLIP decoder, retrained from the fine-tuned LDM's UNet (1000 steps, init_from; FIXES): v1's 800-step
+Then the unCLIP decoder, retrained from the fine-tuned LDM's UNet (1000 steps, init_from; DECODER): v1's 800-step
 decoder, trained from scratch, speckled even when given the true image embedding of a real slice. (The VAE's
 decoder sharpened against a patch discriminator, configs/vae.sharpen.json, reconstructed better but made the
 LDM's slices score worse, README "Where blur comes from": v1's VAE stays.)
@@ -36,12 +36,9 @@ from shipped_model import run  # noqa: E402  (the recipes' one way of running a 
 SHIPPED = ROOT / "src" / "dallebrain" / "weights" / "default"
 KEPT = ("vae", "clip", "prior")  # copied from the base model unchanged
 DECODER_STEPS = 1000
-# (folder, component, dallebrain train command after --data; "{base}", "{model}", "{root}" filled in)
-FIXES = (
-    ("decoder", "decoder", ["decoder", "--clip", "{base}/clip", "--vae", "{base}/vae", "--config",
-                            "{root}/configs/decoder.cpu.json", "--set", "init_from={model}",
-                            "--set", f"max_steps={DECODER_STEPS}", "--set", "learning_rate=2e-4"]),
-)
+# the unCLIP decoder's retraining, after --data ("{base}", "{model}", "{root}" filled in)
+DECODER = ["decoder", "--clip", "{base}/clip", "--vae", "{base}/vae", "--config", "{root}/configs/decoder.cpu.json",
+           "--set", "init_from={model}", "--set", f"max_steps={DECODER_STEPS}", "--set", "learning_rate=2e-4"]
 # (folder, steps, LDM settings) of each stage, every one starting from the one before (the first from --base)
 STAGES = (
     ("model", 2000, ["learning_rate=3e-4", "warmup_steps=100"]),
@@ -76,12 +73,12 @@ def main(argv: list[str] | None = None) -> Path:
     if not (data / "metadata.parquet").exists():
         run(["data", "prepare", "--source", "simulated", "--input", str(cohort), "--out", str(data), "--size", "128",
              "--workers", str(args.workers)], log)
+    from dallebrain.training.checkpoint import holds_run
+
     previous = args.base
     for name, steps, settings in STAGES:
         stage = work / name
         if not (stage / "model_index.json").exists():
-            from dallebrain.training.checkpoint import holds_run
-
             resume = ["--resume"] if holds_run(stage / "checkpoints") else []
             sets = [f"init_from={previous}", f"max_steps={args.steps or steps}", "compact_text_encoder=true",
                     "unet.attributes=true", "max_rows=16000", "checkpoint_every=250", *settings, *args.set]
@@ -93,30 +90,26 @@ def main(argv: list[str] | None = None) -> Path:
     for name in KEPT:  # the VAE, Brain-CLIP and the unCLIP prior stay the base's
         if (args.base / name).is_dir() and not (model / name / "config.json").exists():
             shutil.copytree(args.base / name, model / name, dirs_exist_ok=True)
-    fixed = {}
-    for folder, component, command in FIXES:
-        out = work / folder
-        if not (out / "losses.csv").exists() or not (out / "config.json").exists():
-            from dallebrain.training.checkpoint import holds_run
-
-            resume = ["--resume"] if holds_run(out / "checkpoints") else []
-            filled = [c.format(base=args.base, model=model, root=ROOT) for c in command]
-            run(["train", filled[0], "--data", str(data), "--out", str(out), *filled[1:], *resume], log)
-        shutil.rmtree(model / component, ignore_errors=True)  # the fixed part replaces the base's
-        shutil.copytree(out, model / component, ignore=shutil.ignore_patterns(
-            "checkpoints", "samples", "cache", "losses.csv", "metrics.json"))
-        fixed[component] = {"folder": folder, "command": "dallebrain train " + " ".join(command)}
+    decoder = work / "decoder"
+    if not (decoder / "losses.csv").exists() or not (decoder / "config.json").exists():
+        resume = ["--resume"] if holds_run(decoder / "checkpoints") else []
+        filled = [c.format(base=args.base, model=model, root=ROOT) for c in DECODER]
+        run(["train", filled[0], "--data", str(data), "--out", str(decoder), *filled[1:], *resume], log)
+    shutil.rmtree(model / "decoder", ignore_errors=True)  # the retrained decoder replaces the base's
+    shutil.copytree(decoder, model / "decoder", ignore=shutil.ignore_patterns(
+        "checkpoints", "samples", "cache", "losses.csv", "metrics.json"))
     from dallebrain.pipelines.export import release_folder, update_model_info
 
     base_info = json.loads((args.base / "dallebrain.json").read_text())
     unclip = {**base_info.get("unclip", {}), "decoder": {"decoder_steps": DECODER_STEPS,
                                                              "warm_start": "the fine-tuned LDM's UNet"}}
-    update_model_info(model, {"unclip": unclip, "fixes": fixed,
+    fixes = {"decoder": {"folder": "decoder", "command": "dallebrain train " + " ".join(DECODER)}}
+    update_model_info(model, {"unclip": unclip, "fixes": fixes,
                               "fine_tuned_from": {"model": "dallebrain shipped v1", "ldm_steps": base_info.get(
                                   "ldm_steps"), "trained_on": base_info.get("trained_on")},
                               "attribute_stages": [{"folder": name, "steps": args.steps or steps, "settings": settings}
                                                    for name, steps, settings in STAGES],
-                              **({"sampling": SAMPLING} if SAMPLING else {})})
+                              "sampling": SAMPLING})
     release = release_folder(model, work / "release")
     (work / "recipe_log.json").write_text(json.dumps({"subjects": args.subjects, "steps": args.steps, "log": log},
                                                      indent=2))

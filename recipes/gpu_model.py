@@ -32,14 +32,13 @@ import os
 import shutil
 import sys
 import tarfile
-import threading
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
 from attribute_finetune import SAMPLING  # noqa: E402  (the shipped sampling default)
-from shipped_model import run, run_lanes  # noqa: E402
+from shipped_model import _wait_for, run, run_lanes, stage  # noqa: E402  (one lane runner for both recipes)
 
 PART_BYTES = 15 * 2 ** 20  # under the device tool's 16 MiB per file
 MAX_FILES = 8  # the device tool brings back at most 8 files: the parts and the manifest
@@ -73,24 +72,6 @@ class Clock:
         return round(BUDGET_USE * left * mine / left_shares, 1)
 
 
-def _stage(name: str, out: Path, args: list[str], config: Path, budget_s: float, log: list) -> None:
-    if (out / "losses.csv").exists() and ((out / "config.json").exists() or (out / "model_index.json").exists()):
-        print(f"= {name}: done ({out})", flush=True)
-        return
-    from dallebrain.training.checkpoint import holds_run
-
-    resume = ["--resume"] if holds_run(out / "checkpoints") else []
-    run(["train", name, *args, "--out", str(out), "--config", str(config), "--set", f"time_budget_s={budget_s}",
-         *resume], log)
-
-
-def _wait_for(path: Path, failed: threading.Event, poll_s: float = 2.0) -> None:
-    while not path.exists():
-        if failed.is_set():
-            raise RuntimeError(f"another lane failed before writing {path}")
-        time.sleep(poll_s)
-
-
 def train(args) -> Path:
     clock = Clock(args.minutes)
     work, log = args.work, []
@@ -101,25 +82,20 @@ def train(args) -> Path:
     if not (data / "metadata.parquet").exists():
         run(["data", "prepare", "--source", "simulated", "--input", str(cohort), "--out", str(data),
              "--size", str(args.size), "--workers", workers], log)
-    configs = ROOT / "configs"
-
-    def conf(name: str) -> Path:
-        return configs / f"{name}.{args.configs}.json"
-
     d = ["--data", str(data)]
     vae, clip = ["--vae", str(runs / "vae")], ["--clip", str(runs / "clip")]
     vae_done = runs / "vae" / "metrics.json"  # written last by the VAE's export
-    failed = threading.Event()
 
-    def step(lane: str, name: str, out: Path, extra: list[str], config: Path, wait: Path | None = None):
+    def step(lane: str, name: str, out: Path, extra: list[str], configs: str = args.configs,
+             wait: Path | None = None, budget_name: str | None = None):
+        """A lane step: `dallebrain train NAME` (configs/NAME.CONFIGS.json) with the stage's share of the time left
+        when it starts; shipped_model.stage skips a finished stage and resumes a killed one."""
         def go():
-            try:
-                if wait is not None:
-                    _wait_for(wait, failed)
-                _stage(name if name != "sharpen" else "vae", out, extra, config, clock.budget(lane, name), log)
-            except BaseException:
-                failed.set()
-                raise
+            if wait is not None:
+                _wait_for(wait, poll_s=2.0)  # raises once another lane failed (run_lanes marks it)
+            budget = clock.budget(lane, budget_name or name)
+            stage(name, out, [*extra, "--set", f"time_budget_s={budget}"], configs, log,
+                  done_marker="model_index.json" if name == "ldm" else "config.json")
         return go
 
     sharpen = [*d, "--set", f"init_from={runs / 'vae'}"]
@@ -128,16 +104,15 @@ def train(args) -> Path:
                     "--set", "mid_block_attention=false", "--set", "crop_size=32", "--set", "batch_size=4",
                     "--set", "discriminator.channels=8", "--set", "discriminator.layers=2"]
     lanes = [
-        [step("ldm", "vae", runs / "vae", d, conf("vae")),
-         step("ldm", "ldm", model, [*d, *vae, *[a for s in LDM_SETTINGS for a in ("--set", s)]], conf("ldm"))],
-        [step("unclip", "clip", runs / "clip", d, conf("clip")),
-         step("unclip", "prior", runs / "prior", [*d, *clip, "--into", str(model)], conf("prior")),
-         step("unclip", "decoder", runs / "decoder", [*d, *clip, *vae, "--into", str(model)], conf("decoder"),
-              wait=vae_done)],
+        [step("ldm", "vae", runs / "vae", d),
+         step("ldm", "ldm", model, [*d, *vae, *[a for s in LDM_SETTINGS for a in ("--set", s)]])],
+        [step("unclip", "clip", runs / "clip", d),
+         step("unclip", "prior", runs / "prior", [*d, *clip, "--into", str(model)]),
+         step("unclip", "decoder", runs / "decoder", [*d, *clip, *vae, "--into", str(model)], wait=vae_done)],
     ]
-    if args.sharpen_vae:
-        lanes.append([step("sharpen", "sharpen", runs / "vae_sharp", sharpen, configs / "vae.sharpen.json",
-                           wait=vae_done)])
+    if args.sharpen_vae:  # configs/vae.sharpen.json
+        lanes.append([step("sharpen", "vae", runs / "vae_sharp", sharpen, configs="sharpen", wait=vae_done,
+                           budget_name="sharpen")])
     run_lanes(lanes, parallel=True)
     from dallebrain.pipelines.export import release_folder, update_model_info
 

@@ -62,7 +62,6 @@ def _seed_of(*parts: int) -> int:
 
 
 @torch.no_grad()
-@torch.no_grad()
 def evaluate_clip(model: BrainCLIP, data_dir: str | Path, max_pairs: int = 256, batch_size: int = 64,
                   seed: int = 0) -> dict:
     """Retrieval recall@k (text->image, image->text) and zero-shot contrast / orientation accuracy on up to

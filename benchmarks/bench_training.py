@@ -2,11 +2,16 @@
 
     python benchmarks/bench_training.py --data PREPARED_128 --steps 12 --configs base --out /tmp/bench-train
     python benchmarks/bench_training.py --precision-step [--configs cpu] [--rounds 5] [--threads 1]
+    python benchmarks/bench_training.py --step-parts [--compile] [--configs cpu] [--rounds 7]
 
 --precision-step: one LDM optimiser step (forward, backward, AdamW) of the configured UNet at the shipped latent
 size (4 x 32 x 32, batch_size of the config) on random latents and text states, fp32 vs bf16 autocast (what
 `mixed_precision=bf16` makes accelerate enter) with NCHW or channels_last weights; settings alternate within each
 round, medians reported; plus the loss of the same first step from the same weights in fp32 and bf16.
+
+--step-parts: the same step split into its parts (forward + backward, clipping, AdamW, EMA), the optimiser and EMA
+as they were (per-tensor loops) and as `fit` runs them now (fused AdamW, one foreach EMA call); --compile adds
+a torch.compile'd UNet's forward + backward.
 
 Each stage runs `--steps` optimiser steps through its own `main` (max_rows / val sizes cut so set-up is
 short); images/second is read from losses.csv (the last logged window, so start-up is excluded).
@@ -173,10 +178,90 @@ def precision_step(configs: str, rounds: int) -> None:
               f"{first[s]:.5f} |")
 
 
+def step_parts(configs: str, rounds: int, compiled: bool) -> None:
+    """Where one LDM optimiser step's time goes, old vs new: forward+backward, gradient clipping, AdamW (torch's
+    per-tensor loop, its CPU default, vs fused) and the EMA update (a Python loop over tensors vs one foreach
+    call); with `compiled`, forward+backward of a torch.compile'd UNet too (its compile time printed apart)."""
+    import copy
+    import statistics
+
+    import torch
+    from diffusers import DDPMScheduler
+
+    from dallebrain.models.conditioning import unstated_features
+    from dallebrain.models.unet import build_unet, noise_scheduler_config
+    from dallebrain.training.config import load_config
+    from dallebrain.training.diffusion import denoising_loss, ema_copy, update_ema
+    from dallebrain.training.ldm import LdmTrainConfig, unet_config_of
+
+    cfg = load_config(LdmTrainConfig, CONFIGS / f"ldm.{configs}.json")
+    torch.manual_seed(0)
+    unet = build_unet(unet_config_of(cfg, 4, 32)).train()
+    ema = ema_copy(unet, 0.999)
+    b = cfg.batch_size
+    latents, states = torch.randn(b, 4, 32, 32), torch.randn(b, 64, unet.config.cross_attention_dim)
+    extra = {"class_labels": unstated_features(b)} if cfg.unet.attributes else {}
+    noise = DDPMScheduler.from_config(noise_scheduler_config())
+    params = list(unet.parameters())
+    loop_adamw = torch.optim.AdamW(params, lr=1e-6)  # on a CPU torch's default is the per-tensor loop
+    fused_adamw = torch.optim.AdamW(params, lr=1e-6, fused=True)
+
+    def forward_backward(model) -> None:
+        loss = denoising_loss(lambda x, t: model(x, t, encoder_hidden_states=states, **extra).sample, noise,
+                              latents, cfg.snr_gamma)["loss"]
+        loss.backward()
+
+    @torch.no_grad()
+    def ema_loop() -> None:  # what update_ema did before
+        for e, p in zip(ema.parameters(), unet.parameters(), strict=True):
+            e.lerp_(p.detach(), 0.001)
+
+    parts = {"forward + backward": lambda: forward_backward(unet),
+             "gradient clipping": lambda: torch.nn.utils.clip_grad_norm_(params, 1.0),
+             "AdamW, per-tensor loop (before)": loop_adamw.step, "AdamW, fused (now)": fused_adamw.step,
+             "EMA, loop over tensors (before)": ema_loop,
+             "EMA, one foreach call (now)": lambda: update_ema(ema, unet, 10 ** 6, 0.999)}
+    if compiled:
+        fast = copy.deepcopy(unet)
+        fast_compiled = torch.compile(fast)
+        tick = time.perf_counter()
+        forward_backward(fast_compiled)
+        print(f"torch.compile: first forward + backward (compiling) {time.perf_counter() - tick:.1f} s", flush=True)
+        parts["forward + backward, torch.compile"] = lambda: forward_backward(fast_compiled)
+    forward_backward(unet)  # warm-up; gradients exist for the optimisers from here on
+    times = {k: [] for k in parts}
+    names = list(parts)
+    for r in range(rounds):
+        for name in names[r % len(names):] + names[:r % len(names)]:
+            tick = time.perf_counter()
+            parts[name]()
+            times[name].append(time.perf_counter() - tick)
+    ms = {k: 1000 * statistics.median(v) for k, v in times.items()}
+    print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
+          f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} at the end; ldm.{configs}.json UNet "
+          f"{sum(p.numel() for p in params) / 1e6:.1f} M parameters in {len(params)} tensors, batch {b}; "
+          f"medians of {rounds} alternating rounds")
+    print("| part of a step | ms (median) | range |\n|---|---|---|")
+    for k, v in times.items():
+        print(f"| {k} | {ms[k]:.1f} | {1000 * min(v):.1f}-{1000 * max(v):.1f} |")
+    common = ms["forward + backward"] + ms["gradient clipping"]
+    before = common + ms["AdamW, per-tensor loop (before)"] + ms["EMA, loop over tensors (before)"]
+    after = common + ms["AdamW, fused (now)"] + ms["EMA, one foreach call (now)"]
+    print(f"\nwhole step before {before:.0f} ms ({1000 * b / before:.1f} images/s), now {after:.0f} ms "
+          f"({1000 * b / after:.1f} images/s): {before / after:.2f}x")
+    if compiled:
+        with_compile = after - ms["forward + backward"] + ms["forward + backward, torch.compile"]
+        print(f"now + torch.compile {with_compile:.0f} ms ({1000 * b / with_compile:.1f} images/s): "
+              f"{before / with_compile:.2f}x of before")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--precision-step", action="store_true", help="one LDM step, fp32 vs bf16 (no --data)")
-    parser.add_argument("--rounds", type=int, default=5, help="--precision-step: alternating rounds")
+    parser.add_argument("--step-parts", action="store_true", help="where an LDM step's time goes, old vs new "
+                        "optimiser and EMA (no --data)")
+    parser.add_argument("--compile", action="store_true", help="--step-parts: time a torch.compile'd UNet too")
+    parser.add_argument("--rounds", type=int, default=5, help="--precision-step, --step-parts: alternating rounds")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--data", type=Path, default=None, help="a prepared data set at 128x128")
     parser.add_argument("--steps", type=int, default=12)
@@ -187,6 +272,9 @@ def main(argv: list[str] | None = None) -> None:
         __import__("torch").set_num_threads(args.threads)
     if args.precision_step:
         precision_step(args.configs, args.rounds)
+        return
+    if args.step_parts:
+        step_parts(args.configs, args.rounds, args.compile)
         return
     if args.data is None:
         parser.error("--data is required (except with --precision-step)")

@@ -118,6 +118,20 @@ def test_ema_update_moves_the_copy_toward_the_live_weights():
     torch.testing.assert_close(ema.weight, torch.tensor([[2.1, -0.2]]))
 
 
+def test_ema_update_covers_every_tensor_and_refuses_another_model():
+    live = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.GroupNorm(2, 4), torch.nn.Linear(4, 2))
+    ema = ema_copy(live, 0.9)
+    with torch.no_grad():
+        for p in live.parameters():
+            p.add_(1.0)
+    before = [e.clone() for e in ema.parameters()]
+    update_ema(ema, live, step=8, max_decay=0.9)  # decay 0.5: halfway
+    for b, e, p in zip(before, ema.parameters(), live.parameters(), strict=True):
+        torch.testing.assert_close(e, (b + p) / 2)
+    with pytest.raises(ValueError, match="EMA copy holds 6 tensors, the live model 2"):
+        update_ema(ema, torch.nn.Linear(3, 4), step=8, max_decay=0.9)
+
+
 def test_seed_streams_are_distinct():
     assert len({int(s) for s in SeedStream}) == len(SeedStream.__members__)  # an equal value would alias
     draws = {s: micro_batch(100, 4, 0, 3, 1, 0, s)[1].integers(10 ** 9) for s in SeedStream}

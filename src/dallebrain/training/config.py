@@ -40,6 +40,10 @@ class TrainConfig:
     # to what fits at the measured speed, so a run on unknown hardware (a lent GPU) ends in time with a finished,
     # exported model; the learning-rate schedule decays to the cut step (training/loop.py)
     time_budget_s: float = 0.0
+    # torch.compile the trained network (inductor: C++ kernels on a CPU), for the stages that allow it
+    # (Stage.compilable: the UNet stages). On this CPU: forward + backward of the shipped UNet 1.25x faster after
+    # a ~2-minute compile, so it pays from ~700 steps (BENCHMARKS.md "Where a training step goes"). Off by default
+    compile: bool = False
 
 
 def _coerce(value: str, current: Any) -> Any:
@@ -148,6 +152,21 @@ def check_mixed_precision(value: str, cuda: bool) -> None:
     if value == "fp16" and not cuda:
         raise ValueError("mixed_precision fp16 needs a CUDA GPU (on a CPU it would silently train in fp32): "
                          "use bf16")
+
+
+def check_compile(config: TrainConfig, stage_name: str, compilable: bool, cuda: bool) -> None:
+    """One-line ValueError when `compile` cannot be honoured: a stage not tested under torch.compile, or a CPU
+    without the C++ compiler inductor builds its kernels with (it would fail at the first step, deep in a
+    traceback)."""
+    if not config.compile:
+        return
+    if not compilable:
+        raise ValueError(f"compile=true is supported by the ldm and decoder stages, not {stage_name}")
+    import shutil
+
+    if not cuda and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
+        raise ValueError("compile=true needs a C++ compiler (g++) on this machine: torch.compile builds its CPU "
+                         "kernels with it; install one or leave compile off")
 
 
 def config_dict(config) -> dict:

@@ -21,7 +21,7 @@ from dallebrain.training.cache import cached_arrays, dataset_meta, module_finger
 from dallebrain.training.common import attach_to_pipeline, check_pipeline_parts
 from dallebrain.training.config import TrainConfig
 from dallebrain.training.diffusion import SeedStream, denoising_loss, ema_copy, micro_batch, update_ema
-from dallebrain.training.loop import Stage, fit, save_image_grid
+from dallebrain.training.loop import Stage, fit, prepare_trained, save_image_grid
 
 
 @dataclasses.dataclass
@@ -69,6 +69,7 @@ def build_decoder_cache(dataset, vae, clip, folder: Path, batch_size: int = 32,
 
 class DecoderStage(Stage):
     name = "decoder"
+    compilable = True  # a UNet2DConditionModel: compiles (tests/training/test_compile.py)
 
     def __init__(self, config: DecoderTrainConfig, dataset, clip_dir: Path, vae_dir: Path, out_dir: Path,
                  progress: bool = True):
@@ -108,7 +109,7 @@ class DecoderStage(Stage):
         self.clip.to(accelerator.device)
         if self.ema is not None:
             self.ema.to(accelerator.device)
-        self.live = accelerator.prepare(self.unet)
+        self.live = prepare_trained(accelerator, self.unet, self.config.compile)
         self.rank = accelerator.process_index
         self.noise = DDPMScheduler.from_config(decoder_scheduler_config())
 

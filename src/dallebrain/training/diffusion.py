@@ -89,5 +89,9 @@ def ema_decay(step: int, max_decay: float) -> float:
 def update_ema(ema: torch.nn.Module, live: torch.nn.Module, step: int, max_decay: float) -> None:
     """ema <- decay * ema + (1 - decay) * live, with the decay of `ema_decay`."""
     decay = ema_decay(step, max_decay)
-    for e, p in zip(ema.parameters(), live.parameters(), strict=True):
-        e.lerp_(p.detach(), 1 - decay)
+    shadow, weights = list(ema.parameters()), [p.detach() for p in live.parameters()]
+    if len(shadow) != len(weights):
+        raise ValueError(f"EMA copy holds {len(shadow)} tensors, the live model {len(weights)}")
+    # one multi-tensor call instead of a Python loop over every tensor (330 in the shipped UNet); a small gain
+    # on this CPU (6.7 -> 6.3 ms a step, benchmarks/bench_training.py --step-parts), more where launches cost (GPU)
+    torch._foreach_lerp_(shadow, weights, 1 - decay)

@@ -15,7 +15,7 @@ from dallebrain.models.unet import UnetConfig, build_unet, load_initial_weights,
 from dallebrain.training.common import data_provenance
 from dallebrain.training.config import TrainConfig
 from dallebrain.training.diffusion import SAMPLE_PROMPTS, SeedStream, denoising_loss, ema_copy, micro_batch, update_ema
-from dallebrain.training.loop import Stage, fit, save_image_grid
+from dallebrain.training.loop import Stage, fit, prepare_trained, save_image_grid, unwrap
 
 
 @dataclasses.dataclass
@@ -65,6 +65,7 @@ def load_conditioning(clip_dir: Path | None):
 
 class LdmStage(Stage):
     name = "ldm"
+    compilable = True  # a UNet2DConditionModel: compiles (tests/training/test_compile.py)
 
     def __init__(self, config: LdmTrainConfig, dataset, vae_dir: Path, clip_dir: Path | None, out_dir: Path,
                  progress: bool = True):
@@ -91,7 +92,7 @@ class LdmStage(Stage):
 
     def setup(self, accelerator) -> None:
         self.accelerator = accelerator
-        self.unet = accelerator.prepare(self.unet)
+        self.unet = prepare_trained(accelerator, self.unet, self.config.compile)
         self.rank = accelerator.process_index
 
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -122,10 +123,10 @@ class LdmStage(Stage):
 
     def after_optimizer_step(self, step: int) -> None:
         if self.ema is not None:
-            update_ema(self.ema, self.accelerator.unwrap_model(self.unet), step, self.config.ema_decay)
+            update_ema(self.ema, unwrap(self.accelerator, self.unet), step, self.config.ema_decay)
 
     def final_unet(self):
-        return self.ema if self.ema is not None else self.accelerator.unwrap_model(self.unet)
+        return self.ema if self.ema is not None else unwrap(self.accelerator, self.unet)
 
     def pipeline(self):
         from dallebrain.pipelines.text2mri import Text2MRIPipeline

@@ -23,7 +23,7 @@ from dallebrain.training.cache import caption_texts
 from dallebrain.training.common import data_provenance
 from dallebrain.training.config import TrainConfig
 from dallebrain.training.diffusion import SAMPLE_PROMPTS, SeedStream, denoising_loss, micro_batch
-from dallebrain.training.loop import Stage, fit, save_image_grid
+from dallebrain.training.loop import Stage, fit, save_image_grid, unwrap
 from dallebrain.vocab import LORA_WEIGHT_NAME as WEIGHT_NAME
 
 INFO_NAME = "adapter_info.json"
@@ -228,9 +228,9 @@ class LoraStage(Stage):
             self.text_encoder = accelerator.prepare(self.text_encoder.train())
 
     def _models(self) -> dict[str, torch.nn.Module]:
-        models = {"unet": self.accelerator.unwrap_model(self.unet)}
+        models = {"unet": unwrap(self.accelerator, self.unet)}
         if self.config.text_encoder:
-            models["text_encoder"] = self.accelerator.unwrap_model(self.text_encoder)
+            models["text_encoder"] = unwrap(self.accelerator, self.text_encoder)
         return models
 
     def modules(self) -> dict[str, torch.nn.Module]:

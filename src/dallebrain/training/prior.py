@@ -22,7 +22,7 @@ from dallebrain.pipelines import defaults as D
 from dallebrain.training.cache import cached_arrays, dataset_meta, module_fingerprint
 from dallebrain.training.common import attach_to_pipeline, check_pipeline_parts
 from dallebrain.training.config import TrainConfig
-from dallebrain.training.loop import Stage, fit
+from dallebrain.training.loop import Stage, fit, unwrap
 
 
 @dataclasses.dataclass
@@ -210,7 +210,7 @@ class PriorStage(Stage):
         from dallebrain.data.io import write_json_atomic
         from dallebrain.models.prior import save_prior
 
-        prior = self.accelerator.unwrap_model(self.live).eval()
+        prior = unwrap(self.accelerator, self.live).eval()
         save_prior(prior, out_dir, self.scheduler_config)
         cfg = self.config
         self.metrics = evaluate_prior(prior, self.scheduler_config, self.clip, self.data_dir, cfg.val_rows or None,

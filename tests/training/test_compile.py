@@ -1,0 +1,59 @@
+"""`compile=true`: torch.compile of the trained UNet, refused where it cannot work, and a compiled run's checkpoints
+and export carry the same tensor names as an eager run's (so resuming, EMA and the exported folder are unchanged)."""
+
+import pytest
+import torch
+
+from dallebrain.training import ldm
+from dallebrain.training.config import TrainConfig, check_compile, load_config
+from testing_constants import CONFIGS
+
+
+def test_compile_is_refused_by_a_stage_that_was_not_tested_with_it():
+    with pytest.raises(ValueError, match="^compile=true is supported by the ldm and decoder stages, not vae$"):
+        check_compile(TrainConfig(compile=True), "vae", compilable=False, cuda=False)
+    check_compile(TrainConfig(compile=False), "vae", compilable=False, cuda=False)  # off: nothing to check
+
+
+def test_compile_without_a_cpp_compiler_is_one_line(monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    with pytest.raises(ValueError, match="needs a C\\+\\+ compiler"):
+        check_compile(TrainConfig(compile=True), "ldm", compilable=True, cuda=False)
+    check_compile(TrainConfig(compile=True), "ldm", compilable=True, cuda=True)  # a GPU compiles with triton
+
+
+def test_the_unet_stages_allow_compile_and_the_others_do_not():
+    from dallebrain.training import clip, decoder, lora, prior, vae
+
+    allowed = {s.name for s in (ldm.LdmStage, decoder.DecoderStage, clip.ClipStage, vae.VaeStage, prior.PriorStage,
+                                lora.LoraStage) if s.compilable}
+    assert allowed == {"ldm", "decoder"}
+
+
+@pytest.mark.slow
+def test_a_compiled_ldm_run_trains_and_saves_what_an_eager_run_saves(tiny_prepared, tiny_vae, tmp_path):
+    from safetensors.torch import load_file
+
+    from dallebrain.data.dataset import SliceDataset
+    from dallebrain.training.loop import fit
+
+    runs = {}
+    for compiled in (False, True):
+        config = load_config(ldm.LdmTrainConfig, CONFIGS / "ldm.tiny.json", [f"compile={str(compiled).lower()}"])
+        out = tmp_path / f"compile-{compiled}"
+        dataset = SliceDataset(tiny_prepared, "train", max_rows=config.max_rows, seed=config.seed)
+        stage = ldm.LdmStage(config, dataset, tiny_vae, None, out, progress=False)
+        summary = fit(stage, config, out, progress=False)
+        assert summary["steps"] == config.max_steps
+        # what trained was torch.compile's module (also when an eager run came first in this process)
+        assert hasattr(stage.unet, "_orig_mod") == compiled
+        runs[compiled] = out
+    from dallebrain.training.checkpoint import latest_checkpoint
+
+    last = {c: latest_checkpoint(runs[c] / "checkpoints") for c in runs}
+    for part in ("unet.safetensors", "ema.safetensors", "diffusion_pytorch_model.safetensors"):
+        eager, compiled = (load_file(str((runs[c] / "unet" if part.startswith("diffusion") else last[c]) / part))
+                           for c in (False, True))
+        assert compiled.keys() == eager.keys(), part  # no "_orig_mod." prefixes
+        # the same training, numerically close (compiled kernels fuse and reorder operations)
+        assert all(torch.allclose(compiled[k], eager[k], atol=1e-3) for k in eager), part

@@ -168,3 +168,20 @@ def test_matching_weights_refuse_a_unet_sharing_nothing(tmp_path):
         load_matching_weights(other, tmp_path / "a")
     with pytest.raises(ValueError, match="no UNet weights"):
         load_matching_weights(other, tmp_path / "empty")
+
+
+@pytest.mark.slow
+def test_a_compiled_decoder_run_saves_what_an_eager_run_saves(parts, tiny_prepared, tmp_path):
+    """compile=true on the decoder stage: trains through torch.compile's module, and the exported weights have the
+    eager run's names and (within compiled kernels' rounding) values."""
+    from safetensors.torch import load_file
+
+    saved = {}
+    for compiled in (False, True):
+        out = tmp_path / f"compile-{compiled}"
+        decoder_main(["--data", str(tiny_prepared), "--clip", str(parts / "clip"), "--vae", str(parts / "vae"),
+                      "--out", str(out), "--config", str(CONFIGS / "decoder.tiny.json"), "--no-progress",
+                      "--set", f"compile={str(compiled).lower()}"])
+        saved[compiled] = load_file(str(out / "diffusion_pytorch_model.safetensors"))
+    assert saved[True].keys() == saved[False].keys()
+    assert all(torch.allclose(saved[True][k].float(), saved[False][k].float(), atol=1e-3) for k in saved[False])

@@ -69,7 +69,7 @@ def build_decoder_cache(dataset, vae, clip, folder: Path, batch_size: int = 32,
 
 class DecoderStage(Stage):
     name = "decoder"
-    compilable = True  # a UNet2DConditionModel: compiles (tests/training/test_compile.py)
+    compilable = True  # a UNet2DConditionModel: compiles (tests/training/test_unclip_stages.py, slow)
 
     def __init__(self, config: DecoderTrainConfig, dataset, clip_dir: Path, vae_dir: Path, out_dir: Path,
                  progress: bool = True):

@@ -4,14 +4,14 @@
         --sizes 48,96,192 16,32,64 32,64,128 --steps 1000 --at 250,500,1000 --n 64 [--lanes 2 --threads 1]
 
 Each size is one `dallebrain train ldm` run from scratch (configs/ldm.cpu.json with unet.block_out_channels
-replaced; attribute-conditioned as the shipped model is), on the shipped model's VAE and Brain-CLIP text tower
-so that only the UNet differs; the runs share one latent cache (built first) and train --lanes at a time with
---threads each, as the shipped recipe's lanes do. The EMA weights of the
-checkpoints at --at steps are scored like `bench_sampling.py --data --eval`: Frechet distance of --n generated
-slices to the --n held-out test slices whose captions prompted them, in the evaluation encoder's space (trained
-by `dallebrain evaluate ... --out EVAL_OUT`, read from EVAL_OUT/encoder) and in Brain-CLIP's, at the default
-sampler, steps and guidance and the shipped model's attribute guidance. The shipped model is scored the same way
-as a reference point. Training seconds come from each run's losses.csv (optimiser steps only: cache building and
+replaced, GroupNorm groups 32 or the largest power of two dividing every width; attribute-conditioned as the shipped
+model is), on the shipped model's VAE and Brain-CLIP text tower so that only the UNet differs; the runs share one
+latent cache (built first) and train --lanes at a time with --threads each, as the shipped recipe's lanes do. The
+EMA weights of the checkpoints at --at steps are scored like `bench_sampling.py --data --eval`: Frechet distance of
+--n generated slices to the --n held-out test slices whose captions prompted them, in the evaluation encoder's space
+(trained by `dallebrain evaluate ... --out EVAL_OUT`, read from EVAL_OUT/encoder) and in Brain-CLIP's, at the
+default sampler, steps and guidance and the shipped model's attribute guidance. The shipped model is scored the same
+way as a reference point. Training seconds come from each run's losses.csv (optimiser steps only: cache building and
 checkpoints left out), so the x axis is what a step costs on this machine.
 
 Writes W/frontier.csv, W/frontier.png (distance against training minutes, one line per size) and prints a
@@ -37,6 +37,15 @@ from bench_sampling import Scorer  # noqa: E402  (the quality half of the sampli
 
 def run_name(widths: list[int]) -> str:
     return "unet-" + "-".join(map(str, widths))
+
+
+def groups(widths: list[int]) -> int:
+    """GroupNorm groups: the shipped 32 where every width divides by it, else the largest power of two that
+    divides them all (16 for 16,32,64 or 48,96,192)."""
+    g = 32
+    while any(w % g for w in widths):
+        g //= 2
+    return g
 
 
 def build_cache(data: Path, work: Path) -> Path:
@@ -70,7 +79,8 @@ def train(data: Path, work: Path, widths: list[int], steps: int, at: list[int], 
     command = [sys.executable, "-m", "dallebrain.cli", "train", "ldm", "--data", str(data), "--out", str(out),
                "--vae", str(SHIPPED / "vae"), "--clip", str(SHIPPED / "clip"),
                "--config", str(ROOT / "configs" / "ldm.cpu.json"), "--max-steps", str(steps), "--no-progress",
-               "--set", f"unet.block_out_channels={json.dumps(widths)}", "--set", f"checkpoint_every={min(at)}",
+               "--set", f"unet.block_out_channels={json.dumps(widths)}",
+               "--set", f"unet.norm_num_groups={groups(widths)}", "--set", f"checkpoint_every={min(at)}",
                "--set", f"keep_checkpoints={steps // min(at)}", "--set", f"log_every={min(at) // 5}",
                *(["--resume"] if holds_run(out / "checkpoints") else [])]
     print("+", " ".join(command[2:]), flush=True)
@@ -142,8 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--at", default="250,500,1000", help="checkpoint steps scored (multiples of the first)")
     parser.add_argument("--n", type=int, default=64)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads of each run (and of the scoring: "
-                        "--threads x --lanes)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each run and of its scoring")
     parser.add_argument("--lanes", type=int, default=2, help="runs trained side by side (the recipe's way on 2 cores: "
                         "small UNets use 2 threads poorly); list the largest first so the lanes end together")
     args = parser.parse_args(argv)
@@ -153,35 +162,44 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [[int(w) for w in s.split(",")] for s in args.sizes]
     args.work.mkdir(parents=True, exist_ok=True)
     build_cache(args.data, args.work)
-    from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(args.lanes) as pool:  # runs side by side, each on --threads (in --sizes order)
-        runs = list(pool.map(lambda w: train(args.data, args.work, w, args.steps, at, args.threads), sizes))
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
 
     import torch
 
     from dallebrain.api import load_pipeline
     from dallebrain.data.io import write_json_atomic
 
-    torch.set_num_threads(args.threads * args.lanes)
-    saved = args.work / "scores.json"
+    saved, lock = args.work / "scores.json", threading.Lock()
     done = json.loads(saved.read_text()) if saved.exists() else {}
+
+    def record(key: str, value: dict) -> None:
+        with lock:
+            done[key] = value
+            write_json_atomic(saved, done)
+
+    torch.set_num_threads(args.threads)
     scorer = Scorer(args.data, args.eval, SHIPPED, args.n)
-    shipped = load_pipeline(SHIPPED)
-    guidance = shipped.attribute_scale(2.0)
+    guidance = load_pipeline(SHIPPED).attribute_scale(2.0)
     if "shipped" not in done:
-        done["shipped"] = scorer.score(shipped.sample(scorer.prompts, scorer.seeds))
-        write_json_atomic(saved, done)
+        record("shipped", scorer.score(load_pipeline(SHIPPED).sample(scorer.prompts, scorer.seeds)))
+
+    def lane(widths: list[int]) -> Path:  # train, then score while the other lane may still be training
+        torch.set_num_threads(args.threads)  # in this thread too: OpenMP's thread count is set per calling thread
+        out = train(args.data, args.work, widths, args.steps, at, args.threads)
+        if out.name not in done:
+            record(out.name, {str(s): v for s, v in score_run(out, at, scorer, guidance).items()})
+        return out
+
+    with ThreadPoolExecutor(args.lanes) as pool:  # runs side by side (in --sizes order)
+        runs = list(pool.map(lane, sizes))
     rows = []
     for out in runs:
-        key = out.name
-        if key not in done:
-            done[key] = {str(s): v for s, v in score_run(out, at, scorer, guidance).items()}
-            write_json_atomic(saved, done)
         params = sum(p.numel() for p in load_pipeline(out).unet.parameters()) / 1e6
         for step in at:
-            rows.append({"run": key, "params_m": params, "step": step, "minutes": seconds_to(out, step) / 60,
-                         **done[key][str(step)]})
+            rows.append({"run": out.name, "params_m": params, "step": step, "minutes": seconds_to(out, step) / 60,
+                         **done[out.name][str(step)]})
     with open(args.work / "frontier.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

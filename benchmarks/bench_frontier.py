@@ -11,8 +11,8 @@ EMA weights of the checkpoints at --at steps are scored like `bench_sampling.py 
 --n generated slices to the --n held-out test slices whose captions prompted them, in the evaluation encoder's space
 (trained by `dallebrain evaluate ... --out EVAL_OUT`, read from EVAL_OUT/encoder) and in Brain-CLIP's, at the
 default sampler, steps and guidance and the shipped model's attribute guidance. The shipped model is scored the same
-way as a reference point. Training seconds come from each run's losses.csv (optimiser steps only: cache building and
-checkpoints left out), so the x axis is what a step costs on this machine.
+way as a reference point. Training seconds are steps x the run's median seconds per step from its losses.csv
+(optimiser steps only: cache building and checkpoints left out), so the x axis is what a step costs on this machine.
 
 Writes W/frontier.csv, W/frontier.png (distance against training minutes, one line per size) and prints a
 markdown table. A finished run or score is reused on a rerun (W/scores.json), so a killed benchmark continues.
@@ -27,12 +27,15 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "src" / "dallebrain" / "weights" / "default"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sampling import Scorer  # noqa: E402  (the quality half of the sampling benchmark)
+
+LOADING = threading.Lock()  # one pipeline loaded at a time, whichever lane asks
 
 
 def run_name(widths: list[int]) -> str:
@@ -90,36 +93,37 @@ def train(data: Path, work: Path, widths: list[int], steps: int, at: list[int], 
 
 
 def seconds_to(out: Path, step: int) -> float:
-    """Training seconds up to `step`, from the throughput column of losses.csv (images per second per window)."""
+    """Training seconds up to `step`: step x the run's median seconds per step over the windows of losses.csv (its
+    throughput column), so a stretch with other work sharing the cores does not bend the curve."""
+    import statistics
+
     config = json.loads((out / "train_config.json").read_text())
-    total, previous = 0.0, 0
     with open(out / "losses.csv") as f:
-        for row in csv.DictReader(f):
-            done = int(row["step"])
-            if done > step:
-                break
-            total += (done - previous) * config["batch_size"] / float(row["images_per_second"])
-            previous = done
-    if previous != step:
-        raise ValueError(f"{out}/losses.csv has no row at step {step}: choose --at from its logged steps")
-    return total
+        rates = [float(row["images_per_second"]) for row in csv.DictReader(f) if int(row["step"]) > 1]
+    if not rates:
+        raise ValueError(f"{out}/losses.csv has no throughput rows")
+    return step * config["batch_size"] / statistics.median(rates)
 
 
-def score_run(out: Path, at: list[int], scorer: Scorer, attribute_guidance: float | None) -> dict[int, dict]:
-    """Scores of the EMA weights of each checkpoint in --at (the last from the exported folder)."""
+def score_run(out: Path, at: list[int], scorer: Scorer, attribute_guidance: float | None, scores: dict,
+              record) -> None:
+    """Score the EMA weights of each checkpoint in --at not yet in `scores` (the last first: it says the most),
+    handing each to `record` as it comes, so a killed benchmark keeps what it measured."""
     from safetensors.torch import load_file
 
     from dallebrain.api import load_pipeline
 
-    pipe = load_pipeline(out)
+    with LOADING:  # transformers' loading is not thread-safe (its meta-device init is process-wide)
+        pipe = load_pipeline(out)
     pipe.attribute_guidance = attribute_guidance
-    scores = {}
-    for step in at:
+    for step in sorted(at, reverse=True):
+        if str(step) in scores:
+            continue
         checkpoint = out / "checkpoints" / f"step-{step:07d}" / "ema.safetensors"
         pipe.unet.load_state_dict(load_file(checkpoint))
-        scores[step] = scorer.score(pipe.sample(scorer.prompts, scorer.seeds))
-        print(f"{out.name} step {step}: {scores[step]}", flush=True)
-    return scores
+        scores[str(step)] = scorer.score(pipe.sample(scorer.prompts, scorer.seeds))
+        print(f"{out.name} step {step}: {scores[str(step)]}", flush=True)
+        record(out.name, scores)
 
 
 def plot(rows: list[dict], shipped: dict, floor: dict, path: Path) -> None:
@@ -143,6 +147,47 @@ def plot(rows: list[dict], shipped: dict, floor: dict, path: Path) -> None:
     fig.savefig(path, dpi=110)
 
 
+def load_unet_weights(out: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(out / "unet" / "diffusion_pytorch_model.safetensors"))
+
+
+def measure(args, sizes: list[list[int]], at: list[int], done: dict) -> list[Path]:
+    """Train every size (skipping exported runs) and score its checkpoints, lanes side by side; scores go to
+    W/scores.json as they come."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    from dallebrain.api import load_pipeline
+    from dallebrain.data.io import write_json_atomic
+
+    build_cache(args.data, args.work)
+    lock = threading.Lock()
+
+    def record(key: str, value: dict) -> None:
+        with lock:
+            done[key] = dict(value)
+            write_json_atomic(args.work / "scores.json", done)
+
+    torch.set_num_threads(args.threads)
+    scorer = Scorer(args.data, args.eval, SHIPPED, args.n)
+    record("floor", scorer.floor)
+    guidance = load_pipeline(SHIPPED).attribute_scale(2.0)
+    if "shipped" not in done:
+        record("shipped", scorer.score(load_pipeline(SHIPPED).sample(scorer.prompts, scorer.seeds)))
+
+    def lane(widths: list[int]) -> Path:  # train, then score while the other lane may still be training
+        torch.set_num_threads(args.threads)  # in this thread too: OpenMP's thread count is set per calling thread
+        out = train(args.data, args.work, widths, args.steps, at, args.threads)
+        score_run(out, at, scorer, guidance, dict(done.get(out.name, {})), record)
+        return out
+
+    with ThreadPoolExecutor(args.lanes) as pool:  # runs side by side (in --sizes order)
+        return list(pool.map(lane, sizes))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="prepared data set")
@@ -155,57 +200,34 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads of each run and of its scoring")
     parser.add_argument("--lanes", type=int, default=2, help="runs trained side by side (the recipe's way on 2 cores: "
                         "small UNets use 2 threads poorly); list the largest first so the lanes end together")
+    parser.add_argument("--report", action="store_true", help="only the table and plot of what W/scores.json holds "
+                        "(e.g. after a killed run)")
     args = parser.parse_args(argv)
     at = sorted({int(s) for s in args.at.split(",")})
     if at[-1] != args.steps or any(s % at[0] for s in at):
         raise SystemExit(f"error: --at must end at --steps ({args.steps}) and hold multiples of its first step")
     sizes = [[int(w) for w in s.split(",")] for s in args.sizes]
     args.work.mkdir(parents=True, exist_ok=True)
-    build_cache(args.data, args.work)
-
-    import threading
-    from concurrent.futures import ThreadPoolExecutor
-
-    import torch
-
-    from dallebrain.api import load_pipeline
-    from dallebrain.data.io import write_json_atomic
-
-    saved, lock = args.work / "scores.json", threading.Lock()
+    saved = args.work / "scores.json"
     done = json.loads(saved.read_text()) if saved.exists() else {}
-
-    def record(key: str, value: dict) -> None:
-        with lock:
-            done[key] = value
-            write_json_atomic(saved, done)
-
-    torch.set_num_threads(args.threads)
-    scorer = Scorer(args.data, args.eval, SHIPPED, args.n)
-    guidance = load_pipeline(SHIPPED).attribute_scale(2.0)
-    if "shipped" not in done:
-        record("shipped", scorer.score(load_pipeline(SHIPPED).sample(scorer.prompts, scorer.seeds)))
-
-    def lane(widths: list[int]) -> Path:  # train, then score while the other lane may still be training
-        torch.set_num_threads(args.threads)  # in this thread too: OpenMP's thread count is set per calling thread
-        out = train(args.data, args.work, widths, args.steps, at, args.threads)
-        if out.name not in done:
-            record(out.name, {str(s): v for s, v in score_run(out, at, scorer, guidance).items()})
-        return out
-
-    with ThreadPoolExecutor(args.lanes) as pool:  # runs side by side (in --sizes order)
-        runs = list(pool.map(lane, sizes))
+    runs = [args.work / run_name(w) for w in sizes] if args.report else measure(args, sizes, at, done)
+    if "floor" not in done:  # a scores.json from before the floor was stored
+        done["floor"] = Scorer(args.data, args.eval, SHIPPED, args.n).floor
     rows = []
     for out in runs:
-        params = sum(p.numel() for p in load_pipeline(out).unet.parameters()) / 1e6
+        params = sum(p.numel() for p in load_unet_weights(out).values()) / 1e6
         for step in at:
-            rows.append({"run": out.name, "params_m": params, "step": step, "minutes": seconds_to(out, step) / 60,
-                         **done[out.name][str(step)]})
+            if str(step) in done.get(out.name, {}):  # --report: what a killed benchmark scored
+                rows.append({"run": out.name, "params_m": params, "step": step,
+                             "minutes": seconds_to(out, step) / 60, **done[out.name][str(step)]})
+    if not rows:
+        raise SystemExit(f"error: {saved} holds no scores of these runs yet")
     with open(args.work / "frontier.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    plot(rows, done["shipped"], scorer.floor, args.work / "frontier.png")
-    spaces = [s for s in ("encoder", "clip") if s in scorer.floor]
+    plot(rows, done["shipped"], done["floor"], args.work / "frontier.png")
+    spaces = [s for s in ("encoder", "clip") if s in done["floor"]]
     print("| UNet widths | parameters (M) | steps | training minutes |" + "".join(f" FD ({s}) |" for s in spaces))
     print("|---|---|---|---|" + "---|" * len(spaces))
     for r in rows:
@@ -213,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
               + "".join(f" {r[s]:.3f} |" for s in spaces))
     print("| shipped model (v1 3000 steps + v2 fine-tune 4500) | 4.61 | | |"
           + "".join(f" {done['shipped'][s]:.3f} |" for s in spaces))
-    print("| real/real floor | | | |" + "".join(f" {scorer.floor[s]:.3f} |" for s in spaces))
+    print("| real/real floor | | | |" + "".join(f" {done['floor'][s]:.3f} |" for s in spaces))
     print(f"\nwrote {args.work / 'frontier.csv'} and {args.work / 'frontier.png'}")
 
 

@@ -215,12 +215,14 @@ def main(argv: list[str] | None = None) -> None:
         done["floor"] = Scorer(args.data, args.eval, SHIPPED, args.n).floor
     rows = []
     for out in runs:
+        if not (out / "unet" / "diffusion_pytorch_model.safetensors").exists():  # --report: not yet trained
+            continue
         params = sum(p.numel() for p in load_unet_weights(out).values()) / 1e6
         for step in at:
             if str(step) in done.get(out.name, {}):  # --report: what a killed benchmark scored
                 rows.append({"run": out.name, "params_m": params, "step": step,
                              "minutes": seconds_to(out, step) / 60, **done[out.name][str(step)]})
-    if not rows:
+    if not rows or "shipped" not in done:
         raise SystemExit(f"error: {saved} holds no scores of these runs yet")
     with open(args.work / "frontier.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

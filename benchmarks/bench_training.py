@@ -115,12 +115,9 @@ def caching_gain(data: Path, out: Path, steps: int, configs: str) -> tuple[float
     return run(True), run(False)
 
 
-def precision_step(configs: str, rounds: int) -> None:
-    """images/s of one LDM training step: fp32 / bf16 x NCHW / channels_last."""
-    import contextlib
-    import copy
-    import statistics
-
+def _ldm_step_parts(configs: str):
+    """What both step benchmarks time: the config's UNet (seed 0) with one fixed batch of random latents, text
+    states and unstated attributes, and `loss_of(model)`, the training loss of one denoising step."""
     import torch
     from diffusers import DDPMScheduler
 
@@ -132,11 +129,28 @@ def precision_step(configs: str, rounds: int) -> None:
 
     cfg = load_config(LdmTrainConfig, CONFIGS / f"ldm.{configs}.json")
     torch.manual_seed(0)
-    start_unet = build_unet(unet_config_of(cfg, 4, 32))
+    unet = build_unet(unet_config_of(cfg, 4, 32))
     b = cfg.batch_size
-    latents, states = torch.randn(b, 4, 32, 32), torch.randn(b, 64, start_unet.config.cross_attention_dim)
+    latents, states = torch.randn(b, 4, 32, 32), torch.randn(b, 64, unet.config.cross_attention_dim)
     extra = {"class_labels": unstated_features(b)} if cfg.unet.attributes else {}
     noise = DDPMScheduler.from_config(noise_scheduler_config())
+
+    def loss_of(model):
+        return denoising_loss(lambda x, t: model(x, t, encoder_hidden_states=states, **extra).sample, noise,
+                              latents, cfg.snr_gamma)["loss"]
+
+    return unet, b, loss_of
+
+
+def precision_step(configs: str, rounds: int) -> None:
+    """images/s of one LDM training step: fp32 / bf16 x NCHW / channels_last."""
+    import contextlib
+    import copy
+    import statistics
+
+    import torch
+
+    start_unet, b, loss_of = _ldm_step_parts(configs)
     settings = [(p, f) for p in ("fp32", "bf16") for f in ("NCHW", "channels_last")]
     models = {}
     for setting in settings:
@@ -150,8 +164,7 @@ def precision_step(configs: str, rounds: int) -> None:
         torch.manual_seed(1)  # the same noise and timesteps for every setting
         context = torch.autocast("cpu", dtype=torch.bfloat16) if setting[0] == "bf16" else contextlib.nullcontext()
         with context:
-            loss = denoising_loss(lambda x, t: unet(x, t, encoder_hidden_states=states, **extra).sample, noise,
-                                  latents, cfg.snr_gamma)["loss"]
+            loss = loss_of(unet)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -186,30 +199,18 @@ def step_parts(configs: str, rounds: int, compiled: bool) -> None:
     import statistics
 
     import torch
-    from diffusers import DDPMScheduler
 
-    from dallebrain.models.conditioning import unstated_features
-    from dallebrain.models.unet import build_unet, noise_scheduler_config
-    from dallebrain.training.config import load_config
-    from dallebrain.training.diffusion import denoising_loss, ema_copy, update_ema
-    from dallebrain.training.ldm import LdmTrainConfig, unet_config_of
+    from dallebrain.training.diffusion import ema_copy, update_ema
 
-    cfg = load_config(LdmTrainConfig, CONFIGS / f"ldm.{configs}.json")
-    torch.manual_seed(0)
-    unet = build_unet(unet_config_of(cfg, 4, 32)).train()
+    unet, b, loss_of = _ldm_step_parts(configs)
+    unet.train()
     ema = ema_copy(unet, 0.999)
-    b = cfg.batch_size
-    latents, states = torch.randn(b, 4, 32, 32), torch.randn(b, 64, unet.config.cross_attention_dim)
-    extra = {"class_labels": unstated_features(b)} if cfg.unet.attributes else {}
-    noise = DDPMScheduler.from_config(noise_scheduler_config())
     params = list(unet.parameters())
     loop_adamw = torch.optim.AdamW(params, lr=1e-6)  # on a CPU torch's default is the per-tensor loop
     fused_adamw = torch.optim.AdamW(params, lr=1e-6, fused=True)
 
     def forward_backward(model) -> None:
-        loss = denoising_loss(lambda x, t: model(x, t, encoder_hidden_states=states, **extra).sample, noise,
-                              latents, cfg.snr_gamma)["loss"]
-        loss.backward()
+        loss_of(model).backward()
 
     @torch.no_grad()
     def ema_loop() -> None:  # what update_ema did before

@@ -30,6 +30,16 @@ def test_the_unet_stages_allow_compile_and_the_others_do_not():
     assert allowed == {"ldm", "decoder"}
 
 
+def test_compile_is_refused_before_any_data_is_read(tmp_path):
+    """The refusal comes from the settings alone: a missing --data folder is not reached, no --out is made."""
+    from dallebrain.training import vae
+
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="^compile=true is supported by the ldm and decoder stages, not vae$"):
+        vae.main(["--data", str(tmp_path / "no-such-data"), "--out", str(out), "--set", "compile=true"])
+    assert not out.exists()
+
+
 @pytest.mark.slow
 def test_a_compiled_ldm_run_trains_and_saves_what_an_eager_run_saves(tiny_prepared, tiny_vae, tmp_path):
     from safetensors.torch import load_file

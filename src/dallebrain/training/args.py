@@ -35,3 +35,15 @@ def overrides_of(args: argparse.Namespace) -> list[str]:
             raise ValueError(f"--max-steps must be at least 1, got {args.max_steps}")
         extra.append(f"max_steps={args.max_steps}")
     return extra
+
+
+def stage_config(stage_cls, config_cls, args: argparse.Namespace):
+    """The stage's settings from --config / --set / --max-steps, with every refusal that needs no data or model
+    made here: a run that cannot honour `compile` stops before minutes of loading, not at its first step."""
+    import torch
+
+    from dallebrain.training.config import check_compile, load_config
+
+    config = load_config(config_cls, args.config, overrides_of(args))
+    check_compile(config, stage_cls.name, stage_cls.compilable, torch.cuda.is_available())
+    return config

@@ -202,12 +202,11 @@ class ClipStage(Stage):
 
 def main(argv: list[str] | None = None) -> dict:
     """Train Brain-CLIP on a prepared data set; returns the evaluation metrics (also in --out/metrics.json)."""
-    from dallebrain.training.args import overrides_of, stage_parser
-    from dallebrain.training.config import load_config
+    from dallebrain.training.args import stage_config, stage_parser
 
     parser = stage_parser("clip", "Train Brain-CLIP (ResNet image tower + MiniLM text tower) contrastively.")
     args = parser.parse_args(argv)
-    config = load_config(ClipTrainConfig, args.config, overrides_of(args))
+    config = stage_config(ClipStage, ClipTrainConfig, args)
     config.model_config(128).validate()
     stage = ClipStage(config, args.data)
     summary = fit(stage, config, args.out, resume=args.resume, progress=not args.no_progress)

@@ -162,8 +162,7 @@ class DecoderStage(Stage):
 def main(argv: list[str] | None = None) -> dict:
     """Train the unCLIP decoder; returns fit's summary."""
     from dallebrain.data.dataset import SliceDataset
-    from dallebrain.training.args import overrides_of, stage_parser
-    from dallebrain.training.config import load_config
+    from dallebrain.training.args import stage_config, stage_parser
 
     parser = stage_parser("decoder", "Train the unCLIP decoder (Brain-CLIP image embedding -> VAE latents).")
     parser.add_argument("--clip", type=Path, required=True, help="Brain-CLIP folder (dallebrain train clip)")
@@ -171,7 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--into", type=Path, default=None, metavar="PIPELINE",
                         help="after export, copy the decoder into PIPELINE/decoder (and --clip / --vae if absent)")
     args = parser.parse_args(argv)
-    config = load_config(DecoderTrainConfig, args.config, overrides_of(args))
+    config = stage_config(DecoderStage, DecoderTrainConfig, args)
     parts = {"clip": args.clip, "vae": args.vae}
     if args.into is not None:
         check_pipeline_parts(args.into, parts)  # fail before training, not after

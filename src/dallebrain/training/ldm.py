@@ -160,15 +160,14 @@ class LdmStage(Stage):
 
 def main(argv: list[str] | None = None) -> dict:
     from dallebrain.data.dataset import SliceDataset
-    from dallebrain.training.args import overrides_of, stage_parser
-    from dallebrain.training.config import load_config
+    from dallebrain.training.args import stage_config, stage_parser
 
     parser = stage_parser("ldm", "Train the latent diffusion UNet (writes a complete text-to-image pipeline).")
     parser.add_argument("--vae", type=Path, required=True, help="VAE folder (dallebrain train vae)")
     parser.add_argument("--clip", type=Path, default=None, help="brain-CLIP folder: its tuned text tower conditions "
                         "the UNet (default: the pretrained MiniLM)")
     args = parser.parse_args(argv)
-    config = load_config(LdmTrainConfig, args.config, overrides_of(args))
+    config = stage_config(LdmStage, LdmTrainConfig, args)
     dataset = SliceDataset(args.data, "train", max_rows=config.max_rows or None, seed=config.seed)
     stage = LdmStage(config, dataset, args.vae, args.clip, args.out, progress=not args.no_progress)
     summary = fit(stage, config, args.out, resume=args.resume, progress=not args.no_progress)

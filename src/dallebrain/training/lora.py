@@ -329,16 +329,15 @@ def _check_base_record(out: Path, base: Path, base_hash: str, resume: bool) -> N
 def main(argv: list[str] | None = None) -> dict:
     from dallebrain.data.dataset import SliceDataset
     from dallebrain.pipelines.folder import check_model_folder, folder_hash
-    from dallebrain.training.args import overrides_of, stage_parser
+    from dallebrain.training.args import stage_config, stage_parser
     from dallebrain.training.checkpoint import latest_checkpoint
-    from dallebrain.training.config import load_config
 
     parser = stage_parser("lora", "Train LoRA adapters on the attention of a frozen Stable-Diffusion-format "
                                   "pipeline (ours or a stock one).")
     parser.add_argument("--base", type=Path, required=True, help="base pipeline folder (diffusers "
                         "StableDiffusionPipeline layout, safetensors)")
     args = parser.parse_args(argv)
-    config = load_config(LoraTrainConfig, args.config, overrides_of(args))
+    config = stage_config(LoraStage, LoraTrainConfig, args)
     base = check_model_folder(args.base, image_channels=(1, 3))
     if not args.resume and latest_checkpoint(args.out / "checkpoints") is not None:
         raise ValueError(f"{args.out} already holds a training run: pass --resume to continue it, or choose "

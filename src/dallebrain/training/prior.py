@@ -223,8 +223,7 @@ class PriorStage(Stage):
 def main(argv: list[str] | None = None) -> dict:
     """Train the unCLIP prior; returns fit's summary plus the export metrics (when the run finished)."""
     from dallebrain.data.dataset import SliceDataset
-    from dallebrain.training.args import overrides_of, stage_parser
-    from dallebrain.training.config import load_config
+    from dallebrain.training.args import stage_config, stage_parser
 
     parser = stage_parser("prior", "Train the unCLIP prior (caption -> Brain-CLIP image embedding).")
     parser.add_argument("--clip", type=Path, required=True, help="Brain-CLIP folder (dallebrain train clip)")
@@ -232,7 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="after export, copy the prior into PIPELINE/prior (and --clip into "
                         "PIPELINE/clip if absent)")
     args = parser.parse_args(argv)
-    config = load_config(PriorTrainConfig, args.config, overrides_of(args))
+    config = stage_config(PriorStage, PriorTrainConfig, args)
     if args.into is not None:
         check_pipeline_parts(args.into, {"clip": args.clip})  # fail before training, not after
     dataset = SliceDataset(args.data, "train", max_rows=config.max_rows or None, seed=config.seed)

@@ -342,13 +342,12 @@ def _load_initial_vae(vae, folder: str | Path) -> None:
 def main(argv: list[str] | None = None) -> dict:
     """Train the VAE stage; returns fit's summary plus the export metrics (when the run finished)."""
     from dallebrain.data.dataset import SliceDataset
-    from dallebrain.training.args import overrides_of, stage_parser
-    from dallebrain.training.config import load_config
+    from dallebrain.training.args import stage_config, stage_parser
     from dallebrain.training.loop import fit
 
     parser = stage_parser("vae", "Train the 1-channel AutoencoderKL on random brain crops.")
     args = parser.parse_args(argv)
-    config = load_config(VaeTrainConfig, args.config, overrides_of(args))
+    config = stage_config(VaeStage, VaeTrainConfig, args)
     stage = VaeStage(config, SliceDataset(args.data, "train"), args.data)
     summary = fit(stage, config, args.out, resume=args.resume, progress=not args.no_progress)
     metrics_path = Path(args.out) / "metrics.json"

@@ -14,4 +14,7 @@ def configure_offline() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    # transformers 5 draws a "Loading weights" bar for the text tower's ~100 tensors (loaded in milliseconds):
+    # noise on every `dallebrain generate`. Hub bars only; our own progress bars are plain tqdm.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("NILEARN_DATA", str(cache_dir() / "nilearn_data"))

@@ -40,12 +40,22 @@ def load_pipeline(model: str | Path | None = None, route: str = "ldm", device: s
         >>> result.images.shape
         (2, 128, 128)
     """
-    import torch
-
+    from dallebrain.pipelines.folder import LDM_COMPONENTS, UNCLIP_COMPONENTS, check_model_folder
     from dallebrain.pipelines.precision import check_precision
 
-    check_precision(precision)  # before the model loads: a bad value costs nothing
-    folder = Path(model) if model is not None else default_model()
+    # Every refusal that needs no weights comes before torch and diffusers are imported (~8 s): a mistyped
+    # --model or --lora answers at once.
+    check_precision(precision)
+    if route not in ("ldm", "unclip"):
+        raise ValueError(f"unknown route {route!r}: choose ldm or unclip")
+    folder = check_model_folder(Path(model) if model is not None else default_model(),
+                                LDM_COMPONENTS if route == "ldm" else UNCLIP_COMPONENTS)
+    if lora is not None:
+        from dallebrain.pipelines.lora import find_lora_file
+
+        find_lora_file(lora)
+    import torch
+
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if route == "ldm":
         from dallebrain.pipelines.text2mri import Text2MRIPipeline

@@ -2,13 +2,12 @@
 `generate` with a plane but no level places the NIfTI where the judge reads it, recorded as estimated."""
 
 import json
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
 import pytest
 
+from cli_inprocess import run_cli
 from dallebrain.judges.level import estimate_levels
 
 
@@ -60,9 +59,8 @@ def test_bad_inputs_are_refused():
 
 
 def test_generate_with_a_plane_but_no_level_records_an_estimated_level(tiny_pipeline, tmp_path):
-    done = subprocess.run([sys.executable, "-m", "dallebrain.cli", "generate", "axial T1-weighted slice of a brain",
-                           "--model", str(tiny_pipeline), "--steps", "1", "--out", "o"], capture_output=True,
-                          text=True, timeout=300, cwd=tmp_path)
+    done = run_cli("generate", "axial T1-weighted slice of a brain", "--model", tiny_pipeline, "--steps", "1",
+                   "--out", "o", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     record = json.loads((tmp_path / "o" / "seed-000000.json").read_text())
     assert "estimated from the image by the level judge" in record["placement"]

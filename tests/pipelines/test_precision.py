@@ -2,13 +2,12 @@
 "auto" rule, the image layer kept fp32, and the precision used recorded in every sidecar."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
+from cli_inprocess import run_cli
 from dallebrain.api import load_pipeline
 from dallebrain.pipelines import precision as P
 
@@ -67,8 +66,7 @@ def test_auto_is_bf16_exactly_where_the_cpu_computes_it_natively(monkeypatch):
 
 
 def _generate(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "dallebrain.cli", "generate", PROMPT, *args], capture_output=True,
-                          text=True, timeout=300, cwd=cwd)
+    return run_cli("generate", PROMPT, *args, cwd=cwd)
 
 
 def test_generate_records_the_precision_it_used_and_refuses_an_unknown_one(tiny_pipeline, tmp_path):

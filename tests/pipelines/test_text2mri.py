@@ -1,12 +1,11 @@
 import json
 import shutil
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
 import pytest
 
+from cli_inprocess import run_cli
 from dallebrain.api import load_pipeline
 
 PROMPT = "axial T2-weighted slice of a healthy 70-year-old woman at the level of the lateral ventricles"
@@ -105,9 +104,8 @@ def test_attribute_guidance_steers_the_attributes_and_is_recorded(tiny_pipeline,
             pipe(PROMPT, seed=2, steps=2)
 
 
-def _generate(*args, cwd, env=None):
-    return subprocess.run([sys.executable, "-m", "dallebrain.cli", "generate", *args], capture_output=True,
-                          text=True, timeout=300, cwd=cwd, env=env)
+def _generate(*args, cwd):
+    return run_cli("generate", *args, cwd=cwd)
 
 
 def test_generate_cli_writes_png_nifti_json_identically_for_a_seed(tiny_pipeline, tmp_path):
@@ -180,14 +178,9 @@ def test_a_slice_the_prompt_does_not_place_is_not_claimed_to_be_in_mni(tmp_path)
 
 
 def test_result_save_writes_what_the_cli_writes(tiny_pipeline, tmp_path):
-    import os
-
-    import torch
-
-    # float results on a CPU depend on the thread count: the CLI runs with this process's (conftest: one)
-    same_threads = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    # in this process, so with the same thread count (float results on a CPU depend on it)
     cli = _generate(PROMPT, "--model", str(tiny_pipeline), "--n", "2", "--seed", "3", "--steps", "2",
-                    "--out", "cli", cwd=tmp_path, env=same_threads)
+                    "--out", "cli", cwd=tmp_path)
     assert cli.returncode == 0, cli.stderr
     result = load_pipeline(tiny_pipeline, device="cpu")(PROMPT, n=2, seed=3, steps=2)
     written = result.save(tmp_path / "api")

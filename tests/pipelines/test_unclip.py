@@ -109,11 +109,9 @@ def test_incomplete_or_pickled_folders_are_refused(folder, tmp_path):
 
 
 def _cli(*args, cwd):
-    import subprocess
-    import sys
+    from cli_inprocess import run_cli
 
-    return subprocess.run([sys.executable, "-m", "dallebrain.cli", *args], capture_output=True, text=True,
-                          timeout=300, cwd=cwd)
+    return run_cli(*args, cwd=cwd)
 
 
 def test_cli_unclip_route_and_variations(folder, tiny_prepared, tmp_path):

@@ -3,12 +3,11 @@ skipped), refuses clearly when there is none, keeps the log's earlier rows, and 
 intact checkpoints. Each case damages a tiny run the way a kill, a full disk or a cut-short copy would."""
 
 import csv
-import subprocess
-import sys
 
 import pytest
 import torch
 
+from cli_inprocess import run_cli
 from dallebrain.training.checkpoint import checkpoint_damage
 from dallebrain.training.config import TrainConfig
 from dallebrain.training.loop import Stage, fit
@@ -151,9 +150,8 @@ def test_resume_without_any_checkpoint_is_refused(tmp_path):
 def test_cli_resume_without_checkpoint_is_one_line_error(tiny_prepared, tmp_path):
     from testing_constants import CONFIGS
 
-    result = subprocess.run([sys.executable, "-m", "dallebrain.cli", "train", "vae", "--data", str(tiny_prepared),
-                             "--out", str(tmp_path / "vae"), "--config", str(CONFIGS / "vae.tiny.json"),
-                             "--resume", "--no-progress"], capture_output=True, text=True, timeout=300)
+    result = run_cli("train", "vae", "--data", tiny_prepared, "--out", tmp_path / "vae", "--config",
+                     CONFIGS / "vae.tiny.json", "--resume", "--no-progress")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: --resume") and "holds no checkpoint" in lines[0]

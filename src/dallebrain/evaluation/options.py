@@ -47,8 +47,7 @@ class EvaluationOptions:
 
 def check_inputs(model: str | Path, data: str | Path, split: str, n: int, route: str) -> list[str]:
     """The routes to evaluate; a one-line ValueError for anything that cannot be evaluated."""
-    from dallebrain.pipelines.folder import LDM_COMPONENTS, ModelFolderError, check_model_folder
-    from dallebrain.pipelines.unclip import UNCLIP_COMPONENTS
+    from dallebrain.pipelines.folder import LDM_COMPONENTS, UNCLIP_COMPONENTS, ModelFolderError, check_model_folder
 
     if route not in ROUTES:
         raise ValueError(f"unknown route {route!r}: choose ldm, unclip or both")

@@ -11,6 +11,7 @@ from pathlib import Path
 from dallebrain.vocab import PICKLE_SUFFIXES
 
 LDM_COMPONENTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+UNCLIP_COMPONENTS = ("clip", "vae", "prior", "decoder")
 # Bounds on what a folder's config.json may ask of a generation. The latent noise and every activation grow with
 # the square of the side, so an unchecked sample_size (1024, 100000) allocates without limit before anything fails.
 MAX_IMAGE_SIDE = 1024  # pixels, as `dallebrain data prepare --size` allows

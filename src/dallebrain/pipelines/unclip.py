@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from dallebrain.models.text import MAX_TOKENS, shared_tokenizer, token_count
 from dallebrain.models.unet import make_scheduler
 from dallebrain.pipelines import defaults as D
-from dallebrain.pipelines.folder import check_model_folder
+from dallebrain.pipelines.folder import UNCLIP_COMPONENTS, check_model_folder
 from dallebrain.pipelines.request import API_LIMITS, GenerationRequest
 from dallebrain.pipelines.text2mri import (
     GenerationResult,
@@ -30,7 +30,6 @@ from dallebrain.pipelines.text2mri import (
     image_seeds,
 )
 
-UNCLIP_COMPONENTS = ("clip", "vae", "prior", "decoder")
 # The prior's noise for image i comes from its own stream, distinct from the decoder's stream of the same seed.
 _PRIOR_STREAM = 0x9E3779B97F4A7C15
 

@@ -91,7 +91,8 @@ def test_the_shipped_model_obeys_the_contrast_it_is_asked_for():
 
     def centre_to_brain(contrast: str) -> float:
         prompt = f"axial {contrast} slice of a healthy 60-year-old man at the level of the lateral ventricles"
-        images = pipe(prompt, n=4, seed=3).images
+        # 2 images at 10 steps give the ratios of 4 at 20 (0.94/1.44/0.63 vs 0.95/1.39/0.65) in a quarter of the time
+        images = pipe(prompt, n=2, seed=3, steps=10).images
         return float(np.mean([im[52:76, 52:76].mean() / im[im > 0.1].mean() for im in images]))
 
     t1, t2, flair = (centre_to_brain(c) for c in ("T1-weighted", "T2-weighted", "FLAIR"))

@@ -1,8 +1,7 @@
-import subprocess
-import sys
 
 import torch
 
+from cli_inprocess import run_cli
 from dallebrain.models.text import load_text_encoder, load_tokenizer, tokenize
 from dallebrain.pipelines.text_encoder import DELTA_FILE, load_pipeline_text_encoder, save_pipeline_text_encoder
 
@@ -26,15 +25,13 @@ def test_export_makes_a_stock_loadable_copy(tiny_pipeline, tmp_path):
     from diffusers import StableDiffusionPipeline
 
     out = tmp_path / "stock"
-    result = subprocess.run([sys.executable, "-m", "dallebrain.cli", "export", "--model", str(tiny_pipeline),
-                             "--out", str(out)], capture_output=True, text=True, timeout=300)
+    result = run_cli("export", "--model", tiny_pipeline, "--out", out)
     assert result.returncode == 0, result.stderr
     assert not (out / "checkpoints").exists() and not (out / "cache").exists()
     pipe = StableDiffusionPipeline.from_pretrained(str(out), safety_checker=None)
     image = pipe("axial FLAIR", num_inference_steps=1, height=64, width=64, output_type="np").images
     assert image.shape == (1, 64, 64, 1)
-    again = subprocess.run([sys.executable, "-m", "dallebrain.cli", "export", "--model", str(tiny_pipeline),
-                            "--out", str(out)], capture_output=True, text=True, timeout=300)
+    again = run_cli("export", "--model", tiny_pipeline, "--out", out)
     assert again.returncode == 2 and "not empty" in again.stderr
 
 

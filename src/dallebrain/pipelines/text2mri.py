@@ -22,9 +22,10 @@ from dallebrain.models.unet import make_scheduler
 from dallebrain.pipelines import defaults as D
 from dallebrain.pipelines.folder import check_model_folder, folder_hash, read_info
 from dallebrain.pipelines.precision import check_precision, compute_context, keep_fp32_output, resolve_precision
+from dallebrain.pipelines.request import API_LIMITS, MAX_SEED, GenerationRequest, check_attribute_guidance, check_seed  # noqa: F401
 
 # MAX_SEED and check_seed are re-exported: callers of the pipeline module use them
-from dallebrain.pipelines.request import API_LIMITS, MAX_SEED, GenerationRequest, check_attribute_guidance, check_seed  # noqa: F401
+from dallebrain.pipelines.signal_leak import latent_mean_of, start_latents
 
 # Images denoised and decoded together in one pass. Batched CPU convolutions and GEMMs round differently
 # across batch SIZES (measured on the shipped model: up to 1.9e-6 in the UNet output, 2 pixels of an 8-bit
@@ -115,6 +116,9 @@ class Text2MRIPipeline:
         self.folder = folder
         self._prompt_cache: dict[str, tuple[torch.Tensor, bool]] = {}
         self.info = read_info(folder) if folder else {}
+        # per-channel mean of the training latents, where sampling starts from (pipelines/signal_leak.py); read
+        # now, so a bad value in dallebrain.json is refused when the model loads
+        self.latent_mean = latent_mean_of(self.info, unet.config.in_channels)
         self._hash: str | None = None
         self.images_per_pass = IMAGES_PER_PASS
         self.precision = D.PRECISION  # "auto", "bf16" or "fp32" (pipelines/precision.py); settable per request
@@ -243,7 +247,8 @@ class Text2MRIPipeline:
             cond, uncond, image_embeds, cond_attr, uncond_attr = (
                 _pad_rows(x, pad) for x in (cond, uncond, image_embeds, cond_attr, uncond_attr))
         shape = (self.unet.config.in_channels, self.unet.config.sample_size, self.unet.config.sample_size)
-        latents = torch.cat([initial_noise(shape, s) for s in seeds]).to(self.device) * scheduler.init_noise_sigma
+        noise = torch.cat([initial_noise(shape, s) for s in seeds]).to(self.device)
+        latents = start_latents(scheduler, noise, self.latent_mean)  # the signal leak: pipelines/signal_leak.py
         attr_scale = guidance if cond_attr is None else self.attribute_scale(guidance)
         # attributes guided apart from the text: three passes (see `guide`); at equal scales it is plain guidance
         split = attr_scale != guidance

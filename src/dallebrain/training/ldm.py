@@ -72,6 +72,7 @@ class LdmStage(Stage):
         from diffusers import DDPMScheduler
 
         from dallebrain.models.vae import load_vae
+        from dallebrain.pipelines.signal_leak import training_latent_mean
         from dallebrain.training.cache import build_latent_cache
 
         self.config, self.dataset, self.clip_dir, self.out_dir = config, dataset, clip_dir, Path(out_dir)
@@ -80,6 +81,8 @@ class LdmStage(Stage):
         self.cache = build_latent_cache(dataset, self.vae, self.text_encoder, self.tokenizer,
                                         self.out_dir / "cache", config.phrasings, progress=progress)
         channels, size = self.cache.latents.shape[1], self.cache.latents.shape[-1]
+        # where sampling starts from (pipelines/signal_leak.py): recorded in the exported dallebrain.json
+        self.latent_mean = training_latent_mean(self.cache.latents)
         torch.manual_seed(config.seed)
         self.unet = build_unet(unet_config_of(config, channels, size))
         if config.init_from:
@@ -131,8 +134,10 @@ class LdmStage(Stage):
     def pipeline(self):
         from dallebrain.pipelines.text2mri import Text2MRIPipeline
 
-        return Text2MRIPipeline(self.vae, self.text_encoder, self.tokenizer, self.final_unet().eval(),
+        pipe = Text2MRIPipeline(self.vae, self.text_encoder, self.tokenizer, self.final_unet().eval(),
                                 noise_scheduler_config())
+        pipe.latent_mean = torch.tensor(self.latent_mean)  # the training samples start as generate's do
+        return pipe
 
     def sample(self, step: int, path: Path) -> None:
         pipe = self.pipeline()
@@ -153,7 +158,7 @@ class LdmStage(Stage):
                 "trained_on": {**data_provenance(self.dataset), "source": settings.get("source"),
                                "slices": len(self.dataset),
                                "subjects": int(self.dataset.table["subject_id"].nunique())},
-                "ldm_steps": self.config.max_steps}
+                "ldm_steps": self.config.max_steps, "sampling": {"latent_mean": self.latent_mean}}
         write_ldm_pipeline(Path(out_dir), self.final_unet(), self.vae, self.text_encoder, self.tokenizer,
                            self.clip_dir, info, self.config.compact_text_encoder)
 

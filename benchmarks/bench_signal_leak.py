@@ -25,6 +25,24 @@ def corners(images: np.ndarray) -> np.ndarray:
     return np.concatenate([x.reshape(len(images), -1) for x in c], axis=1).mean(axis=1)
 
 
+def record_latent_mean(model: Path, mean: list[float]) -> None:
+    """Write the mean into the model's dallebrain.json; a release folder (the shipped one) also gets its
+    SHA256SUMS.json entry renewed and keeps no lock file behind (it must hold weights and configs only)."""
+    import hashlib
+    import json
+
+    from dallebrain.data.io import write_json_atomic
+    from dallebrain.pipelines.export import update_model_info
+
+    update_model_info(model, {"sampling": {"latent_mean": [round(m, 4) for m in mean]}})
+    (model / ".dallebrain.json.lock").unlink(missing_ok=True)  # one writer here: nothing races for it
+    sums_path = model / "SHA256SUMS.json"
+    if sums_path.is_file():
+        sums = json.loads(sums_path.read_text())
+        sums["dallebrain.json"] = hashlib.sha256((model / "dallebrain.json").read_bytes()).hexdigest()
+        write_json_atomic(sums_path, sums)
+
+
 def main(argv: list[str] | None = None) -> dict:
     import pandas as pd
     import torch
@@ -33,7 +51,6 @@ def main(argv: list[str] | None = None) -> dict:
     from dallebrain.data.slicing import load_png
     from dallebrain.judges.level import estimate_levels
     from dallebrain.models.vae import encode_images
-    from dallebrain.pipelines.export import update_model_info
     from dallebrain.pipelines.signal_leak import training_latent_mean
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -92,7 +109,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"| {name} | {out[name]['background']:.3f} | {error.mean():.1f} / {np.median(error):.1f} | "
               f"{(error > 25).sum()}/{len(error)} | {area:.2f} |")
     if args.write:
-        update_model_info(model, {"sampling": {"latent_mean": [round(m, 4) for m in mean]}})
+        record_latent_mean(model, mean)
         print(f"recorded sampling.latent_mean in {model / 'dallebrain.json'}")
     return out
 

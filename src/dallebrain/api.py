@@ -61,12 +61,10 @@ def load_pipeline(model: str | Path | None = None, route: str = "ldm", device: s
         from dallebrain.pipelines.text2mri import Text2MRIPipeline
 
         pipe = Text2MRIPipeline.from_pretrained(folder, device=device)
-    elif route == "unclip":
+    else:  # "unclip": the route was checked above
         from dallebrain.pipelines.unclip import UnCLIPPipeline
 
         pipe = UnCLIPPipeline.from_pretrained(folder, device=device)
-    else:
-        raise ValueError(f"unknown route {route!r}: choose ldm or unclip")
     if lora is not None:
         from dallebrain.pipelines.lora import apply_lora
 

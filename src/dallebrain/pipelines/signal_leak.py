@@ -8,7 +8,8 @@ about +1.6, -1.2, +1.1, -0.6), and the UNet learned to read that leaked mean. Sa
 removes it, and the model answers with latents of mean ~0: a grey background (0.10 of full scale where real slices
 have 0.005), halos that swell the head, and a level judge misled 18 mm on average. Starting instead from the
 noised per-channel mean of the training latents, as a training input at that step looks, restores the black
-background (0.010) and the level error falls to 5 mm (benchmarks/bench_signal_leak.py), with no retraining.
+background (0.015 over 64 held-out captions) and the level judge's error falls from 25.8 to 8.1 mm
+(benchmarks/bench_signal_leak.py), with no retraining; FLAIR's age steering got worse (BENCHMARKS.md).
 
 The mean is a property of a model's VAE on its training data: `dallebrain train ldm` writes it into the model's
 dallebrain.json ("sampling": {"latent_mean": [...]}); a folder without it samples from pure noise as before."""

@@ -8,6 +8,8 @@ import json
 import shutil
 from pathlib import Path
 
+from dallebrain.pipelines.leak_table import FILENAME as LEAK_TABLE
+
 MODEL_INDEX = {
     "_class_name": "StableDiffusionPipeline",
     "feature_extractor": [None, None],
@@ -23,6 +25,8 @@ MODEL_INDEX = {
 
 
 MODEL_INFO = "dallebrain.json"
+# the files beside the components: the index, our record, the per-prompt start means (pipelines/leak_table.py)
+FOLDER_FILES = ("model_index.json", MODEL_INFO, LEAK_TABLE)
 
 
 def write_component(folder: Path, name: str, writer) -> Path:
@@ -74,9 +78,11 @@ def copy_component(folder: Path, name: str, source: Path) -> Path:
 
 
 def write_ldm_pipeline(folder: Path, unet, vae, text_encoder, tokenizer, clip_dir: Path | None = None,
-                       info: dict | None = None, compact_text_encoder: bool = False) -> Path:
+                       info: dict | None = None, compact_text_encoder: bool = False, leak_table=None) -> Path:
     """The text-to-image folder: loads with our Text2MRIPipeline and with stock StableDiffusionPipeline
-    (after `dallebrain export` when the text encoder is compact)."""
+    (after `dallebrain export` when the text encoder is compact). leak_table: the per-prompt start means
+    (pipelines/leak_table.py), or None (a table left from an earlier export is removed: it belongs to other
+    training data)."""
     import diffusers
 
     from dallebrain.data.io import write_json_atomic
@@ -92,6 +98,10 @@ def write_ldm_pipeline(folder: Path, unet, vae, text_encoder, tokenizer, clip_di
     if clip_dir is not None:
         copy_component(folder, "clip", clip_dir)
     write_json_atomic(folder / "model_index.json", {**MODEL_INDEX, "_diffusers_version": diffusers.__version__})
+    if leak_table is not None:
+        leak_table.save(folder / LEAK_TABLE)
+    else:
+        (folder / LEAK_TABLE).unlink(missing_ok=True)
     update_model_info(folder, info or {})
     return folder
 
@@ -116,7 +126,7 @@ def export_stock_folder(model: Path, out: Path) -> Path:
             write_component(out, "unet", lambda t, s=sub: _stock_unet(s).save_pretrained(t, safe_serialization=True))
         else:
             copy_component(out, sub.name, sub)
-    for name in ("model_index.json", "dallebrain.json"):
+    for name in FOLDER_FILES:
         if (model / name).exists():
             shutil.copy2(model / name, out / name)
     return out
@@ -157,7 +167,7 @@ def release_folder(model: Path, out: Path, fp16: bool = True) -> Path:
     for name in RELEASE_PARTS:
         if (model / name).is_dir():
             copy_component(out, name, model / name)
-    for name in ("model_index.json", "dallebrain.json"):
+    for name in FOLDER_FILES:
         if (model / name).exists():
             shutil.copy2(model / name, out / name)
     for path in out.rglob("config.json"):  # diffusers records where a component was loaded from: a local path

@@ -21,10 +21,11 @@ from dallebrain.models.text import MAX_TOKENS, load_tokenizer, token_count, toke
 from dallebrain.models.unet import make_scheduler
 from dallebrain.pipelines import defaults as D
 from dallebrain.pipelines.folder import check_model_folder, folder_hash, read_info
+from dallebrain.pipelines.leak_table import leak_table_of
 from dallebrain.pipelines.precision import check_precision, compute_context, keep_fp32_output, resolve_precision
-from dallebrain.pipelines.request import API_LIMITS, MAX_SEED, GenerationRequest, check_attribute_guidance, check_seed  # noqa: F401
 
 # MAX_SEED and check_seed are re-exported: callers of the pipeline module use them
+from dallebrain.pipelines.request import API_LIMITS, MAX_SEED, GenerationRequest, check_attribute_guidance, check_seed  # noqa: F401
 from dallebrain.pipelines.signal_leak import latent_mean_of, start_latents
 
 # Images denoised and decoded together in one pass. Batched CPU convolutions and GEMMs round differently
@@ -119,6 +120,8 @@ class Text2MRIPipeline:
         # per-channel mean of the training latents, where sampling starts from (pipelines/signal_leak.py); read
         # now, so a bad value in dallebrain.json is refused when the model loads
         self.latent_mean = latent_mean_of(self.info, unet.config.in_channels)
+        # per-prompt start means (pipelines/leak_table.py) where the folder has them; checked now, as the above
+        self.leak_table = leak_table_of(folder, unet.config.in_channels, unet.config.sample_size)
         self._hash: str | None = None
         self.images_per_pass = IMAGES_PER_PASS
         self.precision = D.PRECISION  # "auto", "bf16" or "fp32" (pipelines/precision.py); settable per request
@@ -209,32 +212,52 @@ class Text2MRIPipeline:
             return None
         return features_batch([prompt_attributes(prompt)]).to(self.device)
 
+    def start_means(self, prompts: list[str]) -> torch.Tensor | None:
+        """(len(prompts), C, H, W) means sampling starts from, one per prompt (pipelines/leak_table.py), or None
+        for a folder without a leak table (then the per-channel `latent_mean`, or pure noise)."""
+        from dallebrain.data.prompts import parse_prompt
+
+        if self.leak_table is None:
+            return None
+        return torch.stack([self.leak_table.start_mean(parse_prompt(p)) for p in prompts])
+
+    @property
+    def start_kind(self) -> str:
+        """What sampling starts from, for a result's settings."""
+        if self.leak_table is not None:
+            return "leak table"
+        return "pure noise" if self.latent_mean is None else "channel mean"
+
     def denoise_passes(self, cond: torch.Tensor, uncond: torch.Tensor, seeds: list[int], steps: int,
                        guidance: float, sampler: str, image_embeds: torch.Tensor | None = None,
-                       attributes: tuple[torch.Tensor, torch.Tensor] | None = None) -> Iterator[np.ndarray]:
+                       attributes: tuple[torch.Tensor, torch.Tensor] | None = None,
+                       starts: torch.Tensor | None = None) -> Iterator[np.ndarray]:
         """The sampling loop shared by the text and image-embedding routes, one pass at a time: yields (k, H, W)
         float32 in [0, 1], k <= images_per_pass, in seed order. cond and uncond hold 1 or len(seeds) rows;
         image_embeds (n, D) feed an unCLIP decoder, whose unconditional input is the zero embedding; attributes
-        (conditional, unconditional) features, 1 or len(seeds) rows each, feed an attribute-conditioned UNet."""
+        (conditional, unconditional) features, 1 or len(seeds) rows each, feed an attribute-conditioned UNet;
+        starts, 1 or len(seeds) rows (`start_means`), replace the per-channel mean sampling starts from."""
         def rows_of(x: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
             return x if x is None or x.shape[0] == 1 else x[rows]
 
         cond_attr, uncond_attr = attributes if attributes is not None else (None, None)
         return (self._denoise_pass(rows_of(cond, rows), rows_of(uncond, rows), seeds[rows], steps, guidance, sampler,
-                                   rows_of(image_embeds, rows), rows_of(cond_attr, rows), rows_of(uncond_attr, rows))
+                                   rows_of(image_embeds, rows), rows_of(cond_attr, rows), rows_of(uncond_attr, rows),
+                                   rows_of(starts, rows))
                 for rows in self.passes(len(seeds)))
 
     def denoise(self, cond: torch.Tensor, uncond: torch.Tensor, seeds: list[int], steps: int, guidance: float,
                 sampler: str, image_embeds: torch.Tensor | None = None,
-                attributes: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
+                attributes: tuple[torch.Tensor, torch.Tensor] | None = None,
+                starts: torch.Tensor | None = None) -> np.ndarray:
         """`denoise_passes` joined: (n, H, W) float32 in [0, 1]."""
         return np.concatenate(list(self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler, image_embeds,
-                                                       attributes)))
+                                                       attributes, starts)))
 
     @torch.no_grad()
     def _denoise_pass(self, cond: torch.Tensor, uncond: torch.Tensor, seeds: list[int], steps: int, guidance: float,
                       sampler: str, image_embeds: torch.Tensor | None, cond_attr: torch.Tensor | None = None,
-                      uncond_attr: torch.Tensor | None = None) -> np.ndarray:
+                      uncond_attr: torch.Tensor | None = None, starts: torch.Tensor | None = None) -> np.ndarray:
         from dallebrain.models.vae import decode_latents
 
         # a fresh scheduler per pass: the multistep samplers keep the previous model outputs
@@ -244,11 +267,12 @@ class Text2MRIPipeline:
         pad = self.images_per_pass - n  # a short last pass: pad it to the fixed pass size (see IMAGES_PER_PASS)
         if pad > 0:
             seeds = list(seeds) + [seeds[-1]] * pad
-            cond, uncond, image_embeds, cond_attr, uncond_attr = (
-                _pad_rows(x, pad) for x in (cond, uncond, image_embeds, cond_attr, uncond_attr))
+            cond, uncond, image_embeds, cond_attr, uncond_attr, starts = (
+                _pad_rows(x, pad) for x in (cond, uncond, image_embeds, cond_attr, uncond_attr, starts))
         shape = (self.unet.config.in_channels, self.unet.config.sample_size, self.unet.config.sample_size)
         noise = torch.cat([initial_noise(shape, s) for s in seeds]).to(self.device)
-        latents = start_latents(scheduler, noise, self.latent_mean)  # the signal leak: pipelines/signal_leak.py
+        # the signal leak: pipelines/signal_leak.py, per prompt where the model has a table (leak_table.py)
+        latents = start_latents(scheduler, noise, self.latent_mean if starts is None else starts)
         attr_scale = guidance if cond_attr is None else self.attribute_scale(guidance)
         # attributes guided apart from the text: three passes (see `guide`); at equal scales it is plain guidance
         split = attr_scale != guidance
@@ -293,14 +317,14 @@ class Text2MRIPipeline:
         warnings = [f"prompt longer than {MAX_TOKENS} tokens: truncated"] if truncated else []
         settings = {"prompt": prompt, "negative_prompt": negative_prompt, "steps": steps, "guidance": guidance,
                     "sampler": sampler, "precision": self.compute_precision, "route": "ldm",
-                    "model_hash": self.model_hash}
+                    "start": self.start_kind, "model_hash": self.model_hash}
         attribute_guidance = self.attribute_scale(guidance)
         if attribute_guidance is not None:
             settings["attribute_guidance"] = attribute_guidance
         attributes = self._attribute_pair([prompt], negative_prompt)
-        return chunk_results(self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler, None, attributes),
-                             seeds, settings,
-                             warnings, self.provenance())
+        passes = self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler, None, attributes,
+                                     self.start_means([prompt]))
+        return chunk_results(passes, seeds, settings, warnings, self.provenance())
 
     def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
                  sampler: str = D.SAMPLER, negative_prompt: str = "") -> GenerationResult:
@@ -329,7 +353,8 @@ class Text2MRIPipeline:
                       sampler: str) -> np.ndarray:
         uncond, _ = self.encode_prompt("")
         cond = torch.cat([self.encode_prompt(p)[0] for p in prompts])
-        return self.denoise(cond, uncond, seeds, steps, guidance, sampler, None, self._attribute_pair(prompts, ""))
+        return self.denoise(cond, uncond, seeds, steps, guidance, sampler, None, self._attribute_pair(prompts, ""),
+                            self.start_means(prompts))
 
     def _attribute_pair(self, prompts: list[str], negative_prompt: str):
         """(conditional rows, unconditional row) of attribute features, or None for a text-only UNet. The

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from dallebrain.data.prompts import PromptFields
 from dallebrain.models.text import MAX_TOKENS, shared_tokenizer, token_count
 from dallebrain.models.unet import make_scheduler
 from dallebrain.pipelines import defaults as D
@@ -174,20 +175,25 @@ class UnCLIPPipeline(Text2MRIPipeline):
         return self.clip.encode_image(_check_image(image, name).to(self.device)).float()
 
     def decode_embeddings(self, image_embeds: torch.Tensor, seeds: list[int], steps: int = D.STEPS,
-                          guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER) -> np.ndarray:
+                          guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER,
+                          starts: torch.Tensor | None = None) -> np.ndarray:
         """Decoder + VAE: (n, H, W) float32 slices in [0, 1] for image embeddings (n, D); guidance mixes in the
-        zero embedding, which the decoder learned as "no condition"."""
-        return np.concatenate(list(self.decode_embedding_passes(image_embeds, seeds, steps, guidance, sampler)))
+        zero embedding, which the decoder learned as "no condition"; starts as `denoise_passes`'."""
+        return np.concatenate(list(self.decode_embedding_passes(image_embeds, seeds, steps, guidance, sampler,
+                                                                starts)))
 
     def decode_embedding_passes(self, image_embeds: torch.Tensor, seeds: list[int], steps: int = D.STEPS,
-                                guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER) -> Iterator[np.ndarray]:
+                                guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER,
+                                starts: torch.Tensor | None = None) -> Iterator[np.ndarray]:
         """`decode_embeddings` one pass of images at a time."""
         embeds = image_embeds.to(self.device, self.unet.dtype)
         uncond = torch.zeros_like(embeds)
-        return self.denoise_passes(embeds[:, None], uncond[:, None], seeds, steps, guidance, sampler, embeds)
+        return self.denoise_passes(embeds[:, None], uncond[:, None], seeds, steps, guidance, sampler, embeds,
+                                   starts=starts)
 
     def _settings(self, **extra) -> dict:
-        return {**extra, "precision": self.compute_precision, "route": "unclip", "model_hash": self.model_hash}
+        return {**extra, "precision": self.compute_precision, "route": "unclip", "start": self.start_kind,
+                "model_hash": self.model_hash}
 
     def generate_chunks(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS,
                         guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER, prior_steps: int = D.PRIOR_STEPS,
@@ -204,9 +210,10 @@ class UnCLIPPipeline(Text2MRIPipeline):
         warnings = [f"prompt longer than {MAX_TOKENS} tokens: truncated"] if truncated else []
         settings = self._settings(prompt=prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
                                   sampler=sampler, prior_steps=prior_steps, prior_guidance=prior_guidance)
+        starts = self.start_means([prompt])
         passes = (self.decode_embeddings(self.image_embeds_of_prompt(prompt, seeds[rows], prior_steps, prior_guidance,
                                                                      negative_prompt), seeds[rows], steps, guidance,
-                                         sampler) for rows in self.passes(n))
+                                         sampler, starts) for rows in self.passes(n))
         return chunk_results(passes, seeds, settings, warnings, self.provenance())
 
     def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
@@ -219,7 +226,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
                       sampler: str) -> np.ndarray:
         # as __call__ does: embedding i comes from the prior with seeds[i] alone, then the decoder makes the slices
         embeds = torch.cat([self.image_embeds_of_prompt(p, [s]) for p, s in zip(prompts, seeds, strict=True)])
-        return self.decode_embeddings(embeds, seeds, steps, guidance, sampler)
+        return self.decode_embeddings(embeds, seeds, steps, guidance, sampler, self.start_means(prompts))
 
     def variation_chunks(self, image, n: int = 4, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
                          sampler: str = D.SAMPLER) -> Iterator[GenerationResult]:
@@ -233,8 +240,12 @@ class UnCLIPPipeline(Text2MRIPipeline):
         reading = describe(self.clip, np.asarray(image, dtype=np.float32)[None], source)[0]
         settings = self._settings(mode="variations", prompt="", steps=steps, guidance=guidance, sampler=sampler,
                                   source_estimated=reading)
-        chunks = chunk_results(self.decode_embedding_passes(source.expand(n, -1), seeds, steps, guidance, sampler),
-                               seeds, settings, [], self.provenance())
+        # the start mean of what the source reads as (its plane, contrast and level), where the model has a table
+        starts = None if self.leak_table is None else self.leak_table.start_mean(
+            PromptFields(orientation=reading["orientation"], slice_mm=reading["level_mm"],
+                         modality=reading["contrast"]))[None]
+        chunks = chunk_results(self.decode_embedding_passes(source.expand(n, -1), seeds, steps, guidance, sampler,
+                                                            starts), seeds, settings, [], self.provenance())
         return with_readings(chunks, self.clip, reading)
 
     def variations(self, image, n: int = 4, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,

@@ -72,6 +72,7 @@ class LdmStage(Stage):
         from diffusers import DDPMScheduler
 
         from dallebrain.models.vae import load_vae
+        from dallebrain.pipelines.leak_table import fit_leak_table
         from dallebrain.pipelines.signal_leak import training_latent_mean
         from dallebrain.training.cache import build_latent_cache
 
@@ -83,6 +84,11 @@ class LdmStage(Stage):
         channels, size = self.cache.latents.shape[1], self.cache.latents.shape[-1]
         # where sampling starts from (pipelines/signal_leak.py): recorded in the exported dallebrain.json
         self.latent_mean = training_latent_mean(self.cache.latents)
+        # and per prompt (pipelines/leak_table.py), unless no group of slices holds enough subjects (a tiny cohort)
+        try:
+            self.leak_table = fit_leak_table(self.cache.latents, dataset.table)
+        except ValueError:
+            self.leak_table = None
         torch.manual_seed(config.seed)
         self.unet = build_unet(unet_config_of(config, channels, size))
         if config.init_from:
@@ -137,6 +143,7 @@ class LdmStage(Stage):
         pipe = Text2MRIPipeline(self.vae, self.text_encoder, self.tokenizer, self.final_unet().eval(),
                                 noise_scheduler_config())
         pipe.latent_mean = torch.tensor(self.latent_mean)  # the training samples start as generate's do
+        pipe.leak_table = self.leak_table
         return pipe
 
     def sample(self, step: int, path: Path) -> None:
@@ -160,7 +167,7 @@ class LdmStage(Stage):
                                "subjects": int(self.dataset.table["subject_id"].nunique())},
                 "ldm_steps": self.config.max_steps, "sampling": {"latent_mean": self.latent_mean}}
         write_ldm_pipeline(Path(out_dir), self.final_unet(), self.vae, self.text_encoder, self.tokenizer,
-                           self.clip_dir, info, self.config.compact_text_encoder)
+                           self.clip_dir, info, self.config.compact_text_encoder, self.leak_table)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -1,14 +1,17 @@
-"""The signal leak at the first sampling step (pipelines/signal_leak.py): sampling from pure noise against
-sampling from the noised mean of the training latents, on the same held-out captions and seeds.
+"""The signal leak at the first sampling step (pipelines/signal_leak.py, pipelines/leak_table.py): sampling
+from pure noise, from the noised per-channel mean of the training latents, and from the leak table's per-prompt
+mean, on the same held-out captions and seeds.
 
-    python benchmarks/bench_signal_leak.py --data PREPARED [--model PIPELINE] [--n 64] [--train-slices 4096] [--write]
+    python benchmarks/bench_signal_leak.py --data PREPARED [--model PIPELINE] [--n 64] [--per-group 128] [--write]
 
-Measures the per-channel mean of the model VAE's latents over --train-slices random train-split slices, then
-generates one image per caption of --n random held-out slices (seed i for caption i, the model's default
-sampling) both ways and prints, beside the real slices: the background (mean of the four 8x8 corners), the level
-judge's error against the level the caption asked (mm; sagittal as |x|) and the brain area (pixels > 0.05) over
-the real slice's. --write records the measured mean in the model's dallebrain.json ("sampling": "latent_mean"),
-which is how the shipped model got it (`dallebrain train ldm` records it itself).
+Encodes up to --per-group random train-split slices of every (plane, contrast, 12 mm level band) group with the
+model's VAE, fits the leak table on them (its marginals weighted by each group's size in the whole train split)
+and takes the per-channel mean over them (each group weighted the same way); then generates one image per caption
+of --n random held-out slices (seed i for caption i, the model's default sampling) each way and prints, beside
+the real slices: the background (mean of the four 8x8 corners), the level judge's error against the level the
+caption asked (mm; sagittal as |x|) and the brain area (pixels > 0.05) over the real slice's. --write records the
+channel mean in the model's dallebrain.json ("sampling": "latent_mean") and the table as its
+signal_leak.safetensors, which is how the shipped model got them (`dallebrain train ldm` writes both itself).
 """
 
 from __future__ import annotations
@@ -25,22 +28,39 @@ def corners(images: np.ndarray) -> np.ndarray:
     return np.concatenate([x.reshape(len(images), -1) for x in c], axis=1).mean(axis=1)
 
 
-def record_latent_mean(model: Path, mean: list[float]) -> None:
-    """Write the mean into the model's dallebrain.json; a release folder (the shipped one) also gets its
-    SHA256SUMS.json entry renewed and keeps no lock file behind (it must hold weights and configs only)."""
+def record_leak(model: Path, mean: list[float], table) -> None:
+    """Write the channel mean into the model's dallebrain.json and the table beside it; a release folder (the
+    shipped one) also gets its SHA256SUMS.json entries renewed and keeps no lock file behind (it must hold
+    weights and configs only)."""
     import hashlib
     import json
 
     from dallebrain.data.io import write_json_atomic
     from dallebrain.pipelines.export import update_model_info
+    from dallebrain.pipelines.leak_table import FILENAME
 
+    table.save(model / FILENAME)
     update_model_info(model, {"sampling": {"latent_mean": [round(m, 4) for m in mean]}})
     (model / ".dallebrain.json.lock").unlink(missing_ok=True)  # one writer here: nothing races for it
     sums_path = model / "SHA256SUMS.json"
     if sums_path.is_file():
         sums = json.loads(sums_path.read_text())
-        sums["dallebrain.json"] = hashlib.sha256((model / "dallebrain.json").read_bytes()).hexdigest()
-        write_json_atomic(sums_path, sums)
+        for name in ("dallebrain.json", FILENAME):
+            sums[name] = hashlib.sha256((model / name).read_bytes()).hexdigest()
+        write_json_atomic(sums_path, dict(sorted(sums.items())))
+
+
+def stratified_train(table, per_group: int):
+    """Up to per_group random train slices of each (plane, contrast, level band), and each group's train size."""
+    import pandas as pd
+
+    from dallebrain.pipelines.leak_table import BAND_MM
+
+    train = table[table.split == "train"]
+    keys = [train.orientation, train.modality, np.floor(train.slice_mm / BAND_MM).astype(int)]
+    picked = pd.concat([g.sample(min(len(g), per_group), random_state=0) for _, g in train.groupby(keys)])
+    sizes = train.groupby(keys).size()
+    return picked.reset_index(drop=True), {(o, m, int(b)): int(n) for (o, m, b), n in sizes.items()}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -51,22 +71,24 @@ def main(argv: list[str] | None = None) -> dict:
     from dallebrain.data.slicing import load_png
     from dallebrain.judges.level import estimate_levels
     from dallebrain.models.vae import encode_images
-    from dallebrain.pipelines.signal_leak import training_latent_mean
+    from dallebrain.pipelines.leak_table import fit_leak_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="prepared data set (its train and test splits)")
     parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")
     parser.add_argument("--n", type=int, default=64, help="held-out captions (one image each, per setting)")
-    parser.add_argument("--train-slices", type=int, default=4096, help="train slices the latent mean is taken over")
-    parser.add_argument("--write", action="store_true", help="record the measured mean in the model's dallebrain.json")
+    parser.add_argument("--per-group", type=int, default=128, help="train slices encoded per (plane, contrast, "
+                        "level band) group")
+    parser.add_argument("--write", action="store_true", help="record the channel mean in the model's "
+                        "dallebrain.json and the table as its signal_leak.safetensors")
     args = parser.parse_args(argv)
     if not (args.data / "metadata.parquet").is_file():
         parser.exit(2, f"error: no metadata.parquet in {args.data}: pass a `dallebrain data prepare` folder\n")
-    if args.n < 1 or args.train_slices < 1:
-        parser.exit(2, "error: --n and --train-slices must be at least 1\n")
+    if args.n < 1 or args.per_group < 1:
+        parser.exit(2, "error: --n and --per-group must be at least 1\n")
     model = args.model or default_model()
     table = pd.read_parquet(args.data / "metadata.parquet")
-    train = table[table.split == "train"].sample(min(args.train_slices, (table.split == "train").sum()), random_state=0)
+    train, sizes = stratified_train(table, args.per_group)
     test = table[table.split == "test"].sample(min(args.n, (table.split == "test").sum()), random_state=0)
     pipe = load_pipeline(model, device="cpu")
     pipe.images_per_pass = 8
@@ -78,11 +100,13 @@ def main(argv: list[str] | None = None) -> dict:
             images = np.stack([load_png(args.data / p) for p in train.image_path.iloc[i:i + 64]])
             latents.append(encode_images(pipe.vae, torch.from_numpy(images)[:, None].float()))
     latents = torch.cat(latents)
-    mean = training_latent_mean(latents)
-    # its precision: the spread of per-slice means over sqrt(slices)
-    sem = (latents.double().mean(dim=(2, 3)).std(dim=0) / len(latents) ** 0.5).tolist()
-    print(f"latent mean over {len(train)} train slices ({time.perf_counter() - start:.0f} s): "
-          + ", ".join(f"{m:+.3f} (+-{s:.3f})" for m, s in zip(mean, sem, strict=True)))
+    leak = fit_leak_table(latents, train)
+    # the marginals of the whole train split: each group weighs what it holds there, not what was encoded
+    leak.counts = torch.tensor([sizes[key] for key in leak.keys])
+    weight = leak.counts.double() / leak.counts.sum()
+    mean = (leak.mean.double().mean(dim=(2, 3)) * weight[:, None]).sum(0).tolist()
+    print(f"{len(train)} train slices encoded ({time.perf_counter() - start:.0f} s), {len(leak.keys)} groups; "
+          "channel mean " + ", ".join(f"{m:+.3f}" for m in mean))
 
     real = np.stack([load_png(args.data / p) for p in test.image_path])
     prompts, seeds = test.caption.tolist(), list(range(len(test)))
@@ -91,8 +115,10 @@ def main(argv: list[str] | None = None) -> dict:
     asked = np.where(test.orientation.to_numpy() == "sagittal", np.abs(asked), asked)
     area_real = (real > 0.05).sum(axis=(1, 2))
     rows = {"real held-out slices": real}
-    for name, value in (("pure noise (before)", None), ("signal leak (now)", torch.tensor(mean))):
-        pipe.latent_mean = value
+    starts = (("pure noise", None, None), ("channel mean", torch.tensor(mean), None),
+              ("leak table (now)", torch.tensor(mean), leak))
+    for name, value, per_prompt in starts:
+        pipe.latent_mean, pipe.leak_table = value, per_prompt
         tick = time.perf_counter()
         rows[name] = pipe.sample(prompts, seeds)
         print(f"{name}: {time.perf_counter() - tick:.0f} s", flush=True)
@@ -100,7 +126,7 @@ def main(argv: list[str] | None = None) -> dict:
           "seed i for caption i, default sampling")
     print("| start | background (corners) | level error, mean / median mm | > 25 mm off | brain area / real |")
     print("|---|---|---|---|---|")
-    out = {"latent_mean": mean}
+    out = {"latent_mean": mean, "groups": len(leak.keys)}
     for name, images in rows.items():
         error = np.abs(estimate_levels(images, orientations) - asked)
         area = float(np.median((images > 0.05).sum(axis=(1, 2)) / np.maximum(area_real, 1)))
@@ -109,8 +135,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"| {name} | {out[name]['background']:.3f} | {error.mean():.1f} / {np.median(error):.1f} | "
               f"{(error > 25).sum()}/{len(error)} | {area:.2f} |")
     if args.write:
-        record_latent_mean(model, mean)
-        print(f"recorded sampling.latent_mean in {model / 'dallebrain.json'}")
+        record_leak(model, mean, leak)
+        print(f"recorded sampling.latent_mean in {model / 'dallebrain.json'} and the table in {model}")
     return out
 
 

@@ -1,4 +1,7 @@
+import json
+import shutil
 
+import pytest
 import torch
 
 from cli_inprocess import run_cli
@@ -49,3 +52,46 @@ def test_release_folder_records_names_and_hashes_not_paths(tiny_pipeline, tiny_p
     for path in release.rglob("*.json"):
         text = path.read_text()
         assert "_name_or_path" not in text and str(tmp_path.parent) not in text, path.name
+
+
+def test_a_stock_client_starts_where_ours_does_with_the_exported_leak_table(tiny_pipeline, tmp_path, monkeypatch):
+    """README "Stock clients": the export carries the leak table, and `stock_start_latents` gives a stock
+    StableDiffusionPipeline exactly the first UNet input our pipeline would start from for that prompt."""
+    import numpy as np
+    import pandas as pd
+    from diffusers import StableDiffusionPipeline
+
+    from dallebrain.data.prompts import parse_prompt
+    from dallebrain.pipelines import leak_table as LT
+    from dallebrain.pipelines.signal_leak import start_latents
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_pipeline, model, ignore=shutil.ignore_patterns("checkpoints", "cache"))
+    unet = json.loads((model / "unet" / "config.json").read_text())
+    c, side = unet["in_channels"], unet["sample_size"]
+    rows = pd.DataFrame({"orientation": "axial", "modality": ["T1w", "FLAIR"] * 4, "slice_mm": 20.0,
+                         "age": np.linspace(20, 80, 8), "sex": ["F", "M"] * 4,
+                         "subject_id": [f"s{i}" for i in range(8)]})
+    latents = torch.randn(8, c, side, side, generator=torch.Generator().manual_seed(0)) + 1.5
+    monkeypatch.setattr(LT, "MIN_SUBJECTS", 1)
+    LT.fit_leak_table(latents, rows).save(model / LT.FILENAME)
+    out = tmp_path / "stock"
+    assert run_cli("export", "--model", model, "--out", out).returncode == 0
+    assert (out / LT.FILENAME).is_file()
+
+    prompt = "axial FLAIR slice of a healthy 70-year-old man at z = 20 mm"
+    stock = StableDiffusionPipeline.from_pretrained(str(out), safety_checker=None)
+    stock.scheduler.set_timesteps(2)
+    noise = torch.randn(1, c, side, side, generator=torch.Generator().manual_seed(3))
+    given = LT.stock_start_latents(out, prompt, stock.scheduler, noise)
+    first = []
+    hook = stock.unet.register_forward_pre_hook(lambda module, args: first.append(args[0][:1].clone()))
+    stock(prompt, latents=given, num_inference_steps=2, height=8 * side, width=8 * side, output_type="np")
+    hook.remove()
+    ours = start_latents(stock.scheduler, noise, LT.load_leak_table(model / LT.FILENAME, c, side)
+                         .start_mean(parse_prompt(prompt))[None])
+    torch.testing.assert_close(first[0], ours)
+    assert (ours.mean() - noise.mean()).abs() > 0.05  # the table's mean (about +1.5) is really in it
+    with pytest.raises(ValueError, match="set_timesteps"):
+        fresh = type(stock.scheduler).from_config(stock.scheduler.config)
+        LT.stock_start_latents(out, prompt, fresh, noise)

@@ -179,3 +179,19 @@ def leak_table_of(folder: str | Path | None, channels: int, side: int) -> LeakTa
     if folder is None or not (Path(folder) / FILENAME).is_file():
         return None
     return load_leak_table(Path(folder) / FILENAME, channels, side)
+
+
+def stock_start_latents(folder: str | Path, prompt: str, scheduler, noise: torch.Tensor) -> torch.Tensor:
+    """`latents=` for a stock diffusers StableDiffusionPipeline on an exported folder (`dallebrain export`), so it
+    starts where ours does: the prompt's row of the folder's table, noised to the first timestep. Call
+    `scheduler.set_timesteps(steps)` first (the pipeline does it again, to the same steps). A stock pipeline
+    multiplies given latents by `init_noise_sigma` (1 for the exported DPM-Solver++), so that is divided out."""
+    from dallebrain.data.prompts import parse_prompt
+    from dallebrain.pipelines.signal_leak import start_latents
+
+    if getattr(scheduler, "num_inference_steps", None) is None:  # its timesteps are still the training ones
+        raise ValueError("call scheduler.set_timesteps(steps) before stock_start_latents")
+    channels, side = noise.shape[1], noise.shape[-1]
+    table = load_leak_table(Path(folder) / FILENAME, channels, side)
+    mean = table.start_mean(parse_prompt(prompt))[None]
+    return start_latents(scheduler, noise, mean) / scheduler.init_noise_sigma

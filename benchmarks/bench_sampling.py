@@ -6,6 +6,11 @@ slices in both feature spaces of `dallebrain evaluate`; plus peak memory.
     python benchmarks/bench_sampling.py                        # speed only, base-size untrained pipeline
     python benchmarks/bench_sampling.py --data PREPARED --eval EVAL_OUT [--model PIPELINE] [--n 128]
     python benchmarks/bench_sampling.py --precision-table [--rounds 5] [--n 4] [--per-pass 1] [--threads 1]
+    python benchmarks/bench_sampling.py --data PREPARED --eval EVAL_OUT --guidance-grid 2:6,1.5:6,3:6 [--n 128]
+
+--guidance-grid G:A,...: at the default sampler and steps, the Frechet distances and the level judge's error
+(mm, against the level each caption asks) of the same N (caption, seed) pairs at each caption guidance G and
+attribute guidance A: what the default guidance is chosen from. No timing, no stock pipeline.
 
 --precision-table: images/s of the shipped (or --model) pipeline at its default settings, in fp32 and bf16, the
 UNet in NCHW and in channels_last; the four settings alternate within each round (the order rotating) and the
@@ -82,6 +87,8 @@ class Scorer:
         train = table[table["split"] == "train"].reset_index(drop=True)
         heldout = sample_heldout(table, "test", n, seed, [])
         self.prompts = heldout["caption"].tolist()
+        self.orientations = heldout["orientation"].tolist()
+        self.levels = heldout["slice_mm"].abs().to_numpy(float)  # the level judge reads sagittal as |x|
         self.seeds = [seed + i for i in range(len(self.prompts))]
         real = Fe.load_slices(data, heldout["image_path"])
         floor = Fe.load_slices(data, train.loc[match_train(train, heldout, seed), "image_path"])
@@ -102,6 +109,38 @@ class Scorer:
         from dallebrain.evaluation.metrics import frechet_distance
 
         return {k: frechet_distance(self.real[k], v) for k, v in self._features(images).items()}
+
+
+def parse_grid(grid: str) -> list[tuple[float, float]]:
+    """"2:6,1.5:6" -> [(2.0, 6.0), (1.5, 6.0)]; a clear error for anything else."""
+    try:
+        pairs = [tuple(float(v) for v in item.split(":")) for item in grid.split(",")]
+        if pairs and all(len(p) == 2 and min(p) >= 0 for p in pairs):
+            return pairs
+    except ValueError:
+        pass
+    raise SystemExit(f"error: --guidance-grid wants G:A pairs of non-negative numbers, comma-separated, got {grid!r}")
+
+
+def guidance_grid(scorer: Scorer, folder: Path, pairs: list[tuple[float, float]]) -> None:
+    """FD (both spaces) and level error of the same captions and seeds at each caption:attribute guidance."""
+    from dallebrain.api import load_pipeline
+    from dallebrain.judges.level import estimate_levels
+    from dallebrain.pipelines import defaults as D
+
+    pipe = load_pipeline(folder, device="cpu")
+    print(f"model {folder}; {len(scorer.prompts)} held-out captions; {D.SAMPLER} {D.STEPS} steps; start: "
+          f"{pipe.start_kind}")
+    print("| caption guidance | attribute guidance | FD (encoder) | FD (Brain-CLIP) | level error mean / median (mm) |")
+    print("|---|---|---|---|---|")
+    for g, a in pairs:
+        pipe.attribute_guidance = a
+        images = pipe.sample(scorer.prompts, scorer.seeds, guidance=g, batch_size=BATCH)
+        fd = scorer.score(images)
+        error = np.abs(estimate_levels(images, scorer.orientations) - scorer.levels)
+        print(f"| {g:g} | {a:g} | {fd['encoder']:.3f} | {fd.get('clip', float('nan')):.4f} | "
+              f"{error.mean():.1f} / {np.median(error):.1f} |", flush=True)
+    print(f"| real/real floor | | {scorer.floor['encoder']:.3f} | {scorer.floor.get('clip', float('nan')):.4f} | |")
 
 
 def precision_table(folder: Path | None, n: int, rounds: int, per_pass: int) -> None:
@@ -161,6 +200,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=5, help="--precision-table: alternating rounds")
     parser.add_argument("--per-pass", type=int, default=1, help="--precision-table: images per pass (generate: 1)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    parser.add_argument("--guidance-grid", default=None, help="G:A,... caption:attribute guidance pairs to score")
     args = parser.parse_args(argv)
     if args.threads:
         __import__("torch").set_num_threads(args.threads)
@@ -169,6 +209,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.data is not None and args.eval is None:
         parser.error("--data needs --eval (the folder of an earlier `dallebrain evaluate`, for its encoder)")
+    if args.guidance_grid:
+        if args.data is None:
+            parser.error("--guidance-grid needs --data and --eval")
+        from dallebrain.api import default_model
+
+        pairs = parse_grid(args.guidance_grid)
+        folder = args.model or default_model()
+        guidance_grid(Scorer(args.data, args.eval, folder, args.n or 128), folder, pairs)
+        return
 
     import torch
     from diffusers import StableDiffusionPipeline

@@ -107,6 +107,8 @@ def test_served_without_warnings(prompt):
     ("axial T1 of a 12-year-old girl", "age 12 is outside the training range (18-90 years)"),
     ("axial T1 of a 95-year-old man", "age 95 is outside the training range"),
     ("axial T1 of an elderly woman", "'elderly' is not read as an age"),
+    ("axial T1 of a healthy 130-year-old woman", "'130-year-old' ignored: not a human age"),
+    ("axial T1 of a woman aged 250 years", "'aged 250' ignored: not a human age"),
     ("axial T1 of a left-handed 30-year-old man", "'left-handed' ignored: handedness"),
     ("oblique T1 slice", "'oblique' ignored"),
     ("axial T1 at 7 T", "7 T is outside the training range (trained at 1.5 T and 3 T only)"),

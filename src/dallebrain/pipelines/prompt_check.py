@@ -152,7 +152,11 @@ def _warnings(low: str, fields: PromptFields) -> list[str]:
     for why, pattern in UNREAD_ATTRIBUTES.items():
         if m := re.search(pattern, low):
             warnings.append(f"'{m.group(0)}' ignored: {why}")
-    if fields.age is None and (m := re.search(VAGUE_AGE, low)):
+    impossible = [m for pattern in AGE_PATTERNS for m in re.finditer(pattern, low)] if fields.age is None else []
+    if impossible:  # the parser reads ages 0-120 only: a larger number is dropped, so say so
+        warnings.append(f"'{impossible[0].group(0)}' ignored: not a human age, so the image samples the cohort's "
+                        f"ages ({COHORT_AGES[0]:g}-{COHORT_AGES[1]:g})")
+    elif fields.age is None and (m := re.search(VAGUE_AGE, low)):
         warnings.append(f"'{m.group(0)}' is not read as an age: give one in years (the cohort is "
                         f"{COHORT_AGES[0]:g}-{COHORT_AGES[1]:g})")
     if fields.age is not None and not COHORT_AGES[0] <= fields.age <= COHORT_AGES[1]:

@@ -44,6 +44,13 @@ REFUSED = {
         ("axial T1 of a 30-year-old, age 70", "two ages (30, 70)"),
         ("axial T1 at 1.5 T and 3 T", "two field strengths (1.5 T, 3 T)"),
         ("axial T1, small ventricles, enlarged ventricles", "two ventricle sizes"),
+        ("coronal T2 slice at z = 10 mm", "'z = 10 mm' is not a level of a coronal slice"),
+        ("axial T1 at y = -20 mm", "'y = -20 mm' is not a level of an axial slice"),
+    ],
+    "outside the brain": [
+        ("axial T1 at z = 200 mm", "200 mm is outside the brain (axial slices hold brain from z = -72"),
+        ("sagittal T2 slice at x = -90 mm", "x = -90 mm is outside the brain"),
+        ("coronal FLAIR 110 mm above", "outside the brain"),
     ],
 }
 REFUSED_CASES = [case for cases in REFUSED.values() for case in cases]
@@ -108,6 +115,9 @@ def test_served_without_warnings(prompt):
     ("axial T1 of a 95-year-old man", "age 95 is outside the training range"),
     ("axial T1 of an elderly woman", "'elderly' is not read as an age"),
     ("axial T1 of a healthy 130-year-old woman", "'130-year-old' ignored: not a human age"),
+    ("axial T1 of a woman at the level of the cerebellum at z = 40 mm",
+     "'at the level of the cerebellum' ignored: it is not at z = +40 mm"),
+    ("sagittal T1 through the left insula (x = +36 mm)", "'through the left insula' ignored: it is not at x = +36"),
     ("axial T1 of a woman aged 250 years", "'aged 250' ignored: not a human age"),
     ("axial T1 of a left-handed 30-year-old man", "'left-handed' ignored: handedness"),
     ("oblique T1 slice", "'oblique' ignored"),

@@ -165,16 +165,19 @@ def _descriptor(mentions: dict[str, list[tuple[int, int]]]) -> str | None:
     return min(firsts)[1] if firsts else None
 
 
+# How an explicit level in mm is written, in the order _parse_mm tries them: 'z = 18 mm', '18 mm above', 'at +18 mm'.
+MM_LEVEL_PATTERNS = (rf"\b([xyz])\s*=\s*{_NUM}\s*(?:mm)?", rf"{_NUM}\s*mm\s+(above|below)\b",
+                     rf"\bat\s+{_NUM}\s*mm\b")
+
+
 def _parse_mm(text: str) -> tuple[str | None, float | None]:
     """(axis letter or None, mm) from an explicit level such as 'z = 18 mm', 'at +18 mm', '18 mm above'."""
-    m = re.search(rf"\b([xyz])\s*=\s*{_NUM}\s*(?:mm)?", text)
-    if m:
+    axis_level, above_below, bare = MM_LEVEL_PATTERNS
+    if m := re.search(axis_level, text):
         return m.group(1), float(m.group(2))
-    m = re.search(rf"{_NUM}\s*mm\s+(above|below)\b", text)
-    if m:
+    if m := re.search(above_below, text):
         return "z", float(m.group(1)) * (1 if m.group(2) == "above" else -1)
-    m = re.search(rf"\bat\s+{_NUM}\s*mm\b", text)
-    if m:
+    if m := re.search(bare, text):
         return None, float(m.group(1))
     return None, None
 

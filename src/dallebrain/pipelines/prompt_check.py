@@ -14,8 +14,16 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from dallebrain.data.prompts import AGE_PATTERNS, PromptFields, affirmed, descriptor_mentions, parse_prompt
-from dallebrain.vocab import FIELD_STRENGTHS, MODALITIES
+from dallebrain.data.landmarks import LANDMARKS
+from dallebrain.data.prompts import (
+    AGE_PATTERNS,
+    MM_LEVEL_PATTERNS,
+    PromptFields,
+    affirmed,
+    descriptor_mentions,
+    parse_prompt,
+)
+from dallebrain.vocab import FIELD_STRENGTHS, MODALITIES, ORIENTATION_AXIS
 
 # The built-in cohort's ages (data.simulate_scan.AGE_RANGE; a test keeps the two equal).
 COHORT_AGES = (18.0, 90.0)
@@ -67,6 +75,11 @@ UNREAD_ATTRIBUTES = {
     "education and intelligence are not attributes the model knows": r"\b(?:iq|educat\w*|intelligen\w*)\b",
     "the model makes axial, coronal and sagittal slices only": r"\boblique\b",
 }
+# The MNI152 brain mask's extent per plane's axis (mm; nilearn's template, 2 mm): a level outside has no brain.
+BRAIN_EXTENT_MM = {"axial": (-72.0, 82.0), "coronal": (-106.0, 72.0), "sagittal": (-72.0, 72.0)}
+# How far (mm) an explicit level may lie outside the band of a landmark the prompt also names before the two
+# disagree: a slab of anatomy changes over about 10 mm, and the bands' edges are conventions.
+LANDMARK_SLACK_MM = 10.0
 # Age words the parser does not turn into years: a warning only when no age in years is given.
 VAGUE_AGE = r"\b(?:young|younger|(?<!-)old|older|elderly|aged(?!\s*:?\s*\d)|middle-aged|senior|geriatric)\b"
 
@@ -107,7 +120,58 @@ def _refusal(low: str, original: str) -> str | None:
     if word := _pathology_word(low, original):
         return (f"'{word}' names a pathology: this model makes healthy brains only; `dallebrain generate-lesion` "
                 "draws a tumour, infarct, MS plaques or white-matter hyperintensities into a healthy slice")
-    return _contradiction(low)
+    return _contradiction(low) or _level_refusal(low)
+
+
+def _level_refusal(text: str) -> str | None:
+    """A level on another plane's axis ("coronal ... z = 10 mm"), or one outside the brain, in one line."""
+    fields = parse_prompt(text)
+    if fields.orientation is None:
+        return None
+    axis = ORIENTATION_AXIS[fields.orientation]
+    if (m := re.search(MM_LEVEL_PATTERNS[0], text)) and m.group(1) != axis:
+        article = "an" if fields.orientation == "axial" else "a"
+        return (f"'{m.group(0).strip()}' is not a level of {article} {fields.orientation} slice ({fields.orientation} "
+                f"slices are placed by {axis} = ... mm): name one")
+    low, high = BRAIN_EXTENT_MM[fields.orientation]
+    if fields.slice_mm is not None and not low <= fields.slice_mm <= high:
+        return (f"{axis} = {fields.slice_mm:+g} mm is outside the brain ({fields.orientation} slices hold brain from "
+                f"{axis} = {low:+g} to {high:+g} mm in MNI152 space)")
+    return None
+
+
+def _landmark_band(orientation: str, phrase: str) -> tuple[float, float] | None:
+    """The [low, high] level band (sagittal: of |x|) of a landmark phrase as parse_prompt returns it."""
+    for low, high, row, _ in LANDMARKS[orientation]:
+        if phrase in {row, row.replace("{side} ", ""), row.format(side="left"), row.format(side="right")}:
+            return low, high
+    return None
+
+
+def _landmark_disagreement(text: str, fields: PromptFields) -> str | None:
+    """A warning when the prompt names a landmark and a level in mm that lie apart: the mm level is used."""
+    if fields.orientation is None or fields.slice_mm is None:
+        return None
+    without_mm = text
+    for pattern in MM_LEVEL_PATTERNS:
+        without_mm = re.sub(pattern, " ", without_mm)
+    if without_mm == text:
+        return None  # no level in mm: the landmark is the level
+    named = parse_prompt(without_mm)
+    if named.orientation != fields.orientation or named.landmark is None:
+        return None
+    band = _landmark_band(fields.orientation, named.landmark)
+    if band is None:
+        return None
+    sagittal = fields.orientation == "sagittal"
+    value = abs(fields.slice_mm) if sagittal else fields.slice_mm
+    wrong_side = sagittal and named.hemisphere is not None and fields.slice_mm != 0 and \
+        (named.hemisphere == "left") != (fields.slice_mm < 0)
+    if band[0] - LANDMARK_SLACK_MM <= value <= band[1] + LANDMARK_SLACK_MM and not wrong_side:
+        return None
+    axis = ORIENTATION_AXIS[fields.orientation]
+    return (f"'{named.landmark}' ignored: it is not at {axis} = {fields.slice_mm:+g} mm, the level the prompt "
+            "also gives, which is used")
 
 
 def _distinct(values) -> list:
@@ -149,6 +213,8 @@ def _contradiction(text: str) -> str | None:
 
 def _warnings(low: str, fields: PromptFields) -> list[str]:
     warnings = []
+    if disagreement := _landmark_disagreement(low, fields):
+        warnings.append(disagreement)
     for why, pattern in UNREAD_ATTRIBUTES.items():
         if m := re.search(pattern, low):
             warnings.append(f"'{m.group(0)}' ignored: {why}")

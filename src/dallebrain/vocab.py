@@ -9,6 +9,8 @@ CONTRAST_SHORT = {"T1w": "T1", "T2w": "T2", "PDw": "PD", "FLAIR": "FLAIR"}
 FIELD_STRENGTHS = (1.5, 3.0)  # tesla, the simulated cohort's scanners
 SEXES = ("F", "M")
 FIELD_OF_VIEW_MM = 192.0  # a prepared slice spans 192 mm whatever its pixel count
+# Centre of the prepared grid (MNI mm): the brain's bounding box, cerebellum included, fits 192 mm.
+BRAIN_CENTRE_MNI = (0.0, -18.0, 9.0)
 # Sampler names of every entry point -> the diffusers scheduler class that implements them.
 SAMPLERS = {
     "dpm": "DPMSolverMultistepScheduler",  # DPM-Solver++ (Lu et al. 2022)

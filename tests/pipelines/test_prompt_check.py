@@ -47,10 +47,10 @@ REFUSED = {
         ("coronal T2 slice at z = 10 mm", "'z = 10 mm' is not a level of a coronal slice"),
         ("axial T1 at y = -20 mm", "'y = -20 mm' is not a level of an axial slice"),
     ],
-    "outside the brain": [
-        ("axial T1 at z = 200 mm", "200 mm is outside the brain (axial slices hold brain from z = -72"),
-        ("sagittal T2 slice at x = -90 mm", "x = -90 mm is outside the brain"),
-        ("coronal FLAIR 110 mm above", "outside the brain"),
+    "outside the head": [
+        ("axial T1 at z = 200 mm", "200 mm is outside the head (axial slices are made from z = -87 to"),
+        ("sagittal T2 slice at x = -100 mm", "x = -100 mm is outside the head"),
+        ("coronal FLAIR 120 mm above", "outside the head"),
     ],
 }
 REFUSED_CASES = [case for cases in REFUSED.values() for case in cases]
@@ -118,6 +118,8 @@ def test_served_without_warnings(prompt):
     ("axial T1 of a woman at the level of the cerebellum at z = 40 mm",
      "'at the level of the cerebellum' ignored: it is not at z = +40 mm"),
     ("sagittal T1 through the left insula (x = +36 mm)", "'through the left insula' ignored: it is not at x = +36"),
+    ("axial T2 slice at z = 95 mm", "z = +95 mm is outside the MNI152 brain (z -72 to +82 mm)"),
+    ("sagittal T1 at x = -80 mm", "x = -80 mm is outside the MNI152 brain"),
     ("axial T1 of a woman aged 250 years", "'aged 250' ignored: not a human age"),
     ("axial T1 of a left-handed 30-year-old man", "'left-handed' ignored: handedness"),
     ("oblique T1 slice", "'oblique' ignored"),

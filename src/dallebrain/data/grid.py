@@ -12,12 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dallebrain.vocab import FIELD_OF_VIEW_MM
+from dallebrain.vocab import BRAIN_CENTRE_MNI, FIELD_OF_VIEW_MM  # noqa: F401 (anatomy.py reads the centre here)
 
 # Axis of the slice normal in a RAS+ volume for each orientation.
 NORMAL_AXIS = {"sagittal": 0, "coronal": 1, "axial": 2}
-# Centre of the prepared grid (MNI mm): the brain's bounding box, cerebellum included, fits 192 mm.
-BRAIN_CENTRE_MNI = (0.0, -18.0, 9.0)
 
 
 @dataclass(frozen=True)

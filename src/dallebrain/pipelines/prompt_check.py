@@ -23,7 +23,7 @@ from dallebrain.data.prompts import (
     descriptor_mentions,
     parse_prompt,
 )
-from dallebrain.vocab import FIELD_STRENGTHS, MODALITIES, ORIENTATION_AXIS
+from dallebrain.vocab import BRAIN_CENTRE_MNI, FIELD_OF_VIEW_MM, FIELD_STRENGTHS, MODALITIES, ORIENTATION_AXIS
 
 # The built-in cohort's ages (data.simulate_scan.AGE_RANGE; a test keeps the two equal).
 COHORT_AGES = (18.0, 90.0)
@@ -75,8 +75,12 @@ UNREAD_ATTRIBUTES = {
     "education and intelligence are not attributes the model knows": r"\b(?:iq|educat\w*|intelligen\w*)\b",
     "the model makes axial, coronal and sagittal slices only": r"\boblique\b",
 }
-# The MNI152 brain mask's extent per plane's axis (mm; nilearn's template, 2 mm): a level outside has no brain.
+# The MNI152 brain mask's extent per plane's axis (mm; nilearn's template, 2 mm): a level outside holds little
+# or no brain (a warning), and one outside the prepared grid (vocab: 192 mm about the brain's centre) was never
+# in any training set (a refusal). The grid holds the mask with 15-24 mm to spare, so no prepared caption is refused.
 BRAIN_EXTENT_MM = {"axial": (-72.0, 82.0), "coronal": (-106.0, 72.0), "sagittal": (-72.0, 72.0)}
+GRID_EXTENT_MM = {o: (BRAIN_CENTRE_MNI[i] - FIELD_OF_VIEW_MM / 2, BRAIN_CENTRE_MNI[i] + FIELD_OF_VIEW_MM / 2)
+                  for o, i in (("sagittal", 0), ("coronal", 1), ("axial", 2))}
 # How far (mm) an explicit level may lie outside the band of a landmark the prompt also names before the two
 # disagree: a slab of anatomy changes over about 10 mm, and the bands' edges are conventions.
 LANDMARK_SLACK_MM = 10.0
@@ -133,10 +137,11 @@ def _level_refusal(text: str) -> str | None:
         article = "an" if fields.orientation == "axial" else "a"
         return (f"'{m.group(0).strip()}' is not a level of {article} {fields.orientation} slice ({fields.orientation} "
                 f"slices are placed by {axis} = ... mm): name one")
-    low, high = BRAIN_EXTENT_MM[fields.orientation]
+    low, high = GRID_EXTENT_MM[fields.orientation]
     if fields.slice_mm is not None and not low <= fields.slice_mm <= high:
-        return (f"{axis} = {fields.slice_mm:+g} mm is outside the brain ({fields.orientation} slices hold brain from "
-                f"{axis} = {low:+g} to {high:+g} mm in MNI152 space)")
+        return (f"{axis} = {fields.slice_mm:+g} mm is outside the head ({fields.orientation} slices are made from "
+                f"{axis} = {low:+g} to {high:+g} mm in MNI152 space; the brain spans "
+                f"{BRAIN_EXTENT_MM[fields.orientation][0]:+g} to {BRAIN_EXTENT_MM[fields.orientation][1]:+g})")
     return None
 
 
@@ -215,6 +220,12 @@ def _warnings(low: str, fields: PromptFields) -> list[str]:
     warnings = []
     if disagreement := _landmark_disagreement(low, fields):
         warnings.append(disagreement)
+    if fields.orientation is not None and fields.slice_mm is not None:
+        low_mm, high_mm = BRAIN_EXTENT_MM[fields.orientation]
+        if not low_mm <= fields.slice_mm <= high_mm:
+            axis = ORIENTATION_AXIS[fields.orientation]
+            warnings.append(f"{axis} = {fields.slice_mm:+g} mm is outside the MNI152 brain ({axis} {low_mm:+g} to "
+                            f"{high_mm:+g} mm): the slice holds little or no brain")
     for why, pattern in UNREAD_ATTRIBUTES.items():
         if m := re.search(pattern, low):
             warnings.append(f"'{m.group(0)}' ignored: {why}")

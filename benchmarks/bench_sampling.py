@@ -88,7 +88,8 @@ class Scorer:
         heldout = sample_heldout(table, "test", n, seed, [])
         self.prompts = heldout["caption"].tolist()
         self.orientations = heldout["orientation"].tolist()
-        self.levels = heldout["slice_mm"].abs().to_numpy(float)  # the level judge reads sagittal as |x|
+        levels = heldout["slice_mm"].to_numpy(float)  # the level judge reads sagittal as |x|
+        self.levels = np.where(heldout["orientation"].to_numpy() == "sagittal", np.abs(levels), levels)
         self.seeds = [seed + i for i in range(len(self.prompts))]
         real = Fe.load_slices(data, heldout["image_path"])
         floor = Fe.load_slices(data, train.loc[match_train(train, heldout, seed), "image_path"])

@@ -2,7 +2,8 @@
 from pure noise, from the noised per-channel mean of the training latents, and from the leak table's per-prompt
 mean, on the same held-out captions and seeds.
 
-    python benchmarks/bench_signal_leak.py --data PREPARED [--model PIPELINE] [--n 64] [--per-group 128] [--write]
+    python benchmarks/bench_signal_leak.py --data PREPARED [--model PIPELINE] [--n 64] [--per-group 128]
+        [--band-mm 12] [--write]
 
 Encodes up to --per-group random train-split slices of every (plane, contrast, 12 mm level band) group with the
 model's VAE, fits the leak table on them (its marginals weighted by each group's size in the whole train split)
@@ -50,14 +51,12 @@ def record_leak(model: Path, mean: list[float], table) -> None:
         write_json_atomic(sums_path, dict(sorted(sums.items())))
 
 
-def stratified_train(table, per_group: int):
+def stratified_train(table, per_group: int, band_mm: float):
     """Up to per_group random train slices of each (plane, contrast, level band), and each group's train size."""
     import pandas as pd
 
-    from dallebrain.pipelines.leak_table import BAND_MM
-
     train = table[table.split == "train"]
-    keys = [train.orientation, train.modality, np.floor(train.slice_mm / BAND_MM).astype(int)]
+    keys = [train.orientation, train.modality, np.floor(train.slice_mm / band_mm).astype(int)]
     picked = pd.concat([g.sample(min(len(g), per_group), random_state=0) for _, g in train.groupby(keys)])
     sizes = train.groupby(keys).size()
     return picked.reset_index(drop=True), {(o, m, int(b)): int(n) for (o, m, b), n in sizes.items()}
@@ -71,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     from dallebrain.data.slicing import load_png
     from dallebrain.judges.level import estimate_levels
     from dallebrain.models.vae import encode_images
-    from dallebrain.pipelines.leak_table import fit_leak_table
+    from dallebrain.pipelines.leak_table import BAND_MM, fit_leak_table
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="prepared data set (its train and test splits)")
@@ -79,6 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--n", type=int, default=64, help="held-out captions (one image each, per setting)")
     parser.add_argument("--per-group", type=int, default=128, help="train slices encoded per (plane, contrast, "
                         "level band) group")
+    parser.add_argument("--band-mm", type=float, default=None, help="level band of a group (default: the "
+                        "package's, pipelines/leak_table.BAND_MM)")
     parser.add_argument("--write", action="store_true", help="record the channel mean in the model's "
                         "dallebrain.json and the table as its signal_leak.safetensors")
     args = parser.parse_args(argv)
@@ -88,7 +89,10 @@ def main(argv: list[str] | None = None) -> dict:
         parser.exit(2, "error: --n and --per-group must be at least 1\n")
     model = args.model or default_model()
     table = pd.read_parquet(args.data / "metadata.parquet")
-    train, sizes = stratified_train(table, args.per_group)
+    args.band_mm = BAND_MM if args.band_mm is None else args.band_mm
+    if not 0 < args.band_mm <= 100:
+        parser.exit(2, "error: --band-mm must be in (0, 100]\n")
+    train, sizes = stratified_train(table, args.per_group, args.band_mm)
     test = table[table.split == "test"].sample(min(args.n, (table.split == "test").sum()), random_state=0)
     pipe = load_pipeline(model, device="cpu")
     pipe.images_per_pass = 8
@@ -100,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
             images = np.stack([load_png(args.data / p) for p in train.image_path.iloc[i:i + 64]])
             latents.append(encode_images(pipe.vae, torch.from_numpy(images)[:, None].float()))
     latents = torch.cat(latents)
-    leak = fit_leak_table(latents, train)
+    leak = fit_leak_table(latents, train, band_mm=args.band_mm)
     # the marginals of the whole train split: each group weighs what it holds there, not what was encoded
     leak.counts = torch.tensor([sizes[key] for key in leak.keys])
     weight = leak.counts.double() / leak.counts.sum()

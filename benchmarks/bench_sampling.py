@@ -88,8 +88,8 @@ class Scorer:
         heldout = sample_heldout(table, "test", n, seed, [])
         self.prompts = heldout["caption"].tolist()
         self.orientations = heldout["orientation"].tolist()
-        levels = heldout["slice_mm"].to_numpy(float)  # the level judge reads sagittal as |x|
-        self.levels = np.where(heldout["orientation"].to_numpy() == "sagittal", np.abs(levels), levels)
+        self.levels = np.array([Fe.level_for_prediction(o, z)  # the level judge reads sagittal as |x|
+                                for o, z in zip(heldout["orientation"], heldout["slice_mm"], strict=True)])
         self.seeds = [seed + i for i in range(len(self.prompts))]
         real = Fe.load_slices(data, heldout["image_path"])
         floor = Fe.load_slices(data, train.loc[match_train(train, heldout, seed), "image_path"])

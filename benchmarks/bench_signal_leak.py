@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from dallebrain.api import default_model, load_pipeline
     from dallebrain.data.slicing import load_png
+    from dallebrain.evaluation.features import level_for_prediction
     from dallebrain.judges.level import estimate_levels
     from dallebrain.models.vae import encode_images
     from dallebrain.pipelines.leak_table import BAND_MM, fit_leak_table
@@ -104,7 +105,10 @@ def main(argv: list[str] | None = None) -> dict:
             images = np.stack([load_png(args.data / p) for p in train.image_path.iloc[i:i + 64]])
             latents.append(encode_images(pipe.vae, torch.from_numpy(images)[:, None].float()))
     latents = torch.cat(latents)
-    leak = fit_leak_table(latents, train, band_mm=args.band_mm)
+    try:
+        leak = fit_leak_table(latents, train, band_mm=args.band_mm)
+    except ValueError as exc:  # too few subjects per group: raise --per-group
+        parser.exit(2, f"error: {exc} (--per-group {args.per_group})\n")
     # the marginals of the whole train split: each group weighs what it holds there, not what was encoded
     leak.counts = torch.tensor([sizes[key] for key in leak.keys])
     weight = leak.counts.double() / leak.counts.sum()
@@ -115,8 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     real = np.stack([load_png(args.data / p) for p in test.image_path])
     prompts, seeds = test.caption.tolist(), list(range(len(test)))
     orientations = test.orientation.tolist()
-    asked = test.slice_mm.to_numpy(float)
-    asked = np.where(test.orientation.to_numpy() == "sagittal", np.abs(asked), asked)
+    asked = np.array([level_for_prediction(o, z) for o, z in zip(orientations, test.slice_mm, strict=True)])
     area_real = (real > 0.05).sum(axis=(1, 2))
     rows = {"real held-out slices": real}
     starts = (("pure noise", None, None), ("channel mean", torch.tensor(mean), None),

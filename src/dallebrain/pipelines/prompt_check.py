@@ -128,7 +128,8 @@ def _refusal(low: str, original: str) -> str | None:
 
 
 def _level_refusal(text: str) -> str | None:
-    """A level on another plane's axis ("coronal ... z = 10 mm"), or one outside the brain, in one line."""
+    """A level on another plane's axis ("coronal ... z = 10 mm"), or one outside the head (the prepared grid),
+    in one line."""
     fields = parse_prompt(text)
     if fields.orientation is None:
         return None

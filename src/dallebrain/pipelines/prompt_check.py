@@ -124,7 +124,7 @@ def _refusal(low: str, original: str) -> str | None:
     if word := _pathology_word(low, original):
         return (f"'{word}' names a pathology: this model makes healthy brains only; `dallebrain generate-lesion` "
                 "draws a tumour, infarct, MS plaques or white-matter hyperintensities into a healthy slice")
-    return _contradiction(low) or _level_refusal(low)
+    return _contradiction(low) or _level_refusal(low) or _landmark_disagreement(low)
 
 
 def _level_refusal(text: str) -> str | None:
@@ -154,8 +154,11 @@ def _landmark_band(orientation: str, phrase: str) -> tuple[float, float] | None:
     return None
 
 
-def _landmark_disagreement(text: str, fields: PromptFields) -> str | None:
-    """A warning when the prompt names a landmark and a level in mm that lie apart: the mm level is used."""
+def _landmark_disagreement(text: str) -> str | None:
+    """A refusal when the prompt names a landmark and a level in mm that lie apart: two levels. (Measured: with
+    "coronal ... at the level of the cerebellum at y = 20 mm" the attributes and the start follow y = +20 but the
+    caption's word wins in the image, a cerebellum slice, so neither level can be promised.)"""
+    fields = parse_prompt(text)
     if fields.orientation is None or fields.slice_mm is None:
         return None
     without_mm = text
@@ -176,8 +179,8 @@ def _landmark_disagreement(text: str, fields: PromptFields) -> str | None:
     if band[0] - LANDMARK_SLACK_MM <= value <= band[1] + LANDMARK_SLACK_MM and not wrong_side:
         return None
     axis = ORIENTATION_AXIS[fields.orientation]
-    return (f"'{named.landmark}' ignored: it is not at {axis} = {fields.slice_mm:+g} mm, the level the prompt "
-            "also gives, which is used")
+    return (f"the prompt asks for two levels ('{named.landmark}' as read, and {axis} = {fields.slice_mm:+g} mm, "
+            f"{LANDMARK_SLACK_MM:g}+ mm outside that landmark's band): name one")
 
 
 def _distinct(values) -> list:
@@ -219,8 +222,6 @@ def _contradiction(text: str) -> str | None:
 
 def _warnings(low: str, fields: PromptFields) -> list[str]:
     warnings = []
-    if disagreement := _landmark_disagreement(low, fields):
-        warnings.append(disagreement)
     if fields.orientation is not None and fields.slice_mm is not None:
         low_mm, high_mm = BRAIN_EXTENT_MM[fields.orientation]
         if not low_mm <= fields.slice_mm <= high_mm:

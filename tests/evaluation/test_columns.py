@@ -48,7 +48,9 @@ def test_a_set_identical_to_the_real_one_scores_the_best_distances(measured):
         assert block["precision"] == block["recall"] == block["coverage"] == 1.0, space
         assert block["one_nn_accuracy"] == 0.0, space  # every slice's nearest neighbour is its twin
         assert block["nn_cosine_to_real_median"] == pytest.approx(1.0, abs=1e-5), space
-    assert all(g == {"wasserstein1": 0.0, "jensen_shannon": 0.0} for g in same["grey_levels"].values())
+    assert all(g["wasserstein1"] == g["jensen_shannon"] == 0.0 for g in same["grey_levels"].values())
+    real = sets.images["real"]
+    assert same["grey_levels"]["all"]["top_share"] == pytest.approx((real[real > 0.05] >= 0.99).mean())
     assert same["texture"]["frechet"] < 1e-6 and same["texture"]["ks_max"] == 0.0
 
 
@@ -93,3 +95,32 @@ def test_one_image_repeated_is_caught_as_mode_collapse(measured):
     assert diversity(groups, "collapsed")["ms_ssim"] == pytest.approx(1.0)
     assert diversity(groups, "real")["ms_ssim"] < 0.999
     assert diversity(groups, "noise")["ms_ssim"] < diversity(groups, "real")["ms_ssim"]
+
+
+def test_texture_per_contrast_finds_the_contrast_that_carries_the_pooled_distance():
+    """One contrast's GLCM features spread 5x wider (clipped flat slices among them): its own distance is large,
+    the untouched contrast's stays at the floor's scale, and a contrast with too few rows is left out."""
+    from dallebrain.evaluation.columns import MIN_TEXTURE_ROWS, texture
+
+    rng = np.random.default_rng(0)
+    real = rng.normal(size=(80, 18))
+    other = rng.normal(size=(80, 18))
+    other[:40] *= 5  # the first contrast's rows
+    few = MIN_TEXTURE_ROWS // 2
+    modality = ["PDw"] * 40 + ["T1w"] * (40 - 2 * few) + ["T2w"] * few + ["FLAIR"] * few
+    out = texture(real, other, modality)
+    by = out["by_contrast"]
+    assert set(by) == {"PDw", "T1w"}  # T2w and FLAIR have too few rows each: fewer than MIN_TEXTURE_ROWS
+    assert by["PDw"]["frechet"] > 10 * by["T1w"]["frechet"]
+    assert by["PDw"]["ks_mean"] > by["T1w"]["ks_mean"]
+    assert "by_contrast" not in texture(real, other)  # without the contrasts: pooled only
+
+
+def test_top_share_counts_the_clipped_white_part_of_the_brain():
+    from dallebrain.evaluation.metrics import top_share
+
+    slice_ = np.zeros((2, 10, 10), dtype=np.float32)
+    slice_[:, 2:8, 2:8] = 0.8  # 72 brain pixels
+    slice_[0, 2:5, 2:8] = 1.0  # 18 of them clipped white
+    assert top_share(slice_) == pytest.approx(18 / 72)
+    assert top_share(np.zeros((1, 4, 4))) == 0.0  # no brain: nothing clipped, no division by zero

@@ -81,6 +81,27 @@ def sharpness_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def texture_table(metrics: dict) -> tuple[list[str], list[list[str]]] | None:
+    """Rows: each contrast; per set its GLCM Frechet distance to the real held-out slices of that contrast and
+    its share of brain pixels at the top of the range (clipped white). None for metrics without them."""
+    columns = metrics["columns"]
+    names = list(columns)
+    by_contrast = columns["real"]["texture"].get("by_contrast")
+    if not by_contrast:
+        return None
+    label = {c: "real train" if c == "real" else c for c in names}
+    header = ["contrast", *[f"GLCM Frechet, {label[c]}" for c in names],
+              *[f"brain at >= 0.99, {label[c]}" for c in names]]
+    rows = [[m, *[fmt(lookup(columns[c], f"texture.by_contrast.{m}.frechet")) for c in names],
+             *[fmt(lookup(columns[c], f"grey_levels.{m}.top_share")) for c in names]] for m in by_contrast]
+    return header, rows
+
+
+TEXTURE_NOTE = ("GLCM Frechet distance of each contrast's slices alone (18 features z-scored on the real held-out "
+                "slices of that contrast), and the share of brain pixels at 0.99 or above: the decoder's output is "
+                "clamped to [0, 1], so a set that overshoots has flat white patches with no texture, which the "
+                "pooled GLCM distance reads as one huge energy/ASM outlier.")
+
 SHARPNESS_NOTE = ("Sharpness = mean gradient magnitude inside the brain (prepare's brain mask outlined again at "
                   "half its median intensity and eroded 3 px, so the outline does not count, blurred or not) over "
                   "the slice's mean brain intensity (a global gain does not count); a set's mean over the real "
@@ -97,7 +118,13 @@ def summary_lines(metrics: dict) -> list[str]:
     for header, rows in (targets_table(metrics), sharpness_table(metrics)):
         lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(r) + " |" for r in rows] + [""]
-    return lines + [SHARPNESS_NOTE]
+    lines += [SHARPNESS_NOTE]
+    texture = texture_table(metrics)
+    if texture:
+        header, rows = texture
+        lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows] + ["", TEXTURE_NOTE]
+    return lines
 
 
 def html_section(metrics: dict, table_html) -> str:
@@ -105,4 +132,6 @@ def html_section(metrics: dict, table_html) -> str:
         return ""
     return "\n".join(["<h2>Where blur comes from</h2>", table_html(*targets_table(metrics), left=1),
                       table_html(*sharpness_table(metrics), left=1),
-                      f"<p class='note'>{html.escape(SHARPNESS_NOTE)}</p>"])
+                      f"<p class='note'>{html.escape(SHARPNESS_NOTE)}</p>",
+                      *((table_html(*texture, left=1), f"<p class='note'>{html.escape(TEXTURE_NOTE)}</p>")
+                        if (texture := texture_table(metrics)) else ())])

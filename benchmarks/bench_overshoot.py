@@ -1,0 +1,150 @@
+"""Why synthetic PD-weighted (and FLAIR) slices clip white: per contrast, the share of brain pixels at the top of
+the range, the decoder's unclamped output and the spread of the sampled latents, against real held-out slices.
+
+    python benchmarks/bench_overshoot.py --data PREPARED [--model MODEL] [--per-contrast 16] [--n 256]
+
+For each contrast, the first --per-contrast held-out slices of `evaluate`'s sample (same seed, so the same
+captions and seeds as `dallebrain evaluate --n 256` uses for them) are generated at the default settings and with
+no guidance at all (caption and attribute guidance 1), and the real slices are encoded by the model's VAE. Printed
+as markdown: brain share >= 0.99 (clipped white after the decoder's clamp), the median brain intensity, the 99th
+percentile of the decoder's output before the clamp, and the sampled latents' per-channel standard deviation over
+the real slices' (1 = as real). The reconstruction (real -> VAE -> clamp) is printed too: it is the VAE's share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+CONTRASTS = ("T1w", "T2w", "PDw", "FLAIR")
+
+
+class DecoderTap:
+    """Records what the VAE's decoder is given (scaled latents) and returns before the clamp, around one pipeline's
+    `vae.decode` (an instance attribute, removed again by `close`)."""
+
+    def __init__(self, vae):
+        self.vae, self.latents, self.raw = vae, [], []
+        decode = vae.decode
+
+        def tapped(z, *args, **kwargs):
+            out = decode(z, *args, **kwargs)
+            self.latents.append(z.detach().float() * vae.config.scaling_factor)
+            self.raw.append(((out.sample.detach().float() + 1) / 2)[:, 0])
+            return out
+
+        vae.decode = tapped
+
+    def clear(self) -> None:
+        self.latents, self.raw = [], []
+
+    def take(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The first n images' latents and unclamped outputs since the last take (a padded pass adds rows)."""
+        import torch
+
+        latents, raw = torch.cat(self.latents)[:n], torch.cat(self.raw)[:n]
+        self.clear()
+        return latents.numpy(), raw.numpy()
+
+    def close(self) -> None:
+        del self.vae.decode
+
+
+def held_out_by_contrast(data: Path, n: int, per_contrast: int, seed: int):
+    """{contrast: (row numbers in `evaluate --n N`'s sample, captions, slices)} of the test split."""
+    import pandas as pd
+
+    from dallebrain.evaluation.features import load_slices
+    from dallebrain.evaluation.reference import sample_heldout
+
+    table = pd.read_parquet(data / "metadata.parquet")
+    heldout = sample_heldout(table, "test", n, seed, [])
+    out = {}
+    for contrast in CONTRASTS:
+        rows = np.flatnonzero(heldout["modality"].to_numpy() == contrast)[:per_contrast]
+        if len(rows):
+            part = heldout.iloc[rows]
+            out[contrast] = (rows, part["caption"].tolist(), load_slices(data, part["image_path"]))
+    return out
+
+
+def channel_std(latents: np.ndarray) -> np.ndarray:
+    return latents.transpose(1, 0, 2, 3).reshape(latents.shape[1], -1).std(axis=1)
+
+
+def measure(pipe, sets: dict, seed: int) -> list[dict]:
+    import torch
+
+    from dallebrain.evaluation.metrics import brain_values, top_share
+    from dallebrain.models.vae import decode_latents, encode_images
+
+    tap = DecoderTap(pipe.vae)
+    rows = []
+    try:
+        for contrast, (numbers, prompts, real) in sets.items():
+            seeds = [seed + int(i) for i in numbers]
+            with torch.no_grad():
+                real_latents = encode_images(pipe.vae, torch.as_tensor(real)[:, None])
+                recon = decode_latents(pipe.vae, real_latents)[:, 0].float().numpy()
+            tap.clear()  # the reconstruction went through the decoder too
+            real_std = channel_std(real_latents.float().numpy())
+            row = {"contrast": contrast, "n": len(real),
+                   "real": (top_share(real), float(np.median(brain_values(real)))),
+                   "reconstruction": (top_share(recon), float(np.median(brain_values(recon))))}
+            for name, guidance, attribute in (("default", None, None), ("no guidance", 1.0, 1.0)):
+                pipe.attribute_guidance = attribute
+                kwargs = {} if guidance is None else {"guidance": guidance}
+                images = pipe.sample(prompts, seeds, **kwargs)
+                latents, raw = tap.take(len(images))
+                brain = raw[images > 0.05]
+                row[name] = (top_share(images), float(np.median(brain_values(images))),
+                             float(np.percentile(brain, 99)), channel_std(latents) / real_std)
+            rows.append(row)
+    finally:
+        pipe.attribute_guidance = None
+        tap.close()
+    return rows
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = ["| contrast (n) | brain >= 0.99: real / reconstruction / default / no guidance | median brain: real / "
+             "default / no guidance | unclamped 99th pct: default / no guidance | latent std / real, per channel: "
+             "default; no guidance |", "|---|---|---|---|---|"]
+    for r in rows:
+        d, g = r["default"], r["no guidance"]
+        lines.append(f"| {r['contrast']} ({r['n']}) | {r['real'][0]:.3f} / {r['reconstruction'][0]:.3f} / "
+                     f"{d[0]:.3f} / {g[0]:.3f} | {r['real'][1]:.3f} / {d[1]:.3f} / {g[1]:.3f} | {d[2]:.3f} / "
+                     f"{g[2]:.3f} | {' '.join(f'{v:.2f}' for v in d[3])}; {' '.join(f'{v:.2f}' for v in g[3])} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, required=True, help="a prepared data set with a test split")
+    parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")
+    parser.add_argument("--per-contrast", type=int, default=16)
+    parser.add_argument("--n", type=int, default=256, help="evaluate's --n: its held-out sample, taken from")
+    parser.add_argument("--seed", type=int, default=0, help="evaluate's seed: held-out sample and seed + row")
+    args = parser.parse_args(argv)
+    if not (args.data / "metadata.parquet").is_file():
+        print(f"error: {args.data} is not a prepared data set (no metadata.parquet)", file=sys.stderr)
+        return 2
+    if args.per_contrast < 2:
+        print(f"error: --per-contrast must be at least 2, got {args.per_contrast}", file=sys.stderr)
+        return 2
+    from dallebrain.api import default_model, load_pipeline
+
+    sets = held_out_by_contrast(args.data, args.n, args.per_contrast, args.seed)
+    if not sets:
+        print(f"error: {args.data} has no test-split slices of {', '.join(CONTRASTS)}", file=sys.stderr)
+        return 2
+    pipe = load_pipeline(args.model or default_model())
+    print(markdown(measure(pipe, sets, args.seed)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

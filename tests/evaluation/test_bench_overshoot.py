@@ -1,0 +1,58 @@
+"""benchmarks/bench_overshoot.py on a tiny pipeline: the decoder tap sees exactly what the pipeline decodes (the
+clamped image is its unclamped output clamped), it leaves the VAE as it found it, and the rows carry the held-out
+slices' own numbers."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_overshoot
+        yield bench_overshoot
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_the_tap_records_the_unclamped_output_of_every_generated_slice(bench, tiny_pipeline):
+    from dallebrain.api import load_pipeline
+
+    pipe = load_pipeline(tiny_pipeline)
+    tap = bench.DecoderTap(pipe.vae)
+    images = pipe.sample(["axial T1-weighted MRI slice", "coronal FLAIR MRI slice"], [3, 4], steps=2)
+    latents, raw = tap.take(len(images))
+    tap.close()
+    assert raw.shape == images.shape and latents.shape[0] == 2 and latents.shape[1] == pipe.vae.config.latent_channels
+    assert np.allclose(np.clip(raw, 0, 1), images, atol=1e-5)  # the pipeline's slices are the tap's, clamped
+    assert "decode" not in vars(pipe.vae)  # closed: the class's decode again
+    assert tap.latents == [] and tap.raw == []
+
+
+def test_rows_per_contrast_carry_the_real_slices_numbers(bench, tiny_pipeline, tiny_prepared):
+    from dallebrain.api import load_pipeline
+    from dallebrain.evaluation.metrics import top_share
+
+    sets = bench.held_out_by_contrast(tiny_prepared, 8, 2, 0)
+    assert sets and all(len(real) <= 2 for _, _, real in sets.values())
+    rows = bench.measure(load_pipeline(tiny_pipeline), sets, 0)
+    assert [r["contrast"] for r in rows] == list(sets)
+    for row in rows:
+        real = sets[row["contrast"]][2]
+        assert row["real"][0] == top_share(real)
+        for name in ("default", "no guidance"):
+            share, median, p99, std_ratio = row[name]
+            assert 0 <= share <= 1 and 0 <= median <= 1 and np.isfinite(p99)
+            assert std_ratio.shape == (4,) and (std_ratio > 0).all()
+    assert "| contrast (n) |" in bench.markdown(rows)
+
+
+def test_a_folder_that_is_not_prepared_is_refused_in_one_line(bench, tmp_path, capsys):
+    assert bench.main(["--data", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.count("\n") == 1

@@ -1,5 +1,7 @@
-"""Why synthetic PD-weighted (and FLAIR) slices clip white: per contrast, the share of brain pixels at the top of
-the range, the decoder's unclamped output and the spread of the sampled latents, against real held-out slices.
+"""Why synthetic slices clip white, per contrast: clipped brain share, unclamped output and latent spread.
+
+Per contrast, the share of brain pixels at the top of the range, the decoder's unclamped output and the spread of
+the sampled latents, against real held-out slices (measured: PD-weighted and FLAIR slices overshoot).
 
     python benchmarks/bench_overshoot.py --data PREPARED [--model MODEL] [--per-contrast 16] [--n 256]
 
@@ -132,16 +134,23 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.data / "metadata.parquet").is_file():
         print(f"error: {args.data} is not a prepared data set (no metadata.parquet)", file=sys.stderr)
         return 2
+    if args.n < 2:
+        print(f"error: --n must be at least 2, got {args.n}", file=sys.stderr)
+        return 2
     if args.per_contrast < 2:
         print(f"error: --per-contrast must be at least 2, got {args.per_contrast}", file=sys.stderr)
         return 2
     from dallebrain.api import default_model, load_pipeline
 
-    sets = held_out_by_contrast(args.data, args.n, args.per_contrast, args.seed)
+    try:
+        sets = held_out_by_contrast(args.data, args.n, args.per_contrast, args.seed)
+        pipe = load_pipeline(args.model or default_model())
+    except ValueError as error:  # no test split, a folder that is not a model: what the loaders say, in one line
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     if not sets:
         print(f"error: {args.data} has no test-split slices of {', '.join(CONTRASTS)}", file=sys.stderr)
         return 2
-    pipe = load_pipeline(args.model or default_model())
     print(markdown(measure(pipe, sets, args.seed)))
     return 0
 

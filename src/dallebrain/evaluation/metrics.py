@@ -144,7 +144,7 @@ def intensity_histogram(images, bins: int = 64, threshold: float = BRAIN_THRESHO
 def top_share(images, top: float = 0.99, threshold: float = BRAIN_THRESHOLD) -> float:
     """Share of brain pixels at the top of the [0, 1] range (>= `top`): the clipped, flat-white part of a slice.
     The decoder's output is clamped to [0, 1], so a generator that overshoots shows here, and only blurrily in
-    the histogram distances (measured: synthetic PD-weighted slices had 23 % of their brain at the clip)."""
+    the histogram distances (measured: 16-22 % of synthetic PD-weighted brain at the clip, under 2 % of real)."""
     values = brain_values(images, threshold)
     return float((values >= top).mean()) if values.size else 0.0
 

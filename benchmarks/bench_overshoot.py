@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-CONTRASTS = ("T1w", "T2w", "PDw", "FLAIR")
+from dallebrain.vocab import MODALITIES as CONTRASTS
 
 
 class DecoderTap:
@@ -80,10 +80,11 @@ def channel_std(latents: np.ndarray) -> np.ndarray:
 def measure(pipe, sets: dict, seed: int) -> list[dict]:
     import torch
 
-    from dallebrain.evaluation.metrics import brain_values, top_share
+    from dallebrain.evaluation.metrics import BRAIN_THRESHOLD, brain_values, top_share
     from dallebrain.models.vae import decode_latents, encode_images
 
     tap = DecoderTap(pipe.vae)
+    asked = pipe.attribute_guidance  # set back afterwards: "default" is whatever the pipeline was given
     rows = []
     try:
         for contrast, (numbers, prompts, real) in sets.items():
@@ -96,17 +97,17 @@ def measure(pipe, sets: dict, seed: int) -> list[dict]:
             row = {"contrast": contrast, "n": len(real),
                    "real": (top_share(real), float(np.median(brain_values(real)))),
                    "reconstruction": (top_share(recon), float(np.median(brain_values(recon))))}
-            for name, guidance, attribute in (("default", None, None), ("no guidance", 1.0, 1.0)):
+            for name, guidance, attribute in (("default", None, asked), ("no guidance", 1.0, 1.0)):
                 pipe.attribute_guidance = attribute
                 kwargs = {} if guidance is None else {"guidance": guidance}
                 images = pipe.sample(prompts, seeds, **kwargs)
                 latents, raw = tap.take(len(images))
-                brain = raw[images > 0.05]
+                brain = raw[images > BRAIN_THRESHOLD]
                 row[name] = (top_share(images), float(np.median(brain_values(images))),
                              float(np.percentile(brain, 99)), channel_std(latents) / real_std)
             rows.append(row)
     finally:
-        pipe.attribute_guidance = None
+        pipe.attribute_guidance = asked
         tap.close()
     return rows
 

@@ -41,7 +41,10 @@ def test_rows_per_contrast_carry_the_real_slices_numbers(bench, tiny_pipeline, t
 
     sets = bench.held_out_by_contrast(tiny_prepared, 8, 2, 0)
     assert sets and all(len(real) <= 2 for _, _, real in sets.values())
-    rows = bench.measure(load_pipeline(tiny_pipeline), sets, 0)
+    pipe = load_pipeline(tiny_pipeline)
+    pipe.attribute_guidance = 3.0
+    rows = bench.measure(pipe, sets, 0)
+    assert pipe.attribute_guidance == 3.0  # the pipeline's own setting back, not reset to the model's
     assert [r["contrast"] for r in rows] == list(sets)
     for row in rows:
         real = sets[row["contrast"]][2]

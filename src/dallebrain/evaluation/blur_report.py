@@ -130,8 +130,9 @@ def summary_lines(metrics: dict) -> list[str]:
 def html_section(metrics: dict, table_html) -> str:
     if "targets" not in metrics:
         return ""
-    return "\n".join(["<h2>Where blur comes from</h2>", table_html(*targets_table(metrics), left=1),
-                      table_html(*sharpness_table(metrics), left=1),
-                      f"<p class='note'>{html.escape(SHARPNESS_NOTE)}</p>",
-                      *((table_html(*texture, left=1), f"<p class='note'>{html.escape(TEXTURE_NOTE)}</p>")
-                        if (texture := texture_table(metrics)) else ())])
+    parts = ["<h2>Where blur comes from</h2>", table_html(*targets_table(metrics), left=1),
+             table_html(*sharpness_table(metrics), left=1), f"<p class='note'>{html.escape(SHARPNESS_NOTE)}</p>"]
+    texture = texture_table(metrics)
+    if texture:
+        parts += [table_html(*texture, left=1), f"<p class='note'>{html.escape(TEXTURE_NOTE)}</p>"]
+    return "\n".join(parts)

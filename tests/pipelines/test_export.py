@@ -54,6 +54,33 @@ def test_release_folder_records_names_and_hashes_not_paths(tiny_pipeline, tiny_p
         assert "_name_or_path" not in text and str(tmp_path.parent) not in text, path.name
 
 
+def test_a_released_leak_table_is_the_same_table_in_fp16(tiny_pipeline, tmp_path, monkeypatch):
+    """release_folder stores every float tensor as fp16 and keeps each file's metadata: the leak table's group
+    keys live there, and without them the released model would not load."""
+    import numpy as np
+    import pandas as pd
+
+    from dallebrain.data.prompts import parse_prompt
+    from dallebrain.pipelines import leak_table as LT
+    from dallebrain.pipelines.export import release_folder
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_pipeline, model, ignore=shutil.ignore_patterns("checkpoints", "cache"))
+    unet = json.loads((model / "unet" / "config.json").read_text())
+    c, side = unet["in_channels"], unet["sample_size"]
+    rows = pd.DataFrame({"orientation": "axial", "modality": ["T1w", "FLAIR"] * 4, "slice_mm": 20.0,
+                         "age": np.linspace(20, 80, 8), "sex": ["F", "M"] * 4,
+                         "subject_id": [f"s{i}" for i in range(8)]})
+    monkeypatch.setattr(LT, "MIN_SUBJECTS", 1)
+    LT.fit_leak_table(torch.randn(8, c, side, side, generator=torch.Generator().manual_seed(0)), rows).save(
+        model / LT.FILENAME)
+    release = release_folder(model, tmp_path / "release")
+    before, after = (LT.load_leak_table(folder / LT.FILENAME, c, side) for folder in (model, release))
+    assert after.keys == before.keys
+    fields = parse_prompt("axial FLAIR slice of a healthy 70-year-old man")
+    torch.testing.assert_close(after.start_mean(fields), before.start_mean(fields), atol=2e-3, rtol=2e-3)
+
+
 def test_a_stock_client_starts_where_ours_does_with_the_exported_leak_table(tiny_pipeline, tmp_path, monkeypatch):
     """README "Stock clients": the export carries the leak table, and `stock_start_latents` gives a stock
     StableDiffusionPipeline exactly the first UNet input our pipeline would start from for that prompt."""

@@ -140,9 +140,40 @@ def test_resume_without_flag_is_refused(tiny_prepared, tiny_vae, tiny_pipeline):
                   str(CONFIGS / "ldm.tiny.json"), "--no-progress"])
 
 
+def test_a_v_prediction_ldm_trains_on_velocity_and_exports_its_scheduler(tiny_prepared, tiny_vae, tmp_path):
+    """prediction_type=v_prediction: the training loss targets the velocity, and the exported scheduler (ours
+    and a stock diffusers client read the same file) samples with it, so generation reads the UNet's output
+    as what it was trained to predict."""
+    from diffusers import DPMSolverMultistepScheduler
+
+    from dallebrain.data.dataset import SliceDataset
+    from dallebrain.pipelines.text2mri import Text2MRIPipeline
+
+    config = load_config(ldm.LdmTrainConfig, CONFIGS / "ldm.tiny.json", ["prediction_type=v_prediction"])
+    stage = ldm.LdmStage(config, SliceDataset(tiny_prepared, "train", max_rows=8, seed=0), tiny_vae, None,
+                         tmp_path, progress=False)
+    assert stage.noise.config.prediction_type == "v_prediction"
+    ldm.main(["--data", str(tiny_prepared), "--out", str(tmp_path), "--vae", str(tiny_vae), "--config",
+              str(CONFIGS / "ldm.tiny.json"), "--no-progress", "--max-steps", "2", "--set",
+              "prediction_type=v_prediction"])
+    written = json.loads((tmp_path / "scheduler" / "scheduler_config.json").read_text())
+    assert written["prediction_type"] == "v_prediction" and written["algorithm_type"] == "dpmsolver++"
+    assert DPMSolverMultistepScheduler.from_pretrained(tmp_path / "scheduler").config.prediction_type == "v_prediction"
+    pipe = Text2MRIPipeline.from_pretrained(tmp_path)
+    assert pipe.scheduler_config["prediction_type"] == "v_prediction"
+    images = pipe("axial T1-weighted MRI slice", n=1, seed=0, steps=3).images
+    assert images.shape == (1, 64, 64) and np.isfinite(images).all()
+
+
+def test_an_epsilon_ldm_exports_an_epsilon_scheduler(tiny_pipeline):
+    written = json.loads((tiny_pipeline / "scheduler" / "scheduler_config.json").read_text())
+    assert written["prediction_type"] == "epsilon"
+
+
 @pytest.mark.parametrize("setting, message", [("block_out_channels=[8,16]", "now unet.block_out_channels"),
                                               ("unet.sample_size=8", "taken from the VAE"),
-                                              ("unet.layers_per_block=two", "unet.layers_per_block=two")])
+                                              ("unet.layers_per_block=two", "unet.layers_per_block=two"),
+                                              ("prediction_type=sample", "prediction_type must be one of")])
 def test_a_bad_architecture_setting_is_one_line_and_exit_2(setting, message, tmp_path):
     import subprocess
     import sys

@@ -108,14 +108,21 @@ def load_matching_weights(unet, folder) -> tuple[int, list[str]]:
     return len(shared), [k for k in own if k not in shared]
 
 
-def noise_scheduler_config() -> dict:
-    """The training noise schedule (Stable Diffusion's scaled-linear betas, epsilon prediction); every
-    sampler is built from it so training and sampling agree."""
+# what the UNet predicts: the noise (Stable Diffusion 1.x), or the velocity sqrt(a) noise - sqrt(1 - a) latent
+# (Salimans & Ho 2022; Stable Diffusion 2.x "-v"), whose clean-latent estimate at high noise is not the noise
+# prediction's error amplified 1 / sqrt(a) ~ 15x (BENCHMARKS.md "Why PD-weighted slices clip white")
+PREDICTION_TYPES = ("epsilon", "v_prediction")
+
+
+def noise_scheduler_config(prediction_type: str = "epsilon") -> dict:
+    """The training noise schedule (Stable Diffusion's scaled-linear betas) for a UNet predicting
+    `prediction_type`; every sampler is built from it so training and sampling agree. ValueError (one line)
+    for a prediction type not in PREDICTION_TYPES."""
+    if prediction_type not in PREDICTION_TYPES:
+        raise ValueError(f"prediction_type must be one of {', '.join(PREDICTION_TYPES)}, got {prediction_type!r}")
     return {"num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012,
-            "beta_schedule": "scaled_linear", "prediction_type": "epsilon", "clip_sample": False,
+            "beta_schedule": "scaled_linear", "prediction_type": prediction_type, "clip_sample": False,
             "set_alpha_to_one": False, "steps_offset": 1, "timestep_spacing": "leading"}
-
-
 
 
 def make_scheduler(sampler: str = "dpm", base_config: dict | None = None):

@@ -78,11 +78,14 @@ def copy_component(folder: Path, name: str, source: Path) -> Path:
 
 
 def write_ldm_pipeline(folder: Path, unet, vae, text_encoder, tokenizer, clip_dir: Path | None = None,
-                       info: dict | None = None, compact_text_encoder: bool = False, leak_table=None) -> Path:
+                       info: dict | None = None, compact_text_encoder: bool = False, leak_table=None,
+                       scheduler_config: dict | None = None) -> Path:
     """The text-to-image folder: loads with our Text2MRIPipeline and with stock StableDiffusionPipeline
     (after `dallebrain export` when the text encoder is compact). leak_table: the per-prompt start means
     (pipelines/leak_table.py), or None (a table left from an earlier export is removed: it belongs to other
-    training data)."""
+    training data). scheduler_config: the noise schedule the UNet was trained with (models/unet.py
+    noise_scheduler_config; default: epsilon prediction), written as the folder's DPM-Solver++ scheduler so our
+    pipeline and a stock one sample with the UNet's own prediction type."""
     import diffusers
 
     from dallebrain.data.io import write_json_atomic
@@ -94,7 +97,7 @@ def write_ldm_pipeline(folder: Path, unet, vae, text_encoder, tokenizer, clip_di
     write_component(folder, "vae", lambda t: vae.save_pretrained(t, safe_serialization=True))
     write_component(folder, "text_encoder", lambda t: save_pipeline_text_encoder(text_encoder, t, compact_text_encoder))
     write_component(folder, "tokenizer", lambda t: tokenizer.save_pretrained(t))
-    write_component(folder, "scheduler", lambda t: make_scheduler("dpm").save_pretrained(t))
+    write_component(folder, "scheduler", lambda t: make_scheduler("dpm", scheduler_config).save_pretrained(t))
     if clip_dir is not None:
         copy_component(folder, "clip", clip_dir)
     write_json_atomic(folder / "model_index.json", {**MODEL_INDEX, "_diffusers_version": diffusers.__version__})
@@ -157,6 +160,7 @@ def release_folder(model: Path, out: Path, fp16: bool = True) -> Path:
     (loaders upcast them to the model's float32), a sha256 list of the files."""
     import hashlib
 
+    from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
     from dallebrain.data.io import write_json_atomic
@@ -177,8 +181,10 @@ def release_folder(model: Path, out: Path, fp16: bool = True) -> Path:
     if fp16:
         for path in out.rglob("*.safetensors"):
             tensors = load_file(path)
+            with safe_open(path, "pt") as f:  # the file's metadata stays (the leak table's group keys live there)
+                metadata = f.metadata()
             half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
-            save_file(half, path)
+            save_file(half, path, metadata=metadata)
     sums = {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(out.rglob("*")) if p.is_file()}
     write_json_atomic(out / "SHA256SUMS.json", sums)

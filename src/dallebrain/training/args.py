@@ -45,5 +45,7 @@ def stage_config(stage_cls, config_cls, args: argparse.Namespace):
     from dallebrain.training.config import check_compile, load_config
 
     config = load_config(config_cls, args.config, overrides_of(args))
+    if hasattr(config, "check"):  # a stage's own refusals of a setting's value (LdmTrainConfig.prediction_type)
+        config.check()
     check_compile(config, stage_cls.name, stage_cls.compilable, torch.cuda.is_available())
     return config

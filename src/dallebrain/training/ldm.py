@@ -39,9 +39,16 @@ class LdmTrainConfig(TrainConfig):
     phrasings: int = 2  # cached caption phrasings per slice (the canonical one first)
     max_rows: int = 0  # cache at most this many training slices (0: all)
     snr_gamma: float = 5.0  # min-SNR loss weighting (Hang et al. 2023); 0 disables
+    # "epsilon" or "v_prediction" (models/unet.py PREDICTION_TYPES); written into the exported scheduler. A UNet
+    # trained on one can be fine-tuned to the other with init_from (Stable Diffusion 2's -v models were)
+    prediction_type: str = "epsilon"
     ema_decay: float = 0.999  # exponential moving average of the weights (0: none)
     compact_text_encoder: bool = False  # store only the text-encoder weights that differ from MiniLM
     sample_steps: int = 20
+
+    def check(self) -> None:
+        """ValueError (one line) for a setting value no run can use; called before any data is read."""
+        noise_scheduler_config(self.prediction_type)
 
 
 def unet_config_of(config: LdmTrainConfig, latent_channels: int, sample_size: int) -> UnetConfig:
@@ -77,6 +84,7 @@ class LdmStage(Stage):
         from dallebrain.training.cache import build_latent_cache
 
         self.config, self.dataset, self.clip_dir, self.out_dir = config, dataset, clip_dir, Path(out_dir)
+        self.scheduler_config = noise_scheduler_config(config.prediction_type)  # a bad value: refused before any work
         self.vae = load_vae(vae_dir).eval()
         self.text_encoder, self.tokenizer = load_conditioning(clip_dir)
         self.cache = build_latent_cache(dataset, self.vae, self.text_encoder, self.tokenizer,
@@ -96,7 +104,7 @@ class LdmStage(Stage):
         # ground truth from metadata.parquet, never re-parsed from the captions
         self.attributes = features_batch(table_attributes(dataset.table)) if config.unet.attributes else None
         self.ema = ema_copy(self.unet, config.ema_decay)
-        self.noise = DDPMScheduler.from_config(noise_scheduler_config())
+        self.noise = DDPMScheduler.from_config(self.scheduler_config)
         self.images_per_step = config.batch_size
 
     def setup(self, accelerator) -> None:
@@ -141,7 +149,7 @@ class LdmStage(Stage):
         from dallebrain.pipelines.text2mri import Text2MRIPipeline
 
         pipe = Text2MRIPipeline(self.vae, self.text_encoder, self.tokenizer, self.final_unet().eval(),
-                                noise_scheduler_config())
+                                self.scheduler_config)
         pipe.latent_mean = torch.tensor(self.latent_mean)  # the training samples start as generate's do
         pipe.leak_table = self.leak_table
         return pipe
@@ -167,7 +175,8 @@ class LdmStage(Stage):
                                "subjects": int(self.dataset.table["subject_id"].nunique())},
                 "ldm_steps": self.config.max_steps, "sampling": {"latent_mean": self.latent_mean}}
         write_ldm_pipeline(Path(out_dir), self.final_unet(), self.vae, self.text_encoder, self.tokenizer,
-                           self.clip_dir, info, self.config.compact_text_encoder, self.leak_table)
+                           self.clip_dir, info, self.config.compact_text_encoder, self.leak_table,
+                           self.scheduler_config)
 
 
 def main(argv: list[str] | None = None) -> dict:

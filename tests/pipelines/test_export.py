@@ -54,15 +54,13 @@ def test_release_folder_records_names_and_hashes_not_paths(tiny_pipeline, tiny_p
         assert "_name_or_path" not in text and str(tmp_path.parent) not in text, path.name
 
 
-def test_a_released_leak_table_is_the_same_table_in_fp16(tiny_pipeline, tmp_path, monkeypatch):
-    """release_folder stores every float tensor as fp16 and keeps each file's metadata: the leak table's group
-    keys live there, and without them the released model would not load."""
+def _model_with_leak_table(tiny_pipeline, tmp_path, monkeypatch, offset: float = 0.0):
+    """A copy of the tiny pipeline with a leak table fitted on 8 seeded random latents (+ offset) of 8 axial
+    slices: (folder, latent channels, latent side)."""
     import numpy as np
     import pandas as pd
 
-    from dallebrain.data.prompts import parse_prompt
     from dallebrain.pipelines import leak_table as LT
-    from dallebrain.pipelines.export import release_folder
 
     model = tmp_path / "model"
     shutil.copytree(tiny_pipeline, model, ignore=shutil.ignore_patterns("checkpoints", "cache"))
@@ -71,9 +69,21 @@ def test_a_released_leak_table_is_the_same_table_in_fp16(tiny_pipeline, tmp_path
     rows = pd.DataFrame({"orientation": "axial", "modality": ["T1w", "FLAIR"] * 4, "slice_mm": 20.0,
                          "age": np.linspace(20, 80, 8), "sex": ["F", "M"] * 4,
                          "subject_id": [f"s{i}" for i in range(8)]})
+    latents = torch.randn(8, c, side, side, generator=torch.Generator().manual_seed(0)) + offset
     monkeypatch.setattr(LT, "MIN_SUBJECTS", 1)
-    LT.fit_leak_table(torch.randn(8, c, side, side, generator=torch.Generator().manual_seed(0)), rows).save(
-        model / LT.FILENAME)
+    LT.fit_leak_table(latents, rows).save(model / LT.FILENAME)
+    return model, c, side
+
+
+def test_a_released_leak_table_is_the_same_table_in_fp16(tiny_pipeline, tmp_path, monkeypatch):
+    """release_folder stores every float tensor as fp16 and keeps each file's metadata: the leak table's group
+    keys live there, and without them the released model would not load."""
+
+    from dallebrain.data.prompts import parse_prompt
+    from dallebrain.pipelines import leak_table as LT
+    from dallebrain.pipelines.export import release_folder
+
+    model, c, side = _model_with_leak_table(tiny_pipeline, tmp_path, monkeypatch)
     release = release_folder(model, tmp_path / "release")
     before, after = (LT.load_leak_table(folder / LT.FILENAME, c, side) for folder in (model, release))
     assert after.keys == before.keys
@@ -84,24 +94,13 @@ def test_a_released_leak_table_is_the_same_table_in_fp16(tiny_pipeline, tmp_path
 def test_a_stock_client_starts_where_ours_does_with_the_exported_leak_table(tiny_pipeline, tmp_path, monkeypatch):
     """README "Stock clients": the export carries the leak table, and `stock_start_latents` gives a stock
     StableDiffusionPipeline exactly the first UNet input our pipeline would start from for that prompt."""
-    import numpy as np
-    import pandas as pd
     from diffusers import StableDiffusionPipeline
 
     from dallebrain.data.prompts import parse_prompt
     from dallebrain.pipelines import leak_table as LT
     from dallebrain.pipelines.signal_leak import start_latents
 
-    model = tmp_path / "model"
-    shutil.copytree(tiny_pipeline, model, ignore=shutil.ignore_patterns("checkpoints", "cache"))
-    unet = json.loads((model / "unet" / "config.json").read_text())
-    c, side = unet["in_channels"], unet["sample_size"]
-    rows = pd.DataFrame({"orientation": "axial", "modality": ["T1w", "FLAIR"] * 4, "slice_mm": 20.0,
-                         "age": np.linspace(20, 80, 8), "sex": ["F", "M"] * 4,
-                         "subject_id": [f"s{i}" for i in range(8)]})
-    latents = torch.randn(8, c, side, side, generator=torch.Generator().manual_seed(0)) + 1.5
-    monkeypatch.setattr(LT, "MIN_SUBJECTS", 1)
-    LT.fit_leak_table(latents, rows).save(model / LT.FILENAME)
+    model, c, side = _model_with_leak_table(tiny_pipeline, tmp_path, monkeypatch, offset=1.5)
     out = tmp_path / "stock"
     assert run_cli("export", "--model", model, "--out", out).returncode == 0
     assert (out / LT.FILENAME).is_file()

@@ -16,10 +16,11 @@ timing a few steps). The stage's start-up (loading, the LDM's latent cache) is o
 keeps a margin for it.
 
 The LDM gets the attribute path from step 0 with the dropouts that made the CPU fine-tune listen
-(recipes/attribute_finetune.py: attribute_dropout 0.1, caption_only_dropout 0.3), and the shipped sampling
-default (attribute guidance 6). With --sharpen-vae the release's VAE is the sharpened one (the same encoder, so
-the same latents); off by default: on the CPU model it reconstructed better but made the LDM's slices score
-slightly worse (README "Where blur comes from").
+(recipes/attribute_finetune.py: attribute_dropout 0.1, caption_only_dropout 0.3), predicts the velocity as the
+shipped UNet does (recipes/v_prediction_finetune.py), and the shipped sampling default (attribute guidance 6).
+With --sharpen-vae the release's VAE is the sharpened one (the same encoder, so the same latents); off by default:
+on the CPU model it reconstructed better but made the LDM's slices score slightly worse (README "Where blur comes
+from").
 `--configs tiny --minutes 3` runs the whole chain on a CPU (a slow test does so).
 """
 
@@ -51,8 +52,10 @@ LANES = {
     "unclip": (("clip", 0.3), ("prior", 0.3), ("decoder", 0.4)),
     "sharpen": (("sharpen", 1.0),),
 }
+# v-prediction: with noise prediction PD-weighted slices came out with clipped white patches, born in the first
+# sampling steps (BENCHMARKS.md, "Where in sampling the white patches appear"); the CPU model was fine-tuned to it
 LDM_SETTINGS = ["unet.attributes=true", "attribute_dropout=0.1", "caption_only_dropout=0.3",
-                "compact_text_encoder=true"]
+                "compact_text_encoder=true", "prediction_type=v_prediction"]
 
 
 class Clock:

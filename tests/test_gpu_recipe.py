@@ -90,6 +90,8 @@ def test_gpu_recipe_trains_every_stage_and_packs_a_model_that_generates(tmp_path
     model = recipe.main(["unpack", str(out), "--into", str(tmp_path / "model")])
     info = json.loads((model / "dallebrain.json").read_text())
     assert info["sampling"] == recipe.SAMPLING and "vae_sharpened" in info
+    scheduler = json.loads((model / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["prediction_type"] == "v_prediction"
     # the sharpened decoder is the release's VAE, its encoder the one the LDM was trained on
     from safetensors.torch import load_file
 

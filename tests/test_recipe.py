@@ -44,3 +44,45 @@ def test_attribute_recipe_refuses_an_attribute_conditioned_base(tiny_pipeline, t
                             timeout=120)
     assert result.returncode != 0 and "already attribute-conditioned" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "w").exists()
+
+
+def _v_recipe():
+    spec = importlib.util.spec_from_file_location("v_recipe", ROOT / "recipes" / "v_prediction_finetune.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    return recipe
+
+
+def test_v_prediction_recipe_replaces_only_the_unet_and_its_scheduler(tiny_pipeline, tiny_prepared, tmp_path):
+    """The fine-tune starts from the noise-predicting base, and the release is the base with a velocity-predicting
+    UNet whose scheduler says so; the VAE and the rest are the base's, and the stage is recorded."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_pipeline, base, ignore=shutil.ignore_patterns("checkpoints", "cache"))
+    release = _v_recipe().main(["--work", str(tmp_path / "w"), "--base", str(base), "--data", str(tiny_prepared),
+                                "--configs", "tiny", "--steps", "2", "--set", "max_rows=64", "--set", "compile=false",
+                                *[a for s in ("warmup_steps=1", "learning_rate=1e-2", "ema_decay=0.5")
+                                  for a in ("--set", s)]])  # two steps that move the weights
+    scheduler = json.loads((release / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["prediction_type"] == "v_prediction"
+    weights = "diffusion_pytorch_model.safetensors"
+    tuned, start = load_file(release / "unet" / weights), load_file(base / "unet" / weights)
+    assert tuned.keys() == start.keys()
+    assert any(not np.allclose(tuned[k].float().numpy(), start[k].float().numpy(), atol=1e-3) for k in tuned)
+    vae, base_vae = load_file(release / "vae" / weights), load_file(base / "vae" / weights)
+    assert all(np.array_equal(vae[k].numpy(), base_vae[k].half().numpy()) for k in vae)
+    info = json.loads((release / "dallebrain.json").read_text())
+    stage = info["prediction_stage"]
+    assert stage["steps"] == 2 and "prediction_type=v_prediction" in stage["settings"]
+    from dallebrain.api import load_pipeline
+
+    result = load_pipeline(release, device="cpu")("axial T1-weighted brain MRI", n=1, steps=2)
+    assert np.isfinite(result.images).all()
+    # a release that already predicts v is refused as a base, in one line, before any work
+    again = subprocess.run([sys.executable, str(ROOT / "recipes" / "v_prediction_finetune.py"), "--work",
+                            str(tmp_path / "w2"), "--base", str(release)], capture_output=True, text=True, timeout=120)
+    assert again.returncode != 0 and "already predicts v_prediction" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1 and not (tmp_path / "w2").exists()

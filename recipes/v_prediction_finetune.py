@@ -1,0 +1,100 @@
+"""The recipe of the shipped LDM's velocity-predicting UNet: model v2's noise-predicting UNet fine-tuned to
+predict v (`prediction_type=v_prediction`), everything else in the folder kept (VAE, text encoder, Brain-CLIP,
+the unCLIP prior and decoder, the leak table).
+
+    python recipes/v_prediction_finetune.py --work /path/to/cache/v [--install]
+
+Why: with noise prediction the first sampling steps' clean estimate is 1.2-1.4x too wide at t = 999 and PD-weighted
+slices came out with white, clipped patches (BENCHMARKS.md, "Where in sampling the white patches appear"). A
+velocity target is well scaled at every noise level. One stage of STEPS steps (about 50 min on this 2-core CPU)
+on the same cohort as model v2 (120 simulated subjects, seed 0; recipes/attribute_finetune.py), starting from the
+shipped UNet (`init_from`): the attribute path and the caption dropouts stay as the last v2 stage had them.
+
+Every step is a `dallebrain` command; a killed run resumes (the cohort, the prepared set and the stage's
+checkpoints are kept in --work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes"))
+from shipped_model import run  # noqa: E402  (the recipes' one way of running a dallebrain command)
+
+SHIPPED = ROOT / "src" / "dallebrain" / "weights" / "default"
+STEPS = 2500
+# the LDM settings of the fine-tune (after init_from and max_steps): a shorter warm-up than from scratch, the
+# attribute and caption-only dropouts of the last v2 stage, an EMA short enough for 2500 steps
+SETTINGS = ["prediction_type=v_prediction", "learning_rate=3e-4", "warmup_steps=50", "ema_decay=0.998",
+            "attribute_dropout=0.1", "caption_only_dropout=0.3", "max_rows=32000", "phrasings=1",
+            "compact_text_encoder=true", "compile=true", "checkpoint_every=250", "log_every=25"]
+REPLACED = ("unet", "scheduler")  # what the fine-tune changes; the rest of the folder is the base's
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, required=True, help="working folder (cohort, data, run)")
+    parser.add_argument("--base", type=Path, default=SHIPPED, help="the noise-predicting model v2 to start from")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="a prepared set to train on (default: simulate and prepare v2's cohort in --work)")
+    parser.add_argument("--subjects", type=int, default=120)
+    parser.add_argument("--seed", type=int, default=0, help="cohort seed")
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--configs", default="cpu")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], help="more LDM settings, key=value")
+    parser.add_argument("--install", action="store_true", help="copy the result into the package as the default")
+    args = parser.parse_args(argv)
+    work, log = args.work, []
+    scheduler = json.loads((args.base / "scheduler" / "scheduler_config.json").read_text())
+    if scheduler.get("prediction_type", "epsilon") != "epsilon":
+        raise SystemExit(f"error: {args.base}'s UNet already predicts {scheduler['prediction_type']}: give the "
+                         "noise-predicting model v2 as --base")
+    data = args.data or work / "prepared"
+    if args.data is None:
+        cohort = work / "cohort"
+        if not (cohort / "participants.tsv").exists():
+            run(["data", "simulate", "--subjects", str(args.subjects), "--seed", str(args.seed), "--out",
+                 str(cohort), "--workers", str(args.workers)], log)
+        if not (data / "metadata.parquet").exists():
+            run(["data", "prepare", "--source", "simulated", "--input", str(cohort), "--out", str(data), "--size",
+                 "128", "--workers", str(args.workers)], log)
+    from dallebrain.training.checkpoint import holds_run
+
+    stage = work / "model_v"
+    if not (stage / "model_index.json").exists():
+        resume = ["--resume"] if holds_run(stage / "checkpoints") else []
+        sets = [f"init_from={args.base}", f"max_steps={args.steps}", *SETTINGS, *args.set]
+        run(["train", "ldm", "--data", str(data), "--vae", str(args.base / "vae"), "--out", str(stage),
+             "--config", str(ROOT / "configs" / f"ldm.{args.configs}.json"),
+             *[a for s in sets for a in ("--set", s)], *resume], log)
+    model = work / "model"  # the base with the fine-tuned UNet and its scheduler (which says what the UNet predicts)
+    shutil.rmtree(model, ignore_errors=True)
+    shutil.copytree(args.base, model)
+    for name in REPLACED:
+        shutil.rmtree(model / name)
+        shutil.copytree(stage / name, model / name)
+    from dallebrain.pipelines.export import release_folder, update_model_info
+
+    trained = json.loads((stage / "dallebrain.json").read_text()).get("trained_on")
+    update_model_info(model, {"prediction_stage": {"folder": stage.name, "steps": args.steps,
+                                                   "settings": [*SETTINGS, *args.set], "trained_on": trained}})
+    release = release_folder(model, work / "release")
+    (work / "recipe_log.json").write_text(json.dumps({"steps": args.steps, "log": log}, indent=2))
+    if args.install:
+        staging = SHIPPED.with_name("default.new")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(release, staging)
+        shutil.rmtree(SHIPPED)
+        staging.rename(SHIPPED)
+        print(f"installed as the package's default model: {SHIPPED}")
+    return release
+
+
+if __name__ == "__main__":
+    main()

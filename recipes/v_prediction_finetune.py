@@ -51,6 +51,10 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--install", action="store_true", help="copy the result into the package as the default")
     args = parser.parse_args(argv)
     work, log = args.work, []
+    if not (args.base / "scheduler" / "scheduler_config.json").is_file() or not (args.base / "unet").is_dir():
+        raise SystemExit(f"error: {args.base} is not a pipeline folder (no unet/ and scheduler/): give model v2")
+    if args.data is not None and not (args.data / "metadata.parquet").is_file():
+        raise SystemExit(f"error: {args.data} is not a prepared data set (no metadata.parquet)")
     scheduler = json.loads((args.base / "scheduler" / "scheduler_config.json").read_text())
     if scheduler.get("prediction_type", "epsilon") != "epsilon":
         raise SystemExit(f"error: {args.base}'s UNet already predicts {scheduler['prediction_type']}: give the "

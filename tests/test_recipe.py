@@ -86,3 +86,14 @@ def test_v_prediction_recipe_replaces_only_the_unet_and_its_scheduler(tiny_pipel
                             str(tmp_path / "w2"), "--base", str(release)], capture_output=True, text=True, timeout=120)
     assert again.returncode != 0 and "already predicts v_prediction" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1 and not (tmp_path / "w2").exists()
+
+
+@pytest.mark.parametrize("bad", ["base", "data"])
+def test_v_prediction_recipe_refuses_a_folder_that_is_not_what_it_needs(tiny_pipeline, tmp_path, bad):
+    """A base that is not a pipeline folder, or --data that is not a prepared set: one line, non-zero, nothing made."""
+    args = ["--base", str(tmp_path)] if bad == "base" else ["--base", str(tiny_pipeline), "--data", str(tmp_path)]
+    result = subprocess.run([sys.executable, str(ROOT / "recipes" / "v_prediction_finetune.py"), "--work",
+                             str(tmp_path / "w"), *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1
+    assert ("not a pipeline folder" if bad == "base" else "not a prepared data set") in result.stderr
+    assert not (tmp_path / "w").exists()

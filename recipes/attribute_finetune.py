@@ -31,9 +31,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
-from shipped_model import run  # noqa: E402  (the recipes' one way of running a dallebrain command)
+from shipped_model import SHIPPED, install, run, simulate_and_prepare  # noqa: E402  (the recipes' shared steps)
 
-SHIPPED = ROOT / "src" / "dallebrain" / "weights" / "default"
 KEPT = ("vae", "clip", "prior")  # copied from the base model unchanged
 DECODER_STEPS = 1000
 # the unCLIP decoder's retraining, after --data ("{base}", "{model}", "{root}" filled in)
@@ -66,13 +65,7 @@ def main(argv: list[str] | None = None) -> Path:
     if json.loads((args.base / "unet" / "config.json").read_text()).get("class_embed_type") == "projection":
         raise SystemExit(f"error: {args.base} is already attribute-conditioned: give the text-only v1 model as --base "
                          "(recipes/shipped_model.py --work W1, then W1/release)")
-    cohort, data = work / "cohort", work / "prepared"
-    if not (cohort / "participants.tsv").exists():
-        run(["data", "simulate", "--subjects", str(args.subjects), "--seed", str(args.seed), "--out", str(cohort),
-             "--workers", str(args.workers)], log)
-    if not (data / "metadata.parquet").exists():
-        run(["data", "prepare", "--source", "simulated", "--input", str(cohort), "--out", str(data), "--size", "128",
-             "--workers", str(args.workers)], log)
+    data = simulate_and_prepare(work, args.subjects, args.workers, log, seed=args.seed)
     from dallebrain.training.checkpoint import holds_run
 
     previous = args.base
@@ -114,13 +107,7 @@ def main(argv: list[str] | None = None) -> Path:
     (work / "recipe_log.json").write_text(json.dumps({"subjects": args.subjects, "steps": args.steps, "log": log},
                                                      indent=2))
     if args.install:
-        target = SHIPPED
-        staging = target.with_name("default.new")
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(release, staging)
-        shutil.rmtree(target)
-        staging.rename(target)
-        print(f"installed as the package's default model: {target}")
+        install(release)
     return release
 
 

@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / "src" / "dallebrain" / "weights" / "default"  # the package's default model
 
 
 def run(args: list[str], log: list, threads: int | None = None) -> None:
@@ -38,6 +39,32 @@ def run(args: list[str], log: list, threads: int | None = None) -> None:
     subprocess.run([sys.executable, "-m", "dallebrain.cli", *args], check=True, env=env)
     log.append({"command": "dallebrain " + " ".join(args), "seconds": round(time.time() - start, 1),
                 "threads": threads})
+
+
+def simulate_and_prepare(work: Path, subjects: int, workers: int, log: list, size: int = 128,
+                         seed: int | None = None) -> Path:
+    """The simulated cohort (work/cohort) and its prepared slices (work/prepared), each made only if missing."""
+    cohort, data = work / "cohort", work / "prepared"
+    if not (cohort / "participants.tsv").exists():
+        run(["data", "simulate", "--subjects", str(subjects), *(["--seed", str(seed)] if seed is not None else []),
+             "--out", str(cohort), "--workers", str(workers)], log)
+    if not (data / "metadata.parquet").exists():
+        run(["data", "prepare", "--source", "simulated", "--input", str(cohort), "--out", str(data),
+             "--size", str(size), "--workers", str(workers)], log)
+    return data
+
+
+def install(release: Path) -> Path:
+    """Make `release` the package's default model: copied beside it, then swapped in, so an interrupted copy never
+    leaves the package without a whole model."""
+    target = SHIPPED
+    staging = target.with_name("default.new")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(release, staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    print(f"installed as the package's default model: {target}")
+    return target
 
 
 def stage(name: str, out: Path, args: list[str], configs: str, log: list, done_marker: str = "config.json",
@@ -105,13 +132,8 @@ def main(argv: list[str] | None = None) -> Path:
                         help="VAE + LDM on the pretrained MiniLM only (no brain CLIP, no unCLIP): a CPU-sized run")
     args = parser.parse_args(argv)
     work, log = args.work, []
-    cohort, data, runs, model = work / "cohort", work / "prepared", work / "runs", work / "model"
-    if not (cohort / "participants.tsv").exists():
-        run(["data", "simulate", "--subjects", str(args.subjects), "--out", str(cohort),
-             "--workers", str(args.workers)], log)
-    if not (data / "metadata.parquet").exists():
-        run(["data", "prepare", "--source", "simulated", "--input", str(cohort), "--out", str(data),
-             "--size", str(args.size), "--workers", str(args.workers)], log)
+    runs, model = work / "runs", work / "model"
+    data = simulate_and_prepare(work, args.subjects, args.workers, log, size=args.size)
     d = ["--data", str(data)]
     threads = max(1, (os.cpu_count() or 2) // args.lanes) if args.lanes > 1 else None
     vae, clip = ["--vae", str(runs / "vae")], ["--clip", str(runs / "clip")]
@@ -133,10 +155,7 @@ def main(argv: list[str] | None = None) -> Path:
     (work / "recipe_log.json").write_text(json.dumps({"subjects": args.subjects, "configs": args.configs,
                                                       "steps": log}, indent=2))
     if args.install:
-        target = ROOT / "src" / "dallebrain" / "weights" / "default"
-        shutil.rmtree(target, ignore_errors=True)
-        shutil.copytree(release, target)
-        print(f"installed as the package's default model: {target}")
+        install(release)
     return release
 
 

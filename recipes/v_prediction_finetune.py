@@ -24,9 +24,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
-from shipped_model import run  # noqa: E402  (the recipes' one way of running a dallebrain command)
+from shipped_model import SHIPPED, install, run, simulate_and_prepare  # noqa: E402  (the recipes' shared steps)
 
-SHIPPED = ROOT / "src" / "dallebrain" / "weights" / "default"
 STEPS = 2500
 # the LDM settings of the fine-tune (after init_from and max_steps): a shorter warm-up than from scratch, the
 # attribute and caption-only dropouts of the last v2 stage, an EMA short enough for 2500 steps
@@ -59,15 +58,7 @@ def main(argv: list[str] | None = None) -> Path:
     if scheduler.get("prediction_type", "epsilon") != "epsilon":
         raise SystemExit(f"error: {args.base}'s UNet already predicts {scheduler['prediction_type']}: give the "
                          "noise-predicting model v2 as --base")
-    data = args.data or work / "prepared"
-    if args.data is None:
-        cohort = work / "cohort"
-        if not (cohort / "participants.tsv").exists():
-            run(["data", "simulate", "--subjects", str(args.subjects), "--seed", str(args.seed), "--out",
-                 str(cohort), "--workers", str(args.workers)], log)
-        if not (data / "metadata.parquet").exists():
-            run(["data", "prepare", "--source", "simulated", "--input", str(cohort), "--out", str(data), "--size",
-                 "128", "--workers", str(args.workers)], log)
+    data = args.data or simulate_and_prepare(work, args.subjects, args.workers, log, seed=args.seed)
     from dallebrain.training.checkpoint import holds_run
 
     stage = work / "model_v"
@@ -91,12 +82,7 @@ def main(argv: list[str] | None = None) -> Path:
     release = release_folder(model, work / "release")
     (work / "recipe_log.json").write_text(json.dumps({"steps": args.steps, "log": log}, indent=2))
     if args.install:
-        staging = SHIPPED.with_name("default.new")
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.copytree(release, staging)
-        shutil.rmtree(SHIPPED)
-        staging.rename(SHIPPED)
-        print(f"installed as the package's default model: {SHIPPED}")
+        install(release)
     return release
 
 

@@ -97,3 +97,19 @@ def test_v_prediction_recipe_refuses_a_folder_that_is_not_what_it_needs(tiny_pip
     assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1
     assert ("not a pipeline folder" if bad == "base" else "not a prepared data set") in result.stderr
     assert not (tmp_path / "w").exists()
+
+
+def test_install_swaps_the_default_model_in_whole(tmp_path, monkeypatch):
+    """The recipes' one way of installing: the release replaces the default folder, no staging folder is left."""
+    sys.path.insert(0, str(ROOT / "recipes"))
+    import shipped_model
+
+    target, release = tmp_path / "default", tmp_path / "release"
+    (target / "unet").mkdir(parents=True)
+    (target / "unet" / "old.json").write_text("{}")
+    (release / "unet").mkdir(parents=True)
+    (release / "unet" / "config.json").write_text('{"new": 1}')
+    monkeypatch.setattr(shipped_model, "SHIPPED", target)
+    assert shipped_model.install(release) == target
+    assert [p.name for p in (target / "unet").iterdir()] == ["config.json"]
+    assert not (tmp_path / "default.new").exists() and (release / "unet" / "config.json").exists()

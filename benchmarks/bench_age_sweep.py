@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dallebrain.pipelines import defaults as D
+
 AGES = (20, 40, 60, 85)
 CONTRASTS = ("T1w", "T2w", "FLAIR")
 LONG = {"T1w": "T1-weighted", "T2w": "T2-weighted", "FLAIR": "FLAIR"}
@@ -65,9 +67,9 @@ def cohort_ratio(real: Path, judge, size: int) -> dict:
     return out
 
 
-def sweep(pipe, judge, seeds: int, steps: int, guidance: float) -> dict:
+def sweep(pipe, judge, seeds: int, steps: int, guidance: float, contrasts=CONTRASTS) -> dict:
     per_contrast = {}
-    for contrast in CONTRASTS:
+    for contrast in contrasts:
         prompts = [prompt(contrast, a) for s in range(seeds) for a in AGES]
         seed_list = [s for s in range(seeds) for _ in AGES]
         images = pipe.sample(prompts, seed_list, steps=steps, guidance=guidance, batch_size=32)
@@ -117,14 +119,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")
     parser.add_argument("--seeds", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--guidance", type=float, default=4.0)
+    # the caption's guidance as `generate` has it (4 here once made every README row say "guidance 2" wrongly)
+    parser.add_argument("--guidance", type=float, default=D.GUIDANCE)
     parser.add_argument("--attribute-guidance", type=float, default=None,
-                        help="the attributes' own guidance scale (default: the model's)")
+                        help="the attributes' own guidance scale (default: the model's, per contrast where it has one)")
+    parser.add_argument("--contrasts", default=",".join(CONTRASTS), help="comma-separated, of " + ", ".join(CONTRASTS))
     parser.add_argument("--tissue-judge", type=Path, default=None, help="judge folder (default: the shipped one)")
     parser.add_argument("--figure", type=Path, default=None)
     parser.add_argument("--figure-seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args(argv)
+    contrasts = tuple(c.strip() for c in args.contrasts.split(","))
+    if not contrasts or not set(contrasts) <= set(CONTRASTS):
+        parser.error(f"--contrasts takes some of {', '.join(CONTRASTS)}, got {args.contrasts!r}")
     from dallebrain.api import default_model, load_pipeline
     from dallebrain.judges.tissue import load_tissue_judge
 
@@ -133,9 +140,11 @@ def main(argv: list[str] | None = None) -> dict:
     pipe.attribute_guidance = args.attribute_guidance
     judge = load_tissue_judge(args.tissue_judge)
     result = {"cohort_ratio_85_20": cohort_ratio(args.real, judge, 128), "sweep": sweep(pipe, judge, args.seeds,
-                                                                                         args.steps, args.guidance),
+                                                                                         args.steps, args.guidance,
+                                                                                         contrasts),
               "seeds": args.seeds, "steps": args.steps, "guidance": args.guidance,
-              "attribute_guidance": pipe.attribute_scale(args.guidance), "model": str(args.model or "shipped")}
+              "attribute_guidance": {c: pipe.attribute_scale(args.guidance, prompt(c, 20)) for c in contrasts},
+              "model": str(args.model or "shipped")}
     target = result["cohort_ratio_85_20"]["ground_truth"]
     print(f"cohort's own 85/20 ventricle ratio at z = {LEVEL_MM:g} mm: {target:.2f} (ground truth), "
           f"{result['cohort_ratio_85_20']['judge']:.2f} (judge on the same real slices; r = "

@@ -33,6 +33,9 @@ SETTINGS = ["prediction_type=v_prediction", "learning_rate=3e-4", "warmup_steps=
             "attribute_dropout=0.1", "caption_only_dropout=0.3", "max_rows=32000", "phrasings=1",
             "compact_text_encoder=true", "compile=true", "checkpoint_every=250", "log_every=25"]
 REPLACED = ("unet", "scheduler")  # what the fine-tune changes; the rest of the folder is the base's
+# the attribute guidance of each contrast, measured on this UNet (README "Does age in the prompt change the brain?":
+# `bench_age_sweep.py --seeds 32` at 4, 6 and 10): one scale cannot serve all three; PDw keeps the base's 6
+SAMPLING = {"attribute_guidance_by_contrast": {"T1w": 6.0, "T2w": 10.0, "FLAIR": 4.0}}
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -78,7 +81,8 @@ def main(argv: list[str] | None = None) -> Path:
 
     trained = json.loads((stage / "dallebrain.json").read_text()).get("trained_on")
     update_model_info(model, {"prediction_stage": {"folder": stage.name, "steps": args.steps,
-                                                   "settings": [*SETTINGS, *args.set], "trained_on": trained}})
+                                                   "settings": [*SETTINGS, *args.set], "trained_on": trained},
+                              "sampling": SAMPLING})
     release = release_folder(model, work / "release")
     (work / "recipe_log.json").write_text(json.dumps({"steps": args.steps, "log": log}, indent=2))
     if args.install:

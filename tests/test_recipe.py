@@ -77,10 +77,13 @@ def test_v_prediction_recipe_replaces_only_the_unet_and_its_scheduler(tiny_pipel
     info = json.loads((release / "dallebrain.json").read_text())
     stage = info["prediction_stage"]
     assert stage["steps"] == 2 and "prediction_type=v_prediction" in stage["settings"]
+    # the per-contrast attribute guidance measured for this UNet is recorded, and the pipeline uses it
+    assert info["sampling"]["attribute_guidance_by_contrast"] == _v_recipe().SAMPLING["attribute_guidance_by_contrast"]
     from dallebrain.api import load_pipeline
 
-    result = load_pipeline(release, device="cpu")("axial T1-weighted brain MRI", n=1, steps=2)
-    assert np.isfinite(result.images).all()
+    pipe = load_pipeline(release, device="cpu")
+    result = pipe("axial T2-weighted brain MRI", n=1, steps=2)
+    assert np.isfinite(result.images).all() and result.settings["attribute_guidance"] == 10.0
     # a release that already predicts v is refused as a base, in one line, before any work
     again = subprocess.run([sys.executable, str(ROOT / "recipes" / "v_prediction_finetune.py"), "--work",
                             str(tmp_path / "w2"), "--base", str(release)], capture_output=True, text=True, timeout=120)

@@ -104,6 +104,53 @@ def test_attribute_guidance_steers_the_attributes_and_is_recorded(tiny_pipeline,
             pipe(PROMPT, seed=2, steps=2)
 
 
+def test_guidance_per_row_equals_each_rows_own_scale():
+    import torch
+
+    from dallebrain.pipelines.text2mri import guide
+
+    e0, e1, e2 = torch.randn(3, 2, 4, 8, 8)
+    mixed = guide((e0, e1, e2), 2.0, torch.tensor([6.0, 10.0]))
+    torch.testing.assert_close(mixed[:1], guide((e0[:1], e1[:1], e2[:1]), 2.0, 6.0))
+    torch.testing.assert_close(mixed[1:], guide((e0[1:], e1[1:], e2[1:]), 2.0, 10.0))
+
+
+def test_attribute_guidance_by_contrast_from_the_model(tiny_pipeline, monkeypatch):
+    """dallebrain.json may give each contrast its own attribute guidance: a T1w prompt gets the T1w scale, a
+    contrast the table does not name the model-wide one, and a scale set on the pipeline wins over both. In
+    `sample`, where one pass mixes contrasts, every image is the one its own prompt gives alone."""
+    import torch
+
+    pipe = load_pipeline(tiny_pipeline, device="cpu")
+    with torch.no_grad():
+        pipe.unet.class_embedding.linear_2.weight.normal_(0, 0.5)
+    t1 = PROMPT.replace("T2-weighted", "T1-weighted")
+    assert t1 != PROMPT
+    monkeypatch.setitem(pipe.info, "sampling", {"attribute_guidance": 6.0})
+    six = pipe(t1, seed=2, steps=2)
+    pipe.attribute_guidance_table = {"T1w": 12.0}
+    steered = pipe(t1, seed=2, steps=2)
+    assert steered.settings["attribute_guidance"] == 12.0 and np.abs(steered.images - six.images).mean() > 1e-4
+    other = pipe(PROMPT, seed=2, steps=2)  # T2w: not in the table, the model-wide 6
+    assert other.settings["attribute_guidance"] == 6.0
+    pipe.attribute_guidance = 6.0
+    np.testing.assert_array_equal(pipe(t1, seed=2, steps=2).images, six.images)
+    pipe.attribute_guidance = None
+    pipe.images_per_pass = 2
+    both = pipe.sample([t1, PROMPT], [2, 2], steps=2)
+    np.testing.assert_allclose(both[0], pipe(t1, seed=2, steps=2).images[0], atol=1e-5)
+    np.testing.assert_allclose(both[1], pipe(PROMPT, seed=2, steps=2).images[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("table", [{"CT": 6.0}, {"T1w": -1.0}, {"T1w": "10"}, [10.0]])
+def test_a_bad_attribute_guidance_table_is_refused_when_the_model_loads(table):
+    from dallebrain.pipelines.request import attribute_guidance_by_contrast
+
+    with pytest.raises(ValueError, match="attribute_guidance"):
+        attribute_guidance_by_contrast({"sampling": {"attribute_guidance_by_contrast": table}})
+    assert attribute_guidance_by_contrast({"sampling": {"attribute_guidance": 6.0}}) == {}
+
+
 def _generate(*args, cwd):
     return run_cli("generate", *args, cwd=cwd)
 

@@ -30,6 +30,23 @@ def check_attribute_guidance(value) -> float:
     return float(value)
 
 
+def attribute_guidance_by_contrast(info: dict) -> dict[str, float]:
+    """The per-contrast attribute guidance a model's dallebrain.json records ("sampling" ->
+    "attribute_guidance_by_contrast", e.g. {"T1w": 10, "FLAIR": 6}), {} when it records none. Why per contrast:
+    one scale could not serve all four (v2.1, same-seed age sweep: 10 brings T1w and T2w ventricles to the
+    cohort's 85/20 ratio, FLAIR's breaks above 6). A one-line ValueError for an unknown contrast or a bad scale,
+    read when the model loads."""
+    from dallebrain.vocab import CONTRAST_LONG
+
+    table = (info.get("sampling") or {}).get("attribute_guidance_by_contrast")
+    if table is None:
+        return {}
+    if not isinstance(table, dict) or not set(table) <= set(CONTRAST_LONG):
+        raise ValueError(f"dallebrain.json sampling.attribute_guidance_by_contrast must map contrasts "
+                         f"({', '.join(CONTRAST_LONG)}) to scales, got {str(table)[:80]}")
+    return {contrast: check_attribute_guidance(value) for contrast, value in table.items()}
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one kind of caller may ask for."""

@@ -25,7 +25,14 @@ from dallebrain.pipelines.leak_table import leak_table_of
 from dallebrain.pipelines.precision import check_precision, compute_context, keep_fp32_output, resolve_precision
 
 # MAX_SEED and check_seed are re-exported: callers of the pipeline module use them
-from dallebrain.pipelines.request import API_LIMITS, MAX_SEED, GenerationRequest, check_attribute_guidance, check_seed  # noqa: F401
+from dallebrain.pipelines.request import (  # noqa: F401
+    API_LIMITS,
+    MAX_SEED,
+    GenerationRequest,
+    attribute_guidance_by_contrast,
+    check_attribute_guidance,
+    check_seed,
+)
 from dallebrain.pipelines.signal_leak import latent_mean_of, start_latents
 
 # Images denoised and decoded together in one pass. Batched CPU convolutions and GEMMs round differently
@@ -99,6 +106,8 @@ def guide(eps: tuple[torch.Tensor, ...], guidance: float, attribute_guidance: fl
     if len(eps) == 2:
         return eps[0] + guidance * (eps[1] - eps[0])
     e0, e1, e2 = eps
+    if isinstance(attribute_guidance, torch.Tensor):  # one scale per row (per-contrast guidance): (rows, 1, 1, 1)
+        attribute_guidance = attribute_guidance.to(e0).view(-1, *[1] * (e0.dim() - 1))
     return e0 + attribute_guidance * (e1 - e0) + guidance * (e2 - e1)
 
 
@@ -120,6 +129,7 @@ class Text2MRIPipeline:
         # per-channel mean of the training latents, where sampling starts from (pipelines/signal_leak.py); read
         # now, so a bad value in dallebrain.json is refused when the model loads
         self.latent_mean = latent_mean_of(self.info, unet.config.in_channels)
+        self.attribute_guidance_table = attribute_guidance_by_contrast(self.info)
         # per-prompt start means (pipelines/leak_table.py) where the folder has them; checked now, as the above
         self.leak_table = leak_table_of(folder, unet.config.in_channels, unet.config.sample_size)
         self._hash: str | None = None
@@ -162,15 +172,27 @@ class Text2MRIPipeline:
         value = (self.info.get("sampling") or {}).get("attribute_guidance")
         return None if value is None else float(value)
 
-    def attribute_scale(self, guidance: float) -> float | None:
+    def attribute_scale(self, guidance: float, prompt: str | None = None) -> float | None:
         """The attribute guidance a request gets (None for a UNet without attributes): the one set on the
-        pipeline, else the model's, else `guidance` itself (plain classifier-free guidance)."""
+        pipeline, else the model's for the contrast the prompt asks for (`attribute_guidance_table`), else the
+        model's own, else `guidance` itself (plain classifier-free guidance)."""
         if not uses_attributes(self.unet):
             return None
-        for value in (self.attribute_guidance, self.model_attribute_guidance):
+        by_contrast = None
+        if prompt is not None and self.attribute_guidance_table:
+            from dallebrain.data.prompts import parse_prompt
+
+            by_contrast = self.attribute_guidance_table.get(parse_prompt(prompt).modality)
+        for value in (self.attribute_guidance, by_contrast, self.model_attribute_guidance):
             if value is not None:
                 return check_attribute_guidance(value)
         return guidance
+
+    def attribute_scales(self, prompts: list[str], guidance: float) -> torch.Tensor | None:
+        """(len(prompts),) attribute guidance of each prompt (`attribute_scale`), or None for a UNet without
+        attributes."""
+        scales = [self.attribute_scale(guidance, p) for p in prompts]
+        return None if scales[0] is None else torch.tensor(scales, dtype=torch.float32)
 
     @property
     def model_hash(self) -> str:
@@ -231,33 +253,37 @@ class Text2MRIPipeline:
     def denoise_passes(self, cond: torch.Tensor, uncond: torch.Tensor, seeds: list[int], steps: int,
                        guidance: float, sampler: str, image_embeds: torch.Tensor | None = None,
                        attributes: tuple[torch.Tensor, torch.Tensor] | None = None,
-                       starts: torch.Tensor | None = None) -> Iterator[np.ndarray]:
+                       starts: torch.Tensor | None = None,
+                       attribute_scales: torch.Tensor | None = None) -> Iterator[np.ndarray]:
         """The sampling loop shared by the text and image-embedding routes, one pass at a time: yields (k, H, W)
         float32 in [0, 1], k <= images_per_pass, in seed order. cond and uncond hold 1 or len(seeds) rows;
         image_embeds (n, D) feed an unCLIP decoder, whose unconditional input is the zero embedding; attributes
         (conditional, unconditional) features, 1 or len(seeds) rows each, feed an attribute-conditioned UNet;
-        starts, 1 or len(seeds) rows (`start_means`), replace the per-channel mean sampling starts from."""
+        starts, 1 or len(seeds) rows (`start_means`), replace the per-channel mean sampling starts from;
+        attribute_scales, len(seeds) rows (`attribute_scales`), give each image its prompt's attribute guidance
+        (None: the model-wide `attribute_scale`)."""
         def rows_of(x: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
             return x if x is None or x.shape[0] == 1 else x[rows]
 
         cond_attr, uncond_attr = attributes if attributes is not None else (None, None)
         return (self._denoise_pass(rows_of(cond, rows), rows_of(uncond, rows), seeds[rows], steps, guidance, sampler,
                                    rows_of(image_embeds, rows), rows_of(cond_attr, rows), rows_of(uncond_attr, rows),
-                                   rows_of(starts, rows))
+                                   rows_of(starts, rows), rows_of(attribute_scales, rows))
                 for rows in self.passes(len(seeds)))
 
     def denoise(self, cond: torch.Tensor, uncond: torch.Tensor, seeds: list[int], steps: int, guidance: float,
                 sampler: str, image_embeds: torch.Tensor | None = None,
                 attributes: tuple[torch.Tensor, torch.Tensor] | None = None,
-                starts: torch.Tensor | None = None) -> np.ndarray:
+                starts: torch.Tensor | None = None, attribute_scales: torch.Tensor | None = None) -> np.ndarray:
         """`denoise_passes` joined: (n, H, W) float32 in [0, 1]."""
         return np.concatenate(list(self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler, image_embeds,
-                                                       attributes, starts)))
+                                                       attributes, starts, attribute_scales)))
 
     @torch.no_grad()
     def _denoise_pass(self, cond: torch.Tensor, uncond: torch.Tensor, seeds: list[int], steps: int, guidance: float,
                       sampler: str, image_embeds: torch.Tensor | None, cond_attr: torch.Tensor | None = None,
-                      uncond_attr: torch.Tensor | None = None, starts: torch.Tensor | None = None) -> np.ndarray:
+                      uncond_attr: torch.Tensor | None = None, starts: torch.Tensor | None = None,
+                      attribute_scales: torch.Tensor | None = None) -> np.ndarray:
         from dallebrain.models.vae import decode_latents
 
         # a fresh scheduler per pass: the multistep samplers keep the previous model outputs
@@ -267,15 +293,20 @@ class Text2MRIPipeline:
         pad = self.images_per_pass - n  # a short last pass: pad it to the fixed pass size (see IMAGES_PER_PASS)
         if pad > 0:
             seeds = list(seeds) + [seeds[-1]] * pad
-            cond, uncond, image_embeds, cond_attr, uncond_attr, starts = (
-                _pad_rows(x, pad) for x in (cond, uncond, image_embeds, cond_attr, uncond_attr, starts))
+            cond, uncond, image_embeds, cond_attr, uncond_attr, starts, attribute_scales = (
+                _pad_rows(x, pad) for x in (cond, uncond, image_embeds, cond_attr, uncond_attr, starts,
+                                            attribute_scales))
         shape = (self.unet.config.in_channels, self.unet.config.sample_size, self.unet.config.sample_size)
         noise = torch.cat([initial_noise(shape, s) for s in seeds]).to(self.device)
         # the signal leak: pipelines/signal_leak.py, per prompt where the model has a table (leak_table.py)
         latents = start_latents(scheduler, noise, self.latent_mean if starts is None else starts)
         attr_scale = guidance if cond_attr is None else self.attribute_scale(guidance)
+        if cond_attr is not None and attribute_scales is not None:  # each row its own (per-contrast guidance)
+            attribute_scales = attribute_scales.expand(len(seeds))
+            uniform = bool((attribute_scales == attribute_scales[0]).all())
+            attr_scale = float(attribute_scales[0]) if uniform else attribute_scales
         # attributes guided apart from the text: three passes (see `guide`); at equal scales it is plain guidance
-        split = attr_scale != guidance
+        split = bool((torch.as_tensor(attr_scale) != guidance).any())
         guided = guidance != 1.0 or split
         rows = len(seeds)
         cond = cond.expand(rows, *cond.shape[1:])
@@ -318,12 +349,12 @@ class Text2MRIPipeline:
         settings = {"prompt": prompt, "negative_prompt": negative_prompt, "steps": steps, "guidance": guidance,
                     "sampler": sampler, "precision": self.compute_precision, "route": "ldm",
                     "start": self.start_kind, "model_hash": self.model_hash}
-        attribute_guidance = self.attribute_scale(guidance)
+        attribute_guidance = self.attribute_scale(guidance, prompt)
         if attribute_guidance is not None:
             settings["attribute_guidance"] = attribute_guidance
         attributes = self._attribute_pair([prompt], negative_prompt)
         passes = self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler, None, attributes,
-                                     self.start_means([prompt]))
+                                     self.start_means([prompt]), self.attribute_scales([prompt], guidance))
         return chunk_results(passes, seeds, settings, warnings, self.provenance())
 
     def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
@@ -354,7 +385,7 @@ class Text2MRIPipeline:
         uncond, _ = self.encode_prompt("")
         cond = torch.cat([self.encode_prompt(p)[0] for p in prompts])
         return self.denoise(cond, uncond, seeds, steps, guidance, sampler, None, self._attribute_pair(prompts, ""),
-                            self.start_means(prompts))
+                            self.start_means(prompts), self.attribute_scales(prompts, guidance))
 
     def _attribute_pair(self, prompts: list[str], negative_prompt: str):
         """(conditional rows, unconditional row) of attribute features, or None for a text-only UNet. The

@@ -1,0 +1,48 @@
+"""benchmarks/bench_age_sweep.py: the sweep measures only the contrasts asked for, each seed's four ages with one
+seed, and a contrast it does not know is refused before any model loads."""
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        import bench_age_sweep
+        yield bench_age_sweep
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+class MeanJudge:
+    """Stands in for the tissue judge: a slice's "ventricle fraction" is its mean grey level."""
+
+    def fractions(self, images):
+        return {"ventricles": np.asarray(images).reshape(len(images), -1).mean(axis=1)}
+
+
+def test_the_sweep_measures_the_contrasts_asked_for(bench, tiny_pipeline):
+    from dallebrain.api import load_pipeline
+
+    pipe = load_pipeline(tiny_pipeline)
+    pipe.images_per_pass = 4
+    result = bench.sweep(pipe, MeanJudge(), seeds=2, steps=2, guidance=2.0, contrasts=("FLAIR",))
+    assert list(result) == ["FLAIR"]
+    row = result["FLAIR"]
+    assert 0 <= row["rising_share"] <= 1 and -1 <= row["spearman_mean"] <= 1
+    by_age = row["mean_fraction_by_age"]
+    assert list(by_age) == [str(a) for a in bench.AGES]
+    assert row["ratio_85_20"] == pytest.approx(by_age["85"] / by_age["20"], rel=1e-3)
+
+
+def test_an_unknown_contrast_is_refused(bench, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--real", "nowhere", "--contrasts", "T1w,CT"])
+    assert exit_info.value.code != 0
+    assert "--contrasts takes some of T1w, T2w, FLAIR" in capsys.readouterr().err

@@ -34,8 +34,8 @@ SETTINGS = ["prediction_type=v_prediction", "learning_rate=3e-4", "warmup_steps=
             "compact_text_encoder=true", "compile=true", "checkpoint_every=250", "log_every=25"]
 REPLACED = ("unet", "scheduler")  # what the fine-tune changes; the rest of the folder is the base's
 # the attribute guidance of each contrast, measured on this UNet (README "Does age in the prompt change the brain?":
-# `bench_age_sweep.py --seeds 32` at 4, 6 and 10): one scale cannot serve all three; PDw keeps the base's 6
-SAMPLING = {"attribute_guidance_by_contrast": {"T1w": 6.0, "T2w": 10.0, "FLAIR": 4.0}}
+# `bench_age_sweep.py --seeds 32` at 4, 6, 8 and 10): one scale cannot serve all three; PDw keeps the base's 6
+SAMPLING = {"attribute_guidance_by_contrast": {"T1w": 6.0, "T2w": 8.0, "FLAIR": 4.0}}
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -142,6 +142,38 @@ def test_attribute_guidance_by_contrast_from_the_model(tiny_pipeline, monkeypatc
     np.testing.assert_allclose(both[1], pipe(PROMPT, seed=2, steps=2).images[0], atol=1e-5)
 
 
+def test_an_attribute_anchor_keeps_the_contrast_on_the_unconditional_side(tiny_pipeline, monkeypatch):
+    """With "attribute_guidance_anchor": ["modality"] the attribute branch is guided against "this contrast, the
+    rest unstated": each prompt's unconditional row states its own contrast and nothing else (a negative prompt's
+    own statements win), the images change, and without the key they are those of before."""
+    import torch
+
+    from dallebrain.models.conditioning import anchored_unconditional, attribute_anchor_of, features_batch
+
+    pipe = load_pipeline(tiny_pipeline, device="cpu")
+    with torch.no_grad():
+        pipe.unet.class_embedding.linear_2.weight.normal_(0, 0.5)
+    pipe.attribute_guidance = 8.0
+    plain = pipe(PROMPT, seed=2, steps=2).images
+    t1 = PROMPT.replace("T2-weighted", "T1-weighted")
+    rows = anchored_unconditional([PROMPT, t1], "", ("modality",))
+    assert [r["modality"] for r in rows] == ["T2w", "T1w"]
+    assert all(v is None for r in rows for k, v in r.items() if k != "modality")
+    assert anchored_unconditional([PROMPT], "a 30-year-old", ("modality",))[0]["age"] == 30
+    cond, uncond = (pipe._attribute_pair([PROMPT, t1], ""))
+    assert uncond.shape[0] == 1  # no anchor: one all-unstated row
+    pipe.attribute_anchor = attribute_anchor_of({"sampling": {"attribute_guidance_anchor": ["modality"]}})
+    cond, uncond = pipe._attribute_pair([PROMPT, t1], "")
+    torch.testing.assert_close(uncond, features_batch(rows))
+    anchored = pipe(PROMPT, seed=2, steps=2).images
+    assert np.abs(anchored - plain).mean() > 1e-4
+    pipe.attribute_anchor = ()
+    np.testing.assert_array_equal(pipe(PROMPT, seed=2, steps=2).images, plain)
+    for bad in (["contrast"], "modality", [1]):
+        with pytest.raises(ValueError, match="attribute_guidance_anchor must list attributes"):
+            attribute_anchor_of({"sampling": {"attribute_guidance_anchor": bad}})
+
+
 @pytest.mark.parametrize("table", [{"CT": 6.0}, {"T1w": -1.0}, {"T1w": "10"}, [10.0]])
 def test_a_bad_attribute_guidance_table_is_refused_when_the_model_loads(table):
     from dallebrain.pipelines.request import attribute_guidance_by_contrast

@@ -79,8 +79,10 @@ def generate_cmd(
     precision: str = typer.Option(D.PRECISION, help="What the UNet and VAE decoder compute in: bf16, fp32, or "
                                   "auto (bf16 where the hardware computes it natively, else fp32)."),
     attribute_guidance: float = typer.Option(None, help="Guidance scale of the attributes the prompt states (age, "
-                                             "sex, plane, level...), apart from the caption's (default: the "
-                                             "model's own; equal to --guidance: plain guidance)."),
+                                             "sex, plane, level...), apart from the caption's, for every "
+                                             "contrast (default: the model's own, per contrast where it has one: "
+                                             "the shipped model's T1w 6, T2w 8, FLAIR 4, PDw 6; equal to "
+                                             "--guidance: plain guidance)."),
 ) -> None:
     """Generate synthetic brain MRI slices from a text prompt (PNG + NIfTI + JSON per image)."""
     r = _request(prompt=prompt, n=n, seed=seed, steps=steps, guidance=guidance, sampler=sampler, route=route,

@@ -130,6 +130,10 @@ class Text2MRIPipeline:
         # now, so a bad value in dallebrain.json is refused when the model loads
         self.latent_mean = latent_mean_of(self.info, unet.config.in_channels)
         self.attribute_guidance_table = attribute_guidance_by_contrast(self.info)
+        from dallebrain.models.conditioning import attribute_anchor_of
+
+        # attributes kept stated on the unconditional side of attribute guidance (models/conditioning.py)
+        self.attribute_anchor = attribute_anchor_of(self.info)
         # per-prompt start means (pipelines/leak_table.py) where the folder has them; checked now, as the above
         self.leak_table = leak_table_of(folder, unet.config.in_channels, unet.config.sample_size)
         self._hash: str | None = None
@@ -388,9 +392,16 @@ class Text2MRIPipeline:
                             self.start_means(prompts), self.attribute_scales(prompts, guidance))
 
     def _attribute_pair(self, prompts: list[str], negative_prompt: str):
-        """(conditional rows, unconditional row) of attribute features, or None for a text-only UNet. The
-        unconditional side is what the negative prompt states (nothing, for the empty one: all unstated)."""
+        """(conditional rows, unconditional row or rows) of attribute features, or None for a text-only UNet. The
+        unconditional side is what the negative prompt states (nothing, for the empty one: all unstated) and,
+        where the model has an `attribute_anchor`, each prompt's own value of those attributes (one row each)."""
+        from dallebrain.models.conditioning import anchored_unconditional, features_batch
+
         uncond = self.encode_attributes(negative_prompt)
         if uncond is None:
             return None
-        return torch.cat([self.encode_attributes(p) for p in prompts]), uncond
+        cond = torch.cat([self.encode_attributes(p) for p in prompts])
+        if self.attribute_anchor:
+            uncond = features_batch(anchored_unconditional(prompts, negative_prompt, self.attribute_anchor))
+            uncond = uncond.to(self.device)
+        return cond, uncond

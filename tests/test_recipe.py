@@ -78,7 +78,8 @@ def test_v_prediction_recipe_replaces_only_the_unet_and_its_scheduler(tiny_pipel
     stage = info["prediction_stage"]
     assert stage["steps"] == 2 and "prediction_type=v_prediction" in stage["settings"]
     # the per-contrast attribute guidance measured for this UNet is recorded, and the pipeline uses it
-    assert info["sampling"]["attribute_guidance_by_contrast"] == _v_recipe().SAMPLING["attribute_guidance_by_contrast"]
+    for key in ("attribute_guidance_by_contrast", "attribute_guidance_anchor"):
+        assert info["sampling"][key] == _v_recipe().SAMPLING[key]
     from dallebrain.api import load_pipeline
 
     pipe = load_pipeline(release, device="cpu")

@@ -156,10 +156,14 @@ def test_an_attribute_anchor_keeps_the_contrast_on_the_unconditional_side(tiny_p
     pipe.attribute_guidance = 8.0
     plain = pipe(PROMPT, seed=2, steps=2).images
     t1 = PROMPT.replace("T2-weighted", "T1-weighted")
-    rows = anchored_unconditional([PROMPT, t1], "", ("modality",))
+    rows = anchored_unconditional([PROMPT, t1], "", {None: ("modality",)})
     assert [r["modality"] for r in rows] == ["T2w", "T1w"]
     assert all(v is None for r in rows for k, v in r.items() if k != "modality")
-    assert anchored_unconditional([PROMPT], "a 30-year-old", ("modality",))[0]["age"] == 30
+    assert anchored_unconditional([PROMPT], "a 30-year-old", {None: ("modality",)})[0]["age"] == 30
+    # by contrast: only the contrast named is anchored
+    by_contrast = anchored_unconditional([PROMPT, t1], "", attribute_anchor_of(
+        {"sampling": {"attribute_guidance_anchor": {"T1w": ["modality"]}}}))
+    assert [r["modality"] for r in by_contrast] == [None, "T1w"]
     cond, uncond = (pipe._attribute_pair([PROMPT, t1], ""))
     assert uncond.shape[0] == 1  # no anchor: one all-unstated row
     pipe.attribute_anchor = attribute_anchor_of({"sampling": {"attribute_guidance_anchor": ["modality"]}})
@@ -167,9 +171,9 @@ def test_an_attribute_anchor_keeps_the_contrast_on_the_unconditional_side(tiny_p
     torch.testing.assert_close(uncond, features_batch(rows))
     anchored = pipe(PROMPT, seed=2, steps=2).images
     assert np.abs(anchored - plain).mean() > 1e-4
-    pipe.attribute_anchor = ()
+    pipe.attribute_anchor = {}
     np.testing.assert_array_equal(pipe(PROMPT, seed=2, steps=2).images, plain)
-    for bad in (["contrast"], "modality", [1]):
+    for bad in (["contrast"], "modality", [1], {"CT": ["modality"]}, {"T1w": "modality"}):
         with pytest.raises(ValueError, match="attribute_guidance_anchor must list attributes"):
             attribute_anchor_of({"sampling": {"attribute_guidance_anchor": bad}})
 

@@ -148,31 +148,39 @@ def prompt_attributes(prompt: str) -> dict:
     return {name: getattr(fields, name, None) for name in ATTRIBUTES}
 
 
-def attribute_anchor_of(info: dict) -> tuple[str, ...]:
+def attribute_anchor_of(info: dict) -> dict[str | None, tuple[str, ...]]:
     """The attributes a model's dallebrain.json keeps stated on the unconditional side of attribute guidance
-    ("sampling" -> "attribute_guidance_anchor", e.g. ["modality"]), () when it names none. Why: guided against
-    "everything unstated", the attribute scale amplifies the contrast too, and T1-weighted slices came out darker
-    than real ones the higher it went (v2.1, 32 held-out T1w captions: brain median 0.67 at attribute guidance 6,
-    0.71 at 2, real 0.74); guided against "this contrast, the rest unstated" it amplifies age, sex, level and the
-    volumes only. A one-line ValueError for a name that is not an attribute."""
+    ("sampling" -> "attribute_guidance_anchor"): a list for every contrast (["modality"]: key None) or a table by
+    contrast ({"FLAIR": ["modality"]}); {} when it names none. Why: guided against "everything unstated", the
+    attribute scale amplifies the contrast too (v2.1, 32 held-out T1w captions: brain median 0.67 at attribute
+    guidance 6, 0.71 at 2, real 0.74); guided against "this contrast, the rest unstated" it amplifies age, sex,
+    level and the volumes only (BENCHMARKS.md, "Why guided T1-weighted slices are dark"). A one-line ValueError
+    for a name that is not an attribute or a key that is not a contrast."""
     anchor = (info.get("sampling") or {}).get("attribute_guidance_anchor")
     if anchor is None:
-        return ()
-    if not isinstance(anchor, list) or not all(isinstance(a, str) and a in ATTRIBUTES for a in anchor):
+        return {}
+    table = anchor if isinstance(anchor, dict) else {None: anchor}
+    ok = all((key is None or key in MODALITIES) and isinstance(names, list)
+             and all(isinstance(a, str) and a in ATTRIBUTES for a in names) for key, names in table.items())
+    if not ok:
         raise ValueError(f"dallebrain.json sampling.attribute_guidance_anchor must list attributes of "
-                         f"{', '.join(ATTRIBUTES)}, got {str(anchor)[:80]}")
-    return tuple(anchor)
+                         f"{', '.join(ATTRIBUTES)}, for every contrast or by contrast ({', '.join(MODALITIES)}), "
+                         f"got {str(anchor)[:80]}")
+    return {key: tuple(names) for key, names in table.items()}
 
 
-def anchored_unconditional(prompts: list[str], negative_prompt: str, anchor: tuple[str, ...]) -> list[dict]:
+def anchored_unconditional(prompts: list[str], negative_prompt: str,
+                           anchor: dict[str | None, tuple[str, ...]]) -> list[dict]:
     """The unconditional attributes of each prompt's attribute guidance: what the negative prompt states, and
-    where it is silent, the prompt's own value of each anchor attribute (the rest unstated)."""
+    where it is silent, the prompt's own value of each attribute its contrast anchors (`attribute_anchor_of`;
+    the rest unstated)."""
     negative = prompt_attributes(negative_prompt)
     rows = []
     for prompt in prompts:
         stated = prompt_attributes(prompt)
+        kept = anchor.get(stated["modality"], anchor.get(None, ()))
         rows.append({name: negative[name] if negative[name] is not None else
-                     (stated[name] if name in anchor else None) for name in ATTRIBUTES})
+                     (stated[name] if name in kept else None) for name in ATTRIBUTES})
     return rows
 
 

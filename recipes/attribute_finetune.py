@@ -31,7 +31,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
-from shipped_model import SHIPPED, install, run, simulate_and_prepare  # noqa: E402  (the recipes' shared steps)
+from shipped_model import (  # noqa: E402  (the recipes' shared steps)
+    SHIPPED,
+    add_fine_tune_options,
+    install,
+    run,
+    simulate_and_prepare,
+)
 
 KEPT = ("vae", "clip", "prior")  # copied from the base model unchanged
 DECODER_STEPS = 1000
@@ -53,13 +59,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--work", type=Path, required=True, help="working folder (cohort, data, run)")
     parser.add_argument("--base", type=Path, default=SHIPPED,
                         help="the text-only v1 model to start from (`recipes/shipped_model.py --work W1`: W1/release)")
-    parser.add_argument("--subjects", type=int, default=120)
-    parser.add_argument("--seed", type=int, default=0, help="cohort seed")
     parser.add_argument("--steps", type=int, default=None, help="steps of every stage (default: STAGES')")
-    parser.add_argument("--configs", default="cpu")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--set", action="append", default=[], help="more LDM settings, key=value")
-    parser.add_argument("--install", action="store_true", help="copy the result into the package as the default")
+    add_fine_tune_options(parser)
     args = parser.parse_args(argv)
     work, log = args.work, []
     if json.loads((args.base / "unet" / "config.json").read_text()).get("class_embed_type") == "projection":

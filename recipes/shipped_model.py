@@ -54,6 +54,17 @@ def simulate_and_prepare(work: Path, subjects: int, workers: int, log: list, siz
     return data
 
 
+def add_fine_tune_options(parser) -> None:
+    """The options every fine-tune recipe shares (attribute_finetune.py, v_prediction_finetune.py): the cohort it
+    simulates, the configs and workers, extra LDM settings, and --install."""
+    parser.add_argument("--subjects", type=int, default=120)
+    parser.add_argument("--seed", type=int, default=0, help="cohort seed")
+    parser.add_argument("--configs", default="cpu")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--set", action="append", default=[], help="more LDM settings, key=value")
+    parser.add_argument("--install", action="store_true", help="copy the result into the package as the default")
+
+
 def install(release: Path) -> Path:
     """Make `release` the package's default model: copied beside it, then swapped in, so an interrupted copy never
     leaves the package without a whole model."""

@@ -24,7 +24,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
-from shipped_model import SHIPPED, install, run, simulate_and_prepare  # noqa: E402  (the recipes' shared steps)
+from shipped_model import (  # noqa: E402  (the recipes' shared steps)
+    SHIPPED,
+    add_fine_tune_options,
+    install,
+    run,
+    simulate_and_prepare,
+)
 
 STEPS = 2500
 # the LDM settings of the fine-tune (after init_from and max_steps): a shorter warm-up than from scratch, the
@@ -47,13 +53,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--base", type=Path, default=SHIPPED, help="the noise-predicting model v2 to start from")
     parser.add_argument("--data", type=Path, default=None,
                         help="a prepared set to train on (default: simulate and prepare v2's cohort in --work)")
-    parser.add_argument("--subjects", type=int, default=120)
-    parser.add_argument("--seed", type=int, default=0, help="cohort seed")
     parser.add_argument("--steps", type=int, default=STEPS)
-    parser.add_argument("--configs", default="cpu")
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--set", action="append", default=[], help="more LDM settings, key=value")
-    parser.add_argument("--install", action="store_true", help="copy the result into the package as the default")
+    add_fine_tune_options(parser)
     args = parser.parse_args(argv)
     work, log = args.work, []
     if not (args.base / "scheduler" / "scheduler_config.json").is_file() or not (args.base / "unet").is_dir():

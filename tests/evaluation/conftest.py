@@ -1,11 +1,28 @@
 """A tiny LDM + unCLIP folder for the evaluation tests: the shared tiny LDM pipeline plus random tiny
 clip/, prior/ and decoder/ that fit its VAE (untrained: the tests check plumbing, not quality)."""
 
+import importlib.util
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 
 CLIP_DIM = 16
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture(scope="session")
+def load_benchmark():
+    """Import a script of benchmarks/ (not a package) by name, as a module its tests can call into."""
+    def load(name: str):
+        if name not in sys.modules:
+            spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+            module = importlib.util.module_from_spec(spec)
+            sys.modules[name] = module  # registered before it runs, as an import would (dataclasses look it up)
+            spec.loader.exec_module(module)
+        return sys.modules[name]
+    return load
 
 
 def add_unclip_components(folder) -> None:

@@ -1,23 +1,13 @@
 """benchmarks/bench_age_sweep.py: the sweep measures only the contrasts asked for, each seed's four ages with one
 seed, and a contrast it does not know is refused before any model loads."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import bench_age_sweep
-        yield bench_age_sweep
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def bench(load_benchmark):
+    return load_benchmark("bench_age_sweep")
 
 
 class MeanJudge:

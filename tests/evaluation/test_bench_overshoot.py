@@ -2,23 +2,13 @@
 clamped image is its unclamped output clamped), it leaves the VAE as it found it, and the rows carry the held-out
 slices' own numbers."""
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
 
 @pytest.fixture(scope="module")
-def bench():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import bench_overshoot
-        yield bench_overshoot
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+def bench(load_benchmark):
+    return load_benchmark("bench_overshoot")
 
 
 def test_the_tap_records_the_unclamped_output_of_every_generated_slice(bench, tiny_pipeline):

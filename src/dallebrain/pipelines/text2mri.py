@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dallebrain.models.conditioning import uses_attributes
+from dallebrain.models.conditioning import attribute_anchor_of, uses_attributes
 from dallebrain.models.text import MAX_TOKENS, load_tokenizer, token_count, tokenize
 from dallebrain.models.unet import make_scheduler
 from dallebrain.pipelines import defaults as D
@@ -130,8 +130,6 @@ class Text2MRIPipeline:
         # now, so a bad value in dallebrain.json is refused when the model loads
         self.latent_mean = latent_mean_of(self.info, unet.config.in_channels)
         self.attribute_guidance_table = attribute_guidance_by_contrast(self.info)
-        from dallebrain.models.conditioning import attribute_anchor_of
-
         # attributes kept stated on the unconditional side of attribute guidance (models/conditioning.py)
         self.attribute_anchor = attribute_anchor_of(self.info)
         # per-prompt start means (pipelines/leak_table.py) where the folder has them; checked now, as the above
@@ -307,6 +305,7 @@ class Text2MRIPipeline:
         attr_scale = guidance if cond_attr is None else self.attribute_scale(guidance)
         if cond_attr is not None and attribute_scales is not None:  # each row its own (per-contrast guidance)
             attribute_scales = attribute_scales.expand(len(seeds))
+            # one scale for the whole pass stays a float: the same arithmetic, so the same images, as before
             uniform = bool((attribute_scales == attribute_scales[0]).all())
             attr_scale = float(attribute_scales[0]) if uniform else attribute_scales
         # attributes guided apart from the text: three passes (see `guide`); at equal scales it is plain guidance
@@ -397,11 +396,10 @@ class Text2MRIPipeline:
         where the model has an `attribute_anchor`, each prompt's own value of those attributes (one row each)."""
         from dallebrain.models.conditioning import anchored_unconditional, features_batch
 
-        uncond = self.encode_attributes(negative_prompt)
-        if uncond is None:
+        if not uses_attributes(self.unet):
             return None
         cond = torch.cat([self.encode_attributes(p) for p in prompts])
-        if self.attribute_anchor:
-            uncond = features_batch(anchored_unconditional(prompts, negative_prompt, self.attribute_anchor))
-            uncond = uncond.to(self.device)
-        return cond, uncond
+        if not self.attribute_anchor:
+            return cond, self.encode_attributes(negative_prompt)
+        rows = anchored_unconditional(prompts, negative_prompt, self.attribute_anchor)
+        return cond, features_batch(rows).to(self.device)

@@ -39,11 +39,13 @@ SETTINGS = ["prediction_type=v_prediction", "learning_rate=3e-4", "warmup_steps=
             "attribute_dropout=0.1", "caption_only_dropout=0.3", "max_rows=32000", "phrasings=1",
             "compact_text_encoder=true", "compile=true", "checkpoint_every=250", "log_every=25"]
 REPLACED = ("unet", "scheduler")  # what the fine-tune changes; the rest of the folder is the base's
-# the attribute guidance of each contrast, measured on this UNet (README "Does age in the prompt change the brain?":
-# `bench_age_sweep.py --seeds 32` at 4, 6, 8 and 10): one scale cannot serve all three; PDw keeps the base's 6
-# and FLAIR's guided against "FLAIR, the rest unstated" (models/conditioning.attribute_anchor_of): 32 seeds rising
-# 97 -> 100 %, 85/20 1.61 -> 2.23, and evaluate's encoder distance 0.588 -> 0.536 (BENCHMARKS.md)
-SAMPLING = {"attribute_guidance_by_contrast": {"T1w": 6.0, "T2w": 8.0, "FLAIR": 4.0},
+# the attribute guidance of each contrast, measured on this UNet with prompts in caption form
+# (pipelines/caption_form.py; README "Does age in the prompt change the brain?": `bench_age_sweep.py --seeds 32`):
+# one scale cannot serve all three (T1w 85/20 5.30 at 7, 8.19 at 8, 3.44 at 6 over 16 seeds; T2w 3.03 at 4, 5.10
+# at 6); PDw keeps the base's 6. FLAIR is guided against "FLAIR, the rest unstated"
+# (models/conditioning.attribute_anchor_of): 2.25 at 4 (16 seeds); anchored also on plane and level it reaches
+# 3.16 at 8, but its texture distance doubles in `evaluate` (BENCHMARKS.md, "Prompts in caption form")
+SAMPLING = {"attribute_guidance_by_contrast": {"T1w": 7.0, "T2w": 6.0, "FLAIR": 4.0},
             "attribute_guidance_anchor": {"FLAIR": ["modality"]}}
 
 

@@ -84,7 +84,8 @@ def test_v_prediction_recipe_replaces_only_the_unet_and_its_scheduler(tiny_pipel
 
     pipe = load_pipeline(release, device="cpu")
     result = pipe("axial T2-weighted brain MRI", n=1, steps=2)
-    assert np.isfinite(result.images).all() and result.settings["attribute_guidance"] == 8.0
+    t2w = _v_recipe().SAMPLING["attribute_guidance_by_contrast"]["T2w"]
+    assert np.isfinite(result.images).all() and result.settings["attribute_guidance"] == t2w
     # a release that already predicts v is refused as a base, in one line, before any work
     again = subprocess.run([sys.executable, str(ROOT / "recipes" / "v_prediction_finetune.py"), "--work",
                             str(tmp_path / "w2"), "--base", str(release)], capture_output=True, text=True, timeout=120)

@@ -81,8 +81,12 @@ def generate_cmd(
     attribute_guidance: float = typer.Option(None, help="Guidance scale of the attributes the prompt states (age, "
                                              "sex, plane, level...), apart from the caption's, for every "
                                              "contrast (default: the model's own, per contrast where it has one: "
-                                             "the shipped model's T1w 6, T2w 8, FLAIR 4, PDw 6; equal to "
+                                             "the shipped model's T1w 7, T2w 6, FLAIR 4, PDw 6; equal to "
                                              "--guidance: plain guidance)."),
+    literal_prompt: bool = typer.Option(False, "--literal-prompt", help="Encode the prompt as written. By "
+                                        "default a prompt naming plane, level and contrast but no structures is "
+                                        "encoded as the caption the model was trained on (the sidecar's "
+                                        "prompt_as_encoded): short prompts then land at the level they name."),
 ) -> None:
     """Generate synthetic brain MRI slices from a text prompt (PNG + NIfTI + JSON per image)."""
     r = _request(prompt=prompt, n=n, seed=seed, steps=steps, guidance=guidance, sampler=sampler, route=route,
@@ -104,6 +108,8 @@ def generate_cmd(
         check_output(out, r.seed, r.n, overwrite)  # before the model loads: a bad --out costs nothing
         pipe = load_pipeline(model_dir, route=r.route, lora=lora, lora_scale=r.lora_scale, precision=precision)
         pipe.attribute_guidance = attribute_guidance
+        if literal_prompt:
+            pipe.prompt_form = "literal"
         extra = {"prior_steps": r.prior_steps, "prior_guidance": r.prior_guidance} if r.route == "unclip" else {}
         written = generate_to_folder(pipe, r.prompt, out, r.n, r.seed, r.steps, r.guidance, r.sampler, png16,
                                      overwrite, str(model_dir), negative_prompt=r.negative_prompt, **extra)

@@ -44,6 +44,7 @@ from dallebrain.pipelines.signal_leak import latent_mean_of, start_latents
 # memory grows with it, never with n.
 IMAGES_PER_PASS = 1
 MAX_IMAGES_PER_PASS = 64
+PROMPT_FORMS = ("caption", "literal")  # Text2MRIPipeline.prompt_form
 
 
 @dataclass
@@ -139,6 +140,9 @@ class Text2MRIPipeline:
         self.precision = D.PRECISION  # "auto", "bf16" or "fp32" (pipelines/precision.py); settable per request
         # the guidance scale of the attributes alone (None: the model's own, `model_attribute_guidance`)
         self.attribute_guidance: float | None = None
+        # "caption": a prompt is encoded in the form the model was trained on (pipelines/caption_form.py), on a
+        # model whose dallebrain.json gives its grid; "literal": as written
+        self.prompt_form = "caption"
         if vae is not None:
             keep_fp32_output(vae.decoder.conv_out)  # the image itself at full precision (see there)
 
@@ -214,6 +218,17 @@ class Text2MRIPipeline:
                 self._prompt_cache.clear()
             self._prompt_cache[prompt] = (states, truncated)
         return self._prompt_cache[prompt]
+
+    def model_text(self, prompt: str) -> str:
+        """The text the text encoder gets for a prompt: its caption form (pipelines/caption_form.py) where
+        `prompt_form` is "caption" and the prompt can be put in that form, else the prompt as written."""
+        if self.prompt_form not in PROMPT_FORMS:
+            raise ValueError(f"prompt_form must be one of {', '.join(PROMPT_FORMS)}, got {self.prompt_form!r}")
+        if self.prompt_form == "literal":
+            return prompt
+        from dallebrain.pipelines.caption_form import caption_form, info_grid
+
+        return caption_form(prompt, info_grid(self.info)) or prompt
 
     def provenance(self) -> dict:
         """What a result records of the pipeline that made it (`GenerationResult.provenance`)."""
@@ -345,13 +360,16 @@ class Text2MRIPipeline:
         a caller can write each pass as it comes, holding one pass in memory whatever n is."""
         check_generation_args(prompt, n, steps, guidance, seed=seed)
         make_scheduler(sampler)  # an unknown sampler is refused now, not at the first pass
-        cond, truncated = self.encode_prompt(prompt)
+        text = self.model_text(prompt)
+        cond, truncated = self.encode_prompt(text)
         uncond, _ = self.encode_prompt(negative_prompt)
         seeds = image_seeds(seed, n)
         warnings = [f"prompt longer than {MAX_TOKENS} tokens: truncated"] if truncated else []
         settings = {"prompt": prompt, "negative_prompt": negative_prompt, "steps": steps, "guidance": guidance,
                     "sampler": sampler, "precision": self.compute_precision, "route": "ldm",
                     "start": self.start_kind, "model_hash": self.model_hash}
+        if text != prompt:
+            settings["prompt_as_encoded"] = text
         attribute_guidance = self.attribute_scale(guidance, prompt)
         if attribute_guidance is not None:
             settings["attribute_guidance"] = attribute_guidance
@@ -386,7 +404,7 @@ class Text2MRIPipeline:
     def _sample_batch(self, prompts: list[str], seeds: list[int], steps: int, guidance: float,
                       sampler: str) -> np.ndarray:
         uncond, _ = self.encode_prompt("")
-        cond = torch.cat([self.encode_prompt(p)[0] for p in prompts])
+        cond = torch.cat([self.encode_prompt(self.model_text(p))[0] for p in prompts])
         return self.denoise(cond, uncond, seeds, steps, guidance, sampler, None, self._attribute_pair(prompts, ""),
                             self.start_means(prompts), self.attribute_scales(prompts, guidance))
 

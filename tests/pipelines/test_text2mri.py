@@ -216,9 +216,16 @@ def test_generate_cli_writes_png_nifti_json_identically_for_a_seed(tiny_pipeline
 
 
 def test_long_prompt_is_truncated_with_a_warning(tiny_pipeline, tmp_path):
+    """Sent as written, a prompt past the text encoder's 64 tokens is truncated, and says so; in caption form
+    (the default) the same prompt is encoded as its caption, which fits, and the sidecar shows that text."""
     long_prompt = PROMPT + " with a very detailed description" * 20
-    result = _generate(long_prompt, "--model", str(tiny_pipeline), "--steps", "1", "--out", "o", cwd=tmp_path)
+    result = _generate(long_prompt, "--model", str(tiny_pipeline), "--steps", "1", "--out", "o", "--literal-prompt",
+                       cwd=tmp_path)
     assert result.returncode == 0 and "truncated" in result.stderr
+    result = _generate(long_prompt, "--model", str(tiny_pipeline), "--steps", "1", "--out", "c", cwd=tmp_path)
+    assert result.returncode == 0 and "truncated" not in result.stderr
+    sidecar = json.loads((tmp_path / "c" / "seed-000000.json").read_text())
+    assert sidecar["prompt"] == long_prompt and "detailed" not in sidecar["prompt_as_encoded"]
 
 
 @pytest.mark.parametrize("args, message", [

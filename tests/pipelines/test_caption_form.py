@@ -10,13 +10,13 @@ import pytest
 from cli_inprocess import run_cli
 from dallebrain.api import load_pipeline
 from dallebrain.data.captions import SliceFacts, build_captions
-from dallebrain.data.grid import VolumeGrid
+from dallebrain.data.grid import VolumeGrid, grid_in_info
 from dallebrain.pipelines.caption_form import (
     TABLE,
     caption_form,
     compute_structures_table,
-    info_grid,
     structures_table,
+    words_left_out,
 )
 
 SHORT = "axial FLAIR MRI slice of a healthy 20-year-old woman at the level of the lateral ventricles"
@@ -58,15 +58,15 @@ def test_prompts_that_stay_as_written(prompt, shipped_grid):
 
 def test_no_grid_no_rewrite():
     assert caption_form(SHORT, None) is None
-    assert info_grid({}) is None
-    assert info_grid({"grid": {"shape": [64, 64, 64], "spacing_mm": 3.0, "origin_mm": [-96, -114, -87]}}) == \
+    assert grid_in_info({}) is None
+    assert grid_in_info({"grid": {"shape": [64, 64, 64], "spacing_mm": 3.0, "origin_mm": [-96, -114, -87]}}) == \
         VolumeGrid((64, 64, 64), 3.0, (-96.0, -114.0, -87.0))
 
 
 def test_the_shipped_table_is_the_template_atlas_on_the_shipped_grid(shipped_grid):
     """The package's table (read instead of resampling the atlas at every start-up) is what the atlas gives."""
     from dallebrain.api import default_model
-    from dallebrain.synthesize.run import model_grid
+    from dallebrain.pipelines.folder import model_grid
 
     assert model_grid(default_model()) == shipped_grid
     shipped = json.loads(TABLE.read_text())["planes"]
@@ -76,10 +76,10 @@ def test_the_shipped_table_is_the_template_atlas_on_the_shipped_grid(shipped_gri
 
 def test_the_pipeline_encodes_the_caption_form_and_records_it(tiny_pipeline):
     pipe = load_pipeline(tiny_pipeline, device="cpu")
-    assert info_grid(pipe.info) is not None  # the tiny model's dallebrain.json gives its grid
+    assert grid_in_info(pipe.info) is not None  # the tiny model's dallebrain.json gives its grid
     rewritten = pipe(SHORT, seed=1, steps=2)
     text = rewritten.settings["prompt_as_encoded"]
-    assert text == caption_form(SHORT, info_grid(pipe.info)) and text != SHORT
+    assert text == caption_form(SHORT, grid_in_info(pipe.info)) and text != SHORT
     pipe.prompt_form = "literal"
     literal = pipe(SHORT, seed=1, steps=2)
     assert "prompt_as_encoded" not in literal.settings
@@ -103,3 +103,30 @@ def test_generate_records_the_encoded_text_and_literal_prompt_turns_it_off(tiny_
     assert caption["prompt"] == literal["prompt"] == SHORT
     assert caption["prompt_as_encoded"].startswith("Axial FLAIR brain MRI of a healthy 20-year-old woman")
     assert "prompt_as_encoded" not in literal
+
+
+@pytest.mark.parametrize("extra, left_out", [
+    ("", []),
+    (", high resolution, very sharp", ["high", "resolution", "very", "sharp"]),
+    (", 3T, large ventricles", []),  # read by the parser: in the caption
+    (", elderly", ["elderly"]),  # an age word the parser does not read: the caption says "20-year-old"
+])
+def test_words_the_caption_form_leaves_out_are_named(shipped_grid, extra, left_out):
+    prompt = SHORT + extra
+    assert words_left_out(prompt, caption_form(prompt, shipped_grid)) == left_out
+
+
+def test_the_left_out_words_are_warned_about_on_stderr_and_in_the_sidecar(tiny_pipeline, tmp_path):
+    prompt = SHORT + ", high resolution"
+    pipe = load_pipeline(tiny_pipeline, device="cpu")
+    (warning,) = [w for w in pipe(prompt, seed=1, steps=2).warnings if "caption form" in w]
+    assert "not read: high, resolution;" in warning and "--literal-prompt" in warning
+    assert not any("caption form" in w for w in pipe(SHORT, seed=1, steps=2).warnings)
+    result = run_cli("generate", prompt, "--model", str(tiny_pipeline), "--steps", "2", "--out", "o", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "warning: prompt encoded in caption form" in result.stderr and "high, resolution" in result.stderr
+    sidecar = json.loads((tmp_path / "o" / "seed-000000.json").read_text())
+    assert any("high, resolution" in w for w in sidecar["warnings"])
+    literal = run_cli("generate", prompt, "--model", str(tiny_pipeline), "--steps", "2", "--out", "l",
+                      "--literal-prompt", cwd=tmp_path)
+    assert literal.returncode == 0 and "caption form" not in literal.stderr

@@ -89,16 +89,6 @@ def fit_from_data(pipe, options: DetectOptions, items: list) -> NormalModel:
     return normal
 
 
-def model_grid(folder: Path):
-    """The slice grid of a model folder, from its configs alone (no weight loaded)."""
-    from dallebrain.pipelines.folder import check_model_configs, check_model_folder, read_info
-    from dallebrain.pipelines.output import grid_of
-
-    folder = check_model_folder(folder)
-    unet, vae = check_model_configs(folder)
-    return grid_of(read_info(folder), int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1))
-
-
 def detect(options: DetectOptions, pipe=None) -> list[dict]:
     """Run on every input and write its files; returns the JSON records. Inputs, their attributes, --out and the
     normal model are checked before any weight loads: a bad request costs nothing. `pipe`: an already loaded
@@ -106,6 +96,7 @@ def detect(options: DetectOptions, pipe=None) -> list[dict]:
     from dallebrain.anomaly.outputs import check_outputs
     from dallebrain.anomaly.slices import read_slice
     from dallebrain.api import default_model, load_pipeline
+    from dallebrain.pipelines.folder import model_grid
 
     model = options.model or default_model()
     grid = model_grid(model)

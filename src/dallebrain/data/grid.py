@@ -54,6 +54,16 @@ def prepared_grid(size: int = 128) -> VolumeGrid:
     return VolumeGrid((size, size, size), spacing, origin)
 
 
+def grid_in_info(info: dict, image_size: int | None = None) -> VolumeGrid | None:
+    """The grid a model's dallebrain.json ("grid", written from the prepared set it was trained on) gives, or None
+    when it gives none, or one whose side is not `image_size` (when given)."""
+    g = info.get("grid")
+    if not g or (image_size is not None and g.get("shape", [None])[0] != image_size):
+        return None
+    return VolumeGrid(tuple(int(s) for s in g["shape"]), float(g["spacing_mm"]),
+                      tuple(float(o) for o in g["origin_mm"]))
+
+
 def extract_slice(volume: np.ndarray, orientation: str, index: int) -> np.ndarray:
     """2-D display image of one plane of a RAS+ volume (see module docstring for the convention)."""
     plane = np.take(volume, index, axis=NORMAL_AXIS[orientation])

@@ -25,7 +25,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from dallebrain.data.captions import SliceFacts, build_captions
-from dallebrain.data.grid import VolumeGrid
+from dallebrain.data.grid import VolumeGrid, grid_in_info
 from dallebrain.data.prompts import parse_prompt
 
 # the caption phrasings that list structures ("showing the ...", "... visible", "Structures: ...")
@@ -37,15 +37,6 @@ NEAREST_MM = 3.0  # the levels `prepare` keeps are 3 mm apart: a level farther t
 def grid_key(grid: VolumeGrid) -> str:
     return json.dumps({"shape": [int(s) for s in grid.shape], "spacing_mm": float(grid.spacing_mm),
                        "origin_mm": [float(o) for o in grid.origin_mm]})
-
-
-def info_grid(info: dict) -> VolumeGrid | None:
-    """The grid a model's dallebrain.json gives, or None (an in-memory or older model: prompts stay as written)."""
-    g = info.get("grid")
-    if not g:
-        return None
-    return VolumeGrid(tuple(int(s) for s in g["shape"]), float(g["spacing_mm"]),
-                      tuple(float(o) for o in g["origin_mm"]))
 
 
 def structures_table(grid: VolumeGrid) -> dict[str, list[tuple[float, tuple[str, ...]]]]:
@@ -98,8 +89,40 @@ def caption_form(prompt: str, grid: VolumeGrid | None) -> str | None:
     return build_captions(facts, 1)[0]
 
 
+# words that carry no attribute of their own (captions say "brain MRI"; a user may say "slice", "scan", "image"):
+# never reported as left out
+GENERIC_WORDS = frozenset("a an the of at in on near around through across with and or to for from by slice slices "
+                          "image images scan scans mri mr brain view section sections cut picture showing level "
+                          "please".split())
+
+
+def words_left_out(prompt: str, encoded: str) -> list[str]:
+    """The prompt's words that the caption form `encoded` does not carry: a word is read when blanking it changes
+    what `parse_prompt` reads (its plane, level, contrast, field, age, sex, descriptors), else it is left out,
+    unless the encoded text holds it or it is a `GENERIC_WORDS` filler. In prompt order, as written."""
+    fields = parse_prompt(prompt)
+    kept = {w.lower() for w in re.findall(r"[A-Za-z][\w'-]*", encoded)}
+    left_out = []
+    for m in re.finditer(r"\S+", prompt):
+        word = m.group(0).strip(".,;:!?()[]\"'")
+        if not re.search(r"[A-Za-z]", word) or word.lower() in kept or word.lower() in GENERIC_WORDS:
+            continue
+        if parse_prompt(prompt[:m.start()] + " " * len(m.group(0)) + prompt[m.end():]) == fields:
+            left_out.append(word)
+    return list(dict.fromkeys(left_out))
+
+
+def caption_form_warnings(prompt: str, encoded: str) -> list[str]:
+    """The warning (stderr and sidecar) naming the words a caption-form rewrite left out, if any."""
+    left_out = words_left_out(prompt, encoded)
+    if not left_out:
+        return []
+    return [f"prompt encoded in caption form (sidecar: prompt_as_encoded) without these words, which the model does "
+            f"not read: {', '.join(left_out)}; --literal-prompt sends the prompt as written"]
+
+
 if __name__ == "__main__":
     # the shipped model's grid, read from its dallebrain.json (no import of the API: the package has no cycles)
     shipped = Path(__file__).resolve().parents[1] / "weights" / "default" / "dallebrain.json"
-    write_structures_table(info_grid(json.loads(shipped.read_text())))
+    write_structures_table(grid_in_info(json.loads(shipped.read_text())))
     print(f"wrote {TABLE}")

@@ -120,3 +120,14 @@ def read_info(folder: str | Path) -> dict:
     """dallebrain.json: what the pipeline was trained on (image size, grid, data card summary)."""
     path = Path(folder) / "dallebrain.json"
     return json.loads(path.read_text()) if path.exists() else {}
+
+
+def model_grid(model_dir: str | Path):
+    """The MNI grid of a pipeline folder's slices (a `VolumeGrid`), from its configs and dallebrain.json alone
+    (no weight is loaded): the grid it records at its image size, else the default grid of prepared sets."""
+    from dallebrain.data.grid import grid_in_info, prepared_grid
+
+    model_dir = check_model_folder(model_dir)
+    unet, vae = check_model_configs(model_dir)
+    size = int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
+    return grid_in_info(read_info(model_dir), size) or prepared_grid(size)

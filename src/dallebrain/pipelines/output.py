@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dallebrain.data.grid import NORMAL_AXIS, VolumeGrid, prepared_grid, slice_affine
+from dallebrain.data.grid import NORMAL_AXIS, VolumeGrid, grid_in_info, prepared_grid, slice_affine
 from dallebrain.data.io import atomic_path
 from dallebrain.data.prompts import parse_prompt
 from dallebrain.pipelines.prompt_check import check_prompt
@@ -56,10 +56,8 @@ def prompt_warnings(prompt: str) -> list[str]:
 
 
 def grid_of(info: dict, image_size: int) -> VolumeGrid:
-    g = info.get("grid")
-    if g and g.get("shape", [None])[0] == image_size:
-        return VolumeGrid(tuple(g["shape"]), float(g["spacing_mm"]), tuple(g["origin_mm"]))
-    return prepared_grid(image_size)
+    """The model's grid (`grid_in_info`), else the default grid of prepared sets at that image size."""
+    return grid_in_info(info, image_size) or prepared_grid(image_size)
 
 
 def placement(prompt: str, grid: VolumeGrid, image: np.ndarray | None = None) -> tuple[np.ndarray, dict]:

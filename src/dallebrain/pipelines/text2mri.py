@@ -226,9 +226,10 @@ class Text2MRIPipeline:
             raise ValueError(f"prompt_form must be one of {', '.join(PROMPT_FORMS)}, got {self.prompt_form!r}")
         if self.prompt_form == "literal":
             return prompt
-        from dallebrain.pipelines.caption_form import caption_form, info_grid
+        from dallebrain.data.grid import grid_in_info
+        from dallebrain.pipelines.caption_form import caption_form
 
-        return caption_form(prompt, info_grid(self.info)) or prompt
+        return caption_form(prompt, grid_in_info(self.info)) or prompt
 
     def provenance(self) -> dict:
         """What a result records of the pipeline that made it (`GenerationResult.provenance`)."""
@@ -370,6 +371,9 @@ class Text2MRIPipeline:
                     "start": self.start_kind, "model_hash": self.model_hash}
         if text != prompt:
             settings["prompt_as_encoded"] = text
+            from dallebrain.pipelines.caption_form import caption_form_warnings
+
+            warnings += caption_form_warnings(prompt, text)
         attribute_guidance = self.attribute_scale(guidance, prompt)
         if attribute_guidance is not None:
             settings["attribute_guidance"] = attribute_guidance

@@ -46,17 +46,6 @@ class SynthesisResult:
         return self.generated / self.generating_seconds if self.generating_seconds > 0 else 0.0
 
 
-def model_grid(model_dir: Path) -> VolumeGrid:
-    """The MNI grid of a pipeline folder's slices, read from its configs (no weight is loaded)."""
-    from dallebrain.pipelines.folder import check_model_configs, check_model_folder, read_info
-    from dallebrain.pipelines.output import grid_of
-
-    check_model_folder(model_dir)
-    unet, vae = check_model_configs(model_dir)
-    size = int(unet["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
-    return grid_of(read_info(model_dir), size)
-
-
 def make_sampler(options: SynthesisOptions, grid: VolumeGrid):
     from dallebrain.synthesize.plan import LikeSampler, MixSampler
 
@@ -99,7 +88,7 @@ def synthesize(options: SynthesisOptions, progress: bool = True) -> SynthesisRes
     from accelerate import PartialState
 
     from dallebrain.api import default_model
-    from dallebrain.pipelines.folder import folder_hash
+    from dallebrain.pipelines.folder import folder_hash, model_grid
     from dallebrain.synthesize.merge import all_parts_written, merge
 
     start = time.time()

@@ -173,7 +173,10 @@ def test_an_epsilon_ldm_exports_an_epsilon_scheduler(tiny_pipeline):
 @pytest.mark.parametrize("setting, message", [("block_out_channels=[8,16]", "now unet.block_out_channels"),
                                               ("unet.sample_size=8", "taken from the VAE"),
                                               ("unet.layers_per_block=two", "unet.layers_per_block=two"),
-                                              ("prediction_type=sample", "prediction_type must be one of")])
+                                              ("prediction_type=sample", "prediction_type must be one of"),
+                                              ("modality_weights=FLAIR", "modality_weights: expected"),
+                                              ("modality_weights=FLAIR=-1", "'FLAIR=-1'"),
+                                              ("modality_weights=FLAIR=nan", "'FLAIR=nan'")])
 def test_a_bad_architecture_setting_is_one_line_and_exit_2(setting, message, tmp_path):
     import subprocess
     import sys
@@ -184,3 +187,29 @@ def test_a_bad_architecture_setting_is_one_line_and_exit_2(setting, message, tmp
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:") and message in lines[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_modality_weights_draw_each_contrast_as_often_as_asked(tiny_prepared):
+    """modality_weights=FLAIR=3: FLAIR rows are drawn three times as often as each other contrast's, from each
+    step's own generator (a resumed run draws the same rows); no weights: every row alike (the old draws)."""
+    import pandas as pd
+
+    from dallebrain.data.dataset import batch_indices
+    from dallebrain.training.diffusion import SeedStream, micro_batch
+
+    table = pd.DataFrame({"modality": ["T1w"] * 300 + ["T2w"] * 300 + ["FLAIR"] * 300})
+    weights = ldm.row_weights(table, "FLAIR=3")
+    assert weights.sum() == pytest.approx(1.0)
+    assert weights[600] == pytest.approx(3 * weights[0])
+    drawn = np.concatenate([micro_batch(900, 64, 0, step, 0, 0, SeedStream.CAPTIONS, weights)[0]
+                            for step in range(200)])
+    share = np.bincount(np.asarray(table["modality"].iloc[drawn].map({"T1w": 0, "T2w": 1, "FLAIR": 2})),
+                        minlength=3) / len(drawn)
+    assert share == pytest.approx([0.2, 0.2, 0.6], abs=0.02)
+    again = micro_batch(900, 64, 0, 7, 0, 0, SeedStream.CAPTIONS, weights)[0]
+    assert np.array_equal(again, micro_batch(900, 64, 0, 7, 0, 0, SeedStream.CAPTIONS, weights)[0])
+    assert ldm.row_weights(table, "") is None
+    assert np.array_equal(batch_indices(900, 8, 0, 3), batch_indices(900, 8, 0, 3, weights=None))
+    with pytest.raises(ValueError, match="names PDw, not in the data"):
+        ldm.row_weights(table, "PDw=2")
+    assert ldm.parse_modality_weights("FLAIR=2, PDw=0.5") == {"FLAIR": 2.0, "PDw": 0.5}

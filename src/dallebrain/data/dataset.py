@@ -7,10 +7,15 @@ from pathlib import Path
 import numpy as np
 
 
-def batch_indices(n: int, batch_size: int, seed: int, step: int, rank: int = 0) -> np.ndarray:
+def batch_indices(n: int, batch_size: int, seed: int, step: int, rank: int = 0,
+                  weights: np.ndarray | None = None) -> np.ndarray:
     """Rows of the batch for a step: a pure function of (seed, step, rank), so a resumed run sees exactly
-    the batches it would have seen."""
-    return np.random.default_rng([seed, step, rank]).choice(n, size=batch_size, replace=n < batch_size)
+    the batches it would have seen. `weights` (one per row, summing to 1) draws rows with those probabilities
+    (with replacement) instead of uniformly."""
+    rng = np.random.default_rng([seed, step, rank])
+    if weights is not None:
+        return rng.choice(n, size=batch_size, replace=True, p=weights)
+    return rng.choice(n, size=batch_size, replace=n < batch_size)
 
 
 class SliceDataset:

@@ -31,14 +31,15 @@ class SeedStream(enum.IntEnum):
 
 
 def micro_batch(rows_available: int, batch_size: int, seed: int, step: int, micro: int, rank: int,
-                stream: SeedStream) -> tuple[np.ndarray, np.random.Generator]:
+                stream: SeedStream, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.random.Generator]:
     """The rows of one micro-batch and the generator of its other draws: a pure function of (seed, step,
-    micro, rank), so a resumed run sees exactly the batches it would have seen."""
+    micro, rank), so a resumed run sees exactly the batches it would have seen. `weights`: each row's
+    probability (`batch_indices`)."""
     from dallebrain.data.dataset import batch_indices
 
     if not 0 <= micro < MICRO_BATCH_STREAMS:
         raise ValueError(f"gradient_accumulation must be below {MICRO_BATCH_STREAMS}, got micro-batch {micro}")
-    rows = batch_indices(rows_available, batch_size, seed, step * MICRO_BATCH_STREAMS + micro, rank)
+    rows = batch_indices(rows_available, batch_size, seed, step * MICRO_BATCH_STREAMS + micro, rank, weights)
     return rows, np.random.default_rng([seed, step, micro, rank, int(stream)])
 
 

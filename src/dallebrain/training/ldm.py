@@ -45,10 +45,47 @@ class LdmTrainConfig(TrainConfig):
     ema_decay: float = 0.999  # exponential moving average of the weights (0: none)
     compact_text_encoder: bool = False  # store only the text-encoder weights that differ from MiniLM
     sample_steps: int = 20
+    # how often each contrast's slices are drawn, relative to the others ("FLAIR=2": FLAIR slices twice as
+    # often as each other contrast; unnamed contrasts 1; "" draws every row alike). Why: in one UNet a contrast
+    # may learn its conditioning more slowly than the others (FLAIR's age response, README)
+    modality_weights: str = ""
 
     def check(self) -> None:
         """ValueError (one line) for a setting value no run can use; called before any data is read."""
         noise_scheduler_config(self.prediction_type)
+        parse_modality_weights(self.modality_weights)
+
+
+def parse_modality_weights(spec: str) -> dict[str, float]:
+    """{"FLAIR": 2.0} from "FLAIR=2" (comma-separated); ValueError (one line) for anything else."""
+    weights = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, sep, value = item.partition("=")
+        try:
+            weight = float(value) if sep else float("nan")
+        except ValueError:
+            weight = float("nan")
+        if not name.strip() or not weight > 0 or weight == float("inf"):
+            raise ValueError(f"modality_weights: expected CONTRAST=POSITIVE_NUMBER[,...] (e.g. FLAIR=2), got {item!r}")
+        weights[name.strip()] = weight
+    return weights
+
+
+def row_weights(table, spec: str):
+    """Each row's probability of being drawn under `modality_weights` (None: uniform); ValueError naming a
+    contrast the data does not hold."""
+    import numpy as np
+
+    weights = parse_modality_weights(spec)
+    if not weights:
+        return None
+    held = set(table["modality"])
+    missing = sorted(set(weights) - held)
+    if missing:
+        raise ValueError(f"modality_weights names {', '.join(missing)}, not in the data (it holds "
+                         f"{', '.join(sorted(held))})")
+    per_row = table["modality"].map(lambda m: weights.get(m, 1.0)).to_numpy(dtype=np.float64)
+    return per_row / per_row.sum()
 
 
 def unet_config_of(config: LdmTrainConfig, latent_channels: int, sample_size: int) -> UnetConfig:
@@ -103,6 +140,7 @@ class LdmStage(Stage):
             load_initial_weights(self.unet, Path(config.init_from))
         # ground truth from metadata.parquet, never re-parsed from the captions
         self.attributes = features_batch(table_attributes(dataset.table)) if config.unet.attributes else None
+        self.row_weights = row_weights(dataset.table, config.modality_weights)
         self.ema = ema_copy(self.unet, config.ema_decay)
         self.noise = DDPMScheduler.from_config(self.scheduler_config)
         self.images_per_step = config.batch_size
@@ -122,7 +160,7 @@ class LdmStage(Stage):
         cfg = self.config
         device = self.accelerator.device
         rows, rng = micro_batch(len(self.cache), cfg.batch_size, cfg.seed, step, micro, self.rank,
-                                SeedStream.CAPTIONS)
+                                SeedStream.CAPTIONS, self.row_weights)
         latents = self.cache.latents[rows].float().to(device)
         states = self.cache.text(rows, rng.integers(self.cache.phrasings, size=len(rows))).float()
         drop = torch.from_numpy(rng.random(len(rows)) < cfg.caption_dropout)

@@ -55,7 +55,8 @@ def simulate_and_prepare(work: Path, subjects: int, workers: int, log: list, siz
 
 
 def add_fine_tune_options(parser) -> None:
-    """The options every fine-tune recipe shares (attribute_finetune.py, v_prediction_finetune.py): the cohort it
+    """The options every fine-tune recipe shares (attribute_finetune.py, v_prediction_finetune.py,
+    contrast_balance_finetune.py): the cohort it
     simulates, the configs and workers, extra LDM settings, and --install."""
     parser.add_argument("--subjects", type=int, default=120)
     parser.add_argument("--seed", type=int, default=0, help="cohort seed")
@@ -63,6 +64,50 @@ def add_fine_tune_options(parser) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], help="more LDM settings, key=value")
     parser.add_argument("--install", action="store_true", help="copy the result into the package as the default")
+
+
+def unet_fine_tune(args, stage_name: str, settings: list[str], record_key: str, sampling: dict,
+                   check_base=None) -> Path:
+    """The fine-tune recipes' one chain (v_prediction_finetune.py, contrast_balance_finetune.py): check the base
+    and the data (one line, before any work), simulate and prepare the cohort unless --data is given, train the
+    base's UNet `args.steps` more steps with `settings` in work/`stage_name` (resumed when a run is there), and
+    release the base with that UNet and its scheduler, the stage recorded under `record_key` and `sampling` (the
+    attribute guidance measured for the new UNet) in its dallebrain.json. check_base(base folder) raises
+    SystemExit for a base the recipe does not start from. Returns the release folder."""
+    work, base, log = args.work, args.base, []
+    if not (base / "scheduler" / "scheduler_config.json").is_file() or not (base / "unet").is_dir():
+        raise SystemExit(f"error: {base} is not a pipeline folder (no unet/ and scheduler/)")
+    if args.data is not None and not (args.data / "metadata.parquet").is_file():
+        raise SystemExit(f"error: {args.data} is not a prepared data set (no metadata.parquet)")
+    if check_base is not None:
+        check_base(base)
+    data = args.data or simulate_and_prepare(work, args.subjects, args.workers, log, seed=args.seed)
+    from dallebrain.training.checkpoint import holds_run
+
+    out = work / stage_name
+    if not (out / "model_index.json").exists():
+        resume = ["--resume"] if holds_run(out / "checkpoints") else []
+        sets = [f"init_from={base}", f"max_steps={args.steps}", *settings, *args.set]
+        run(["train", "ldm", "--data", str(data), "--vae", str(base / "vae"), "--out", str(out),
+             "--config", str(ROOT / "configs" / f"ldm.{args.configs}.json"),
+             *[a for s in sets for a in ("--set", s)], *resume], log)
+    model = work / "model"  # the base with the fine-tuned UNet and its scheduler (which says what the UNet predicts)
+    shutil.rmtree(model, ignore_errors=True)
+    shutil.copytree(base, model)
+    for name in ("unet", "scheduler"):
+        shutil.rmtree(model / name)
+        shutil.copytree(out / name, model / name)
+    from dallebrain.pipelines.export import release_folder, update_model_info
+
+    trained = json.loads((out / "dallebrain.json").read_text()).get("trained_on")
+    update_model_info(model, {record_key: {"folder": stage_name, "steps": args.steps,
+                                           "settings": [*settings, *args.set], "trained_on": trained},
+                              "sampling": sampling})
+    release = release_folder(model, work / "release")
+    (work / "recipe_log.json").write_text(json.dumps({"steps": args.steps, "log": log}, indent=2))
+    if args.install:
+        install(release)
+    return release
 
 
 def install(release: Path) -> Path:

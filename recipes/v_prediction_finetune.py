@@ -18,19 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
-from shipped_model import (  # noqa: E402  (the recipes' shared steps)
-    SHIPPED,
-    add_fine_tune_options,
-    install,
-    run,
-    simulate_and_prepare,
-)
+from shipped_model import SHIPPED, add_fine_tune_options, unet_fine_tune  # noqa: E402  (the recipes' shared steps)
 
 STEPS = 2500
 # the LDM settings of the fine-tune (after init_from and max_steps): a shorter warm-up than from scratch, the
@@ -38,7 +31,6 @@ STEPS = 2500
 SETTINGS = ["prediction_type=v_prediction", "learning_rate=3e-4", "warmup_steps=50", "ema_decay=0.998",
             "attribute_dropout=0.1", "caption_only_dropout=0.3", "max_rows=32000", "phrasings=1",
             "compact_text_encoder=true", "compile=true", "checkpoint_every=250", "log_every=25"]
-REPLACED = ("unet", "scheduler")  # what the fine-tune changes; the rest of the folder is the base's
 # the attribute guidance of each contrast, measured on this UNet with prompts in caption form
 # (pipelines/caption_form.py; README "Does age in the prompt change the brain?": `bench_age_sweep.py --seeds 32`):
 # one scale cannot serve all three (T1w 85/20 5.30 at 7, 8.19 at 8, 3.44 at 6 over 16 seeds; T2w 3.03 at 4, 5.10
@@ -49,6 +41,14 @@ SAMPLING = {"attribute_guidance_by_contrast": {"T1w": 7.0, "T2w": 6.0, "FLAIR": 
             "attribute_guidance_anchor": {"FLAIR": ["modality"]}}
 
 
+def check_base(base: Path) -> None:
+    """The base must be the noise-predicting model v2."""
+    scheduler = json.loads((base / "scheduler" / "scheduler_config.json").read_text())
+    if scheduler.get("prediction_type", "epsilon") != "epsilon":
+        raise SystemExit(f"error: {base}'s UNet already predicts {scheduler['prediction_type']}: give the "
+                         "noise-predicting model v2 as --base")
+
+
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="working folder (cohort, data, run)")
@@ -57,43 +57,7 @@ def main(argv: list[str] | None = None) -> Path:
                         help="a prepared set to train on (default: simulate and prepare v2's cohort in --work)")
     parser.add_argument("--steps", type=int, default=STEPS)
     add_fine_tune_options(parser)
-    args = parser.parse_args(argv)
-    work, log = args.work, []
-    if not (args.base / "scheduler" / "scheduler_config.json").is_file() or not (args.base / "unet").is_dir():
-        raise SystemExit(f"error: {args.base} is not a pipeline folder (no unet/ and scheduler/): give model v2")
-    if args.data is not None and not (args.data / "metadata.parquet").is_file():
-        raise SystemExit(f"error: {args.data} is not a prepared data set (no metadata.parquet)")
-    scheduler = json.loads((args.base / "scheduler" / "scheduler_config.json").read_text())
-    if scheduler.get("prediction_type", "epsilon") != "epsilon":
-        raise SystemExit(f"error: {args.base}'s UNet already predicts {scheduler['prediction_type']}: give the "
-                         "noise-predicting model v2 as --base")
-    data = args.data or simulate_and_prepare(work, args.subjects, args.workers, log, seed=args.seed)
-    from dallebrain.training.checkpoint import holds_run
-
-    stage = work / "model_v"
-    if not (stage / "model_index.json").exists():
-        resume = ["--resume"] if holds_run(stage / "checkpoints") else []
-        sets = [f"init_from={args.base}", f"max_steps={args.steps}", *SETTINGS, *args.set]
-        run(["train", "ldm", "--data", str(data), "--vae", str(args.base / "vae"), "--out", str(stage),
-             "--config", str(ROOT / "configs" / f"ldm.{args.configs}.json"),
-             *[a for s in sets for a in ("--set", s)], *resume], log)
-    model = work / "model"  # the base with the fine-tuned UNet and its scheduler (which says what the UNet predicts)
-    shutil.rmtree(model, ignore_errors=True)
-    shutil.copytree(args.base, model)
-    for name in REPLACED:
-        shutil.rmtree(model / name)
-        shutil.copytree(stage / name, model / name)
-    from dallebrain.pipelines.export import release_folder, update_model_info
-
-    trained = json.loads((stage / "dallebrain.json").read_text()).get("trained_on")
-    update_model_info(model, {"prediction_stage": {"folder": stage.name, "steps": args.steps,
-                                                   "settings": [*SETTINGS, *args.set], "trained_on": trained},
-                              "sampling": SAMPLING})
-    release = release_folder(model, work / "release")
-    (work / "recipe_log.json").write_text(json.dumps({"steps": args.steps, "log": log}, indent=2))
-    if args.install:
-        install(release)
-    return release
+    return unet_fine_tune(parser.parse_args(argv), "model_v", SETTINGS, "prediction_stage", SAMPLING, check_base)
 
 
 if __name__ == "__main__":

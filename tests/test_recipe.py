@@ -91,6 +91,34 @@ def test_v_prediction_recipe_replaces_only_the_unet_and_its_scheduler(tiny_pipel
                             str(tmp_path / "w2"), "--base", str(release)], capture_output=True, text=True, timeout=120)
     assert again.returncode != 0 and "already predicts v_prediction" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1 and not (tmp_path / "w2").exists()
+    _check_the_contrast_balance_stage(release, tiny_prepared, tmp_path)
+
+
+def _check_the_contrast_balance_stage(v_release, tiny_prepared, tmp_path):
+    """The next stage (v2.2) starts from the velocity-predicting release, draws FLAIR three times as often, and
+    records itself and its own per-contrast guidance; the noise-predicting model and its own release are refused."""
+    from safetensors.torch import load_file
+
+    spec = importlib.util.spec_from_file_location("balance", ROOT / "recipes" / "contrast_balance_finetune.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    release = recipe.main(["--work", str(tmp_path / "b"), "--base", str(v_release), "--data", str(tiny_prepared),
+                           "--configs", "tiny", "--steps", "2", "--set", "max_rows=64", "--set", "compile=false",
+                           *[a for s in ("warmup_steps=1", "learning_rate=1e-2", "ema_decay=0.5")
+                             for a in ("--set", s)]])
+    weights = "diffusion_pytorch_model.safetensors"
+    tuned, start = load_file(release / "unet" / weights), load_file(v_release / "unet" / weights)
+    assert any(not np.allclose(tuned[k].float().numpy(), start[k].float().numpy(), atol=1e-3) for k in tuned)
+    info = json.loads((release / "dallebrain.json").read_text())
+    assert "modality_weights=FLAIR=3" in info[recipe.RECORD]["settings"] and "prediction_stage" in info
+    assert info["sampling"]["attribute_guidance_by_contrast"] == recipe.SAMPLING["attribute_guidance_by_contrast"]
+    assert "latent_mean" in info["sampling"]  # merged into the base's sampling, not replacing it
+    for base, message in ((release, "already had this stage"), (tmp_path / "base", "predicts epsilon")):
+        result = subprocess.run([sys.executable, str(ROOT / "recipes" / "contrast_balance_finetune.py"), "--work",
+                                 str(tmp_path / "b2"), "--base", str(base)], capture_output=True, text=True,
+                                timeout=120)
+        assert result.returncode != 0 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "b2").exists()
 
 
 @pytest.mark.parametrize("bad", ["base", "data"])

@@ -3,6 +3,7 @@ slices drawn three times as often as each other contrast's (`modality_weights=FL
 folder kept (VAE, text encoder, Brain-CLIP, the unCLIP prior and decoder, the leak table).
 
     python recipes/contrast_balance_finetune.py --work /path/to/cache/balance --base V2.1_RELEASE [--install]
+        [--interpolate 0.5]
 
 Why: in v2.1, FLAIR's same-seed age response lagged the other contrasts' (85/20 ventricle ratio 2.25 at its
 best attribute guidance, cohort 4.92; T1w 5.30, T2w 5.10), and guiding it harder doubled its texture distance.
@@ -40,6 +41,11 @@ SETTINGS = ["prediction_type=v_prediction", "modality_weights=FLAIR=3", "learnin
 # 7 (16 seeds; at 7 the 20-year-olds' ventricles vanish); 32 seeds at these: T1w 4.93, T2w 5.06, FLAIR 4.55
 SAMPLING = {"attribute_guidance_by_contrast": {"T1w": 5.0, "T2w": 6.0, "FLAIR": 6.0},
             "attribute_guidance_anchor": {"FLAIR": ["modality"]}}
+# --interpolate ALPHA releases (1 - ALPHA) * v2.1 + ALPHA * this fine-tune (WiSE-FT); each alpha needs its own
+# measured attribute guidance, so only the alphas measured here are offered (BENCHMARKS.md, "Halfway between").
+# 0.5, 16 seeds: T1w 5.5 -> 4.34, 6 -> 6.09; T2w 6 -> 5.34; FLAIR 6 -> 3.49, 8 -> 3.60 (below the literal target)
+SAMPLING_INTERPOLATED = {0.5: {"attribute_guidance_by_contrast": {"T1w": 5.5, "T2w": 6.0, "FLAIR": 6.0},
+                               "attribute_guidance_anchor": {"FLAIR": ["modality"]}}}
 
 
 def check_base(base: Path) -> None:
@@ -61,8 +67,18 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--data", type=Path, default=None,
                         help="a prepared set to train on (default: simulate and prepare v2's cohort in --work)")
     parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--interpolate", type=float, default=None, metavar="ALPHA",
+                        help="release (1 - ALPHA) * base + ALPHA * fine-tune (WiSE-FT); measured: "
+                             + ", ".join(f"{a:g}" for a in SAMPLING_INTERPOLATED))
     add_fine_tune_options(parser)
-    return unet_fine_tune(parser.parse_args(argv), "model_balance", SETTINGS, RECORD, SAMPLING, check_base)
+    args = parser.parse_args(argv)
+    sampling = SAMPLING
+    if args.interpolate is not None:
+        if args.interpolate not in SAMPLING_INTERPOLATED:
+            parser.error(f"--interpolate {args.interpolate:g} has no measured attribute guidance; measured: "
+                         + ", ".join(f"{a:g}" for a in SAMPLING_INTERPOLATED))
+        sampling = SAMPLING_INTERPOLATED[args.interpolate]
+    return unet_fine_tune(args, "model_balance", SETTINGS, RECORD, sampling, check_base, args.interpolate)
 
 
 if __name__ == "__main__":

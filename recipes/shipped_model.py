@@ -67,13 +67,15 @@ def add_fine_tune_options(parser) -> None:
 
 
 def unet_fine_tune(args, stage_name: str, settings: list[str], record_key: str, sampling: dict,
-                   check_base=None) -> Path:
+                   check_base=None, interpolate: float | None = None) -> Path:
     """The fine-tune recipes' one chain (v_prediction_finetune.py, contrast_balance_finetune.py): check the base
     and the data (one line, before any work), simulate and prepare the cohort unless --data is given, train the
     base's UNet `args.steps` more steps with `settings` in work/`stage_name` (resumed when a run is there), and
     release the base with that UNet and its scheduler, the stage recorded under `record_key` and `sampling` (the
     attribute guidance measured for the new UNet) in its dallebrain.json. check_base(base folder) raises
-    SystemExit for a base the recipe does not start from. Returns the release folder."""
+    SystemExit for a base the recipe does not start from. `interpolate` (alpha in [0, 1]): the released UNet is
+    (1 - alpha) * base + alpha * fine-tune (WiSE-FT, training/weight_interpolation.py), recorded as
+    "interpolated_with_base"; None releases the fine-tune as trained. Returns the release folder."""
     work, base, log = args.work, args.base, []
     if not (base / "scheduler" / "scheduler_config.json").is_file() or not (base / "unet").is_dir():
         raise SystemExit(f"error: {base} is not a pipeline folder (no unet/ and scheduler/)")
@@ -81,6 +83,13 @@ def unet_fine_tune(args, stage_name: str, settings: list[str], record_key: str, 
         raise SystemExit(f"error: {args.data} is not a prepared data set (no metadata.parquet)")
     if check_base is not None:
         check_base(base)
+    if interpolate is not None:
+        from dallebrain.training.weight_interpolation import check_alpha
+
+        try:
+            check_alpha(interpolate)
+        except ValueError as exc:
+            raise SystemExit(f"error: --interpolate: {exc}") from None
     data = args.data or simulate_and_prepare(work, args.subjects, args.workers, log, seed=args.seed)
     from dallebrain.training.checkpoint import holds_run
 
@@ -97,12 +106,16 @@ def unet_fine_tune(args, stage_name: str, settings: list[str], record_key: str, 
     for name in ("unet", "scheduler"):
         shutil.rmtree(model / name)
         shutil.copytree(out / name, model / name)
+    record = {"folder": stage_name, "steps": args.steps, "settings": [*settings, *args.set]}
+    if interpolate is not None:
+        from dallebrain.training.weight_interpolation import interpolate_folder
+
+        interpolate_folder(base / "unet", out / "unet", interpolate, model / "unet")
+        record["interpolated_with_base"] = {"alpha": interpolate, "method": "WiSE-FT (Wortsman et al. 2022)"}
     from dallebrain.pipelines.export import release_folder, update_model_info
 
     trained = json.loads((out / "dallebrain.json").read_text()).get("trained_on")
-    update_model_info(model, {record_key: {"folder": stage_name, "steps": args.steps,
-                                           "settings": [*settings, *args.set], "trained_on": trained},
-                              "sampling": sampling})
+    update_model_info(model, {record_key: {**record, "trained_on": trained}, "sampling": sampling})
     release = release_folder(model, work / "release")
     (work / "recipe_log.json").write_text(json.dumps({"steps": args.steps, "log": log}, indent=2))
     if args.install:

@@ -113,6 +113,22 @@ def _check_the_contrast_balance_stage(v_release, tiny_prepared, tmp_path):
     assert "modality_weights=FLAIR=3" in info[recipe.RECORD]["settings"] and "prediction_stage" in info
     assert info["sampling"]["attribute_guidance_by_contrast"] == recipe.SAMPLING["attribute_guidance_by_contrast"]
     assert "latent_mean" in info["sampling"]  # merged into the base's sampling, not replacing it
+    # halfway between v2.1 and the fine-tune (WiSE-FT): the same trained stage, no new training, its own scales
+    args = ["--work", str(tmp_path / "b"), "--base", str(v_release), "--data", str(tiny_prepared), "--configs", "tiny",
+            "--steps", "2"]
+    half = recipe.main([*args, "--interpolate", "0.5"])
+    trained = load_file(tmp_path / "b" / "model_balance" / "unet" / weights)
+    mixed = load_file(half / "unet" / weights)
+    for k in mixed:
+        expected = (start[k].float() + trained[k].float()) / 2
+        assert np.allclose(mixed[k].float().numpy(), expected.numpy(), atol=2e-3, rtol=2e-3), k
+    info = json.loads((half / "dallebrain.json").read_text())
+    assert info[recipe.RECORD]["interpolated_with_base"]["alpha"] == 0.5
+    assert info["sampling"]["attribute_guidance_by_contrast"] == \
+        recipe.SAMPLING_INTERPOLATED[0.5]["attribute_guidance_by_contrast"]
+    unmeasured = subprocess.run([sys.executable, str(ROOT / "recipes" / "contrast_balance_finetune.py"), *args,
+                                 "--interpolate", "0.3"], capture_output=True, text=True, timeout=120)
+    assert unmeasured.returncode == 2 and "0.3 has no measured attribute guidance" in unmeasured.stderr
     for base, message in ((release, "already had this stage"), (tmp_path / "base", "predicts epsilon")):
         result = subprocess.run([sys.executable, str(ROOT / "recipes" / "contrast_balance_finetune.py"), "--work",
                                  str(tmp_path / "b2"), "--base", str(base)], capture_output=True, text=True,

@@ -17,14 +17,16 @@ class MeanJudge:
         return {"ventricles": np.asarray(images).reshape(len(images), -1).mean(axis=1)}
 
 
-def test_the_sweep_measures_the_contrasts_asked_for(bench, tiny_pipeline):
+@pytest.mark.parametrize("contrast", ["FLAIR", "PDw"])  # PDw: outside issue 11's three, on request
+def test_the_sweep_measures_the_contrasts_asked_for(bench, tiny_pipeline, contrast):
     from dallebrain.api import load_pipeline
 
     pipe = load_pipeline(tiny_pipeline)
     pipe.images_per_pass = 4
-    result = bench.sweep(pipe, MeanJudge(), seeds=2, steps=2, guidance=2.0, contrasts=("FLAIR",))
-    assert list(result) == ["FLAIR"]
-    row = result["FLAIR"]
+    result = bench.sweep(pipe, MeanJudge(), seeds=2, steps=2, guidance=2.0, contrasts=(contrast,))
+    assert list(result) == [contrast]
+    assert "PD-weighted" in bench.prompt("PDw", 20)
+    row = result[contrast]
     assert 0 <= row["rising_share"] <= 1 and -1 <= row["spearman_mean"] <= 1
     by_age = row["mean_fraction_by_age"]
     assert list(by_age) == [str(a) for a in bench.AGES]
@@ -35,4 +37,4 @@ def test_an_unknown_contrast_is_refused(bench, capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["--real", "nowhere", "--contrasts", "T1w,CT"])
     assert exit_info.value.code != 0
-    assert "--contrasts takes some of T1w, T2w, FLAIR" in capsys.readouterr().err
+    assert "--contrasts takes some of T1w, T2w, FLAIR, PDw" in capsys.readouterr().err

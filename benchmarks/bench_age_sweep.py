@@ -48,6 +48,12 @@ def spearman(x: np.ndarray, y: np.ndarray) -> float:
     return float(value) if np.isfinite(value) else 0.0
 
 
+def ratio_85_20(ages: np.ndarray, values: np.ndarray) -> float:
+    """85/20 ratio of a line fitted to values against age."""
+    slope, intercept = np.polyfit(ages, values, 1)
+    return float((slope * 85 + intercept) / (slope * 20 + intercept))
+
+
 def cohort_ratio(real: Path, judge, size: int) -> dict:
     """85/20 ratio of a line fitted to ventricle fraction against age on the real axial slices at the level:
     from the ground-truth labels, and from the judge's reading of the same slices."""
@@ -71,15 +77,13 @@ def cohort_ratio(real: Path, judge, size: int) -> dict:
     ages = rows.age.to_numpy(float)
     out = {"slices": int(main.sum())}
     for name, values in (("ground_truth", truth), ("judge", judged)):
-        slope, intercept = np.polyfit(ages[main], values[main], 1)
-        out[name] = float((slope * 85 + intercept) / (slope * 20 + intercept))
+        out[name] = ratio_85_20(ages[main], values[main])
     out["judge_vs_truth_r"] = float(np.corrcoef(truth[main], judged[main])[0, 1])
     out["judge_by_contrast"] = {}  # the judge's 85/20 on each contrast's own real slices: what it can see there
     for contrast in SWEEPABLE:
         mine = (rows.modality == contrast).to_numpy()
         if mine.sum() >= 4:
-            slope, intercept = np.polyfit(ages[mine], judged[mine], 1)
-            out["judge_by_contrast"][contrast] = float((slope * 85 + intercept) / (slope * 20 + intercept))
+            out["judge_by_contrast"][contrast] = ratio_85_20(ages[mine], judged[mine])
     return out
 
 
@@ -167,12 +171,13 @@ def main(argv: list[str] | None = None) -> dict:
           f"{result['cohort_ratio_85_20']['judge_vs_truth_r']:.2f}); judge per contrast: "
           + ", ".join(f"{c} {v:.2f}" for c, v in result["cohort_ratio_85_20"]["judge_by_contrast"].items()))
     judged_real = result["cohort_ratio_85_20"]["judge_by_contrast"]
+    for contrast, r in result["sweep"].items():
+        r["judged_real_85_20"] = judged_real.get(contrast)
     print(f"{'contrast':9s} {'rising':>7s} {'rho':>6s} {'85/20':>6s} {'within 25 %':>11s} {'judged real':>11s} "
           f"{'vs it':>6s}  mean fraction by age")
     for contrast, r in result["sweep"].items():
         ok = abs(r["ratio_85_20"] / target - 1) <= 0.25
-        real = judged_real.get(contrast)
-        r["judged_real_85_20"] = real
+        real = r["judged_real_85_20"]
         versus = f"{r['ratio_85_20'] / real - 1:+6.0%}" if real else f"{'-':>6s}"
         print(f"{contrast:9s} {r['rising_share']:7.0%} {r['spearman_mean']:6.2f} {r['ratio_85_20']:6.2f} "
               f"{'yes' if ok else 'no':>11s} {real if real else float('nan'):11.2f} {versus}  "

@@ -83,13 +83,6 @@ def unet_fine_tune(args, stage_name: str, settings: list[str], record_key: str, 
         raise SystemExit(f"error: {args.data} is not a prepared data set (no metadata.parquet)")
     if check_base is not None:
         check_base(base)
-    if interpolate is not None:
-        from dallebrain.training.weight_interpolation import check_alpha
-
-        try:
-            check_alpha(interpolate)
-        except ValueError as exc:
-            raise SystemExit(f"error: --interpolate: {exc}") from None
     data = args.data or simulate_and_prepare(work, args.subjects, args.workers, log, seed=args.seed)
     from dallebrain.training.checkpoint import holds_run
 

@@ -15,8 +15,7 @@ import math
 from pathlib import Path
 
 import torch
-
-WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+from diffusers.utils import SAFETENSORS_WEIGHTS_NAME as WEIGHTS_NAME  # a diffusers component's weights file
 
 
 def check_alpha(alpha: float) -> float:

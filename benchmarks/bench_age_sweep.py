@@ -87,12 +87,12 @@ def cohort_ratio(real: Path, judge, size: int) -> dict:
     return out
 
 
-def sweep(pipe, judge, seeds: int, steps: int, guidance: float, contrasts=CONTRASTS) -> dict:
+def sweep(pipe, judge, seeds: int, steps: int, guidance: float, contrasts=CONTRASTS, sampler: str = D.SAMPLER) -> dict:
     per_contrast = {}
     for contrast in contrasts:
         prompts = [prompt(contrast, a) for s in range(seeds) for a in AGES]
         seed_list = [s for s in range(seeds) for _ in AGES]
-        images = pipe.sample(prompts, seed_list, steps=steps, guidance=guidance, batch_size=32)
+        images = pipe.sample(prompts, seed_list, steps=steps, guidance=guidance, sampler=sampler, batch_size=32)
         fractions = judge.fractions(images)["ventricles"].reshape(seeds, len(AGES))
         rho = np.array([spearman(np.asarray(AGES, float), f) for f in fractions])
         mean = fractions.mean(axis=0)
@@ -103,7 +103,7 @@ def sweep(pipe, judge, seeds: int, steps: int, guidance: float, contrasts=CONTRA
     return per_contrast
 
 
-def figure(pipe, judge, path: Path, seed: int, steps: int, guidance: float) -> None:
+def figure(pipe, judge, path: Path, seed: int, steps: int, guidance: float, sampler: str = D.SAMPLER) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,7 +112,8 @@ def figure(pipe, judge, path: Path, seed: int, steps: int, guidance: float) -> N
     ages = list(range(20, 91, 10))
     rows = []
     for contrast in CONTRASTS:
-        images = pipe.sample([prompt(contrast, a) for a in ages], [seed] * len(ages), steps=steps, guidance=guidance)
+        images = pipe.sample([prompt(contrast, a) for a in ages], [seed] * len(ages), steps=steps, guidance=guidance,
+                             sampler=sampler)
         rows.append((contrast, images, judge.fractions(images)["ventricles"]))
     fig, axes = plt.subplots(len(rows), len(ages), figsize=(1.6 * len(ages), 1.85 * len(rows)))
     for r, (contrast, images, fractions) in enumerate(rows):
@@ -139,6 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")
     parser.add_argument("--seeds", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--sampler", default=D.SAMPLER, help="as generate's --sampler (auto: the model's per contrast)")
     # the caption's guidance as `generate` has it (4 here once made every README row say "guidance 2" wrongly)
     parser.add_argument("--guidance", type=float, default=D.GUIDANCE)
     parser.add_argument("--attribute-guidance", type=float, default=None,
@@ -152,6 +154,10 @@ def main(argv: list[str] | None = None) -> dict:
     contrasts = tuple(c.strip() for c in args.contrasts.split(","))
     if not contrasts or not set(contrasts) <= set(SWEEPABLE):
         parser.error(f"--contrasts takes some of {', '.join(SWEEPABLE)}, got {args.contrasts!r}")
+    from dallebrain.vocab import SAMPLER_CHOICES
+
+    if args.sampler not in SAMPLER_CHOICES:
+        parser.error(f"--sampler takes one of {', '.join(SAMPLER_CHOICES)}, got {args.sampler!r}")
     from dallebrain.api import default_model, load_pipeline
     from dallebrain.judges.tissue import load_tissue_judge
 
@@ -161,8 +167,8 @@ def main(argv: list[str] | None = None) -> dict:
     judge = load_tissue_judge(args.tissue_judge)
     result = {"cohort_ratio_85_20": cohort_ratio(args.real, judge, 128), "sweep": sweep(pipe, judge, args.seeds,
                                                                                          args.steps, args.guidance,
-                                                                                         contrasts),
-              "seeds": args.seeds, "steps": args.steps, "guidance": args.guidance,
+                                                                                         contrasts, args.sampler),
+              "seeds": args.seeds, "steps": args.steps, "sampler": args.sampler, "guidance": args.guidance,
               "attribute_guidance": {c: pipe.attribute_scale(args.guidance, prompt(c, 20)) for c in contrasts},
               "model": str(args.model or "shipped")}
     target = result["cohort_ratio_85_20"]["ground_truth"]
@@ -185,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     if args.figure:
-        figure(pipe, judge, args.figure, args.figure_seed, args.steps, args.guidance)
+        figure(pipe, judge, args.figure, args.figure_seed, args.steps, args.guidance, args.sampler)
     return result
 
 

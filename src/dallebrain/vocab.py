@@ -14,9 +14,28 @@ BRAIN_CENTRE_MNI = (0.0, -18.0, 9.0)
 # Sampler names of every entry point -> the diffusers scheduler class that implements them.
 SAMPLERS = {
     "dpm": "DPMSolverMultistepScheduler",  # DPM-Solver++ (Lu et al. 2022)
+    "dpm-sde": "DPMSolverMultistepScheduler",  # its SDE form: fresh noise at every step (algorithm "sde-dpmsolver++")
     "ddim": "DDIMScheduler",  # Song et al. 2021
     "euler": "EulerDiscreteScheduler",  # Karras et al. 2022
 }
+STOCHASTIC_SAMPLERS = ("dpm-sde",)  # samplers that draw noise at every step (from each image's own generator)
+# The default: the sampler (and steps multiple) the model's dallebrain.json records for the prompt's contrast
+# (sampling.sampler_by_contrast), else AUTO_FALLBACK.
+AUTO_SAMPLER = "auto"
+AUTO_FALLBACK = "dpm"
+SAMPLER_CHOICES = (AUTO_SAMPLER, *SAMPLERS)  # what every entry point accepts
+
+
+def check_sampler(sampler: str) -> str:
+    """sampler itself if an entry point accepts it, else a one-line ValueError."""
+    if sampler not in SAMPLER_CHOICES:
+        raise ValueError(f"unknown sampler {sampler!r}: choose from {', '.join(SAMPLER_CHOICES)}")
+    return sampler
+
+
+def concrete_sampler(sampler: str) -> str:
+    """A sampler name that names a scheduler: AUTO_SAMPLER without a per-contrast choice is AUTO_FALLBACK."""
+    return AUTO_FALLBACK if check_sampler(sampler) == AUTO_SAMPLER else sampler
 VARIATION_PREFIX = "variation-seed"  # file names of variations, apart from generated slices of the same seed
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # diffusers' file name for LoRA adapters
 # Weights in these formats can run code when loaded: every loader refuses them (safetensors only).

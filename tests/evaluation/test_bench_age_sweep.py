@@ -38,3 +38,10 @@ def test_an_unknown_contrast_is_refused(bench, capsys):
         bench.main(["--real", "nowhere", "--contrasts", "T1w,CT"])
     assert exit_info.value.code != 0
     assert "--contrasts takes some of T1w, T2w, FLAIR, PDw" in capsys.readouterr().err
+
+
+def test_an_unknown_sampler_is_refused(bench, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--real", "nowhere", "--sampler", "plms"])
+    assert exit_info.value.code != 0
+    assert "--sampler takes one of auto, dpm, dpm-sde, ddim, euler, got 'plms'" in capsys.readouterr().err

@@ -23,10 +23,68 @@ def test_same_seed_same_image_and_image_i_independent_of_n(tiny_pipeline):
     assert not np.array_equal(a.images[0], a.images[1])
 
 
-@pytest.mark.parametrize("sampler", ["dpm", "ddim", "euler"])
+@pytest.mark.parametrize("sampler", ["auto", "dpm", "dpm-sde", "ddim", "euler"])
 def test_every_sampler_runs(tiny_pipeline, sampler):
     result = load_pipeline(tiny_pipeline, device="cpu")(PROMPT, steps=2, sampler=sampler)
     assert np.isfinite(result.images).all()
+
+
+def test_the_stochastic_sampler_draws_each_images_step_noise_from_its_own_seed(tiny_pipeline):
+    """SDE DPM-Solver++ adds fresh noise at every step: from image i's own generator, so image i is the same
+    whatever n and whatever else shares its pass, and it is not the ODE sampler's image."""
+    pipe = load_pipeline(tiny_pipeline, device="cpu")
+    a = pipe(PROMPT, n=3, seed=5, steps=4, sampler="dpm-sde").images
+    np.testing.assert_array_equal(a[1], pipe(PROMPT, n=1, seed=6, steps=4, sampler="dpm-sde").images[0])
+    pipe.images_per_pass = 3  # one pass of three: the rows' noise still comes from each row's seed
+    np.testing.assert_allclose(pipe(PROMPT, n=3, seed=5, steps=4, sampler="dpm-sde").images, a, atol=1e-5)
+    pipe.images_per_pass = 1
+    ode = pipe(PROMPT, n=1, seed=5, steps=4, sampler="dpm").images[0]
+    assert np.abs(a[0] - ode).mean() > 1e-4
+
+
+def test_auto_takes_the_models_sampler_for_the_prompts_contrast(tiny_pipeline):
+    """"auto" (the default) uses dallebrain.json's sampler_by_contrast: a FLAIR prompt gets the SDE sampler at
+    twice the steps (recorded, with what was asked), the other contrasts DPM-Solver++ at the steps asked; a
+    sampler named explicitly is used as named. In `sample`, prompts of different samplers in one call give each
+    image its own prompt's image."""
+    from dallebrain.pipelines import defaults as D
+
+    assert D.SAMPLER == "auto"
+    pipe = load_pipeline(tiny_pipeline, device="cpu")
+    flair = PROMPT.replace("T2-weighted", "FLAIR")
+    assert pipe.sampling_of(flair, "auto", 3) == ("dpm", 3)  # the tiny model records no table
+    pipe.sampler_table = {"FLAIR": ("dpm-sde", 2)}
+    assert pipe.sampling_of(flair, "auto", 3) == ("dpm-sde", 6)
+    assert pipe.sampling_of(PROMPT, "auto", 3) == ("dpm", 3)
+    assert pipe.sampling_of(flair, "ddim", 3) == ("ddim", 3)
+    with pytest.raises(ValueError, match="unknown sampler 'sde'"):
+        pipe.sampling_of(flair, "sde", 3)
+    auto = pipe(flair, seed=4, steps=3)
+    assert auto.settings["sampler"] == "dpm-sde" and auto.settings["steps"] == 6
+    assert auto.settings["sampler_requested"] == "auto" and auto.settings["steps_requested"] == 3
+    np.testing.assert_array_equal(auto.images, pipe(flair, seed=4, steps=6, sampler="dpm-sde").images)
+    named = pipe(flair, seed=4, steps=3, sampler="dpm")
+    assert named.settings["sampler"] == "dpm" and "sampler_requested" not in named.settings
+    t2 = pipe(PROMPT, seed=4, steps=3)
+    assert t2.settings["sampler"] == "dpm" and t2.settings["steps"] == 3
+    pipe.images_per_pass = 2
+    mixed = pipe.sample([flair, PROMPT, flair], [4, 4, 7], steps=3, batch_size=2)
+    for image, prompt, seed in zip(mixed, [flair, PROMPT, flair], [4, 4, 7], strict=True):
+        np.testing.assert_allclose(image, pipe(prompt, seed=seed, steps=3).images[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("table", [{"CT": {"sampler": "dpm"}}, {"FLAIR": {"sampler": "auto"}},
+                                   {"FLAIR": {"sampler": "dpm-sde", "step_factor": 3}},
+                                   {"FLAIR": {"sampler": "dpm-sde", "step_factor": True}}, {"FLAIR": "dpm-sde"},
+                                   ["dpm-sde"]])
+def test_a_bad_sampler_table_is_refused_when_the_model_loads(table):
+    from dallebrain.pipelines.request import sampler_by_contrast
+
+    with pytest.raises(ValueError, match="sampler_by_contrast"):
+        sampler_by_contrast({"sampling": {"sampler_by_contrast": table}})
+    assert sampler_by_contrast({"sampling": {"sampler_by_contrast": {"FLAIR": {"sampler": "dpm-sde"}}}}) == {
+        "FLAIR": ("dpm-sde", 1)}
+    assert sampler_by_contrast({"sampling": {}}) == {}
 
 
 def test_stock_stable_diffusion_pipeline_runs_the_export_with_attributes_unstated(tiny_pipeline, tmp_path):

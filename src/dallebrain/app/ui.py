@@ -22,6 +22,7 @@ from PIL import Image
 from dallebrain.app import handlers as h
 from dallebrain.app.untrusted import LORA_OFF, lora_adapters, markdown_text
 from dallebrain.pipelines import defaults as D
+from dallebrain.vocab import SAMPLER_CHOICES
 
 log = logging.getLogger("dallebrain.app")
 
@@ -97,7 +98,8 @@ def _settings_block(prefix: str, default_steps: int = D.STEPS):
     with gr.Row():
         guidance = gr.Slider(0, h.MAX_GUIDANCE, value=D.GUIDANCE, step=0.5, label="Guidance",
                              info="0 unconditional, 1 none", elem_id=f"{prefix}-guidance")
-        sampler = gr.Dropdown(["dpm", "ddim", "euler"], value="dpm", label="Sampler", elem_id=f"{prefix}-sampler")
+        sampler = gr.Dropdown(list(SAMPLER_CHOICES), value=D.SAMPLER, label="Sampler",
+                              info="auto: the model's choice per contrast", elem_id=f"{prefix}-sampler")
     return seed, steps, guidance, sampler
 
 

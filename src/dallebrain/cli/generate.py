@@ -64,7 +64,8 @@ def generate_cmd(
     steps: int = typer.Option(D.STEPS, help="Denoising steps."),
     guidance: float = typer.Option(D.GUIDANCE, help="Classifier-free guidance scale of the caption (1 = none; "
                                    "0 = unconditional when --attribute-guidance is 0 too)."),
-    sampler: str = typer.Option(D.SAMPLER, help="dpm (DPM-Solver++), ddim or euler."),
+    sampler: str = typer.Option(D.SAMPLER, help="auto (the model's choice per contrast), dpm (DPM-Solver++), "
+                                 "dpm-sde (its SDE form), ddim or euler."),
     negative_prompt: str = typer.Option("", help="What to steer away from (replaces the empty prompt of guidance)."),
     route: str = typer.Option("ldm", help="ldm (latent diffusion) or unclip (prior + decoder)."),
     model: Path = typer.Option(None, help="Pipeline folder (default: the model shipped in the package)."),
@@ -127,7 +128,8 @@ def variations_cmd(
     seed: int = typer.Option(0, help="Seed of the first variation."),
     steps: int = typer.Option(D.STEPS, help="Denoising steps."),
     guidance: float = typer.Option(D.GUIDANCE, help="Guidance scale."),
-    sampler: str = typer.Option(D.SAMPLER, help="dpm, ddim or euler."),
+    sampler: str = typer.Option(D.SAMPLER, help="auto (DPM-Solver++ for variations), dpm, dpm-sde, ddim or "
+                                 "euler."),
     model: Path = typer.Option(None, help="Pipeline folder with prior/ and decoder/ (default: shipped model)."),
     out: Path = typer.Option(Path("dallebrain-variations"), help="Output folder."),
     png16: bool = typer.Option(False, "--png16", help="Write 16-bit PNG."),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dallebrain.models.text import HIDDEN_SIZE
-from dallebrain.vocab import SAMPLERS  # noqa: F401 - the sampler names, re-exported beside make_scheduler
+from dallebrain.vocab import SAMPLERS, concrete_sampler  # SAMPLERS re-exported beside make_scheduler
 
 
 @dataclass
@@ -126,13 +126,15 @@ def noise_scheduler_config(prediction_type: str = "epsilon") -> dict:
 
 
 def make_scheduler(sampler: str = "dpm", base_config: dict | None = None):
-    """A diffusers scheduler for a sampler name, with the training noise schedule."""
+    """A diffusers scheduler for a sampler name (vocab.SAMPLER_CHOICES; "auto" here is its fallback, the
+    per-contrast choice being the pipeline's), with the training noise schedule."""
     import diffusers
 
-    if sampler not in SAMPLERS:
-        raise ValueError(f"unknown sampler {sampler!r}: choose from {', '.join(SAMPLERS)}")
+    sampler = concrete_sampler(sampler)
     cls = getattr(diffusers, SAMPLERS[sampler])
     config = dict(base_config or noise_scheduler_config())
     if sampler == "dpm":
         config.update(algorithm_type="dpmsolver++", solver_order=2)
+    elif sampler == "dpm-sde":  # second order, as the ODE form; the step noise comes from the caller
+        config.update(algorithm_type="sde-dpmsolver++", solver_order=2)
     return cls.from_config(config)

@@ -7,7 +7,9 @@ defaults; 10 steps lose 8 %, 25 gain 1.4 % for 18 % more time. Kept import-free 
 stays instant.
 """
 
-SAMPLER = "dpm"  # DPM-Solver++ (2M)
+# "auto": the sampler the model's dallebrain.json chose per contrast (sampling.sampler_by_contrast, e.g. FLAIR with
+# SDE DPM-Solver++ at twice the steps), DPM-Solver++ (2M) where it chose none.
+SAMPLER = "auto"
 STEPS = 20
 # The caption's guidance scale. 4 (v1's) broke the attribute-conditioned v2 on captions unlike its training
 # ones ("... (z = +23 mm)" without a landmark gave scattered fragments on a grey field; 1-2 a clean slice at

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from dallebrain.pipelines import defaults as D
 from dallebrain.pipelines.prompt_check import require_servable
-from dallebrain.vocab import SAMPLERS
+from dallebrain.vocab import check_sampler
 
 # Seeds live in [0, 2**63): torch.Generator.manual_seed silently wraps -1 onto 2**64 - 1 (the same image under
 # another file name) and overflows past 2**64 only once the model has loaded.
@@ -45,6 +45,35 @@ def attribute_guidance_by_contrast(info: dict) -> dict[str, float]:
         raise ValueError(f"dallebrain.json sampling.attribute_guidance_by_contrast must map contrasts "
                          f"({', '.join(CONTRAST_LONG)}) to scales, got {str(table)[:80]}")
     return {contrast: check_attribute_guidance(value) for contrast, value in table.items()}
+
+
+MAX_STEP_FACTOR = 2  # a per-contrast sampler may at most double the requested steps (bounded cost per request)
+
+
+def sampler_by_contrast(info: dict) -> dict[str, tuple[str, int]]:
+    """{contrast: (sampler, step factor)} the "auto" sampler uses (dallebrain.json "sampling" ->
+    "sampler_by_contrast", e.g. {"FLAIR": {"sampler": "dpm-sde", "step_factor": 2}}), {} when it records none.
+    Why per contrast: the stochastic sampler's fresh noise brings back FLAIR's fine texture but not T2w's or PDw's
+    (BENCHMARKS.md, "A stochastic sampler for FLAIR texture"), and an SDE solver needs more steps than the ODE one.
+    A one-line ValueError for an unknown contrast or sampler or a bad factor, read when the model loads."""
+    from dallebrain.vocab import CONTRAST_LONG, SAMPLERS
+
+    table = (info.get("sampling") or {}).get("sampler_by_contrast")
+    if table is None:
+        return {}
+    if not isinstance(table, dict) or not set(table) <= set(CONTRAST_LONG):
+        raise ValueError(f"dallebrain.json sampling.sampler_by_contrast must map contrasts ({', '.join(CONTRAST_LONG)})"
+                         f" to samplers, got {str(table)[:80]}")
+    out = {}
+    for contrast, entry in table.items():
+        sampler = entry.get("sampler") if isinstance(entry, dict) else None
+        factor = entry.get("step_factor", 1) if isinstance(entry, dict) else None
+        if sampler not in SAMPLERS or isinstance(factor, bool) or not isinstance(factor, int) \
+                or not 1 <= factor <= MAX_STEP_FACTOR:
+            raise ValueError(f"dallebrain.json sampling.sampler_by_contrast.{contrast} must be {{\"sampler\": one of "
+                             f"{', '.join(SAMPLERS)}, \"step_factor\": 1..{MAX_STEP_FACTOR}}}, got {str(entry)[:80]}")
+        out[contrast] = (sampler, factor)
+    return out
 
 
 @dataclass(frozen=True)
@@ -131,8 +160,7 @@ class GenerationRequest:
 
     def checked(self, limits: Limits = API_LIMITS) -> GenerationRequest:
         n = whole_number(self.n, "number of images", 1, limits.max_n)
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"unknown sampler {self.sampler!r}: choose from {', '.join(SAMPLERS)}")
+        check_sampler(self.sampler)
         if self.route not in ROUTES:
             raise ValueError(f"unknown route {self.route!r}: choose {' or '.join(ROUTES)}")
         if not isinstance(self.negative_prompt, str):

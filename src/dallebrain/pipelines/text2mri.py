@@ -32,8 +32,10 @@ from dallebrain.pipelines.request import (  # noqa: F401
     attribute_guidance_by_contrast,
     check_attribute_guidance,
     check_seed,
+    sampler_by_contrast,
 )
 from dallebrain.pipelines.signal_leak import latent_mean_of, start_latents
+from dallebrain.vocab import AUTO_FALLBACK, AUTO_SAMPLER, STOCHASTIC_SAMPLERS, check_sampler
 
 # Images denoised and decoded together in one pass. Batched CPU convolutions and GEMMs round differently
 # across batch SIZES (measured on the shipped model: up to 1.9e-6 in the UNet output, 2 pixels of an 8-bit
@@ -77,9 +79,19 @@ def image_seeds(seed: int, n: int) -> list[int]:
     return [check_seed(seed, n) + i for i in range(n)]
 
 
+def image_generator(seed: int) -> torch.Generator:
+    """Image i's own random stream: its starting latents, then (stochastic samplers) its noise at every step."""
+    return torch.Generator("cpu").manual_seed(check_seed(seed))
+
+
 def initial_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     """Image i's starting latents (1, *shape), from its own generator: they depend on its seed alone."""
-    return torch.randn((1, *shape), generator=torch.Generator("cpu").manual_seed(check_seed(seed)))
+    return torch.randn((1, *shape), generator=image_generator(seed))
+
+
+def step_noise(generators: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
+    """(len(generators), *shape) noise for one step of a stochastic sampler, row i from image i's generator."""
+    return torch.cat([torch.randn((1, *shape), generator=g) for g in generators])
 
 
 def chunk_results(passes: Iterator[np.ndarray], seeds: list[int], settings: dict,
@@ -131,6 +143,7 @@ class Text2MRIPipeline:
         # now, so a bad value in dallebrain.json is refused when the model loads
         self.latent_mean = latent_mean_of(self.info, unet.config.in_channels)
         self.attribute_guidance_table = attribute_guidance_by_contrast(self.info)
+        self.sampler_table = sampler_by_contrast(self.info)  # what the "auto" sampler picks per contrast
         # attributes kept stated on the unconditional side of attribute guidance (models/conditioning.py)
         self.attribute_anchor = attribute_anchor_of(self.info)
         # per-prompt start means (pipelines/leak_table.py) where the folder has them; checked now, as the above
@@ -193,6 +206,19 @@ class Text2MRIPipeline:
             if value is not None:
                 return check_attribute_guidance(value)
         return guidance
+
+    def sampling_of(self, prompt: str, sampler: str, steps: int) -> tuple[str, int]:
+        """(sampler, steps) a request is denoised with: as asked, or for "auto" the model's choice for the
+        prompt's contrast (`sampler_table`: a sampler and a multiple of the steps), else AUTO_FALLBACK."""
+        if check_sampler(sampler) != AUTO_SAMPLER:
+            return sampler, steps
+        if self.sampler_table:
+            from dallebrain.data.prompts import parse_prompt
+
+            chosen = self.sampler_table.get(parse_prompt(prompt).modality)
+            if chosen is not None:
+                return chosen[0], steps * chosen[1]
+        return AUTO_FALLBACK, steps
 
     def attribute_scales(self, prompts: list[str], guidance: float) -> torch.Tensor | None:
         """(len(prompts),) attribute guidance of each prompt (`attribute_scale`), or None for a UNet without
@@ -315,7 +341,9 @@ class Text2MRIPipeline:
                 _pad_rows(x, pad) for x in (cond, uncond, image_embeds, cond_attr, uncond_attr, starts,
                                             attribute_scales))
         shape = (self.unet.config.in_channels, self.unet.config.sample_size, self.unet.config.sample_size)
-        noise = torch.cat([initial_noise(shape, s) for s in seeds]).to(self.device)
+        generators = [image_generator(s) for s in seeds]
+        noise = step_noise(generators, shape).to(self.device)  # = initial_noise(shape, seed) row by row
+        stochastic = sampler in STOCHASTIC_SAMPLERS
         # the signal leak: pipelines/signal_leak.py, per prompt where the model has a table (leak_table.py)
         latents = start_latents(scheduler, noise, self.latent_mean if starts is None else starts)
         attr_scale = guidance if cond_attr is None else self.attribute_scale(guidance)
@@ -350,7 +378,10 @@ class Text2MRIPipeline:
                 eps = self.unet(model_in, t, encoder_hidden_states=context, **extra).sample.float()
                 if guided:  # classifier-free guidance, every pass in one batch
                     eps = guide(eps.chunk(3 if split else 2), guidance, attr_scale)
-                latents = scheduler.step(eps, t, latents).prev_sample
+                # a stochastic sampler's step noise from each image's own generator: image i still depends on
+                # its seed alone (the scheduler's one generator would tie it to the other rows of the pass)
+                fresh = {"variance_noise": step_noise(generators, shape).to(self.device)} if stochastic else {}
+                latents = scheduler.step(eps, t, latents, **fresh).prev_sample
             images = decode_latents(self.vae, latents)
         return images[:n, 0].float().cpu().numpy()
 
@@ -360,7 +391,8 @@ class Text2MRIPipeline:
         """`self(...)` one pass at a time (the request is checked now, the images made as they are asked for):
         a caller can write each pass as it comes, holding one pass in memory whatever n is."""
         check_generation_args(prompt, n, steps, guidance, seed=seed)
-        make_scheduler(sampler)  # an unknown sampler is refused now, not at the first pass
+        asked = (sampler, steps)
+        sampler, steps = self.sampling_of(prompt, sampler, steps)  # an unknown sampler is refused now
         text = self.model_text(prompt)
         cond, truncated = self.encode_prompt(text)
         uncond, _ = self.encode_prompt(negative_prompt)
@@ -369,6 +401,8 @@ class Text2MRIPipeline:
         settings = {"prompt": prompt, "negative_prompt": negative_prompt, "steps": steps, "guidance": guidance,
                     "sampler": sampler, "precision": self.compute_precision, "route": "ldm",
                     "start": self.start_kind, "model_hash": self.model_hash}
+        if asked[0] == AUTO_SAMPLER:
+            settings.update(sampler_requested=asked[0], steps_requested=asked[1])
         if text != prompt:
             settings["prompt_as_encoded"] = text
             from dallebrain.pipelines.caption_form import caption_form_warnings
@@ -401,9 +435,20 @@ class Text2MRIPipeline:
                              f"{len(seeds)} seeds, batch_size {batch_size}")
         for prompt in dict.fromkeys(prompts):
             check_generation_args(prompt, 1, steps, guidance)
-        starts = tqdm(range(0, len(prompts), batch_size), desc="sampling", disable=not progress, leave=False)
-        return np.concatenate([self._sample_batch(prompts[s:s + batch_size], seeds[s:s + batch_size], steps, guidance,
-                                                  sampler) for s in starts]).astype(np.float32)
+        # prompts grouped by the (sampler, steps) each is denoised with ("auto": per contrast), in order within a
+        # group: a pass holds one sampler, and each image depends on its seed alone, so grouping changes none
+        groups: dict[tuple[str, int], list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            groups.setdefault(self.sampling_of(prompt, sampler, steps), []).append(i)
+        batches = [(how, rows[s:s + batch_size]) for how, rows in groups.items()
+                   for s in range(0, len(rows), batch_size)]
+        made: list[np.ndarray | None] = [None] * len(prompts)
+        for (how_sampler, how_steps), rows in tqdm(batches, desc="sampling", disable=not progress, leave=False):
+            images = self._sample_batch([prompts[i] for i in rows], [seeds[i] for i in rows], how_steps, guidance,
+                                        how_sampler)
+            for i, image in zip(rows, images, strict=True):
+                made[i] = image
+        return np.stack(made).astype(np.float32)
 
     def _sample_batch(self, prompts: list[str], seeds: list[int], steps: int, guidance: float,
                       sampler: str) -> np.ndarray:

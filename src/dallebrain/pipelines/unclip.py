@@ -18,7 +18,6 @@ import torch.nn.functional as F
 
 from dallebrain.data.prompts import PromptFields
 from dallebrain.models.text import MAX_TOKENS, shared_tokenizer, token_count
-from dallebrain.models.unet import make_scheduler
 from dallebrain.pipelines import defaults as D
 from dallebrain.pipelines.folder import UNCLIP_COMPONENTS, check_model_folder
 from dallebrain.pipelines.request import API_LIMITS, GenerationRequest
@@ -30,6 +29,7 @@ from dallebrain.pipelines.text2mri import (
     chunk_results,
     image_seeds,
 )
+from dallebrain.vocab import concrete_sampler
 
 # The prior's noise for image i comes from its own stream, distinct from the decoder's stream of the same seed.
 _PRIOR_STREAM = 0x9E3779B97F4A7C15
@@ -113,6 +113,8 @@ class UnCLIPPipeline(Text2MRIPipeline):
         self.clip, self.prior = clip, prior
         self.prior_scheduler_config = dict(prior_scheduler_config or default_prior_schedule())
         self.lora = None
+        # "auto" is DPM-Solver++ here: the per-contrast samplers of dallebrain.json were measured on the LDM's UNet
+        self.sampler_table = {}
         self._uncond_text: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
@@ -202,7 +204,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
         """`self(...)` one pass at a time: the prior and the decoder run per pass, so memory stays bounded."""
         check_generation_args(prompt, n, steps, guidance, seed=seed)
         _check_prior_args(prior_steps, prior_guidance)
-        make_scheduler(sampler)  # an unknown sampler is refused now, not at the first pass
+        sampler = concrete_sampler(sampler)  # an unknown sampler is refused now, not at the first pass
         if self.prior is None:
             raise ValueError("this pipeline has no prior: it can make variations, not text-to-image")
         seeds = image_seeds(seed, n)
@@ -232,7 +234,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
                          sampler: str = D.SAMPLER) -> Iterator[GenerationResult]:
         """`variations` one pass at a time."""
         check_generation_args("variations", n, steps, guidance, seed=seed)
-        make_scheduler(sampler)
+        sampler = concrete_sampler(sampler)
         from dallebrain.pipelines.variation_check import describe, with_readings
 
         seeds = image_seeds(seed, n)
@@ -260,6 +262,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
         sent through the prior); every frame uses the same decoder seed, so only the embedding changes."""
         check_generation_args("interpolate", n_frames, steps, guidance, seed=seed)
         _check_prior_args(prior_steps, prior_guidance)
+        sampler = concrete_sampler(sampler)
         if n_frames < 2:
             raise ValueError(f"n_frames must be at least 2, got {n_frames}")
         ends = []

@@ -57,7 +57,10 @@ def card_text(options, record: dict, tally, judge_heldout: dict | None) -> str:
         f"- `dallebrain synthesize`, dallebrain {identity['dallebrain_version']}",
         f"- model `{paths['model']}` (sha256 {identity['model_hash'][:16]})"
         + (f", LoRA `{paths['lora']}` at {identity['lora_scale']}" if paths["lora"] else ""),
-        f"- sampling: {identity['sampler']}, {identity['steps']} steps, guidance {identity['guidance']:g}, "
+        f"- sampling: {identity['sampler']}"
+        + (" (the model's sampler per contrast: dallebrain.json sampling.sampler_by_contrast)"
+           if identity["sampler"] == "auto" else "")
+        + f", {identity['steps']} steps, guidance {identity['guidance']:g}, "
         f"{identity['precision']}, {identity['batch_size']} slices per batch; slice i uses seed "
         f"{identity['seed']} + i",
         f"- attribute mix: {mix}",

@@ -11,6 +11,7 @@ from pathlib import Path
 from dallebrain.pipelines import defaults as D
 from dallebrain.pipelines.precision import check_precision
 from dallebrain.synthesize.mix import AttributeMix
+from dallebrain.vocab import SAMPLER_CHOICES
 
 MAX_SLICES = 10_000_000
 MAX_BATCH = 64  # Text2MRIPipeline.MAX_IMAGES_PER_PASS
@@ -42,7 +43,6 @@ class SynthesisOptions:
 
     def check(self) -> None:
         """One-line ValueError for settings that cannot make a data set (before any model is loaded)."""
-        from dallebrain.models.unet import SAMPLERS
         from dallebrain.pipelines.text2mri import check_seed
 
         if isinstance(self.n, bool) or not isinstance(self.n, int) or not 1 <= self.n <= MAX_SLICES:
@@ -54,8 +54,8 @@ class SynthesisOptions:
             raise ValueError(f"--steps must be between 1 and 1000, got {self.steps}")
         if not math.isfinite(self.guidance) or self.guidance < 0:
             raise ValueError(f"--guidance must be a non-negative number, got {self.guidance}")
-        if self.sampler not in SAMPLERS:
-            raise ValueError(f"unknown --sampler {self.sampler!r}: choose from {', '.join(SAMPLERS)}")
+        if self.sampler not in SAMPLER_CHOICES:
+            raise ValueError(f"unknown --sampler {self.sampler!r}: choose from {', '.join(SAMPLER_CHOICES)}")
         if not 1 <= self.batch_size <= MAX_BATCH:
             raise ValueError(f"--batch-size must be between 1 and {MAX_BATCH}, got {self.batch_size}")
         check_precision(self.precision, "--precision")

@@ -27,7 +27,7 @@ def report(tiny_unclip_pipeline, tiny_prepared, tmp_path_factory):
     out = tmp_path_factory.mktemp("eval") / "report"
     metrics = evaluate(EvaluationOptions(tiny_unclip_pipeline, tiny_prepared, out, "test", 8, "both", steps=2, seed=3,
                                          progress=False, encoder=TINY_ENCODER, diversity_prompts=2,
-                                         diversity_samples=2))
+                                         diversity_samples=2, draws=2))
     return out, metrics
 
 
@@ -56,6 +56,16 @@ def test_report_writes_every_output_with_the_metrics_of_both_routes(report):
     assert ldm["realism"]["encoder"]["frechet"] > real["realism"]["encoder"]["frechet"]
     assert ldm["grey_levels"]["all"]["wasserstein1"] > real["grey_levels"]["all"]["wasserstein1"]
     assert saved["chance"]["contrast"]["accuracy"] is not None
+    # --draws 2: each route's distances over two draws, draw 0 the column's own; the real and VAE columns have none
+    assert "spread" not in saved["columns"]["real"] and "spread" not in saved["columns"]["reconstruction"]
+    for route in ("ldm", "unclip"):
+        spread = saved["columns"][route]["spread"]
+        assert {"encoder_frechet", "brain_clip_frechet", "glcm_frechet"} <= set(spread)
+        encoder = spread["encoder_frechet"]
+        assert len(encoder["draws"]) == 2 and encoder["draws"][0] == saved["columns"][route]["realism"]["encoder"][
+            "frechet"]
+        assert encoder["draws"][1] != encoder["draws"][0] and encoder["min"] <= encoder["max"]
+    assert saved["settings"]["draws"] == 2 and "draw j > 0 uses seed 3 + j * 1000000 + i" in saved["settings"]["seeds"]
     samples = np.load(out / "samples_ldm.npz")
     assert samples["images"].shape == (8, 64, 64) and list(samples["seeds"]) == list(range(3, 11))
     assert saved == json.loads(json.dumps(metrics))  # the file holds what evaluate returned
@@ -102,6 +112,8 @@ def test_html_is_self_contained_and_summary_has_every_column(report):
     summary = (out / "summary.md").read_text()
     assert "| section | metric | better | real (test) | ldm | unclip |" in summary
     assert "Frechet distance" in summary and "near-copies (pixels)" in summary
+    assert "## How much the distances move with the synthetic draw" in summary
+    assert "How much the distances move with the synthetic draw</h2>" in page
 
 
 def test_pipelines_sample_gives_each_slice_its_own_seed(tiny_unclip_pipeline):
@@ -179,6 +191,8 @@ def test_cli_rejects_bad_inputs_with_one_line(tiny_pipeline, tiny_prepared, tmp_
         (["--model", str(no_unclip), "--data", data, "--route", "unclip"], "route unclip: incomplete model folder"),
         (["--model", str(no_unclip), "--data", data, "--route", "both"], "needs clip/, prior/ and decoder/"),
         (["--model", model, "--data", data, "--steps", "0"], "--steps must be between 1 and 1000"),
+        (["--model", model, "--data", data, "--draws", "0"], "--draws must be between 1 and 8, got 0"),
+        (["--model", model, "--data", data, "--draws", "9"], "--draws must be between 1 and 8, got 9"),
     ]
     runner = CliRunner()
     for args, message in cases:
@@ -208,6 +222,8 @@ def test_cli_builds_a_report_for_an_ldm_folder_without_brain_clip(ldm_report):
     assert "brain_clip" not in metrics["columns"]["ldm"]["realism"]
     assert "clip_score" not in metrics["columns"]["ldm"]["adherence"]
     assert "Brain-CLIP" not in (out / "summary.md").read_text()
+    assert metrics["settings"]["draws"] == 1 and "spread" not in metrics["columns"]["ldm"]
+    assert "One synthetic draw per route" in (out / "summary.md").read_text()  # and how to get the spread
 
 
 def test_a_rerun_that_fails_while_writing_keeps_the_earlier_report(ldm_report, tmp_path, monkeypatch):

@@ -19,6 +19,9 @@ def evaluate_cmd(
     steps: int = typer.Option(D.STEPS, help="Denoising steps."),
     guidance: float = typer.Option(D.GUIDANCE, help="Classifier-free guidance scale."),
     seed: int = typer.Option(0, help="Seed of synthetic slice 0; slice i uses seed + i (as generate does)."),
+    draws: int = typer.Option(1, "--draws", help="Synthetic draws per route (2-8: each distance also as its "
+                              "range over draws, draw j's slice i with seed + j * 1,000,000 + i; costs draws x "
+                              "the sampling time)."),
     encoder_steps: int = typer.Option(600, help="Training steps of the evaluation's own encoder (cached in --out)."),
     out: Path = typer.Option(..., "--out", help="Report folder: report.html, metrics.json, summary.md."),
     tissue_judge: Path = typer.Option(None, "--tissue-judge", help="Tissue judge folder (dallebrain judge train; "
@@ -32,7 +35,7 @@ def evaluate_cmd(
     from dallebrain.api import default_model
     from dallebrain.cli._common import fail
     from dallebrain.evaluation.features import EncoderConfig
-    from dallebrain.evaluation.options import EvaluationOptions, check_inputs
+    from dallebrain.evaluation.options import MAX_DRAWS, EvaluationOptions, check_inputs
 
     model = model or default_model()
     try:
@@ -43,6 +46,8 @@ def evaluate_cmd(
         fail(f"--steps must be between 1 and 1000, got {steps}")
     if guidance < 0:
         fail(f"--guidance must be non-negative, got {guidance}")
+    if not 1 <= draws <= MAX_DRAWS:
+        fail(f"--draws must be between 1 and {MAX_DRAWS}, got {draws}")
     if encoder_steps < 1:
         fail(f"--encoder-steps must be at least 1, got {encoder_steps}")
     if out.exists() and not out.is_dir():
@@ -51,7 +56,7 @@ def evaluate_cmd(
 
     options = EvaluationOptions(model=model, data=data, out=out, split=split, n=n, route=route, steps=steps,
                                 guidance=guidance, seed=seed, encoder=EncoderConfig(steps=encoder_steps),
-                                tissue_judge=tissue_judge, age_judge=age_judge)
+                                tissue_judge=tissue_judge, age_judge=age_judge, draws=draws)
     try:
         metrics = evaluate(options)
     except (ValueError, OSError) as exc:

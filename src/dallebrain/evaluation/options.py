@@ -12,6 +12,10 @@ ROUTES = ("ldm", "unclip", "both")
 SPLITS = ("test", "val")
 
 
+MAX_DRAWS = 8
+DRAW_SEED_STRIDE = 1_000_000  # draw j's seeds start this far apart: no two draws share a seed up to n = 10**6
+
+
 @dataclass
 class EvaluationOptions:
     """Settings of one evaluation; synthetic slice i uses seed + i, as `dallebrain generate` numbers them."""
@@ -32,6 +36,9 @@ class EvaluationOptions:
     tissue_judge: Path | None = None  # a `judge train` folder; None: the installed one (skipped with a note if none)
     age_judge: Path | None = None  # a `judge fit-age` folder over that tissue judge; None: the installed one
     progress: bool = True
+    # synthetic draws per route: draw 0 is the report's; draws 1.. (slice i of draw j with seed + j * DRAW_SEED_STRIDE
+    # + i) give each distance its spread over draws (spread.py)
+    draws: int = 1
 
     def __post_init__(self) -> None:
         self.model, self.data, self.out = Path(self.model), Path(self.data), Path(self.out)
@@ -42,6 +49,8 @@ class EvaluationOptions:
         """The routes to evaluate; a one-line ValueError for anything that cannot be evaluated."""
         if self.steps < 1 or self.steps > 1000:
             raise ValueError(f"steps must be between 1 and 1000, got {self.steps}")
+        if not 1 <= self.draws <= MAX_DRAWS:
+            raise ValueError(f"draws must be between 1 and {MAX_DRAWS}, got {self.draws}")
         return check_inputs(self.model, self.data, self.split, self.n, self.route)
 
 

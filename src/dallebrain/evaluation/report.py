@@ -7,7 +7,7 @@ import base64
 import html
 from pathlib import Path
 
-from dallebrain.evaluation import blur_report
+from dallebrain.evaluation import blur_report, spread
 from dallebrain.evaluation.anatomy_report import html_section, summary_lines
 from dallebrain.evaluation.formatting import fmt, lookup
 
@@ -94,6 +94,7 @@ def write_summary(out: Path, metrics: dict) -> Path:
         parts = [f"{k} {fmt(v.get('accuracy', v.get('mae')))}" for k, v in chance.items()]
         lines += [f"- Attribute chance level (train majority / mean): {', '.join(parts)}"]
     lines += blur_report.summary_lines(metrics)
+    lines += spread.summary_lines(metrics)
     lines += summary_lines(metrics)
     if metrics.get("warnings"):
         lines += ["", "Warnings:"] + [f"- {w}" for w in metrics["warnings"]]
@@ -208,6 +209,7 @@ def report_html(metrics: dict, data, figures: dict[str, bytes | None]) -> str:
         "brain only (32 levels); KS statistic per feature and a Frechet distance over the z-scored features.</p>",
         _img(figures["glcm"], "GLCM box plots"), _ks_table(metrics),
         blur_report.html_section(metrics, _table_html),
+        spread.html_section(metrics, _table_html),
         "<h2>Latent space</h2>", f"<p class='note'>Embeddings of the {esc(space)}.</p>",
         _img(figures["latent"], "latent map"),
         "<h2>Privacy and memorisation</h2>",

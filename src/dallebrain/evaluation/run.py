@@ -74,7 +74,8 @@ def evaluate(options: EvaluationOptions) -> dict:
         warnings.append(f"reused the cached evaluation encoder in {options.out / 'encoder'}")
 
     diversity = plan_diversity(reference, options)
-    synthetic = synthetic_slices(options, routes, reference, diversity, timing)  # every route, then the VAE's
+    draws: dict[str, list[np.ndarray]] = {}
+    synthetic = synthetic_slices(options, routes, reference, diversity, timing, draws)  # each route, then the VAE's
 
     t = time.time()
     sets = C.SetFeatures.measure({"real": reference.real, "floor": reference.floor, **synthetic}, encoder,
@@ -90,6 +91,8 @@ def evaluate(options: EvaluationOptions) -> dict:
     age = C.AgeTrend.measure(sets, names, reference.train, reference.heldout, train_work, train_targets, targets)
     columns = {name: C.column(sets, name, reference.modality, targets, prompt_embeds, diversity, neighbours, age)
                for name in names}
+    for route, more in draws.items():  # --draws: each distance over the draws, draw 0 the column's own
+        columns[route]["spread"] = spread_over_draws(sets, route, more, encoder, reference)
     sharp = {name: sharpness(sets.images[name]) for name in ["floor", *names]}
     for name in names:
         columns[name]["sharpness"] = sharpness_column(sharp["real"], sharp["floor" if name == "real" else name],
@@ -113,17 +116,39 @@ def evaluate(options: EvaluationOptions) -> dict:
     return metrics
 
 
+def spread_over_draws(sets, route: str, more: list[np.ndarray], encoder, reference: RealSlices) -> dict:
+    """spread.spread over draw 0 (the route's slices in `sets`) and the further draws `more`."""
+    from dallebrain.evaluation import features as Fe
+    from dallebrain.evaluation.spread import distances_of, spread
+
+    def of(features, glcm, clip):
+        return distances_of(sets.encoder["real"], features, sets.glcm["real"], glcm, reference.modality,
+                            sets.clip.get("real"), clip)
+
+    per_draw = [of(sets.encoder[route], sets.glcm[route], sets.clip.get(route))]
+    for images in more:
+        per_draw.append(of(encoder.run(images)[0], M.glcm_features(images),
+                           Fe.clip_image_features(reference.clip, images) if reference.clip else None))
+    return spread(per_draw)
+
+
 def _settings(options: EvaluationOptions, routes: list[str], reference: RealSlices, diversity: list[dict], encoder,
               reused: bool) -> dict:
     """The settings record of metrics.json: enough to rerun the evaluation and to read its numbers."""
     from dallebrain._version import __version__
+    from dallebrain.evaluation.options import DRAW_SEED_STRIDE
     from dallebrain.evaluation.sharpness import EDGE_MARGIN_PX
+    from dallebrain.pipelines import defaults as D
+    from dallebrain.vocab import AUTO_FALLBACK
 
     n, seed, work = len(reference.heldout), options.seed, options.encoder.input_size
     return {"model": str(options.model), "data": str(options.data), "split": options.split, "n": n,
             "routes": routes, "steps": options.steps, "guidance": options.guidance, "seed": seed,
+            "draws": options.draws,
+            "sampler": f"{D.SAMPLER} (the model's dallebrain.json sampling.sampler_by_contrast, else {AUTO_FALLBACK})",
             "image_size": reference.size,
-            "seeds": f"synthetic slice i uses seed {seed} + i; diversity samples continue from {seed + n}",
+            "seeds": f"synthetic slice i uses seed {seed} + i; diversity samples continue from {seed + n}"
+                     + (f"; draw j > 0 uses seed {seed} + j * {DRAW_SEED_STRIDE} + i" if options.draws > 1 else ""),
             "encoder": {**asdict(options.encoder), "reused": reused, **encoder.record},
             "feature_spaces": ["encoder", *(["brain_clip"] if reference.clip else [])],
             "brain_threshold": M.BRAIN_THRESHOLD,

@@ -8,7 +8,7 @@ import time
 
 import numpy as np
 
-from dallebrain.evaluation.options import EvaluationOptions
+from dallebrain.evaluation.options import DRAW_SEED_STRIDE, EvaluationOptions
 from dallebrain.evaluation.reconstruction import RECONSTRUCTION, reconstruct_reference
 from dallebrain.evaluation.reference import RealSlices
 
@@ -19,9 +19,12 @@ def pipeline_size(pipe) -> int:
 
 
 def synthetic_slices(options: EvaluationOptions, routes: list[str], reference: RealSlices, diversity: list[dict],
-                     timing: dict[str, float]) -> dict[str, np.ndarray]:
+                     timing: dict[str, float], draws: dict[str, list[np.ndarray]] | None = None
+                     ) -> dict[str, np.ndarray]:
     """{route: (n, S, S) slices, then RECONSTRUCTION: the held-out slices through the first route's VAE (both
-    routes read the folder's one vae/)}; each diversity item gets its samples under item["synthetic"][name]."""
+    routes read the folder's one vae/)}; each diversity item gets its samples under item["synthetic"][name].
+    With options.draws > 1, `draws[route]` gets the further draws' (n, S, S) slices (draw j: seeds
+    seed + j * DRAW_SEED_STRIDE + i), the route's pipeline loaded once for all."""
     from dallebrain.api import load_pipeline
     from dallebrain.data.io import atomic_path
 
@@ -43,6 +46,12 @@ def synthetic_slices(options: EvaluationOptions, routes: list[str], reference: R
             timing["reconstruct_s"] = time.time() - t_vae
         images = pipe.sample(prompts + div_prompts, [seed + i for i in range(n)] + div_seeds, options.steps,
                              options.guidance, progress=options.progress)
+        for j in range(1, options.draws):
+            start_seed = seed + j * DRAW_SEED_STRIDE
+            draw = pipe.sample(prompts, [start_seed + i for i in range(n)], options.steps, options.guidance,
+                               progress=options.progress)
+            if draws is not None:
+                draws.setdefault(route, []).append(draw)
         del pipe
         synthetic[route] = images[:n]
         start = n

@@ -168,7 +168,9 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"cohort_ratio_85_20": cohort_ratio(args.real, judge, 128), "sweep": sweep(pipe, judge, args.seeds,
                                                                                          args.steps, args.guidance,
                                                                                          contrasts, args.sampler),
-              "seeds": args.seeds, "steps": args.steps, "sampler": args.sampler, "guidance": args.guidance,
+              "seeds": args.seeds, "steps": args.steps, "guidance": args.guidance,
+              # (sampler, steps) each contrast ran with: "auto" resolved by the model's per-contrast table
+              "sampler": {c: pipe.sampling_of(prompt(c, 20), args.sampler, args.steps) for c in contrasts},
               "attribute_guidance": {c: pipe.attribute_scale(args.guidance, prompt(c, 20)) for c in contrasts},
               "model": str(args.model or "shipped")}
     target = result["cohort_ratio_85_20"]["ground_truth"]

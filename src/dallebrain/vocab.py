@@ -11,7 +11,7 @@ SEXES = ("F", "M")
 FIELD_OF_VIEW_MM = 192.0  # a prepared slice spans 192 mm whatever its pixel count
 # Centre of the prepared grid (MNI mm): the brain's bounding box, cerebellum included, fits 192 mm.
 BRAIN_CENTRE_MNI = (0.0, -18.0, 9.0)
-# Sampler names of every entry point -> the diffusers scheduler class that implements them.
+# Sampler names -> the diffusers scheduler class that implements them (every entry point also takes AUTO_SAMPLER).
 SAMPLERS = {
     "dpm": "DPMSolverMultistepScheduler",  # DPM-Solver++ (Lu et al. 2022)
     "dpm-sde": "DPMSolverMultistepScheduler",  # its SDE form: fresh noise at every step (algorithm "sde-dpmsolver++")
@@ -25,6 +25,11 @@ AUTO_SAMPLER = "auto"
 AUTO_FALLBACK = "dpm"
 SAMPLER_CHOICES = (AUTO_SAMPLER, *SAMPLERS)  # what every entry point accepts
 
+VARIATION_PREFIX = "variation-seed"  # file names of variations, apart from generated slices of the same seed
+LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # diffusers' file name for LoRA adapters
+# Weights in these formats can run code when loaded: every loader refuses them (safetensors only).
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+
 
 def check_sampler(sampler: str) -> str:
     """sampler itself if an entry point accepts it, else a one-line ValueError."""
@@ -36,7 +41,3 @@ def check_sampler(sampler: str) -> str:
 def concrete_sampler(sampler: str) -> str:
     """A sampler name that names a scheduler: AUTO_SAMPLER without a per-contrast choice is AUTO_FALLBACK."""
     return AUTO_FALLBACK if check_sampler(sampler) == AUTO_SAMPLER else sampler
-VARIATION_PREFIX = "variation-seed"  # file names of variations, apart from generated slices of the same seed
-LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"  # diffusers' file name for LoRA adapters
-# Weights in these formats can run code when loaded: every loader refuses them (safetensors only).
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")

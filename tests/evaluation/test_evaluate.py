@@ -193,6 +193,8 @@ def test_cli_rejects_bad_inputs_with_one_line(tiny_pipeline, tiny_prepared, tmp_
         (["--model", model, "--data", data, "--steps", "0"], "--steps must be between 1 and 1000"),
         (["--model", model, "--data", data, "--draws", "0"], "--draws must be between 1 and 8, got 0"),
         (["--model", model, "--data", data, "--draws", "9"], "--draws must be between 1 and 8, got 9"),
+        # the last draw's seeds are checked before any work (draw 1 starts 1,000,000 after draw 0)
+        (["--model", model, "--data", data, "--draws", "2", "--seed", str(2**63 - 1_000_010)], "seed (for 64 image"),
     ]
     runner = CliRunner()
     for args, message in cases:

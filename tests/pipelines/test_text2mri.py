@@ -56,6 +56,9 @@ def test_auto_takes_the_models_sampler_for_the_prompts_contrast(tiny_pipeline):
     pipe.sampler_table = {"FLAIR": ("dpm-sde", 2)}
     assert pipe.sampling_of(flair, "auto", 3) == ("dpm-sde", 6)
     assert pipe.sampling_of(PROMPT, "auto", 3) == ("dpm", 3)
+    # the factor never takes a request past 100 steps by itself; more asked are run as asked
+    assert pipe.sampling_of(flair, "auto", 80) == ("dpm-sde", 100)
+    assert pipe.sampling_of(flair, "auto", 150) == ("dpm-sde", 150)
     assert pipe.sampling_of(flair, "ddim", 3) == ("ddim", 3)
     with pytest.raises(ValueError, match="unknown sampler 'sde'"):
         pipe.sampling_of(flair, "sde", 3)
@@ -71,6 +74,16 @@ def test_auto_takes_the_models_sampler_for_the_prompts_contrast(tiny_pipeline):
     mixed = pipe.sample([flair, PROMPT, flair], [4, 4, 7], steps=3, batch_size=2)
     for image, prompt, seed in zip(mixed, [flair, PROMPT, flair], [4, 4, 7], strict=True):
         np.testing.assert_allclose(image, pipe(prompt, seed=seed, steps=3).images[0], atol=1e-5)
+
+
+def test_a_model_folder_with_a_bad_sampler_table_does_not_load(tiny_pipeline, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_pipeline, bad, ignore=shutil.ignore_patterns("checkpoints", "cache"))
+    info = json.loads((bad / "dallebrain.json").read_text())
+    info.setdefault("sampling", {})["sampler_by_contrast"] = {"FLAIR": {"sampler": "plms"}}
+    (bad / "dallebrain.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="sampling.sampler_by_contrast.FLAIR must be"):
+        load_pipeline(bad, device="cpu")
 
 
 @pytest.mark.parametrize("table", [{"CT": {"sampler": "dpm"}}, {"FLAIR": {"sampler": "auto"}},

@@ -33,6 +33,9 @@ def test_text_to_image_shapes_seeds_and_settings(pipe):
     assert a.seeds == [5, 6]
     assert a.settings["route"] == "unclip" and a.settings["prior_steps"] == 3
     assert {"prompt", "negative_prompt", "steps", "guidance", "sampler", "model_hash"} <= set(a.settings)
+    # "auto" on the decoder is DPM-Solver++ whatever the folder's per-contrast table says; the request is recorded
+    assert (a.settings["sampler"], a.settings["sampler_requested"], a.settings["steps"]) == ("dpm", "auto", 2)
+    assert pipe.sampler_table == {}
     again = pipe(PROMPT, n=2, seed=5, steps=2, prior_steps=3)
     np.testing.assert_array_equal(a.images, again.images)
     alone = pipe(PROMPT, n=1, seed=6, steps=2, prior_steps=3)  # image i depends only on seed + i, byte for byte

@@ -99,7 +99,8 @@ def _settings_block(prefix: str, default_steps: int = D.STEPS):
         guidance = gr.Slider(0, h.MAX_GUIDANCE, value=D.GUIDANCE, step=0.5, label="Guidance",
                              info="0 unconditional, 1 none", elem_id=f"{prefix}-guidance")
         sampler = gr.Dropdown(list(SAMPLER_CHOICES), value=D.SAMPLER, label="Sampler",
-                              info="auto: the model's choice per contrast", elem_id=f"{prefix}-sampler")
+                              info="auto: the model's choice per contrast (DPM-Solver++ for variations)",
+                              elem_id=f"{prefix}-sampler")
     return seed, steps, guidance, sampler
 
 

@@ -19,8 +19,8 @@ def evaluate_cmd(
     steps: int = typer.Option(D.STEPS, help="Denoising steps."),
     guidance: float = typer.Option(D.GUIDANCE, help="Classifier-free guidance scale."),
     seed: int = typer.Option(0, help="Seed of synthetic slice 0; slice i uses seed + i (as generate does)."),
-    draws: int = typer.Option(1, "--draws", help="Synthetic draws per route (2-8: each distance also as its "
-                              "range over draws, draw j's slice i with seed + j * 1,000,000 + i; costs draws x "
+    draws: int = typer.Option(1, "--draws", help="Synthetic draws per route (1-8; from 2, each distance also as "
+                              "its range over draws, draw j's slice i with seed + j * 1,000,000 + i; costs draws x "
                               "the sampling time)."),
     encoder_steps: int = typer.Option(600, help="Training steps of the evaluation's own encoder (cached in --out)."),
     out: Path = typer.Option(..., "--out", help="Report folder: report.html, metrics.json, summary.md."),

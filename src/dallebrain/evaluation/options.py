@@ -13,7 +13,8 @@ SPLITS = ("test", "val")
 
 
 MAX_DRAWS = 8
-DRAW_SEED_STRIDE = 1_000_000  # draw j's seeds start this far apart: no two draws share a seed up to n = 10**6
+# draw j's seeds start this far apart: no two draws (nor draw 0's diversity samples, which follow its n) share a seed
+DRAW_SEED_STRIDE = 1_000_000
 
 
 @dataclass
@@ -51,6 +52,11 @@ class EvaluationOptions:
             raise ValueError(f"steps must be between 1 and 1000, got {self.steps}")
         if not 1 <= self.draws <= MAX_DRAWS:
             raise ValueError(f"draws must be between 1 and {MAX_DRAWS}, got {self.draws}")
+        from dallebrain.pipelines.request import check_seed
+
+        check_seed(self.seed + (self.draws - 1) * DRAW_SEED_STRIDE, self.n)  # the last draw's seeds, before any work
+        if self.draws > 1 and self.n + self.diversity_prompts * self.diversity_samples >= DRAW_SEED_STRIDE:
+            raise ValueError(f"--draws needs n plus the diversity samples below {DRAW_SEED_STRIDE}, got n = {self.n}")
         return check_inputs(self.model, self.data, self.split, self.n, self.route)
 
 

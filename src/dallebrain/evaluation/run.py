@@ -138,14 +138,12 @@ def _settings(options: EvaluationOptions, routes: list[str], reference: RealSlic
     from dallebrain._version import __version__
     from dallebrain.evaluation.options import DRAW_SEED_STRIDE
     from dallebrain.evaluation.sharpness import EDGE_MARGIN_PX
-    from dallebrain.pipelines import defaults as D
-    from dallebrain.vocab import AUTO_FALLBACK
 
     n, seed, work = len(reference.heldout), options.seed, options.encoder.input_size
     return {"model": str(options.model), "data": str(options.data), "split": options.split, "n": n,
             "routes": routes, "steps": options.steps, "guidance": options.guidance, "seed": seed,
             "draws": options.draws,
-            "sampler": f"{D.SAMPLER} (the model's dallebrain.json sampling.sampler_by_contrast, else {AUTO_FALLBACK})",
+            "sampler": _sampler_record(options, routes),
             "image_size": reference.size,
             "seeds": f"synthetic slice i uses seed {seed} + i; diversity samples continue from {seed + n}"
                      + (f"; draw j > 0 uses seed {seed} + j * {DRAW_SEED_STRIDE} + i" if options.draws > 1 else ""),
@@ -161,6 +159,23 @@ def _settings(options: EvaluationOptions, routes: list[str], reference: RealSlic
             "diversity": {"prompts": len(diversity), "samples_per_prompt": options.diversity_samples},
             "judges": {"tissue": _judge_name(options.tissue_judge), "age": _judge_name(options.age_judge)},
             "dallebrain_version": __version__}
+
+
+def _sampler_record(options: EvaluationOptions, routes: list[str]) -> dict:
+    """What each route sampled with: the default "auto" resolved as the pipelines resolve it (the LDM route per
+    contrast from the model's sampling.sampler_by_contrast, x its step factor; the unCLIP decoder DPM-Solver++)."""
+    from dallebrain.pipelines import defaults as D
+    from dallebrain.pipelines.folder import read_info
+    from dallebrain.pipelines.request import MAX_AUTO_STEPS, sampler_by_contrast
+    from dallebrain.vocab import AUTO_FALLBACK
+
+    table = sampler_by_contrast(read_info(options.model))
+    ldm = {contrast: {"sampler": name, "steps": min(options.steps * factor, max(options.steps, MAX_AUTO_STEPS))}
+           for contrast, (name, factor) in table.items()}
+    record = {"requested": D.SAMPLER, "default": {"sampler": AUTO_FALLBACK, "steps": options.steps}}
+    if "ldm" in routes and ldm:
+        record["ldm_by_contrast"] = ldm
+    return record
 
 
 def _judge_name(folder) -> str:

@@ -19,8 +19,7 @@ import numpy as np
 
 from dallebrain.evaluation import metrics as M
 from dallebrain.evaluation.formatting import fmt
-
-MIN_ROWS = 8  # as columns.MIN_TEXTURE_ROWS: a contrast with fewer slices gets no per-contrast distance
+from dallebrain.evaluation.options import DRAW_SEED_STRIDE
 
 
 def distances_of(real_encoder: np.ndarray, fake_encoder: np.ndarray, real_glcm: np.ndarray, fake_glcm: np.ndarray,
@@ -29,6 +28,8 @@ def distances_of(real_encoder: np.ndarray, fake_encoder: np.ndarray, real_glcm: 
     """{distance name: value} of one synthetic draw against the real held-out slices, computed as the report's
     columns compute them: the evaluation encoder's and Brain-CLIP's Frechet distances, the GLCM distance over
     all slices and per contrast."""
+    from dallebrain.evaluation.columns import MIN_TEXTURE_ROWS  # imported here: columns pulls in torch
+
     modality = np.asarray(modality)
     out = {"encoder_frechet": M.frechet_distance(real_encoder, fake_encoder)}
     if real_clip is not None and fake_clip is not None:
@@ -36,7 +37,7 @@ def distances_of(real_encoder: np.ndarray, fake_encoder: np.ndarray, real_glcm: 
     out["glcm_frechet"] = M.standardised_frechet(real_glcm, fake_glcm)
     for m in dict.fromkeys(modality.tolist()):
         rows = modality == m
-        if rows.sum() >= MIN_ROWS:
+        if rows.sum() >= MIN_TEXTURE_ROWS:  # fewer slices of a contrast: no distance of its own, as there
             out[f"glcm_frechet_{m}"] = M.standardised_frechet(real_glcm[rows], fake_glcm[rows])
     return out
 
@@ -53,8 +54,8 @@ def spread(per_draw: list[dict[str, float]]) -> dict[str, dict]:
 LABELS = {"encoder_frechet": "Frechet distance, evaluation encoder",
           "brain_clip_frechet": "Frechet distance, Brain-CLIP", "glcm_frechet": "GLCM Frechet distance, all slices"}
 NOTE = ("Each distance as draw 0's value (the report's), then its range over the draws (`--draws`; draw j's slice i "
-        "with seed + j * 1,000,000 + i, the real held-out slices fixed): how far the number moves with the synthetic "
-        "draw alone. A difference between two models inside both ranges is not evidence.")
+        f"with seed + j * {DRAW_SEED_STRIDE:,} + i, the real held-out slices fixed): how far the number moves with "
+        "the synthetic draw alone. A difference between two models inside both ranges is not evidence.")
 ONE_DRAW_NOTE = ("One synthetic draw per route: a rerun with another --seed moves these distances (the shipped model: "
                  "evaluation-encoder Frechet 0.528 vs 0.458, per-contrast GLCM up to 1.8x); --draws 2 or more "
                  "gives each its range.")

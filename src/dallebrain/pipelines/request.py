@@ -48,6 +48,9 @@ def attribute_guidance_by_contrast(info: dict) -> dict[str, float]:
 
 
 MAX_STEP_FACTOR = 2  # a per-contrast sampler may at most double the requested steps (bounded cost per request)
+# ... and never takes a request past this many steps by itself (the web page's limit; a request above it is run at
+# the steps asked): the cost stays bounded, and no schedule is spaced finer than the training timesteps allow
+MAX_AUTO_STEPS = 100
 
 
 def sampler_by_contrast(info: dict) -> dict[str, tuple[str, int]]:

@@ -27,6 +27,7 @@ from dallebrain.pipelines.precision import check_precision, compute_context, kee
 # MAX_SEED and check_seed are re-exported: callers of the pipeline module use them
 from dallebrain.pipelines.request import (  # noqa: F401
     API_LIMITS,
+    MAX_AUTO_STEPS,
     MAX_SEED,
     GenerationRequest,
     attribute_guidance_by_contrast,
@@ -87,6 +88,11 @@ def image_generator(seed: int) -> torch.Generator:
 def initial_noise(shape: tuple[int, ...], seed: int) -> torch.Tensor:
     """Image i's starting latents (1, *shape), from its own generator: they depend on its seed alone."""
     return torch.randn((1, *shape), generator=image_generator(seed))
+
+
+def requested(sampler: str, steps: int) -> dict:
+    """What a sidecar records of the request beside the sampler and steps used: for "auto", what was asked."""
+    return {"sampler_requested": sampler, "steps_requested": steps} if sampler == AUTO_SAMPLER else {}
 
 
 def step_noise(generators: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
@@ -209,7 +215,8 @@ class Text2MRIPipeline:
 
     def sampling_of(self, prompt: str, sampler: str, steps: int) -> tuple[str, int]:
         """(sampler, steps) a request is denoised with: as asked, or for "auto" the model's choice for the
-        prompt's contrast (`sampler_table`: a sampler and a multiple of the steps), else AUTO_FALLBACK."""
+        prompt's contrast (`sampler_table`: a sampler and a multiple of the steps, at most MAX_AUTO_STEPS unless
+        more were asked), else AUTO_FALLBACK."""
         if check_sampler(sampler) != AUTO_SAMPLER:
             return sampler, steps
         if self.sampler_table:
@@ -217,7 +224,7 @@ class Text2MRIPipeline:
 
             chosen = self.sampler_table.get(parse_prompt(prompt).modality)
             if chosen is not None:
-                return chosen[0], steps * chosen[1]
+                return chosen[0], min(steps * chosen[1], max(steps, MAX_AUTO_STEPS))
         return AUTO_FALLBACK, steps
 
     def attribute_scales(self, prompts: list[str], guidance: float) -> torch.Tensor | None:
@@ -401,8 +408,7 @@ class Text2MRIPipeline:
         settings = {"prompt": prompt, "negative_prompt": negative_prompt, "steps": steps, "guidance": guidance,
                     "sampler": sampler, "precision": self.compute_precision, "route": "ldm",
                     "start": self.start_kind, "model_hash": self.model_hash}
-        if asked[0] == AUTO_SAMPLER:
-            settings.update(sampler_requested=asked[0], steps_requested=asked[1])
+        settings.update(requested(*asked))
         if text != prompt:
             settings["prompt_as_encoded"] = text
             from dallebrain.pipelines.caption_form import caption_form_warnings

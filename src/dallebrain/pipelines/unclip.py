@@ -28,6 +28,7 @@ from dallebrain.pipelines.text2mri import (
     check_seed,
     chunk_results,
     image_seeds,
+    requested,
 )
 from dallebrain.vocab import concrete_sampler
 
@@ -204,7 +205,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
         """`self(...)` one pass at a time: the prior and the decoder run per pass, so memory stays bounded."""
         check_generation_args(prompt, n, steps, guidance, seed=seed)
         _check_prior_args(prior_steps, prior_guidance)
-        sampler = concrete_sampler(sampler)  # an unknown sampler is refused now, not at the first pass
+        asked, sampler = sampler, concrete_sampler(sampler)  # an unknown sampler is refused now
         if self.prior is None:
             raise ValueError("this pipeline has no prior: it can make variations, not text-to-image")
         seeds = image_seeds(seed, n)
@@ -212,6 +213,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
         warnings = [f"prompt longer than {MAX_TOKENS} tokens: truncated"] if truncated else []
         settings = self._settings(prompt=prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
                                   sampler=sampler, prior_steps=prior_steps, prior_guidance=prior_guidance)
+        settings.update(requested(asked, steps))
         starts = self.start_means([prompt])
         passes = (self.decode_embeddings(self.image_embeds_of_prompt(prompt, seeds[rows], prior_steps, prior_guidance,
                                                                      negative_prompt), seeds[rows], steps, guidance,
@@ -234,7 +236,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
                          sampler: str = D.SAMPLER) -> Iterator[GenerationResult]:
         """`variations` one pass at a time."""
         check_generation_args("variations", n, steps, guidance, seed=seed)
-        sampler = concrete_sampler(sampler)
+        asked, sampler = sampler, concrete_sampler(sampler)
         from dallebrain.pipelines.variation_check import describe, with_readings
 
         seeds = image_seeds(seed, n)
@@ -242,6 +244,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
         reading = describe(self.clip, np.asarray(image, dtype=np.float32)[None], source)[0]
         settings = self._settings(mode="variations", prompt="", steps=steps, guidance=guidance, sampler=sampler,
                                   source_estimated=reading)
+        settings.update(requested(asked, steps))
         # the start mean of what the source reads as (its plane, contrast and level), where the model has a table
         starts = None if self.leak_table is None else self.leak_table.start_mean(
             PromptFields(orientation=reading["orientation"], slice_mm=reading["level_mm"],
@@ -262,7 +265,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
         sent through the prior); every frame uses the same decoder seed, so only the embedding changes."""
         check_generation_args("interpolate", n_frames, steps, guidance, seed=seed)
         _check_prior_args(prior_steps, prior_guidance)
-        sampler = concrete_sampler(sampler)
+        asked, sampler = sampler, concrete_sampler(sampler)
         if n_frames < 2:
             raise ValueError(f"n_frames must be at least 2, got {n_frames}")
         ends = []
@@ -277,4 +280,5 @@ class UnCLIPPipeline(Text2MRIPipeline):
         images = self.decode_embeddings(embeds, seeds, steps, guidance, sampler)
         settings = self._settings(mode="interpolation", prompt="", fractions=[round(float(t), 6) for t in fractions],
                                   steps=steps, guidance=guidance, sampler=sampler)
+        settings.update(requested(asked, steps))
         return GenerationResult(images, seeds, settings, provenance=self.provenance())

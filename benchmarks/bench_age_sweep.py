@@ -1,6 +1,7 @@
 """Does age in a prompt change the brain? Same-seed age sweeps, judged by the tissue segmenter.
 
     python benchmarks/bench_age_sweep.py --real PREPARED [--model MODEL] [--seeds 32] [--figure docs/age_sweep.png]
+        [--attribute-guidance-early SCALE@TIMESTEP]
 
 For each seed and contrast (T1w, T2w, FLAIR), "axial {contrast} MRI slice of a healthy {age}-year-old woman at
 the level of the lateral ventricles" at ages 20, 40, 60 and 85 with the same seed; the tissue judge
@@ -145,6 +146,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--guidance", type=float, default=D.GUIDANCE)
     parser.add_argument("--attribute-guidance", type=float, default=None,
                         help="the attributes' own guidance scale (default: the model's, per contrast where it has one)")
+    parser.add_argument("--attribute-guidance-early", default=None, metavar="SCALE@TIMESTEP",
+                        help="attribute guidance SCALE on the steps at timestep >= TIMESTEP for the swept contrasts, "
+                             "their own scale after (e.g. 8@500; default: the model's attribute_guidance_early)")
     parser.add_argument("--contrasts", default=",".join(CONTRASTS), help="comma-separated, of " + ", ".join(SWEEPABLE))
     parser.add_argument("--tissue-judge", type=Path, default=None, help="judge folder (default: the shipped one)")
     parser.add_argument("--figure", type=Path, default=None)
@@ -158,12 +162,24 @@ def main(argv: list[str] | None = None) -> dict:
 
     if args.sampler not in SAMPLER_CHOICES:
         parser.error(f"--sampler takes one of {', '.join(SAMPLER_CHOICES)}, got {args.sampler!r}")
+    early = None
+    if args.attribute_guidance_early is not None:
+        from dallebrain.pipelines.request import attribute_guidance_early
+
+        scale, _, start = args.attribute_guidance_early.partition("@")
+        try:
+            entry = {"scale": float(scale), "from_timestep": int(start)}
+            early = attribute_guidance_early({"sampling": {"attribute_guidance_early": {c: entry for c in contrasts}}})
+        except ValueError as exc:
+            parser.error(f"--attribute-guidance-early takes SCALE@TIMESTEP (e.g. 8@500): {exc}")
     from dallebrain.api import default_model, load_pipeline
     from dallebrain.judges.tissue import load_tissue_judge
 
     pipe = load_pipeline(args.model or default_model(), device="cpu")
     pipe.images_per_pass = 8
     pipe.attribute_guidance = args.attribute_guidance
+    if early is not None:
+        pipe.early_guidance_table = early
     judge = load_tissue_judge(args.tissue_judge)
     result = {"cohort_ratio_85_20": cohort_ratio(args.real, judge, 128), "sweep": sweep(pipe, judge, args.seeds,
                                                                                          args.steps, args.guidance,
@@ -172,6 +188,7 @@ def main(argv: list[str] | None = None) -> dict:
               # (sampler, steps) each contrast ran with: "auto" resolved by the model's per-contrast table
               "sampler": {c: pipe.sampling_of(prompt(c, 20), args.sampler, args.steps) for c in contrasts},
               "attribute_guidance": {c: pipe.attribute_scale(args.guidance, prompt(c, 20)) for c in contrasts},
+              "attribute_guidance_early": {c: pipe.early_attribute_guidance(prompt(c, 20)) for c in contrasts},
               "model": str(args.model or "shipped")}
     target = result["cohort_ratio_85_20"]["ground_truth"]
     print(f"cohort's own 85/20 ventricle ratio at z = {LEVEL_MM:g} mm: {target:.2f} (ground truth), "

@@ -45,3 +45,11 @@ def test_an_unknown_sampler_is_refused(bench, capsys):
         bench.main(["--real", "nowhere", "--sampler", "plms"])
     assert exit_info.value.code != 0
     assert "--sampler takes one of auto, dpm, dpm-sde, ddim, euler, got 'plms'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", ["8", "8@", "x@500", "8@1000", "60@500", "8@500.5"])
+def test_a_bad_early_guidance_is_refused_before_any_model_loads(bench, capsys, value):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--real", "nowhere", "--attribute-guidance-early", value])
+    assert exit_info.value.code != 0
+    assert "--attribute-guidance-early takes SCALE@TIMESTEP" in capsys.readouterr().err

@@ -258,3 +258,20 @@ def test_importing_the_evaluate_command_does_not_import_torch():
     code = "import sys, dallebrain.evaluation.cli; print('torch' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "False", result.stderr
+
+
+def test_settings_record_the_models_early_attribute_guidance(tmp_path):
+    """metrics.json says which contrasts the LDM route sampled with an early attribute guidance, and with what."""
+    from dallebrain.evaluation.options import EvaluationOptions
+    from dallebrain.evaluation.run import _early_guidance_record
+
+    def record(sampling, routes=("ldm",)):
+        (tmp_path / "dallebrain.json").write_text(json.dumps({"sampling": sampling}))
+        return _early_guidance_record(EvaluationOptions(tmp_path, tmp_path, tmp_path / "out", "test", 8, "ldm"),
+                                      list(routes))
+
+    entry = {"FLAIR": {"scale": 8, "from_timestep": 500}}
+    assert record({"attribute_guidance_early": entry}) == {
+        "attribute_guidance_early": {"FLAIR": {"scale": 8.0, "from_timestep": 500}}}
+    assert record({"attribute_guidance_early": entry}, routes=("unclip",)) == {}
+    assert record({}) == {}

@@ -249,6 +249,82 @@ def test_an_attribute_anchor_keeps_the_contrast_on_the_unconditional_side(tiny_p
             attribute_anchor_of({"sampling": {"attribute_guidance_anchor": bad}})
 
 
+def test_early_attribute_guidance_applies_on_the_noisy_steps_only(tiny_pipeline, monkeypatch):
+    """dallebrain.json's attribute_guidance_early gives a contrast a stronger attribute guidance on the steps at
+    or above a timestep: from timestep 999 no step qualifies (the images of before), from timestep 1 every step
+    does (the images of that scale throughout), in between the images differ from both. Other contrasts, a
+    scale set on the pipeline, and `sample` with mixed contrasts keep their own; the sidecar records it."""
+    import torch
+
+    pipe = load_pipeline(tiny_pipeline, device="cpu")
+    with torch.no_grad():
+        pipe.unet.class_embedding.linear_2.weight.normal_(0, 0.5)
+    monkeypatch.setitem(pipe.info, "sampling", {"attribute_guidance": 4.0})
+    steps = 4
+    timesteps = pipe_timesteps(pipe, steps)
+    four = pipe(PROMPT, seed=2, steps=steps)
+    pipe.attribute_guidance = 12.0
+    twelve = pipe(PROMPT, seed=2, steps=steps).images
+    pipe.attribute_guidance = None
+    assert "attribute_guidance_early" not in four.settings
+
+    def early_from(timestep):
+        pipe.early_guidance_table = {"T2w": (12.0, timestep)}
+        return pipe(PROMPT, seed=2, steps=steps)
+
+    assert max(timesteps) < 999 and min(timesteps) >= 1
+    np.testing.assert_allclose(early_from(999).images, four.images, atol=1e-6)
+    np.testing.assert_allclose(early_from(1).images, twelve, atol=1e-6)
+    half = early_from(int(timesteps[steps // 2 - 1]))  # the first two of four steps at 12
+    assert half.settings["attribute_guidance_early"] == {"scale": 12.0, "from_timestep": int(timesteps[1])}
+    assert half.settings["attribute_guidance"] == 4.0
+    assert np.abs(half.images - four.images).mean() > 1e-5 and np.abs(half.images - twelve).mean() > 1e-5
+    t1 = PROMPT.replace("T2-weighted", "T1-weighted")
+    assert "attribute_guidance_early" not in pipe(t1, seed=2, steps=steps).settings  # T1w: not in the table
+    pipe.images_per_pass = 2
+    both = pipe.sample([t1, PROMPT], [2, 2], steps=steps)
+    np.testing.assert_allclose(both[1], half.images[0], atol=1e-5)
+    np.testing.assert_allclose(both[0], pipe(t1, seed=2, steps=steps).images[0], atol=1e-5)
+    pipe.attribute_guidance = 4.0  # one scale set for every step: no early phase
+    set_one = pipe(PROMPT, seed=2, steps=steps)
+    assert "attribute_guidance_early" not in set_one.settings
+    np.testing.assert_allclose(set_one.images, four.images, atol=1e-6)
+
+
+def pipe_timesteps(pipe, steps: int) -> list[int]:
+    from dallebrain.models.unet import make_scheduler
+
+    scheduler = make_scheduler("dpm", pipe.scheduler_config)
+    scheduler.set_timesteps(steps)
+    return [int(t) for t in scheduler.timesteps]
+
+
+def test_a_model_folder_with_a_bad_early_guidance_table_does_not_load(tiny_pipeline, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_pipeline, folder)
+    info = json.loads((folder / "dallebrain.json").read_text())
+    info.setdefault("sampling", {})["attribute_guidance_early"] = {"FLAIR": {"scale": 8.0, "from_timestep": 1000}}
+    (folder / "dallebrain.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="sampling.attribute_guidance_early.FLAIR must be"):
+        load_pipeline(folder, device="cpu")
+
+
+@pytest.mark.parametrize("table", [{"CT": {"scale": 8, "from_timestep": 500}}, {"FLAIR": {"scale": 8}},
+                                   {"FLAIR": {"scale": 8, "from_timestep": 0}},
+                                   {"FLAIR": {"scale": 8, "from_timestep": 500.0}},
+                                   {"FLAIR": {"scale": 8, "from_timestep": True}},
+                                   {"FLAIR": {"scale": 60, "from_timestep": 500}},
+                                   {"FLAIR": {"scale": 8, "from_timestep": 500, "until": 3}}, {"FLAIR": 8}, [8]])
+def test_a_bad_early_guidance_table_is_refused(table):
+    from dallebrain.pipelines.request import attribute_guidance_early
+
+    with pytest.raises(ValueError, match="attribute_guidance_early"):
+        attribute_guidance_early({"sampling": {"attribute_guidance_early": table}})
+    assert attribute_guidance_early({"sampling": {"attribute_guidance_early": {
+        "FLAIR": {"scale": 8, "from_timestep": 500}}}}) == {"FLAIR": (8.0, 500)}
+    assert attribute_guidance_early({"sampling": {}}) == {}
+
+
 @pytest.mark.parametrize("table", [{"CT": 6.0}, {"T1w": -1.0}, {"T1w": "10"}, [10.0]])
 def test_a_bad_attribute_guidance_table_is_refused_when_the_model_loads(table):
     from dallebrain.pipelines.request import attribute_guidance_by_contrast

@@ -144,6 +144,7 @@ def _settings(options: EvaluationOptions, routes: list[str], reference: RealSlic
             "routes": routes, "steps": options.steps, "guidance": options.guidance, "seed": seed,
             "draws": options.draws,
             "sampler": _sampler_record(options, routes),
+            **_early_guidance_record(options, routes),
             "image_size": reference.size,
             "seeds": f"synthetic slice i uses seed {seed} + i; diversity samples continue from {seed + n}"
                      + (f"; draw j > 0 uses seed {seed} + j * {DRAW_SEED_STRIDE} + i" if options.draws > 1 else ""),
@@ -176,6 +177,17 @@ def _sampler_record(options: EvaluationOptions, routes: list[str]) -> dict:
     if "ldm" in routes and ldm:
         record["ldm_by_contrast"] = ldm
     return record
+
+
+def _early_guidance_record(options: EvaluationOptions, routes: list[str]) -> dict:
+    """The LDM route's early attribute guidance per contrast (the model's sampling.attribute_guidance_early), as
+    {"attribute_guidance_early": {contrast: {"scale", "from_timestep"}}}; {} when the model records none."""
+    from dallebrain.pipelines.folder import read_info
+    from dallebrain.pipelines.request import attribute_guidance_early
+
+    table = attribute_guidance_early(read_info(options.model)) if "ldm" in routes else {}
+    return {"attribute_guidance_early": {contrast: {"scale": scale, "from_timestep": start}
+                                         for contrast, (scale, start) in table.items()}} if table else {}
 
 
 def _judge_name(folder) -> str:

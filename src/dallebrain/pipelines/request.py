@@ -79,6 +79,41 @@ def sampler_by_contrast(info: dict) -> dict[str, tuple[str, int]]:
     return out
 
 
+TRAIN_TIMESTEPS = 1000  # the noise schedule's length (every shipped scheduler_config.json)
+
+
+def attribute_guidance_early(info: dict) -> dict[str, tuple[float, int]]:
+    """{contrast: (scale, from timestep)}: the attributes' guidance on the sampling steps at timestep >= that
+    value, the contrast's own scale on the later ones (dallebrain.json "sampling" -> "attribute_guidance_early",
+    e.g. {"FLAIR": {"scale": 8, "from_timestep": 500}}), {} when it records none. Why: the noisy steps lay out
+    the coarse anatomy (how large the ventricles are for the age asked) and the late ones the texture, so a
+    strong scale early and a mild one late follows age without the late steps' texture cost of a strong scale
+    throughout (guidance in a limited interval, Kynkaenniemi et al. 2024; BENCHMARKS.md, "Attribute guidance on
+    the noisy steps"). Set by timestep, not step count, so it covers the same noise levels at any --steps. A
+    one-line ValueError for an unknown contrast, a bad scale or timestep, read when the model loads."""
+    from dallebrain.vocab import CONTRAST_LONG
+
+    table = (info.get("sampling") or {}).get("attribute_guidance_early")
+    if table is None:
+        return {}
+    if not isinstance(table, dict) or not set(table) <= set(CONTRAST_LONG):
+        raise ValueError(f"dallebrain.json sampling.attribute_guidance_early must map contrasts "
+                         f"({', '.join(CONTRAST_LONG)}) to {{\"scale\", \"from_timestep\"}}, got {str(table)[:80]}")
+    out = {}
+    for contrast, entry in table.items():
+        scale = entry.get("scale") if isinstance(entry, dict) else None
+        start = entry.get("from_timestep") if isinstance(entry, dict) else None
+        if not isinstance(entry, dict) or set(entry) != {"scale", "from_timestep"} or isinstance(start, bool) \
+                or not isinstance(start, int) or not 1 <= start < TRAIN_TIMESTEPS:
+            raise ValueError(f"dallebrain.json sampling.attribute_guidance_early.{contrast} must be {{\"scale\": "
+                             f"0..50, \"from_timestep\": 1..{TRAIN_TIMESTEPS - 1}}}, got {str(entry)[:80]}")
+        try:
+            out[contrast] = (check_attribute_guidance(scale), start)
+        except ValueError as exc:
+            raise ValueError(f"dallebrain.json sampling.attribute_guidance_early.{contrast}.scale: {exc}") from None
+    return out
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one kind of caller may ask for."""

@@ -31,6 +31,7 @@ from dallebrain.pipelines.request import (  # noqa: F401
     MAX_SEED,
     GenerationRequest,
     attribute_guidance_by_contrast,
+    attribute_guidance_early,
     check_attribute_guidance,
     check_seed,
     sampler_by_contrast,
@@ -149,6 +150,8 @@ class Text2MRIPipeline:
         # now, so a bad value in dallebrain.json is refused when the model loads
         self.latent_mean = latent_mean_of(self.info, unet.config.in_channels)
         self.attribute_guidance_table = attribute_guidance_by_contrast(self.info)
+        # a stronger attribute guidance on the noisy steps, per contrast (request.attribute_guidance_early)
+        self.early_guidance_table = attribute_guidance_early(self.info)
         self.sampler_table = sampler_by_contrast(self.info)  # what the "auto" sampler picks per contrast
         # attributes kept stated on the unconditional side of attribute guidance (models/conditioning.py)
         self.attribute_anchor = attribute_anchor_of(self.info)
@@ -226,6 +229,28 @@ class Text2MRIPipeline:
             if chosen is not None:
                 return chosen[0], min(steps * chosen[1], max(steps, MAX_AUTO_STEPS))
         return AUTO_FALLBACK, steps
+
+    def early_attribute_guidance(self, prompt: str) -> tuple[float, int] | None:
+        """(scale, from timestep) of the prompt's contrast's early attribute guidance (`early_guidance_table`),
+        or None: none for that contrast, a UNet without attributes, or one scale set on the pipeline for every
+        step (`attribute_guidance`, the CLI's --attribute-guidance)."""
+        if not self.early_guidance_table or self.attribute_guidance is not None or not uses_attributes(self.unet):
+            return None
+        from dallebrain.data.prompts import parse_prompt
+
+        return self.early_guidance_table.get(parse_prompt(prompt).modality)
+
+    def attribute_schedule(self, prompts: list[str], guidance: float) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(scales, from timesteps), one row per prompt, of the early attribute guidance
+        (`early_attribute_guidance`; a prompt without one gets its own scale from timestep 0), or None when no
+        prompt has one."""
+        early = [self.early_attribute_guidance(p) for p in prompts]
+        if all(e is None for e in early):
+            return None
+        rows = [e if e is not None else (self.attribute_scale(guidance, p), 0) for e, p in zip(early, prompts,
+                                                                                                strict=True)]
+        return (torch.tensor([r[0] for r in rows], dtype=torch.float32),
+                torch.tensor([r[1] for r in rows], dtype=torch.float32))
 
     def attribute_scales(self, prompts: list[str], guidance: float) -> torch.Tensor | None:
         """(len(prompts),) attribute guidance of each prompt (`attribute_scale`), or None for a UNet without
@@ -305,36 +330,42 @@ class Text2MRIPipeline:
                        guidance: float, sampler: str, image_embeds: torch.Tensor | None = None,
                        attributes: tuple[torch.Tensor, torch.Tensor] | None = None,
                        starts: torch.Tensor | None = None,
-                       attribute_scales: torch.Tensor | None = None) -> Iterator[np.ndarray]:
+                       attribute_scales: torch.Tensor | None = None,
+                       attribute_schedule: tuple[torch.Tensor, torch.Tensor] | None = None) -> Iterator[np.ndarray]:
         """The sampling loop shared by the text and image-embedding routes, one pass at a time: yields (k, H, W)
         float32 in [0, 1], k <= images_per_pass, in seed order. cond and uncond hold 1 or len(seeds) rows;
         image_embeds (n, D) feed an unCLIP decoder, whose unconditional input is the zero embedding; attributes
         (conditional, unconditional) features, 1 or len(seeds) rows each, feed an attribute-conditioned UNet;
         starts, 1 or len(seeds) rows (`start_means`), replace the per-channel mean sampling starts from;
         attribute_scales, len(seeds) rows (`attribute_scales`), give each image its prompt's attribute guidance
-        (None: the model-wide `attribute_scale`)."""
+        (None: the model-wide `attribute_scale`); attribute_schedule, len(seeds) rows each (`attribute_schedule`),
+        replaces it by an early scale on the steps at or above a timestep."""
         def rows_of(x: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
             return x if x is None or x.shape[0] == 1 else x[rows]
 
         cond_attr, uncond_attr = attributes if attributes is not None else (None, None)
+        early = attribute_schedule if attribute_schedule is not None else (None, None)
         return (self._denoise_pass(rows_of(cond, rows), rows_of(uncond, rows), seeds[rows], steps, guidance, sampler,
                                    rows_of(image_embeds, rows), rows_of(cond_attr, rows), rows_of(uncond_attr, rows),
-                                   rows_of(starts, rows), rows_of(attribute_scales, rows))
+                                   rows_of(starts, rows), rows_of(attribute_scales, rows),
+                                   rows_of(early[0], rows), rows_of(early[1], rows))
                 for rows in self.passes(len(seeds)))
 
     def denoise(self, cond: torch.Tensor, uncond: torch.Tensor, seeds: list[int], steps: int, guidance: float,
                 sampler: str, image_embeds: torch.Tensor | None = None,
                 attributes: tuple[torch.Tensor, torch.Tensor] | None = None,
-                starts: torch.Tensor | None = None, attribute_scales: torch.Tensor | None = None) -> np.ndarray:
+                starts: torch.Tensor | None = None, attribute_scales: torch.Tensor | None = None,
+                attribute_schedule: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
         """`denoise_passes` joined: (n, H, W) float32 in [0, 1]."""
         return np.concatenate(list(self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler, image_embeds,
-                                                       attributes, starts, attribute_scales)))
+                                                       attributes, starts, attribute_scales, attribute_schedule)))
 
     @torch.no_grad()
     def _denoise_pass(self, cond: torch.Tensor, uncond: torch.Tensor, seeds: list[int], steps: int, guidance: float,
                       sampler: str, image_embeds: torch.Tensor | None, cond_attr: torch.Tensor | None = None,
                       uncond_attr: torch.Tensor | None = None, starts: torch.Tensor | None = None,
-                      attribute_scales: torch.Tensor | None = None) -> np.ndarray:
+                      attribute_scales: torch.Tensor | None = None, early_scales: torch.Tensor | None = None,
+                      early_from: torch.Tensor | None = None) -> np.ndarray:
         from dallebrain.models.vae import decode_latents
 
         # a fresh scheduler per pass: the multistep samplers keep the previous model outputs
@@ -344,9 +375,9 @@ class Text2MRIPipeline:
         pad = self.images_per_pass - n  # a short last pass: pad it to the fixed pass size (see IMAGES_PER_PASS)
         if pad > 0:
             seeds = list(seeds) + [seeds[-1]] * pad
-            cond, uncond, image_embeds, cond_attr, uncond_attr, starts, attribute_scales = (
+            cond, uncond, image_embeds, cond_attr, uncond_attr, starts, attribute_scales, early_scales, early_from = (
                 _pad_rows(x, pad) for x in (cond, uncond, image_embeds, cond_attr, uncond_attr, starts,
-                                            attribute_scales))
+                                            attribute_scales, early_scales, early_from))
         shape = (self.unet.config.in_channels, self.unet.config.sample_size, self.unet.config.sample_size)
         generators = [image_generator(s) for s in seeds]
         noise = step_noise(generators, shape).to(self.device)  # = initial_noise(shape, seed) row by row
@@ -359,8 +390,13 @@ class Text2MRIPipeline:
             # one scale for the whole pass stays a float: the same arithmetic, so the same images, as before
             uniform = bool((attribute_scales == attribute_scales[0]).all())
             attr_scale = float(attribute_scales[0]) if uniform else attribute_scales
+        early = cond_attr is not None and early_scales is not None
+        if early:  # the early scale on the steps at or above each row's timestep, its own scale below
+            early_scales, early_from = early_scales.expand(len(seeds)), early_from.expand(len(seeds))
+            late_scales = torch.as_tensor(attr_scale, dtype=torch.float32).expand(len(seeds))
         # attributes guided apart from the text: three passes (see `guide`); at equal scales it is plain guidance
-        split = bool((torch.as_tensor(attr_scale) != guidance).any())
+        split = bool((torch.as_tensor(attr_scale) != guidance).any()) or (
+            early and bool((early_scales != guidance).any()))
         guided = guidance != 1.0 or split
         rows = len(seeds)
         cond = cond.expand(rows, *cond.shape[1:])
@@ -384,7 +420,8 @@ class Text2MRIPipeline:
                 # multistep sampler's history stay fp32, so bf16 rounding does not accumulate over the steps
                 eps = self.unet(model_in, t, encoder_hidden_states=context, **extra).sample.float()
                 if guided:  # classifier-free guidance, every pass in one batch
-                    eps = guide(eps.chunk(3 if split else 2), guidance, attr_scale)
+                    step_scale = torch.where(t.cpu() >= early_from, early_scales, late_scales) if early else attr_scale
+                    eps = guide(eps.chunk(3 if split else 2), guidance, step_scale)
                 # a stochastic sampler's step noise from each image's own generator: image i still depends on
                 # its seed alone (the scheduler's one generator would tie it to the other rows of the pass)
                 fresh = {"variance_noise": step_noise(generators, shape).to(self.device)} if stochastic else {}
@@ -417,9 +454,13 @@ class Text2MRIPipeline:
         attribute_guidance = self.attribute_scale(guidance, prompt)
         if attribute_guidance is not None:
             settings["attribute_guidance"] = attribute_guidance
+        early = self.early_attribute_guidance(prompt)
+        if early is not None:
+            settings["attribute_guidance_early"] = {"scale": early[0], "from_timestep": early[1]}
         attributes = self._attribute_pair([prompt], negative_prompt)
         passes = self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler, None, attributes,
-                                     self.start_means([prompt]), self.attribute_scales([prompt], guidance))
+                                     self.start_means([prompt]), self.attribute_scales([prompt], guidance),
+                                     self.attribute_schedule([prompt], guidance))
         return chunk_results(passes, seeds, settings, warnings, self.provenance())
 
     def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
@@ -461,7 +502,8 @@ class Text2MRIPipeline:
         uncond, _ = self.encode_prompt("")
         cond = torch.cat([self.encode_prompt(self.model_text(p))[0] for p in prompts])
         return self.denoise(cond, uncond, seeds, steps, guidance, sampler, None, self._attribute_pair(prompts, ""),
-                            self.start_means(prompts), self.attribute_scales(prompts, guidance))
+                            self.start_means(prompts), self.attribute_scales(prompts, guidance),
+                            self.attribute_schedule(prompts, guidance))
 
     def _attribute_pair(self, prompts: list[str], negative_prompt: str):
         """(conditional rows, unconditional row or rows) of attribute features, or None for a text-only UNet. The

@@ -167,11 +167,11 @@ def _sampler_record(options: EvaluationOptions, routes: list[str]) -> dict:
     contrast from the model's sampling.sampler_by_contrast, x its step factor; the unCLIP decoder DPM-Solver++)."""
     from dallebrain.pipelines import defaults as D
     from dallebrain.pipelines.folder import read_info
-    from dallebrain.pipelines.request import MAX_AUTO_STEPS, sampler_by_contrast
+    from dallebrain.pipelines.request import auto_steps, sampler_by_contrast
     from dallebrain.vocab import AUTO_FALLBACK
 
     table = sampler_by_contrast(read_info(options.model))
-    ldm = {contrast: {"sampler": name, "steps": min(options.steps * factor, max(options.steps, MAX_AUTO_STEPS))}
+    ldm = {contrast: {"sampler": name, "steps": auto_steps(options.steps, factor)}
            for contrast, (name, factor) in table.items()}
     record = {"requested": D.SAMPLER, "default": {"sampler": AUTO_FALLBACK, "steps": options.steps}}
     if "ldm" in routes and ldm:

@@ -36,15 +36,22 @@ def attribute_guidance_by_contrast(info: dict) -> dict[str, float]:
     scale could not serve them all (v2.1, 32-seed age sweeps: at 6 T2w's young ventricles came out too large, at 8
     its 85/20 ratio is the cohort's within 25 %; at 10 T1w's overshoots; FLAIR follows age best at 4). A one-line
     ValueError for an unknown contrast or a bad scale, read when the model loads."""
+    table = _contrast_table(info, "attribute_guidance_by_contrast", "scales")
+    return {contrast: check_attribute_guidance(value) for contrast, value in table.items()}
+
+
+def _contrast_table(info: dict, key: str, values: str) -> dict:
+    """dallebrain.json "sampling" -> key, a table by contrast ({} when the model records none); a one-line
+    ValueError when it is not a mapping from known contrasts. Its entries are the caller's to check."""
     from dallebrain.vocab import CONTRAST_LONG
 
-    table = (info.get("sampling") or {}).get("attribute_guidance_by_contrast")
+    table = (info.get("sampling") or {}).get(key)
     if table is None:
         return {}
     if not isinstance(table, dict) or not set(table) <= set(CONTRAST_LONG):
-        raise ValueError(f"dallebrain.json sampling.attribute_guidance_by_contrast must map contrasts "
-                         f"({', '.join(CONTRAST_LONG)}) to scales, got {str(table)[:80]}")
-    return {contrast: check_attribute_guidance(value) for contrast, value in table.items()}
+        raise ValueError(f"dallebrain.json sampling.{key} must map contrasts ({', '.join(CONTRAST_LONG)}) to "
+                         f"{values}, got {str(table)[:80]}")
+    return table
 
 
 MAX_STEP_FACTOR = 2  # a per-contrast sampler may at most double the requested steps (bounded cost per request)
@@ -53,20 +60,21 @@ MAX_STEP_FACTOR = 2  # a per-contrast sampler may at most double the requested s
 MAX_AUTO_STEPS = 100
 
 
+def auto_steps(steps: int, factor: int) -> int:
+    """The steps a per-contrast sampler runs for a request of `steps`: factor x steps, at most MAX_AUTO_STEPS
+    unless more were asked."""
+    return min(steps * factor, max(steps, MAX_AUTO_STEPS))
+
+
 def sampler_by_contrast(info: dict) -> dict[str, tuple[str, int]]:
     """{contrast: (sampler, step factor)} the "auto" sampler uses (dallebrain.json "sampling" ->
     "sampler_by_contrast", e.g. {"FLAIR": {"sampler": "dpm-sde", "step_factor": 2}}), {} when it records none.
     Why per contrast: the stochastic sampler's fresh noise brings back FLAIR's fine texture but not T2w's or PDw's
     (BENCHMARKS.md, "A stochastic sampler for FLAIR texture"), and an SDE solver needs more steps than the ODE one.
     A one-line ValueError for an unknown contrast or sampler or a bad factor, read when the model loads."""
-    from dallebrain.vocab import CONTRAST_LONG, SAMPLERS
+    from dallebrain.vocab import SAMPLERS
 
-    table = (info.get("sampling") or {}).get("sampler_by_contrast")
-    if table is None:
-        return {}
-    if not isinstance(table, dict) or not set(table) <= set(CONTRAST_LONG):
-        raise ValueError(f"dallebrain.json sampling.sampler_by_contrast must map contrasts ({', '.join(CONTRAST_LONG)})"
-                         f" to samplers, got {str(table)[:80]}")
+    table = _contrast_table(info, "sampler_by_contrast", "samplers")
     out = {}
     for contrast, entry in table.items():
         sampler = entry.get("sampler") if isinstance(entry, dict) else None
@@ -91,14 +99,7 @@ def attribute_guidance_early(info: dict) -> dict[str, tuple[float, int]]:
     throughout (guidance in a limited interval, Kynkaenniemi et al. 2024; BENCHMARKS.md, "Attribute guidance on
     the noisy steps"). Set by timestep, not step count, so it covers the same noise levels at any --steps. A
     one-line ValueError for an unknown contrast, a bad scale or timestep, read when the model loads."""
-    from dallebrain.vocab import CONTRAST_LONG
-
-    table = (info.get("sampling") or {}).get("attribute_guidance_early")
-    if table is None:
-        return {}
-    if not isinstance(table, dict) or not set(table) <= set(CONTRAST_LONG):
-        raise ValueError(f"dallebrain.json sampling.attribute_guidance_early must map contrasts "
-                         f"({', '.join(CONTRAST_LONG)}) to {{\"scale\", \"from_timestep\"}}, got {str(table)[:80]}")
+    table = _contrast_table(info, "attribute_guidance_early", '{"scale", "from_timestep"}')
     out = {}
     for contrast, entry in table.items():
         scale = entry.get("scale") if isinstance(entry, dict) else None

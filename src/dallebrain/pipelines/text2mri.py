@@ -27,11 +27,11 @@ from dallebrain.pipelines.precision import check_precision, compute_context, kee
 # MAX_SEED and check_seed are re-exported: callers of the pipeline module use them
 from dallebrain.pipelines.request import (  # noqa: F401
     API_LIMITS,
-    MAX_AUTO_STEPS,
     MAX_SEED,
     GenerationRequest,
     attribute_guidance_by_contrast,
     attribute_guidance_early,
+    auto_steps,
     check_attribute_guidance,
     check_seed,
     sampler_by_contrast,
@@ -227,7 +227,7 @@ class Text2MRIPipeline:
 
             chosen = self.sampler_table.get(parse_prompt(prompt).modality)
             if chosen is not None:
-                return chosen[0], min(steps * chosen[1], max(steps, MAX_AUTO_STEPS))
+                return chosen[0], auto_steps(steps, chosen[1])
         return AUTO_FALLBACK, steps
 
     def early_attribute_guidance(self, prompt: str) -> tuple[float, int] | None:

@@ -162,3 +162,50 @@ def test_install_swaps_the_default_model_in_whole(tmp_path, monkeypatch):
     assert shipped_model.install(release) == target
     assert [p.name for p in (target / "unet").iterdir()] == ["config.json"]
     assert not (tmp_path / "default.new").exists() and (release / "unet" / "config.json").exists()
+
+
+def test_decoder_recipe_replaces_only_the_decoder_and_follows_the_ldm_objective(tiny_pipeline, tiny_unclip,
+                                                                                  tiny_prepared, tmp_path):
+    """The unCLIP decoder retrained from the base's own LDM UNet: a velocity LDM gives a velocity decoder (its
+    folder's schedule says so), every other part is the base's, the stage and its rebuild command are recorded,
+    and the release generates on the unCLIP route."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from dallebrain.models.unet import noise_scheduler_config
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_pipeline, base, ignore=shutil.ignore_patterns("checkpoints", "cache"))
+    for part in ("clip", "prior", "decoder"):
+        shutil.copytree(tiny_unclip / part, base / part)
+    (base / "scheduler" / "scheduler_config.json").write_text(json.dumps(noise_scheduler_config("v_prediction")))
+    spec = importlib.util.spec_from_file_location("decoder_recipe", ROOT / "recipes" / "unclip_decoder.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    release = recipe.main(["--work", str(tmp_path / "w"), "--base", str(base), "--data", str(tiny_prepared),
+                           "--configs", "tiny", "--steps", "2", "--set", "max_rows=64", "--set", "compile=false"])
+    schedule = json.loads((release / "decoder" / "scheduler_config.json").read_text())
+    assert schedule["prediction_type"] == "v_prediction"
+    weights = "diffusion_pytorch_model.safetensors"
+    new, old = load_file(release / "decoder" / weights), load_file(base / "decoder" / weights)
+    assert new.keys() != old.keys() or any(new[k].shape != old[k].shape or not np.allclose(
+        new[k].float().numpy(), old[k].float().numpy(), atol=1e-3) for k in new)
+    unet, base_unet = load_file(release / "unet" / weights), load_file(base / "unet" / weights)
+    assert all(np.array_equal(unet[k].numpy(), base_unet[k].half().numpy()) for k in unet)
+    info = json.loads((release / "dallebrain.json").read_text())
+    decoder = info["unclip"]["decoder"]
+    assert decoder["decoder_steps"] == 2 and decoder["prediction_type"] == "v_prediction"
+    assert "compile=false" in decoder["settings"]
+    command = info["fixes"]["decoder"]["command"]
+    assert "init_from={model}" in command and "decoder.tiny.json" in command and "max_steps=2" in command
+    from dallebrain.api import load_pipeline
+
+    result = load_pipeline(release, route="unclip", device="cpu")("axial T1-weighted brain MRI", n=1, steps=2)
+    assert np.isfinite(result.images).all()
+    # a base without the unCLIP parts: one line, non-zero, nothing made
+    refused = subprocess.run([sys.executable, str(ROOT / "recipes" / "unclip_decoder.py"), "--work",
+                              str(tmp_path / "w2"), "--base", str(tiny_pipeline)], capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode != 0 and "not an unCLIP pipeline folder (no clip, prior)" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "w2").exists()

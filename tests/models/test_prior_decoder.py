@@ -77,3 +77,28 @@ def test_a_text_unet_is_not_a_decoder(tmp_path):
         load_decoder(tmp_path / "unet")
     with pytest.raises(ValueError, match="no config.json"):
         load_prior(tmp_path)
+
+
+def test_what_a_trained_unet_predicts_is_read_from_the_schedule_beside_it(tmp_path):
+    import json
+
+    from dallebrain.models.unet import noise_scheduler_config, trained_prediction_type
+
+    pipeline = tmp_path / "pipeline"
+    (pipeline / "unet").mkdir(parents=True)
+    (pipeline / "scheduler").mkdir()
+    (pipeline / "scheduler" / "scheduler_config.json").write_text(json.dumps(noise_scheduler_config("v_prediction")))
+    assert trained_prediction_type(pipeline) == "v_prediction"
+    assert trained_prediction_type(pipeline / "unet") == "v_prediction"  # the scheduler/ beside it
+    save_decoder(build_decoder(TINY_UNET, DIM), tmp_path / "decoder", "v_prediction")
+    assert trained_prediction_type(tmp_path / "decoder") == "v_prediction"
+    assert load_decoder(tmp_path / "decoder")[1]["prediction_type"] == "v_prediction"
+    (tmp_path / "bare").mkdir()
+    assert trained_prediction_type(tmp_path / "bare") is None
+    (pipeline / "scheduler" / "scheduler_config.json").write_text(json.dumps({"prediction_type": "sample"}))
+    with pytest.raises(ValueError, match="prediction_type must be one of"):
+        trained_prediction_type(pipeline)
+    (pipeline / "scheduler" / "scheduler_config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="unreadable noise schedule"):
+        trained_prediction_type(pipeline)
+

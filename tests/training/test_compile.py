@@ -22,6 +22,15 @@ def test_compile_without_a_cpp_compiler_is_one_line(monkeypatch):
     check_compile(TrainConfig(compile=True), "ldm", compilable=True, cuda=True)  # a GPU compiles with triton
 
 
+def test_compile_with_bf16_autocast_on_a_cpu_is_refused():
+    """Measured: the compiled backward under CPU bf16 autocast leaves most weights untouched (a 1500-step decoder
+    run learnt nothing), so the pair is refused on a CPU; each alone, or both on a GPU, is allowed."""
+    with pytest.raises(ValueError, match="^compile=true with mixed_precision=bf16 trains nothing on a CPU"):
+        check_compile(TrainConfig(compile=True, mixed_precision="bf16"), "decoder", compilable=True, cuda=False)
+    check_compile(TrainConfig(compile=True, mixed_precision="bf16"), "decoder", compilable=True, cuda=True)
+    check_compile(TrainConfig(compile=False, mixed_precision="bf16"), "decoder", compilable=True, cuda=False)
+
+
 def test_the_unet_stages_allow_compile_and_the_others_do_not():
     from dallebrain.training import clip, decoder, lora, prior, vae
 

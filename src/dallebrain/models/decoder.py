@@ -35,20 +35,22 @@ def decoder_inputs(image_embeds: torch.Tensor) -> dict:
     return {"encoder_hidden_states": image_embeds[:, None, :], "added_cond_kwargs": {"image_embeds": image_embeds}}
 
 
-def decoder_scheduler_config() -> dict:
-    """The decoder is trained on the LDM's noise schedule, so every sampler of `make_scheduler` applies."""
-    return noise_scheduler_config()
+def decoder_scheduler_config(prediction_type: str = "epsilon") -> dict:
+    """The decoder is trained on the LDM's noise schedule, so every sampler of `make_scheduler` applies; it
+    predicts the noise or, warm-started from a velocity-predicting LDM, the velocity."""
+    return noise_scheduler_config(prediction_type)
 
 
-def save_decoder(unet, folder: str | Path) -> Path:
-    """save_pretrained (safetensors) plus the decoder's noise schedule."""
+def save_decoder(unet, folder: str | Path, prediction_type: str = "epsilon") -> Path:
+    """save_pretrained (safetensors) plus the decoder's noise schedule (what it predicts included)."""
     import json
 
     from dallebrain.data.io import write_text_atomic
 
     folder = Path(folder)
     unet.save_pretrained(folder, safe_serialization=True)
-    write_text_atomic(folder / DECODER_SCHEDULER_FILE, json.dumps(decoder_scheduler_config(), indent=2) + "\n")
+    schedule = decoder_scheduler_config(prediction_type)
+    write_text_atomic(folder / DECODER_SCHEDULER_FILE, json.dumps(schedule, indent=2) + "\n")
     return folder
 
 

@@ -125,6 +125,26 @@ def noise_scheduler_config(prediction_type: str = "epsilon") -> dict:
             "set_alpha_to_one": False, "steps_offset": 1, "timestep_spacing": "leading"}
 
 
+def trained_prediction_type(folder) -> str | None:
+    """What a trained UNet predicts, read from the noise schedule saved beside it: a pipeline folder's
+    scheduler/, a decoder folder's own scheduler_config.json, or the scheduler/ beside a pipeline's unet/. None
+    when no schedule is found (a bare UNet folder says nothing about its objective)."""
+    import json
+    from pathlib import Path
+
+    folder = Path(folder)
+    for path in (folder / "scheduler" / "scheduler_config.json", folder / "scheduler_config.json",
+                 folder.parent / "scheduler" / "scheduler_config.json"):
+        if path.is_file():
+            try:
+                value = json.loads(path.read_text()).get("prediction_type", "epsilon")
+            except (ValueError, AttributeError) as err:
+                raise ValueError(f"unreadable noise schedule {path}: {err}") from None
+            noise_scheduler_config(value)  # a type no stage can train: refused here, one line
+            return value
+    return None
+
+
 def make_scheduler(sampler: str = "dpm", base_config: dict | None = None):
     """A diffusers scheduler for a sampler name (vocab.SAMPLER_CHOICES; "auto" here is its fallback, the
     per-contrast choice being the pipeline's), with the training noise schedule."""

@@ -164,6 +164,12 @@ def check_compile(config: TrainConfig, stage_name: str, compilable: bool, cuda: 
         raise ValueError(f"compile=true is supported by the ldm and decoder stages, not {stage_name}")
     import shutil
 
+    if not cuda and config.mixed_precision == "bf16":
+        # measured (torch 2.13): a compiled tiny decoder run under CPU bf16 autocast left 166 of its 216 tensors
+        # exactly where they started, and the 1500-step shipped-size decoder run learnt nothing (BENCHMARKS.md,
+        # "The unCLIP decoder from the velocity LDM"); each setting alone trains as the eager fp32 run
+        raise ValueError("compile=true with mixed_precision=bf16 trains nothing on a CPU (the compiled backward "
+                         "gives most weights zero gradients): leave one of them off")
     if not cuda and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
         raise ValueError("compile=true needs a C++ compiler (g++) on this machine: torch.compile builds its CPU "
                          "kernels with it; install one or leave compile off")

@@ -16,6 +16,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
+from dallebrain.models.decoder import decoder_scheduler_config
 from dallebrain.models.unet import UnetConfig
 from dallebrain.training.cache import cached_arrays, dataset_meta, module_fingerprint
 from dallebrain.training.common import attach_to_pipeline, check_pipeline_parts
@@ -43,6 +44,25 @@ class DecoderTrainConfig(TrainConfig):
     # decoder: the denoising blocks carry over, only the image-embedding path learns from scratch. Measured: the
     # shipped 800-step decoder trained from scratch speckled even on true embeddings (README "unCLIP")
     init_from: str = ""
+    # "epsilon" or "v_prediction"; "" takes init_from's (the noise schedule saved beside its UNet), else
+    # epsilon. Why: a warm start keeps its blocks' objective; a velocity LDM (v2.1) retrained to predict the
+    # noise would first have to unlearn what it starts from
+    prediction_type: str = ""
+
+    def check(self) -> None:
+        """ValueError (one line) for a setting value no run can use; called before any data is read."""
+        if self.prediction_type:
+            decoder_scheduler_config(self.prediction_type)
+
+    def resolved_prediction_type(self) -> str:
+        """The objective this run trains: the setting, else init_from's, else epsilon."""
+        if self.prediction_type:
+            return self.prediction_type
+        if self.init_from:
+            from dallebrain.models.unet import trained_prediction_type
+
+            return trained_prediction_type(self.init_from) or "epsilon"
+        return "epsilon"
 
 
 def build_decoder_cache(dataset, vae, clip, folder: Path, batch_size: int = 32,
@@ -95,14 +115,13 @@ class DecoderStage(Stage):
             copied, fresh = load_matching_weights(self.unet, config.init_from)
             print(f"decoder warm start from {config.init_from}: {copied} tensors copied, {len(fresh)} fresh",
                   file=sys.stderr, flush=True)
+        self.prediction_type = config.resolved_prediction_type()
         self.ema = ema_copy(self.unet, config.ema_decay)
         self.noise = None
         self.images_per_step = config.batch_size
 
     def setup(self, accelerator) -> None:
         from diffusers import DDPMScheduler
-
-        from dallebrain.models.decoder import decoder_scheduler_config
 
         self.accelerator = accelerator
         self.vae.to(accelerator.device)
@@ -111,7 +130,7 @@ class DecoderStage(Stage):
             self.ema.to(accelerator.device)
         self.live = prepare_trained(accelerator, self.unet, self.config.compile)
         self.rank = accelerator.process_index
-        self.noise = DDPMScheduler.from_config(decoder_scheduler_config())
+        self.noise = DDPMScheduler.from_config(decoder_scheduler_config(self.prediction_type))
 
     def modules(self) -> dict[str, torch.nn.Module]:
         return {"unet": self.unet, **({"ema": self.ema} if self.ema is not None else {})}
@@ -141,11 +160,10 @@ class DecoderStage(Stage):
 
     def sample(self, step: int, path: Path) -> None:
         """Top row: training slices; bottom row: the decoder's slices from their embeddings."""
-        from dallebrain.models.decoder import decoder_scheduler_config
         from dallebrain.pipelines.unclip import UnCLIPPipeline
 
         unet = self.final_unet().eval()
-        pipe = UnCLIPPipeline(self.clip, self.vae, None, unet, None, decoder_scheduler_config())
+        pipe = UnCLIPPipeline(self.clip, self.vae, None, unet, None, decoder_scheduler_config(self.prediction_type))
         rows = list(range(min(4, len(self.dataset))))
         images = self.dataset.batch(rows)[0]
         decoded = pipe.decode_embeddings(self.image_embeds[rows], [0] * len(rows), self.config.sample_steps,
@@ -156,7 +174,7 @@ class DecoderStage(Stage):
     def export(self, out_dir: Path) -> None:
         from dallebrain.models.decoder import save_decoder
 
-        save_decoder(self.final_unet(), out_dir)
+        save_decoder(self.final_unet(), out_dir, self.prediction_type)
 
 
 def main(argv: list[str] | None = None) -> dict:

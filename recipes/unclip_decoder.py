@@ -1,0 +1,104 @@
+"""The recipe of the shipped unCLIP decoder: retrained from the installed model's own LDM UNet, everything else in
+the folder kept (the LDM, VAE, text encoder, Brain-CLIP, prior, leak table).
+
+    python recipes/unclip_decoder.py --work /path/to/cache/decoder [--data PREPARED] [--install]
+
+Why: the decoder is warm-started from an LDM UNet (the same blocks; only the image-embedding path starts fresh,
+README "The unCLIP decoder, retrained"), so it is only as good as the UNet it started from. The decoder of v2
+started from v2's noise-predicting UNet; the LDM became v2.1's velocity-predicting one, and the unCLIP route
+stayed behind it (evaluation encoder's Frechet distance 0.82 against the LDM's 0.53). Started from the installed
+UNet, the decoder takes that UNet's objective too (`prediction_type` "" follows init_from), so the copied blocks
+keep what they learnt. One stage of STEPS steps on the model's cohort (120 simulated subjects, seed 0; --data to
+reuse a prepared set), about 17 minutes here after a 9-minute latent cache.
+
+Every step is a `dallebrain` command; a killed run resumes (the cohort, the prepared set and the stage's
+checkpoints are kept in --work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes"))
+from shipped_model import SHIPPED, add_fine_tune_options, install, run, simulate_and_prepare  # noqa: E402
+
+STEPS = 1500
+# the decoder stage's settings after init_from and max_steps: the warm start's learning rate of v2's decoder
+# (README), twice its training slices. Eager fp32: the same run with compile=true and mixed_precision=bf16 trained
+# no weight at all (BENCHMARKS.md "The unCLIP decoder from the velocity LDM"), and eager it runs 25 images/s here
+SETTINGS = ["learning_rate=2e-4", "max_rows=16000", "checkpoint_every=250"]
+NEEDED = ("unet", "scheduler", "vae", "clip", "prior")  # what the base must hold: the decoder's inputs and its route
+
+
+def decoder_command(steps: int, settings: list[str]) -> list[str]:
+    """The `dallebrain train` arguments after --data/--out ("{base}", "{model}", "{root}" filled in by the caller),
+    also recorded as the model's "fixes.decoder" command."""
+    sets = ["init_from={model}", f"max_steps={steps}", *settings]
+    return ["decoder", "--clip", "{base}/clip", "--vae", "{base}/vae",
+            "--config", "{root}/configs/decoder.{configs}.json", *[a for s in sets for a in ("--set", s)]]
+
+
+def _fill(argument: str, **values) -> str:
+    """The placeholders named in `values` replaced (not str.format: a --set value may hold braces)."""
+    for key, value in values.items():
+        argument = argument.replace("{" + key + "}", str(value))
+    return argument
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, required=True, help="working folder (cohort, data, run)")
+    parser.add_argument("--base", type=Path, default=SHIPPED, help="the model whose decoder is retrained")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="a prepared set to train on (default: simulate and prepare the cohort in --work)")
+    parser.add_argument("--steps", type=int, default=STEPS)
+    add_fine_tune_options(parser)
+    args = parser.parse_args(argv)
+    base, work, log = args.base, args.work, []
+    missing = [name for name in NEEDED if not (base / name).is_dir()]
+    if missing:
+        raise SystemExit(f"error: {base} is not an unCLIP pipeline folder (no {', '.join(missing)})")
+    if args.data is not None and not (args.data / "metadata.parquet").is_file():
+        raise SystemExit(f"error: {args.data} is not a prepared data set (no metadata.parquet)")
+    if args.steps < 1:
+        raise SystemExit(f"error: --steps must be at least 1, got {args.steps}")
+    data = args.data or simulate_and_prepare(work, args.subjects, args.workers, log, seed=args.seed)
+    from dallebrain.training.checkpoint import holds_run
+
+    settings = [*SETTINGS, *args.set]
+    command = decoder_command(args.steps, settings)
+    decoder = work / "decoder"
+    if not (decoder / "config.json").exists():
+        resume = ["--resume"] if holds_run(decoder / "checkpoints") else []
+        filled = [_fill(c, base=base, model=base, root=ROOT, configs=args.configs) for c in command]
+        run(["train", filled[0], "--data", str(data), "--out", str(decoder), *filled[1:], *resume], log)
+    model = work / "model"  # the base with the retrained decoder
+    shutil.rmtree(model, ignore_errors=True)
+    shutil.copytree(base, model, ignore=shutil.ignore_patterns("SHA256SUMS.json"))
+    shutil.rmtree(model / "decoder", ignore_errors=True)
+    shutil.copytree(decoder, model / "decoder", ignore=shutil.ignore_patterns(
+        "checkpoints", "samples", "cache", "losses.csv", "metrics.json", "dallebrain.json"))
+    from dallebrain.models.unet import trained_prediction_type
+    from dallebrain.pipelines.export import release_folder, update_model_info
+
+    info = json.loads((base / "dallebrain.json").read_text()) if (base / "dallebrain.json").is_file() else {}
+    unclip = {**info.get("unclip", {}), "decoder": {
+        "decoder_steps": args.steps, "warm_start": "the installed LDM's UNet",
+        "prediction_type": trained_prediction_type(model / "decoder"), "settings": settings}}
+    fixes = {**info.get("fixes", {}), "decoder": {"folder": "decoder", "command": "dallebrain train " + " ".join(
+        _fill(c, configs=args.configs) for c in command)}}
+    update_model_info(model, {"unclip": unclip, "fixes": fixes})
+    release = release_folder(model, work / "release")
+    (work / "recipe_log.json").write_text(json.dumps({"steps": args.steps, "log": log}, indent=2))
+    if args.install:
+        install(release)
+    return release
+
+
+if __name__ == "__main__":
+    main()

@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> Path:
     fig.tight_layout()
     with atomic_path(args.out) as tmp:
         fig.savefig(tmp, dpi=110)
+        from PIL import Image
+
+        Image.open(tmp).convert("L").save(tmp, optimize=True)  # a grey figure: one channel is 0.57x the file
     print(f"wrote {args.out}")
     return args.out
 

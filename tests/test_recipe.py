@@ -199,6 +199,8 @@ def test_decoder_recipe_replaces_only_the_decoder_and_follows_the_ldm_objective(
     assert "compile=false" in decoder["settings"]
     command = info["fixes"]["decoder"]["command"]
     assert "init_from={model}" in command and "decoder.tiny.json" in command and "max_steps=2" in command
+    recorded = json.loads((release / "decoder" / "train_config.json").read_text())
+    assert recorded["init_from"] == "base"  # by name: no path of the training machine travels with the model
     from dallebrain.api import load_pipeline
 
     result = load_pipeline(release, route="unclip", device="cpu")("axial T1-weighted brain MRI", n=1, steps=2)

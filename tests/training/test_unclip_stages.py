@@ -216,6 +216,12 @@ def test_a_compiled_decoder_run_saves_what_an_eager_run_saves(parts, tiny_prepar
                       "--set", "ema_decay=0", "--set", "weight_decay=0"])
         saved[name] = {k: v.float() for k, v in load_file(str(out / "diffusion_pytorch_model.safetensors")).items()}
     assert saved["compiled"].keys() == saved["eager"].keys()
-    assert all(torch.allclose(saved["compiled"][k], saved["eager"][k], atol=2e-3) for k in saved["eager"])
+    # the same updates: Adam's first steps at lr 1e-2 move every weight about lr whatever its gradient's size, so a
+    # gradient near zero may round to the other sign compiled (measured: max difference 2e-3, the updates' cosine
+    # 1.000); a run that trains nothing has no update to agree with
+    updates = {run: torch.cat([(saved[run][k] - saved["start"][k]).ravel() for k in saved["start"]])
+               for run in ("eager", "compiled")}
+    assert float(torch.nn.functional.cosine_similarity(updates["eager"], updates["compiled"], dim=0)) > 0.999
+    assert all(torch.allclose(saved["compiled"][k], saved["eager"][k], atol=1e-2) for k in saved["eager"])
     moved = [float((saved["compiled"][k] - saved["start"][k]).abs().max()) for k in saved["start"]]
-    assert min(moved) > 1e-4 and sorted(moved)[len(moved) // 2] > 1e-2
+    assert min(moved) > 1e-4 and sorted(moved)[len(moved) // 2] > 1e-2  # every tensor trained

@@ -50,17 +50,6 @@ def _fill(argument: str, **values) -> str:
     return argument
 
 
-def _portable(path: str) -> str:
-    """A recorded path without the machine's layout: relative to the repository, else the folder's name."""
-    if not path:
-        return path
-    resolved = Path(path).resolve()
-    try:
-        return str(resolved.relative_to(ROOT))
-    except ValueError:
-        return resolved.name
-
-
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="working folder (cohort, data, run)")
@@ -94,13 +83,6 @@ def main(argv: list[str] | None = None) -> Path:
     shutil.rmtree(model / "decoder", ignore_errors=True)
     shutil.copytree(decoder, model / "decoder", ignore=shutil.ignore_patterns(
         "checkpoints", "samples", "cache", "losses.csv", "metrics.json", "dallebrain.json"))
-    # the run's settings travel with the decoder as provenance, without the training machine's layout
-    # (tests/test_shipped_model.py): the warm start named relative to the repository, else by its folder name
-    settings_file = model / "decoder" / "train_config.json"
-    if settings_file.is_file():
-        recorded = json.loads(settings_file.read_text())
-        recorded["init_from"] = _portable(recorded.get("init_from", ""))
-        settings_file.write_text(json.dumps(recorded, indent=2) + "\n")
     from dallebrain.models.unet import trained_prediction_type
     from dallebrain.pipelines.export import release_folder, update_model_info
 

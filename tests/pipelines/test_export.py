@@ -54,6 +54,26 @@ def test_release_folder_records_names_and_hashes_not_paths(tiny_pipeline, tiny_p
         assert "_name_or_path" not in text and str(tmp_path.parent) not in text, path.name
 
 
+def test_release_folder_names_a_warm_start_given_as_a_path(tiny_pipeline, tmp_path):
+    """A stage's train_config.json records init_from as it was given; an absolute path (the training machine's
+    layout) is released as its folder's name, a relative one as it is, the other settings untouched."""
+    import json
+    import shutil
+
+    from dallebrain.pipelines.export import release_folder
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_pipeline, model, ignore=shutil.ignore_patterns("checkpoints", "cache"))
+    settings = {"max_steps": 3, "init_from": str(tmp_path / "runs" / "v2.1")}
+    (model / "unet" / "train_config.json").write_text(json.dumps(settings))
+    release = release_folder(model, tmp_path / "release")
+    assert json.loads((release / "unet" / "train_config.json").read_text()) == {"max_steps": 3, "init_from": "v2.1"}
+    settings["init_from"] = "src/dallebrain/weights/default"
+    (model / "unet" / "train_config.json").write_text(json.dumps(settings))
+    release = release_folder(model, tmp_path / "release")
+    assert json.loads((release / "unet" / "train_config.json").read_text()) == settings
+
+
 def _model_with_leak_table(tiny_pipeline, tmp_path, monkeypatch, offset: float = 0.0):
     """A copy of the tiny pipeline with a leak table fitted on 8 seeded random latents (+ offset) of 8 axial
     slices: (folder, latent channels, latent side)."""

@@ -178,6 +178,11 @@ def release_folder(model: Path, out: Path, fp16: bool = True) -> Path:
         config = json.loads(path.read_text())
         if config.pop("_name_or_path", None) is not None:
             write_json_atomic(path, config)
+    for path in out.rglob("train_config.json"):  # a warm start given as an absolute path: kept by its folder's name
+        config = json.loads(path.read_text())
+        start = config.get("init_from")
+        if isinstance(start, str) and Path(start).is_absolute():
+            write_json_atomic(path, {**config, "init_from": Path(start).name})
     if fp16:
         for path in out.rglob("*.safetensors"):
             tensors = load_file(path)

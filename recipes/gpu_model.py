@@ -12,8 +12,8 @@ stages, lanes side by side on the one GPU: vae -> ldm, clip -> prior -> decoder,
 the VAE is there) the decoder sharpening. Each stage is handed its share as `time_budget_s` when it starts (the
 lane's time left times the stage's share of the lane's remaining shares), so a slow stage leaves less to the
 ones after it and every stage ends with a finished, exported model (training/loop.py cuts max_steps after
-timing a few steps). The stage's start-up (loading, the LDM's latent cache) is outside its budget: BUDGET_USE
-keeps a margin for it.
+timing a few steps). The stage's start-up (loading, the LDM's latent cache) is inside its budget (counted from
+the command's start); BUDGET_USE keeps a margin for the process start and the export.
 
 The LDM gets the attribute path from step 0 with the dropouts that made the CPU fine-tune listen
 (recipes/attribute_finetune.py: attribute_dropout 0.1, caption_only_dropout 0.3), predicts the velocity as the
@@ -45,7 +45,7 @@ PART_BYTES = 15 * 2 ** 20  # under the device tool's 16 MiB per file
 MAX_FILES = 8  # the device tool brings back at most 8 files: the parts and the manifest
 MANIFEST = "release_manifest.json"
 RESERVE_S = 60  # left at the end for the release folder, fp16 conversion and packing
-BUDGET_USE = 0.85  # share of a stage's slot given to its training loop (the rest: start-up, caches, export)
+BUDGET_USE = 0.85  # share of a stage's slot given to the stage's command (the rest: process start, export)
 # (stage, share of its lane); the lanes run side by side
 LANES = {
     "ldm": (("vae", 0.25), ("ldm", 0.75)),

@@ -128,6 +128,25 @@ def test_a_time_budget_cuts_max_steps_and_still_exports(tmp_path, capsys):
     assert float(last["lr"]) == pytest.approx(1e-3, rel=0.05)
 
 
+def test_a_time_budget_counts_the_start_up_before_the_loop(tmp_path, capsys):
+    """A command that spent its budget loading data and building caches (started 30 s ago, budget 20 s) trains only
+    the timed probe steps and still exports: on a lent GPU the LDM's cache once took longer than the whole slot."""
+    import time
+
+    from dallebrain.training.loop import BUDGET_PROBE_STEPS
+
+    config = TrainConfig(max_steps=100_000, batch_size=4, learning_rate=1e-2, warmup_steps=2,
+                         checkpoint_every=100_000, log_every=1, sample_every=0, time_budget_s=20)
+    stage = _Regression()
+    summary = fit(stage, config, tmp_path / "run", progress=False, started=time.perf_counter() - 30)
+    assert summary["steps"] == BUDGET_PROBE_STEPS and stage.exported == tmp_path / "run"
+    assert "time budget 20 s" in capsys.readouterr().err
+    # counted from the loop's start (started=None) the same 20 s leave the run far more steps
+    config = TrainConfig(max_steps=60, batch_size=4, learning_rate=1e-2, warmup_steps=2,
+                         checkpoint_every=100_000, log_every=1, sample_every=0, time_budget_s=20)
+    assert fit(_Regression(), config, tmp_path / "run2", progress=False)["steps"] == 60
+
+
 def test_a_budget_that_fits_leaves_max_steps_alone(tmp_path):
     config = TrainConfig(max_steps=25, batch_size=4, learning_rate=1e-2, warmup_steps=2, checkpoint_every=100,
                          log_every=5, sample_every=0, time_budget_s=3600)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -202,6 +203,7 @@ class ClipStage(Stage):
 
 def main(argv: list[str] | None = None) -> dict:
     """Train Brain-CLIP on a prepared data set; returns the evaluation metrics (also in --out/metrics.json)."""
+    started = time.perf_counter()  # time_budget_s counts the data and caches too
     from dallebrain.training.args import stage_config, stage_parser
 
     parser = stage_parser("clip", "Train Brain-CLIP (ResNet image tower + MiniLM text tower) contrastively.")
@@ -209,7 +211,8 @@ def main(argv: list[str] | None = None) -> dict:
     config = stage_config(ClipStage, ClipTrainConfig, args)
     config.model_config(128).validate()
     stage = ClipStage(config, args.data)
-    summary = fit(stage, config, args.out, resume=args.resume, progress=not args.no_progress)
+    summary = fit(stage, config, args.out, resume=args.resume, progress=not args.no_progress,
+                  started=started)
     if stage.metrics is None and (args.out / "metrics.json").is_file():
         return json.loads((args.out / "metrics.json").read_text())
     return stage.metrics or {"steps": summary["steps"]}

@@ -36,9 +36,10 @@ class TrainConfig:
     log_every: int = 10  # steps between rows of losses.csv
     sample_every: int = 500  # steps between sample grids (0: never)
     seed: int = 0
-    # > 0: this invocation's wall-clock budget in seconds. After a few timed steps, max_steps is cut (never raised)
-    # to what fits at the measured speed, so a run on unknown hardware (a lent GPU) ends in time with a finished,
-    # exported model; the learning-rate schedule decays to the cut step (training/loop.py)
+    # > 0: this invocation's wall-clock budget in seconds, counted from the command's start (loading the data and
+    # building the caches are inside it; the final export is not). After a few timed steps, max_steps is cut (never
+    # raised) to what fits at the measured speed, so a run on unknown hardware (a lent GPU) ends in time with a
+    # finished, exported model; the learning-rate schedule decays to the cut step (training/loop.py)
     time_budget_s: float = 0.0
     # torch.compile the trained network (inductor: C++ kernels on a CPU), for the stages that allow it
     # (Stage.compilable: the UNet stages). On this CPU: forward + backward of the shipped UNet 1.25x faster after

@@ -10,6 +10,7 @@ zero embedding) for classifier-free guidance, min-SNR weighting and EMA weights.
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -18,7 +19,7 @@ import torch
 
 from dallebrain.models.decoder import decoder_scheduler_config
 from dallebrain.models.unet import UnetConfig
-from dallebrain.training.cache import cached_arrays, dataset_meta, module_fingerprint
+from dallebrain.training.cache import cached_arrays, dataset_meta, module_fingerprint, on_cache_device
 from dallebrain.training.common import attach_to_pipeline, check_pipeline_parts
 from dallebrain.training.config import TrainConfig
 from dallebrain.training.diffusion import SeedStream, denoising_loss, ema_copy, micro_batch, update_ema
@@ -77,10 +78,11 @@ def build_decoder_cache(dataset, vae, clip, folder: Path, batch_size: int = 32,
     @torch.no_grad()
     def fill(tmp: Path) -> None:
         latents, embeds = [], []
-        for start in tqdm(range(0, len(dataset), batch_size), desc="cache latents", disable=not progress):
-            images, _ = dataset.batch(range(start, min(len(dataset), start + batch_size)))
-            latents.append(encode_images(vae, images).half().cpu())
-            embeds.append(clip.encode_image(images).float().cpu())
+        with on_cache_device(vae, clip):
+            for start in tqdm(range(0, len(dataset), batch_size), desc="cache latents", disable=not progress):
+                images, _ = dataset.batch(range(start, min(len(dataset), start + batch_size)))
+                latents.append(encode_images(vae, images).half().cpu())
+                embeds.append(clip.encode_image(images).float().cpu())
         np.save(tmp / "latents.npy", torch.cat(latents).numpy())
         np.save(tmp / "image_embeds.npy", torch.cat(embeds).numpy())
 
@@ -179,6 +181,7 @@ class DecoderStage(Stage):
 
 def main(argv: list[str] | None = None) -> dict:
     """Train the unCLIP decoder; returns fit's summary."""
+    started = time.perf_counter()  # time_budget_s counts the data and caches too
     from dallebrain.data.dataset import SliceDataset
     from dallebrain.training.args import stage_config, stage_parser
 
@@ -194,7 +197,8 @@ def main(argv: list[str] | None = None) -> dict:
         check_pipeline_parts(args.into, parts)  # fail before training, not after
     dataset = SliceDataset(args.data, "train", max_rows=config.max_rows or None, seed=config.seed)
     stage = DecoderStage(config, dataset, args.clip, args.vae, args.out, progress=not args.no_progress)
-    summary = fit(stage, config, args.out, resume=args.resume, progress=not args.no_progress)
+    summary = fit(stage, config, args.out, resume=args.resume, progress=not args.no_progress,
+                  started=started)
     if summary["steps"] == config.max_steps and args.into is not None:
         from dallebrain.data.prepare import read_settings
 

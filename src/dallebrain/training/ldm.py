@@ -5,6 +5,7 @@ Its output folder is a complete text-to-image pipeline (stock diffusers layout).
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import ClassVar
 
@@ -218,6 +219,7 @@ class LdmStage(Stage):
 
 
 def main(argv: list[str] | None = None) -> dict:
+    started = time.perf_counter()  # time_budget_s counts the data and caches too
     from dallebrain.data.dataset import SliceDataset
     from dallebrain.training.args import stage_config, stage_parser
 
@@ -229,7 +231,8 @@ def main(argv: list[str] | None = None) -> dict:
     config = stage_config(LdmStage, LdmTrainConfig, args)
     dataset = SliceDataset(args.data, "train", max_rows=config.max_rows or None, seed=config.seed)
     stage = LdmStage(config, dataset, args.vae, args.clip, args.out, progress=not args.no_progress)
-    summary = fit(stage, config, args.out, resume=args.resume, progress=not args.no_progress)
+    summary = fit(stage, config, args.out, resume=args.resume, progress=not args.no_progress,
+                  started=started)
     return summary
 
 

@@ -77,12 +77,15 @@ BUDGET_PROBE_STEPS = 20  # steps timed before a time budget cuts max_steps (the 
 
 
 class _Budget:
-    """time_budget_s: times this invocation's first steps, then cuts config.max_steps to what fits."""
+    """time_budget_s: times this invocation's first steps, then cuts config.max_steps to what fits in what is left
+    of the budget counted from `started` (time.perf_counter() when the invocation began, so the stage's start-up,
+    its data and caches, is inside the budget; default: the loop's start)."""
 
-    def __init__(self, config: TrainConfig, start: int, processes: int = 1):
+    def __init__(self, config: TrainConfig, start: int, processes: int = 1, started: float | None = None):
         self.config, self.start, self.processes = config, start, processes
         self.probe_until = min(start + BUDGET_PROBE_STEPS, config.max_steps)
-        self.t0 = self.t1 = time.perf_counter()
+        self.t1 = time.perf_counter()
+        self.t0 = self.t1 if started is None else started
 
     def after(self, done: int) -> bool:
         """Called after each step; True when it has just cut max_steps."""
@@ -210,11 +213,13 @@ def _resume(stage: Stage, ckpt_root: Path, accelerator, modules, optimizer, sche
 
 
 def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = False,
-        progress: bool = True, stop_at: int | None = None) -> dict:
+        progress: bool = True, stop_at: int | None = None, started: float | None = None) -> dict:
     """Train `stage` for config.max_steps optimiser steps into out_dir; returns a summary.
 
     stop_at ends this invocation after that step with a checkpoint and no export, as a preempted job on a
-    time-limited cluster would; `resume=True` later continues exactly where it stopped."""
+    time-limited cluster would; `resume=True` later continues exactly where it stopped. `started`
+    (time.perf_counter() at the command's start, before data and caches were loaded) is where time_budget_s is
+    counted from; None counts from here."""
     import json
 
     from accelerate import Accelerator
@@ -252,7 +257,7 @@ def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = F
     bar = tqdm(total=config.max_steps, initial=start, desc=f"train {stage.name}", unit="step",
                disable=not (progress and accelerator.is_local_main_process))
     end = config.max_steps if stop_at is None else min(stop_at, config.max_steps)
-    budget = _Budget(config, start, accelerator.num_processes)
+    budget = _Budget(config, start, accelerator.num_processes, started)
     step = start
     try:
         while step < end:

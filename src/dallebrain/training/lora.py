@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -327,6 +328,7 @@ def _check_base_record(out: Path, base: Path, base_hash: str, resume: bool) -> N
 
 
 def main(argv: list[str] | None = None) -> dict:
+    started = time.perf_counter()  # time_budget_s counts the data and caches too
     from dallebrain.data.dataset import SliceDataset
     from dallebrain.pipelines.folder import check_model_folder, folder_hash
     from dallebrain.training.args import stage_config, stage_parser
@@ -346,7 +348,8 @@ def main(argv: list[str] | None = None) -> dict:
     _check_base_record(args.out, base, base_hash, args.resume)
     dataset = SliceDataset(args.data, "train", max_rows=config.max_rows or None, seed=config.seed)
     stage = LoraStage(config, dataset, base, args.out, base_hash, progress=not args.no_progress)
-    return fit(stage, config, args.out, resume=args.resume, progress=not args.no_progress)
+    return fit(stage, config, args.out, resume=args.resume, progress=not args.no_progress,
+               started=started)
 
 
 if __name__ == "__main__":

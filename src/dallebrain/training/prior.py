@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from dallebrain.pipelines import defaults as D
-from dallebrain.training.cache import cached_arrays, dataset_meta, module_fingerprint
+from dallebrain.training.cache import cached_arrays, dataset_meta, module_fingerprint, on_cache_device
 from dallebrain.training.common import attach_to_pipeline, check_pipeline_parts
 from dallebrain.training.config import TrainConfig
 from dallebrain.training.loop import Stage, fit, unwrap
@@ -70,6 +71,10 @@ def build_prior_cache(dataset, clip, folder: Path, phrasings: int, progress: boo
     meta = {**dataset_meta(dataset), "phrasings": phrasings, "clip": module_fingerprint(clip)}
 
     def fill(tmp: Path) -> None:
+        with on_cache_device(clip):
+            fill_on_device(tmp)
+
+    def fill_on_device(tmp: Path) -> None:
         np.save(tmp / "image_embeds.npy", encode_images(clip, dataset, progress=progress).numpy())
         texts = []
         for i in range(len(dataset)):
@@ -222,6 +227,7 @@ class PriorStage(Stage):
 
 def main(argv: list[str] | None = None) -> dict:
     """Train the unCLIP prior; returns fit's summary plus the export metrics (when the run finished)."""
+    started = time.perf_counter()  # time_budget_s counts the data and caches too
     from dallebrain.data.dataset import SliceDataset
     from dallebrain.training.args import stage_config, stage_parser
 
@@ -236,7 +242,8 @@ def main(argv: list[str] | None = None) -> dict:
         check_pipeline_parts(args.into, {"clip": args.clip})  # fail before training, not after
     dataset = SliceDataset(args.data, "train", max_rows=config.max_rows or None, seed=config.seed)
     stage = PriorStage(config, dataset, args.clip, args.out, args.data, progress=not args.no_progress)
-    summary = fit(stage, config, args.out, resume=args.resume, progress=not args.no_progress)
+    summary = fit(stage, config, args.out, resume=args.resume, progress=not args.no_progress,
+                  started=started)
     if summary["steps"] == config.max_steps:
         metrics_path = Path(args.out) / "metrics.json"
         if metrics_path.exists():

@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import time
 from pathlib import Path
 
 import numpy as np
@@ -341,6 +342,7 @@ def _load_initial_vae(vae, folder: str | Path) -> None:
 
 def main(argv: list[str] | None = None) -> dict:
     """Train the VAE stage; returns fit's summary plus the export metrics (when the run finished)."""
+    started = time.perf_counter()  # time_budget_s counts the data and caches too
     from dallebrain.data.dataset import SliceDataset
     from dallebrain.training.args import stage_config, stage_parser
     from dallebrain.training.loop import fit
@@ -349,7 +351,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     config = stage_config(VaeStage, VaeTrainConfig, args)
     stage = VaeStage(config, SliceDataset(args.data, "train"), args.data)
-    summary = fit(stage, config, args.out, resume=args.resume, progress=not args.no_progress)
+    summary = fit(stage, config, args.out, resume=args.resume, progress=not args.no_progress,
+                  started=started)
     metrics_path = Path(args.out) / "metrics.json"
     if summary["steps"] == config.max_steps and metrics_path.exists():
         summary["metrics"] = json.loads(metrics_path.read_text())

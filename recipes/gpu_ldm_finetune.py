@@ -48,6 +48,8 @@ PARTS_FILE = "minilm_parts.safetensors"
 RETURNED = ("unet_fp16.safetensors", "unet_config.json", "scheduler_config.json", "dallebrain.json",
             "train_config.json", "losses.csv", "run.json")
 EXPORT_MARGIN_S = 30  # after the training budget: the LDM's export and the packing
+MIN_BUDGET_S = 60  # less is not worth a start: stop with the reason in log.txt
+STOP_AFTER_END_S = 40  # training still running this long after --end-s is stopped, so log.txt comes back
 # the fine-tune's settings: the shipped UNet's last stage (recipes/v_prediction_finetune.py) on every slice, with
 # two caption phrasings and a batch the GPU fills; EMA and warm-up for some thousands of steps
 SETTINGS = ["prediction_type=v_prediction", "learning_rate=3e-4", "warmup_steps=100", "ema_decay=0.999",
@@ -201,12 +203,18 @@ def train(out: Path, work: Path, site: Path, end_s: float, subjects: int, worker
            "NILEARN_DATA": str(work / "nilearn_data")}
     sys.path[:0] = [str(site), str(ROOT / "src")]
 
-    def cli(args: list[str], name: str) -> None:
-        with open(work / f"{name}.log", "w") as f:
-            done = subprocess.run([sys.executable, "-m", "dallebrain.cli", *args], env=env, stdout=f,
-                                  stderr=subprocess.STDOUT)
-        if done.returncode:
-            log(f"{name} failed:\n" + (work / f"{name}.log").read_text()[-3000:])
+    def cli(args: list[str], name: str, timeout: float | None = None) -> None:
+        """A dallebrain command, its output in work/NAME.log; a failure or a timeout ends the run with the log's
+        tail in log.txt (the one file that comes back whatever happens)."""
+        try:
+            with open(work / f"{name}.log", "w") as f:
+                done = subprocess.run([sys.executable, "-m", "dallebrain.cli", *args], env=env, stdout=f,
+                                      stderr=subprocess.STDOUT, timeout=timeout)
+            failed = done.returncode != 0
+        except subprocess.TimeoutExpired:
+            failed, name = True, f"{name} (stopped after {timeout:.0f} s)"
+        if failed:
+            log(f"{name} failed:\n" + (work / f"{name.split()[0]}.log").read_text()[-3000:])
             raise SystemExit(1)
 
     work.mkdir(parents=True, exist_ok=True)
@@ -230,6 +238,9 @@ def train(out: Path, work: Path, site: Path, end_s: float, subjects: int, worker
             "carry from this cohort")
         raise SystemExit(1)
     budget = end_s - (time.time() - t0) - EXPORT_MARGIN_S
+    if budget < MIN_BUDGET_S:  # (a budget <= 0 would mean none at all to the training loop)
+        log(f"error: {budget:.0f} s left for training, under {MIN_BUDGET_S} s: raise --end-s")
+        raise SystemExit(1)
     log(f"prepared; training budget {budget:.0f} s (the LDM's start-up included)")
     sets = [f"init_from={carry / 'base'}", f"max_steps={max_steps}", f"batch_size={batch}", *SETTINGS,
             f"time_budget_s={budget:.0f}"]
@@ -239,7 +250,8 @@ def train(out: Path, work: Path, site: Path, end_s: float, subjects: int, worker
         resume = ["--resume"] if holds_run(run / "checkpoints") else []
         cli(["train", "ldm", "--data", str(data), "--vae", str(carry / "base" / "vae"), "--out", str(run),
              "--config", str(ROOT / "configs" / "ldm.cpu.json"), "--no-progress",
-             *[a for s in sets for a in ("--set", s)], *resume], "train")
+             *[a for s in sets for a in ("--set", s)], *resume], "train",
+            timeout=end_s + STOP_AFTER_END_S - (time.time() - t0))
     log("trained:\n" + (work / "train.log").read_text()[-1500:])
     import torch
 

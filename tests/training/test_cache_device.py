@@ -85,3 +85,24 @@ def test_every_stage_cache_is_filled_on_the_cache_device(tiny_prepared, tiny_vae
     log.clear()
     arrays = build_prior_cache(dataset, clip, tmp_path / "prior", 1, progress=False)
     assert log == [("clip", there), ("clip", back)] and arrays["text_embeds"].shape[0] == 6
+
+
+def test_the_ldm_stage_puts_its_ema_and_sampling_modules_on_the_training_device(tiny_prepared, tiny_vae, tmp_path):
+    """After the cache the VAE and text encoder are back on the CPU; setup sends them, and the EMA copy that every
+    step updates from the trained UNet, to the accelerator's device (on a GPU a CPU-side EMA fails at step 1)."""
+    import types
+
+    from dallebrain.data.dataset import SliceDataset
+    from dallebrain.training import ldm
+    from dallebrain.training.config import load_config
+    from testing_constants import CONFIGS
+
+    config = load_config(ldm.LdmTrainConfig, CONFIGS / "ldm.tiny.json", [])
+    dataset = SliceDataset(tiny_prepared, "train", max_rows=config.max_rows, seed=config.seed)
+    stage = ldm.LdmStage(config, dataset, tiny_vae, None, tmp_path, progress=False)
+    log, target = [], torch.device("cpu", 0)
+    for module, name in ((stage.ema, "ema"), (stage.vae, "vae"), (stage.text_encoder, "text encoder")):
+        _record_moves(module, name, log)
+    accelerator = types.SimpleNamespace(device=target, process_index=0, prepare=lambda model: model)
+    stage.setup(accelerator)
+    assert sorted(log) == sorted([("ema", target), ("vae", target), ("text encoder", target)])

@@ -148,6 +148,11 @@ class LdmStage(Stage):
 
     def setup(self, accelerator) -> None:
         self.accelerator = accelerator
+        # beside the trained UNet: its EMA (updated from it every step) and what sampling runs (the VAE and text
+        # encoder, back on the CPU after the cache); on a GPU a CPU-side EMA fails at the first update
+        for module in (self.ema, self.vae, self.text_encoder):
+            if module is not None:
+                module.to(accelerator.device)
         self.unet = prepare_trained(accelerator, self.unet, self.config.compile)
         self.rank = accelerator.process_index
 

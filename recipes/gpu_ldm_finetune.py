@@ -317,7 +317,7 @@ def main(argv: list[str] | None = None):
     t.add_argument("--out", type=Path, required=True, help="$OUT on the device")
     t.add_argument("--work", type=Path, default=Path("/tmp/w"))
     t.add_argument("--site", type=Path, default=Path("/tmp/site"), help="where the carried packages are installed")
-    t.add_argument("--end-s", type=float, default=540, help="seconds after the start by which training ends")
+    t.add_argument("--end-s", type=float, default=550, help="seconds after the start by which training ends")
     t.add_argument("--subjects", type=int, default=120)
     t.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     t.add_argument("--batch", type=int, default=256)

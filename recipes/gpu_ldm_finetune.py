@@ -137,7 +137,9 @@ def build_carry(data: Path, into: Path, wheels_from: Path | None) -> Path:
     staging = into.with_name(into.name + ".building")
     shutil.rmtree(staging, ignore_errors=True)
     (staging / "whl").mkdir(parents=True)
-    versions = {name: __import__("importlib.metadata").metadata.version(name) for name in WHEELS}
+    from importlib.metadata import version
+
+    versions = {name: version(name) for name in WHEELS}
     if wheels_from is None:
         subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
                         "--python-version", "3.12", "--implementation", "cp", "-d", str(staging / "whl"),

@@ -1,7 +1,7 @@
 """Does age in a prompt change the brain? Same-seed age sweeps, judged by the tissue segmenter.
 
-    python benchmarks/bench_age_sweep.py --real PREPARED [--model MODEL] [--seeds 32] [--figure docs/age_sweep.png]
-        [--attribute-guidance-early SCALE@TIMESTEP]
+    python benchmarks/bench_age_sweep.py --real PREPARED [--model MODEL] [--route ldm|unclip] [--seeds 32]
+        [--figure docs/age_sweep.png] [--attribute-guidance-early SCALE@TIMESTEP]
 
 For each seed and contrast (T1w, T2w, FLAIR), "axial {contrast} MRI slice of a healthy {age}-year-old woman at
 the level of the lateral ventricles" at ages 20, 40, 60 and 85 with the same seed; the tissue judge
@@ -139,6 +139,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real", type=Path, required=True, help="prepared real data with label slices")
     parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")
+    parser.add_argument("--route", choices=("ldm", "unclip"), default="ldm",
+                        help="unclip: prompt -> prior -> decoder (which reads the attributes where it has them)")
     parser.add_argument("--seeds", type=int, default=32)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--sampler", default=D.SAMPLER, help="as generate's --sampler (auto: the model's per contrast)")
@@ -175,7 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
     from dallebrain.api import default_model, load_pipeline
     from dallebrain.judges.tissue import load_tissue_judge
 
-    pipe = load_pipeline(args.model or default_model(), device="cpu")
+    pipe = load_pipeline(args.model or default_model(), route=args.route, device="cpu")
     pipe.images_per_pass = 8
     pipe.attribute_guidance = args.attribute_guidance
     if early is not None:
@@ -189,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
               "sampler": {c: pipe.sampling_of(prompt(c, 20), args.sampler, args.steps) for c in contrasts},
               "attribute_guidance": {c: pipe.attribute_scale(args.guidance, prompt(c, 20)) for c in contrasts},
               "attribute_guidance_early": {c: pipe.early_attribute_guidance(prompt(c, 20)) for c in contrasts},
-              "model": str(args.model or "shipped")}
+              "model": str(args.model or "shipped"), "route": args.route}
     target = result["cohort_ratio_85_20"]["ground_truth"]
     print(f"cohort's own 85/20 ventricle ratio at z = {LEVEL_MM:g} mm: {target:.2f} (ground truth), "
           f"{result['cohort_ratio_85_20']['judge']:.2f} (judge on the same real slices; r = "

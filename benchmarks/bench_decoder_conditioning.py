@@ -28,6 +28,7 @@ def conditioning_report(model: str | None, data: Path, sources: int, latents_n: 
 
     from dallebrain.api import load_pipeline
     from dallebrain.data.dataset import SliceDataset
+    from dallebrain.models.conditioning import unstated_features, uses_attributes
     from dallebrain.models.decoder import decoder_inputs
     from dallebrain.models.vae import encode_images
 
@@ -50,13 +51,15 @@ def conditioning_report(model: str | None, data: Path, sources: int, latents_n: 
     with torch.no_grad():
         latents = encode_images(pipe.vae, train_images).float()
         train_embeds = pipe.clip.encode_image(train_images).float()
+        # a decoder with attributes: every attribute unstated, so the embedding's own effect is measured
+        attributes = unstated_features(len(latents)) if uses_attributes(unet) else None
         for t in TIMESTEPS:
             eps = torch.randn(latents.shape, generator=generator)
             steps = torch.full((len(latents),), t)
             noisy = noise.add_noise(latents, eps, steps)
             target = eps if schedule["prediction_type"] == "epsilon" else noise.get_velocity(latents, eps, steps)
-            with_embedding = unet(noisy, steps, **decoder_inputs(train_embeds)).sample
-            without = unet(noisy, steps, **decoder_inputs(torch.zeros_like(train_embeds))).sample
+            with_embedding = unet(noisy, steps, **decoder_inputs(train_embeds, attributes)).sample
+            without = unet(noisy, steps, **decoder_inputs(torch.zeros_like(train_embeds), attributes)).sample
             losses[t] = (float(((with_embedding - target) ** 2).mean()), float(((without - target) ** 2).mean()))
     return {"prediction_type": schedule["prediction_type"], "correlations": correlations, "losses": losses}
 

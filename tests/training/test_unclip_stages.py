@@ -225,3 +225,103 @@ def test_a_compiled_decoder_run_saves_what_an_eager_run_saves(parts, tiny_prepar
     assert all(torch.allclose(saved["compiled"][k], saved["eager"][k], atol=1e-2) for k in saved["eager"])
     moved = [float((saved["compiled"][k] - saved["start"][k]).abs().max()) for k in saved["start"]]
     assert min(moved) > 1e-4 and sorted(moved)[len(moved) // 2] > 1e-2  # every tensor trained
+
+
+def test_a_decoder_with_attributes_learns_them_from_the_table_and_the_route_reads_them(parts, tiny_prepared,
+                                                                                     decoder_run, tmp_path,
+                                                                                     monkeypatch):
+    """unet.attributes: the warm start copies the LDM's attribute embedding; training feeds each row's
+    ground-truth attributes (metadata.parquet), dropped per attribute and with the embedding; the assembled unCLIP
+    route reads the prompt's attributes (an age changes the slice at a fixed seed), guided in three rows
+    [zero embedding + unconditional attributes, zero embedding + attributes, embedding + attributes] when the
+    attribute scale differs, and variations (nothing stated) run on the unstated row with plain guidance."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from dallebrain.data.dataset import SliceDataset
+    from dallebrain.models.conditioning import (
+        feature_width,
+        features_batch,
+        table_attributes,
+        unstated_features,
+        uses_attributes,
+    )
+    from dallebrain.models.decoder import load_decoder
+    from dallebrain.models.unet import UnetConfig, build_unet
+    from dallebrain.pipelines.unclip import UnCLIPPipeline
+    from dallebrain.training import decoder as stage
+
+    torch.manual_seed(2)
+    ldm_unet = build_unet(UnetConfig(sample_size=16, block_out_channels=[16, 32], attention_head_dim=8,
+                                     cross_attention_levels=1, norm_num_groups=8, attributes=True))
+    with torch.no_grad():  # a trained LDM's attribute embedding is not zero: make this one say something
+        ldm_unet.class_embedding.linear_2.weight.normal_(0, 0.5)
+    ldm_unet.save_pretrained(tmp_path / "ldm" / "unet", safe_serialization=True)
+    seen = []
+    real_inputs = stage.decoder_inputs
+    monkeypatch.setattr(stage, "decoder_inputs", lambda e, a=None: seen.append((e.clone(), a.clone())) or
+                        real_inputs(e, a))
+    truth = features_batch(table_attributes(SliceDataset(tiny_prepared, "train").table))
+    unstated = unstated_features(1)
+
+    def run(name: str, steps: int, *settings: str) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        seen.clear()
+        decoder_main(["--data", str(tiny_prepared), "--clip", str(parts / "clip"), "--vae", str(parts / "vae"),
+                      "--out", str(tmp_path / name), "--config", str(CONFIGS / "decoder.tiny.json"),
+                      "--no-progress", "--max-steps", str(steps), "--set", f"init_from={tmp_path / 'ldm'}",
+                      "--set", "unet.attributes=true", "--set", "ema_decay=0", "--set", "learning_rate=1e-12",
+                      *[a for s in settings for a in ("--set", s)]])
+        return list(seen)
+
+    def from_table(attributes: torch.Tensor) -> bool:  # every row is some slice's ground truth, all stated
+        return all(bool((truth == row).all(dim=1).any()) for row in attributes)
+
+    # nothing dropped: every row's own attributes and embedding
+    for embeds, attributes in run("decoder", 2, "attribute_dropout=0", "embed_dropout=0", "embed_only_dropout=0"):
+        assert attributes.shape == (embeds.shape[0], feature_width()) and from_table(attributes)
+        assert (embeds != 0).any(dim=1).all()
+    # the embedding dropped: the attributes with it (the unconditional model)
+    for embeds, attributes in run("drop-all", 1, "embed_dropout=1"):
+        assert (embeds == 0).all() and torch.equal(attributes, unstated.expand_as(attributes))
+    # the embedding alone dropped: the attributes stay (attribute guidance's "attributes alone" input)
+    for embeds, attributes in run("drop-embed", 1, "attribute_dropout=0", "embed_dropout=0", "embed_only_dropout=1"):
+        assert (embeds == 0).all() and from_table(attributes)
+    # every attribute dropped, the embedding kept
+    for embeds, attributes in run("drop-attributes", 1, "attribute_dropout=1", "embed_dropout=0"):
+        assert (embeds != 0).any(dim=1).all() and torch.equal(attributes, unstated.expand_as(attributes))
+    out = tmp_path / "decoder"
+    unet, _ = load_decoder(out)
+    assert uses_attributes(unet) and unet.config.projection_class_embeddings_input_dim == feature_width()
+    saved = load_file(str(out / "diffusion_pytorch_model.safetensors"))
+    key = "class_embedding.linear_2.weight"
+    assert torch.allclose(saved[key].float(), ldm_unet.state_dict()[key], atol=1e-3)  # copied from the LDM
+
+    pipeline = tmp_path / "pipeline"
+    shutil.copytree(parts / "pipeline", pipeline)
+    shutil.rmtree(pipeline / "decoder")
+    shutil.copytree(out, pipeline / "decoder", ignore=shutil.ignore_patterns("checkpoints", "cache", "samples"))
+    pipe = UnCLIPPipeline.from_pretrained(pipeline)
+    young, old = (PROMPT.replace("30-year-old", f"{a}-year-old") for a in (20, 85))
+    a = pipe(young, n=1, seed=0, steps=2, prior_steps=2)
+    b = pipe(old, n=1, seed=0, steps=2, prior_steps=2)
+    assert not np.allclose(a.images, b.images, atol=1e-4)  # the age reached the decoder
+    np.testing.assert_array_equal(a.images, pipe(young, n=1, seed=0, steps=2, prior_steps=2).images)
+    # the decoder's own attribute guidance (dallebrain.json unclip.sampling), recorded in the settings
+    pipe.info = {**pipe.info, "unclip": {**pipe.info.get("unclip", {}), "sampling": {"attribute_guidance": 5.0}}}
+    calls = []
+    real_unet = pipe.unet.forward
+    monkeypatch.setattr(pipe.unet, "forward", lambda x, t, **kw: calls.append(kw) or real_unet(x, t, **kw))
+    result = pipe(young, n=1, seed=0, steps=1, prior_steps=1)
+    assert result.settings["attribute_guidance"] == 5.0
+    rows = calls[0]["added_cond_kwargs"]["image_embeds"]
+    labels = calls[0]["class_labels"]
+    assert rows.shape[0] == labels.shape[0] == 3 * pipe.images_per_pass
+    k = pipe.images_per_pass
+    assert (rows[:2 * k] == 0).all() and (rows[2 * k:] != 0).any()
+    assert torch.equal(labels[:k], unstated.expand(k, -1)) and torch.equal(labels[k:2 * k], labels[2 * k:])
+    assert not torch.equal(labels[k:2 * k], labels[:k])
+    calls.clear()
+    pipe.variations(np.full((64, 64), 0.5, np.float32), n=1, seed=0, steps=1)
+    assert calls[0]["class_labels"].shape[0] == 2 * pipe.images_per_pass  # plain guidance: two rows
+    assert torch.equal(calls[0]["class_labels"], unstated.expand(2 * pipe.images_per_pass, -1))

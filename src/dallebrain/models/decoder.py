@@ -1,7 +1,12 @@
 """The unCLIP decoder: a diffusers `UNet2DConditionModel` denoising VAE latents conditioned on a Brain-CLIP image
 embedding the Kandinsky 2.2 way: `encoder_hid_dim_type="image_proj"` turns the embedding into 32 cross-attention
 tokens (diffusers' `ImageProjection`), and `addition_embed_type="image"` adds it to the timestep embedding too.
-Both read `added_cond_kwargs={"image_embeds": (B, D)}`; the zero embedding is the unconditional input."""
+Both read `added_cond_kwargs={"image_embeds": (B, D)}`; the zero embedding is the unconditional input.
+
+With `unet.attributes` the decoder also reads the prompt's attribute features (models/conditioning.py) through
+the class embedding, as the LDM does, the way DALL-E 2's decoder also reads the caption. Why: a Brain-CLIP image
+embedding holds plane, contrast and level but not age (the unCLIP route's age judge read 17.2 years against a
+chance of 17.3, the LDM's 13.4), so what the prompt states exactly must reach the decoder by another path."""
 
 from __future__ import annotations
 
@@ -22,17 +27,26 @@ def build_decoder(config: UnetConfig, image_embed_dim: int):
     # private keys (e.g. "_use_default_values") would make from_pretrained drop our settings
     layout = {k: v for k, v in build_unet(config).config.items() if not k.startswith("_")}
     layout.update(encoder_hid_dim_type="image_proj", encoder_hid_dim=image_embed_dim, addition_embed_type="image")
-    return UNet2DConditionModel.from_config(layout)
+    unet = UNet2DConditionModel.from_config(layout)
+    if config.attributes:  # as build_unet: the attributes' effect starts at zero (a warm start copies the LDM's)
+        from dallebrain.models.unet import zero_attribute_output
+
+        zero_attribute_output(unet)
+    return unet
 
 
 def image_embed_dim_of(unet) -> int:
     return int(unet.config.encoder_hid_dim)
 
 
-def decoder_inputs(image_embeds: torch.Tensor) -> dict:
-    """The UNet keyword arguments that carry the embedding. `encoder_hidden_states` is replaced inside the UNet
-    by the embedding's projection; it is passed only because the UNet's signature requires it."""
-    return {"encoder_hidden_states": image_embeds[:, None, :], "added_cond_kwargs": {"image_embeds": image_embeds}}
+def decoder_inputs(image_embeds: torch.Tensor, attributes: torch.Tensor | None = None) -> dict:
+    """The UNet keyword arguments that carry the embedding (and, for a decoder with attributes, the attribute
+    features (B, F)). `encoder_hidden_states` is replaced inside the UNet by the embedding's projection; it is
+    passed only because the UNet's signature requires it."""
+    inputs = {"encoder_hidden_states": image_embeds[:, None, :], "added_cond_kwargs": {"image_embeds": image_embeds}}
+    if attributes is not None:
+        inputs["class_labels"] = attributes
+    return inputs
 
 
 def decoder_scheduler_config(prediction_type: str = "epsilon") -> dict:

@@ -403,9 +403,11 @@ class Text2MRIPipeline:
         uncond = uncond.expand(rows, *uncond.shape[1:])
         context = torch.cat([uncond, uncond, cond] if split else [uncond, cond]) if guided else cond
         extra = {}
-        if image_embeds is not None:  # rows in the order of `context`: [unconditional, conditional]
+        if image_embeds is not None:  # rows in the order of `context`: [unconditional, (attributes only,) both]
             image_embeds = image_embeds.expand(rows, *image_embeds.shape[1:])  # one row: the padded pass's too
-            embeds = torch.cat([torch.zeros_like(image_embeds), image_embeds]) if guided else image_embeds
+            zero = torch.zeros_like(image_embeds)
+            embeds = image_embeds if not guided else torch.cat([zero, zero, image_embeds] if split else
+                                                               [zero, image_embeds])
             extra = {"added_cond_kwargs": {"image_embeds": embeds}}
         if cond_attr is not None:  # the same row order
             cond_attr = cond_attr.expand(rows, *cond_attr.shape[1:])

@@ -116,7 +116,27 @@ class UnCLIPPipeline(Text2MRIPipeline):
         self.lora = None
         # "auto" is DPM-Solver++ here: the per-contrast samplers of dallebrain.json were measured on the LDM's UNet
         self.sampler_table = {}
+        # likewise its attribute guidance: a decoder with attributes takes only what dallebrain.json measured on it
+        # ("unclip" -> "sampling": attribute_guidance, attribute_guidance_by_contrast, attribute_guidance_anchor,
+        # checked as the LDM's are), else plain guidance
+        from dallebrain.models.conditioning import attribute_anchor_of
+        from dallebrain.pipelines.request import attribute_guidance_by_contrast
+
+        decoder_info = {"sampling": self.decoder_sampling}
+        self.attribute_guidance_table = attribute_guidance_by_contrast(decoder_info)
+        self.early_guidance_table = {}
+        self.attribute_anchor = attribute_anchor_of(decoder_info)
         self._uncond_text: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def decoder_sampling(self) -> dict:
+        """The decoder's own sampling settings in dallebrain.json ("unclip" -> "sampling"), {} where none."""
+        return (self.info.get("unclip") or {}).get("sampling") or {}
+
+    @property
+    def model_attribute_guidance(self) -> float | None:
+        value = self.decoder_sampling.get("attribute_guidance")
+        return None if value is None else float(value)
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, device: str = "cpu") -> UnCLIPPipeline:
@@ -179,20 +199,34 @@ class UnCLIPPipeline(Text2MRIPipeline):
 
     def decode_embeddings(self, image_embeds: torch.Tensor, seeds: list[int], steps: int = D.STEPS,
                           guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER,
-                          starts: torch.Tensor | None = None) -> np.ndarray:
+                          starts: torch.Tensor | None = None, prompts: list[str] | None = None,
+                          negative_prompt: str = "") -> np.ndarray:
         """Decoder + VAE: (n, H, W) float32 slices in [0, 1] for image embeddings (n, D); guidance mixes in the
-        zero embedding, which the decoder learned as "no condition"; starts as `denoise_passes`'."""
+        zero embedding, which the decoder learned as "no condition"; starts as `denoise_passes`'. A decoder with
+        attributes reads what `prompts` (one, or one per embedding) state, guided apart from the embedding as the
+        LDM guides its attributes apart from the caption (text2mri.guide); without prompts (variations,
+        interpolations) every attribute is unstated and guidance is plain."""
         return np.concatenate(list(self.decode_embedding_passes(image_embeds, seeds, steps, guidance, sampler,
-                                                                starts)))
+                                                                starts, prompts, negative_prompt)))
 
     def decode_embedding_passes(self, image_embeds: torch.Tensor, seeds: list[int], steps: int = D.STEPS,
                                 guidance: float = D.GUIDANCE, sampler: str = D.SAMPLER,
-                                starts: torch.Tensor | None = None) -> Iterator[np.ndarray]:
+                                starts: torch.Tensor | None = None, prompts: list[str] | None = None,
+                                negative_prompt: str = "") -> Iterator[np.ndarray]:
         """`decode_embeddings` one pass of images at a time."""
+        from dallebrain.models.conditioning import unstated_features, uses_attributes
+
         embeds = image_embeds.to(self.device, self.unet.dtype)
         uncond = torch.zeros_like(embeds)
+        attributes = scales = None
+        if uses_attributes(self.unet) and prompts:
+            attributes = self._attribute_pair(prompts, negative_prompt)
+            scales = self.attribute_scales(prompts, guidance)
+        elif uses_attributes(self.unet):  # nothing stated: the attribute rows equal, so one guidance scale
+            unstated = unstated_features(1).to(self.device)
+            attributes, scales = (unstated, unstated), torch.full((1,), float(guidance))
         return self.denoise_passes(embeds[:, None], uncond[:, None], seeds, steps, guidance, sampler, embeds,
-                                   starts=starts)
+                                   attributes, starts, scales)
 
     def _settings(self, **extra) -> dict:
         return {**extra, "precision": self.compute_precision, "route": "unclip", "start": self.start_kind,
@@ -214,10 +248,13 @@ class UnCLIPPipeline(Text2MRIPipeline):
         settings = self._settings(prompt=prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
                                   sampler=sampler, prior_steps=prior_steps, prior_guidance=prior_guidance)
         settings.update(requested(asked, steps))
+        attribute_guidance = self.attribute_scale(guidance, prompt)
+        if attribute_guidance is not None:
+            settings["attribute_guidance"] = attribute_guidance
         starts = self.start_means([prompt])
         passes = (self.decode_embeddings(self.image_embeds_of_prompt(prompt, seeds[rows], prior_steps, prior_guidance,
                                                                      negative_prompt), seeds[rows], steps, guidance,
-                                         sampler, starts) for rows in self.passes(n))
+                                         sampler, starts, [prompt], negative_prompt) for rows in self.passes(n))
         return chunk_results(passes, seeds, settings, warnings, self.provenance())
 
     def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
@@ -230,7 +267,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
                       sampler: str) -> np.ndarray:
         # as __call__ does: embedding i comes from the prior with seeds[i] alone, then the decoder makes the slices
         embeds = torch.cat([self.image_embeds_of_prompt(p, [s]) for p, s in zip(prompts, seeds, strict=True)])
-        return self.decode_embeddings(embeds, seeds, steps, guidance, sampler, self.start_means(prompts))
+        return self.decode_embeddings(embeds, seeds, steps, guidance, sampler, self.start_means(prompts), prompts)
 
     def variation_chunks(self, image, n: int = 4, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
                          sampler: str = D.SAMPLER) -> Iterator[GenerationResult]:

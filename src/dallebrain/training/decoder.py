@@ -1,6 +1,8 @@
 """unCLIP decoder stage: a UNet2DConditionModel denoising cached VAE latents conditioned on the slice's cached
 Brain-CLIP image embedding (Kandinsky 2.2 conditioning, see models/decoder.py), with embedding dropout (the
-zero embedding) for classifier-free guidance, min-SNR weighting and EMA weights.
+zero embedding) for classifier-free guidance, min-SNR weighting and EMA weights. With `unet.attributes` it also
+reads each slice's ground-truth attributes (metadata.parquet, never its captions) with per-attribute dropout, as
+the LDM stage does (models/decoder.py says why).
 
     dallebrain train decoder --data PREPARED --clip runs/clip --vae runs/vae --out runs/decoder [--into PIPELINE]
 
@@ -17,7 +19,8 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from dallebrain.models.decoder import decoder_scheduler_config
+from dallebrain.models.conditioning import ATTRIBUTES, drop_attributes, features_batch, table_attributes
+from dallebrain.models.decoder import decoder_inputs, decoder_scheduler_config
 from dallebrain.models.unet import UnetConfig
 from dallebrain.training.cache import cached_arrays, dataset_meta, module_fingerprint, on_cache_device
 from dallebrain.training.common import attach_to_pipeline, check_pipeline_parts
@@ -36,6 +39,12 @@ class DecoderTrainConfig(TrainConfig):
     # cross_attention_dim: width of the 32 image-embedding tokens the UNet cross-attends to
     unet: UnetConfig = dataclasses.field(default_factory=lambda: UnetConfig(cross_attention_dim=256))
     embed_dropout: float = 0.1  # share of embeddings replaced by zeros so guidance has an unconditional model
+    # with unet.attributes: each attribute left unstated with this probability (all of them where the embedding
+    # is dropped), so a prompt silent on one samples the cohort's spread of it
+    attribute_dropout: float = 0.3
+    # with unet.attributes: share of the other embeddings replaced by zeros while the attributes stay: the
+    # "attributes alone" input of attribute guidance (pipelines/text2mri.guide), which the model must have seen
+    embed_only_dropout: float = 0.0
     max_rows: int = 0  # cache at most this many training slices (0: all)
     snr_gamma: float = 5.0  # min-SNR loss weighting (Hang et al. 2023); 0 disables
     ema_decay: float = 0.999  # exponential moving average of the weights (0: none)
@@ -54,6 +63,9 @@ class DecoderTrainConfig(TrainConfig):
         """ValueError (one line) for a setting value no run can use; called before any data is read."""
         if self.prediction_type:
             decoder_scheduler_config(self.prediction_type)
+        for name in ("embed_dropout", "attribute_dropout", "embed_only_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
     def resolved_prediction_type(self) -> str:
         """The objective this run trains: the setting, else init_from's, else epsilon."""
@@ -105,6 +117,8 @@ class DecoderStage(Stage):
         cache = build_decoder_cache(dataset, self.vae, self.clip, Path(out_dir) / "cache", progress=progress)
         self.latents = torch.from_numpy(np.array(cache["latents"]))
         self.image_embeds = torch.from_numpy(np.array(cache["image_embeds"]))
+        # ground truth of the cached rows (the cache holds the dataset's rows in order)
+        self.attributes = features_batch(table_attributes(dataset.table)) if config.unet.attributes else None
         channels, size = self.latents.shape[1], self.latents.shape[-1]
         torch.manual_seed(config.seed)
         unet_config = dataclasses.replace(config.unet, sample_size=size, latent_channels=channels)
@@ -141,15 +155,20 @@ class DecoderStage(Stage):
         return list(self.unet.parameters())
 
     def loss(self, step: int, micro: int) -> dict[str, torch.Tensor]:
-        from dallebrain.models.decoder import decoder_inputs
-
         cfg, device = self.config, self.accelerator.device
         rows, rng = micro_batch(len(self.latents), cfg.batch_size, cfg.seed, step, micro, self.rank,
                                 SeedStream.DECODER_EMBEDS)
         latents = self.latents[rows].float().to(device)
         embeds = self.image_embeds[rows].clone()
-        embeds[torch.from_numpy(rng.random(len(rows)) < cfg.embed_dropout)] = 0.0
-        conditioning = decoder_inputs(embeds.to(device))
+        drop = rng.random(len(rows)) < cfg.embed_dropout
+        embeds[torch.from_numpy(drop)] = 0.0
+        attributes = None
+        if self.attributes is not None:  # drawn after the embeddings': runs without attributes keep their stream
+            unstated = rng.random((len(rows), len(ATTRIBUTES))) < cfg.attribute_dropout
+            unstated[drop] = True  # a dropped embedding drops everything: the unconditional model
+            embeds[torch.from_numpy(rng.random(len(rows)) < cfg.embed_only_dropout)] = 0.0
+            attributes = drop_attributes(self.attributes[rows], unstated).to(device)
+        conditioning = decoder_inputs(embeds.to(device), attributes)
         return denoising_loss(lambda x, t: self.live(x, t, **conditioning).sample, self.noise, latents,
                               cfg.snr_gamma)
 

@@ -74,6 +74,28 @@ def test_release_folder_names_a_warm_start_given_as_a_path(tiny_pipeline, tmp_pa
     assert json.loads((release / "unet" / "train_config.json").read_text()) == settings
 
 
+def test_release_folder_keeps_the_bytes_of_a_file_already_in_fp16(tiny_pipeline, tmp_path):
+    """A release of a release changes no weights file: one already fp16 is copied, not re-saved (a re-save with
+    metadata wrote other bytes, so a recipe replacing one part stored the untouched leak table in git again)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from dallebrain.pipelines.export import LEAK_TABLE, release_folder
+
+    model = tmp_path / "model"
+    shutil.copytree(tiny_pipeline, model, ignore=shutil.ignore_patterns("checkpoints", "cache"))
+    save_file({"a": torch.ones(3, dtype=torch.float16), "n": torch.arange(3)}, model / LEAK_TABLE,
+              metadata={"z": "1", "a": "2", "m": "3"})
+    first = release_folder(model, tmp_path / "first")
+    second = release_folder(first, tmp_path / "second")
+    assert (first / LEAK_TABLE).is_file()
+    for path in first.rglob("*.safetensors"):
+        assert (second / path.relative_to(first)).read_bytes() == path.read_bytes(), path.name
+    assert load_file(first / "unet" / "diffusion_pytorch_model.safetensors").popitem()[1].dtype == torch.float16
+
+
 def _model_with_leak_table(tiny_pipeline, tmp_path, monkeypatch, offset: float = 0.0):
     """A copy of the tiny pipeline with a leak table fitted on 8 seeded random latents (+ offset) of 8 axial
     slices: (folder, latent channels, latent side)."""

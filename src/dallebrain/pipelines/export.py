@@ -160,6 +160,7 @@ def release_folder(model: Path, out: Path, fp16: bool = True) -> Path:
     (loaders upcast them to the model's float32), a sha256 list of the files."""
     import hashlib
 
+    import torch
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
 
@@ -188,6 +189,8 @@ def release_folder(model: Path, out: Path, fp16: bool = True) -> Path:
             tensors = load_file(path)
             with safe_open(path, "pt") as f:  # the file's metadata stays (the leak table's group keys live there)
                 metadata = f.metadata()
+            if all(v.dtype == torch.float16 or not v.is_floating_point() for v in tensors.values()):
+                continue  # already fp16: its bytes kept (a re-save may reorder the metadata; git would store it again)
             half = {k: (v.half() if v.is_floating_point() else v).contiguous() for k, v in tensors.items()}
             save_file(half, path, metadata=metadata)
     sums = {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()

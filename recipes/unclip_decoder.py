@@ -8,8 +8,10 @@ README "The unCLIP decoder, retrained"), so it is only as good as the UNet it st
 started from v2's noise-predicting UNet; the LDM became v2.1's velocity-predicting one, and the unCLIP route
 stayed behind it (evaluation encoder's Frechet distance 0.82 against the LDM's 0.53). Started from the installed
 UNet, the decoder takes that UNet's objective too (`prediction_type` "" follows init_from), so the copied blocks
-keep what they learnt. One stage of STEPS steps on the model's cohort (120 simulated subjects, seed 0; --data to
-reuse a prepared set), about 17 minutes here after a 9-minute latent cache.
+keep what they learnt. The decoder also reads the slice's attributes as the LDM does (`unet.attributes`), so the
+route follows the age a prompt states, which a Brain-CLIP image embedding does not hold. One stage of STEPS steps on
+the model's cohort (120 simulated subjects, seed 0; --data to reuse a prepared set), about 14 minutes here after a
+9-minute latent cache.
 
 Every step is a `dallebrain` command; a killed run resumes (the cohort, the prepared set and the stage's
 checkpoints are kept in --work).
@@ -31,7 +33,19 @@ STEPS = 1500
 # the decoder stage's settings after init_from and max_steps: the warm start's learning rate of v2's decoder
 # (README), twice its training slices. Eager fp32: the same run with compile=true and mixed_precision=bf16 trained
 # no weight at all (BENCHMARKS.md "The unCLIP decoder from the velocity LDM"), and eager it runs 25 images/s here
-SETTINGS = ["learning_rate=2e-4", "max_rows=16000", "checkpoint_every=250"]
+# With the LDM's attributes (unet.attributes): the decoder also reads the slice's ground-truth attributes, so age,
+# which a Brain-CLIP image embedding does not hold, reaches the unCLIP route (models/decoder.py); the warm start
+# copies the LDM's attribute embedding too. embed_only_dropout trains the "attributes alone" input of attribute
+# guidance, as the LDM's caption_only_dropout does.
+SETTINGS = ["learning_rate=2e-4", "max_rows=16000", "checkpoint_every=250", "unet.attributes=true",
+            "attribute_dropout=0.3", "embed_only_dropout=0.1"]
+# the decoder's own attribute guidance on the unCLIP route (dallebrain.json unclip.sampling), model-wide and per
+# contrast; 0 / "": none recorded, so the attributes share the embedding's guidance (plain, two rows). Measured
+# (BENCHMARKS.md, "The unCLIP decoder reads the attributes"): a separate scale brings the ventricles' 85/20 ratio
+# to the cohort's (T1w at 4, T2w at 8, 8-seed sweeps) but costs realism (evaluation encoder's distance 0.567 plain,
+# 0.654 with T1w at 4 alone, 0.730 with T1w 4 / T2w 8 / others 4), so the release records none
+ATTRIBUTE_GUIDANCE = 0.0
+ATTRIBUTE_GUIDANCE_BY_CONTRAST = ""
 NEEDED = ("unet", "scheduler", "vae", "clip", "prior")  # what the base must hold: the decoder's inputs and its route
 
 
@@ -41,6 +55,25 @@ def decoder_command(steps: int, settings: list[str]) -> list[str]:
     sets = ["init_from={model}", f"max_steps={steps}", *settings]
     return ["decoder", "--clip", "{base}/clip", "--vae", "{base}/vae",
             "--config", "{root}/configs/decoder.{configs}.json", *[a for s in sets for a in ("--set", s)]]
+
+
+def decoder_sampling(scale: float, by_contrast: str) -> dict:
+    """dallebrain.json unclip.sampling from the options ({} for none); a bad table exits in one line."""
+    from dallebrain.pipelines.request import attribute_guidance_by_contrast
+
+    sampling = {"attribute_guidance": scale} if scale > 0 else {}
+    if by_contrast.strip():
+        try:
+            items = [item.split("=", 1) for item in by_contrast.split(",")]
+            if any(len(item) != 2 for item in items):
+                raise ValueError("each entry is CONTRAST=SCALE")
+            table = {k.strip(): float(v) for k, v in items}
+            attribute_guidance_by_contrast({"sampling": {"attribute_guidance_by_contrast": table}})
+        except ValueError as exc:
+            raise SystemExit(f"error: --attribute-guidance-by-contrast takes CONTRAST=SCALE,... "
+                             f"({by_contrast!r}): {exc}") from None
+        sampling["attribute_guidance_by_contrast"] = table
+    return sampling
 
 
 def _fill(argument: str, **values) -> str:
@@ -57,6 +90,11 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--data", type=Path, default=None,
                         help="a prepared set to train on (default: simulate and prepare the cohort in --work)")
     parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--attribute-guidance", type=float, default=ATTRIBUTE_GUIDANCE,
+                        help="the decoder's attribute guidance recorded in dallebrain.json (0: none, plain guidance)")
+    parser.add_argument("--attribute-guidance-by-contrast", default=ATTRIBUTE_GUIDANCE_BY_CONTRAST,
+                        metavar="CONTRAST=SCALE,...", help="per-contrast attribute guidance recorded beside it "
+                        "(\"\": none)")
     add_fine_tune_options(parser)
     args = parser.parse_args(argv)
     base, work, log = args.base, args.work, []
@@ -67,6 +105,9 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit(f"error: {args.data} is not a prepared data set (no metadata.parquet)")
     if args.steps < 1:
         raise SystemExit(f"error: --steps must be at least 1, got {args.steps}")
+    if args.attribute_guidance < 0:
+        raise SystemExit(f"error: --attribute-guidance must be 0 (none) or positive, got {args.attribute_guidance}")
+    sampling = decoder_sampling(args.attribute_guidance, args.attribute_guidance_by_contrast)
     data = args.data or simulate_and_prepare(work, args.subjects, args.workers, log, seed=args.seed)
     from dallebrain.training.checkpoint import holds_run
 
@@ -90,6 +131,14 @@ def main(argv: list[str] | None = None) -> Path:
     unclip = {**info.get("unclip", {}), "decoder": {
         "decoder_steps": args.steps, "warm_start": "the installed LDM's UNet",
         "prediction_type": trained_prediction_type(model / "decoder"), "settings": settings}}
+    # the base decoder's sampling settings, if any, were measured on another decoder: dropped, not merged
+    unclip.pop("sampling", None)
+    if (model / "dallebrain.json").is_file():
+        from dallebrain.data.io import write_json_atomic
+
+        write_json_atomic(model / "dallebrain.json", {**info, "unclip": unclip})
+    if sampling:
+        unclip["sampling"] = sampling
     fixes = {**info.get("fixes", {}), "decoder": {"folder": "decoder", "command": "dallebrain train " + " ".join(
         _fill(c, configs=args.configs) for c in command)}}
     update_model_info(model, {"unclip": unclip, "fixes": fixes})

@@ -184,7 +184,8 @@ def test_decoder_recipe_replaces_only_the_decoder_and_follows_the_ldm_objective(
     recipe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(recipe)
     release = recipe.main(["--work", str(tmp_path / "w"), "--base", str(base), "--data", str(tiny_prepared),
-                           "--configs", "tiny", "--steps", "2", "--set", "max_rows=64", "--set", "compile=false"])
+                           "--configs", "tiny", "--steps", "2", "--set", "max_rows=64", "--set", "compile=false",
+                           "--attribute-guidance", "3", "--attribute-guidance-by-contrast", "T2w=5"])
     schedule = json.loads((release / "decoder" / "scheduler_config.json").read_text())
     assert schedule["prediction_type"] == "v_prediction"
     weights = "diffusion_pytorch_model.safetensors"
@@ -205,6 +206,20 @@ def test_decoder_recipe_replaces_only_the_decoder_and_follows_the_ldm_objective(
 
     result = load_pipeline(release, route="unclip", device="cpu")("axial T1-weighted brain MRI", n=1, steps=2)
     assert np.isfinite(result.images).all()
+    # the decoder reads the attributes, at the attribute guidance the recipe recorded for it
+    from dallebrain.models.conditioning import uses_attributes
+    from dallebrain.models.decoder import load_decoder
+
+    assert uses_attributes(load_decoder(release / "decoder")[0]) and "unet.attributes=true" in decoder["settings"]
+    assert info["unclip"]["sampling"] == {"attribute_guidance": 3.0, "attribute_guidance_by_contrast": {"T2w": 5.0}}
+    assert result.settings["attribute_guidance"] == 3.0  # a T1w prompt: the model-wide scale
+    t2 = load_pipeline(release, route="unclip", device="cpu")("axial T2-weighted brain MRI", n=1, steps=2)
+    assert t2.settings["attribute_guidance"] == 5.0  # its contrast's own
+    bad = subprocess.run([sys.executable, str(ROOT / "recipes" / "unclip_decoder.py"), "--work", str(tmp_path / "w3"),
+                          "--base", str(base), "--attribute-guidance", "-1"], capture_output=True, text=True,
+                         timeout=120)
+    assert bad.returncode != 0 and "--attribute-guidance must be 0 (none) or positive" in bad.stderr
+    assert not (tmp_path / "w3").exists()
     # a base without the unCLIP parts: one line, non-zero, nothing made
     refused = subprocess.run([sys.executable, str(ROOT / "recipes" / "unclip_decoder.py"), "--work",
                               str(tmp_path / "w2"), "--base", str(tiny_pipeline)], capture_output=True, text=True,

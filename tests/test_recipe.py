@@ -185,7 +185,8 @@ def test_decoder_recipe_replaces_only_the_decoder_and_follows_the_ldm_objective(
     spec.loader.exec_module(recipe)
     release = recipe.main(["--work", str(tmp_path / "w"), "--base", str(base), "--data", str(tiny_prepared),
                            "--configs", "tiny", "--steps", "2", "--set", "max_rows=64", "--set", "compile=false",
-                           "--attribute-guidance", "3", "--attribute-guidance-by-contrast", "T2w=5"])
+                           "--attribute-guidance", "3", "--attribute-guidance-by-contrast", "T2w=5",
+                           "--attribute-guidance-anchor", "modality,sex"])
     schedule = json.loads((release / "decoder" / "scheduler_config.json").read_text())
     assert schedule["prediction_type"] == "v_prediction"
     weights = "diffusion_pytorch_model.safetensors"
@@ -211,7 +212,8 @@ def test_decoder_recipe_replaces_only_the_decoder_and_follows_the_ldm_objective(
     from dallebrain.models.decoder import load_decoder
 
     assert uses_attributes(load_decoder(release / "decoder")[0]) and "unet.attributes=true" in decoder["settings"]
-    assert info["unclip"]["sampling"] == {"attribute_guidance": 3.0, "attribute_guidance_by_contrast": {"T2w": 5.0}}
+    assert info["unclip"]["sampling"] == {"attribute_guidance": 3.0, "attribute_guidance_by_contrast": {"T2w": 5.0},
+                                          "attribute_guidance_anchor": ["modality", "sex"]}
     assert result.settings["attribute_guidance"] == 3.0  # a T1w prompt: the model-wide scale
     t2 = load_pipeline(release, route="unclip", device="cpu")("axial T2-weighted brain MRI", n=1, steps=2)
     assert t2.settings["attribute_guidance"] == 5.0  # its contrast's own
@@ -219,6 +221,11 @@ def test_decoder_recipe_replaces_only_the_decoder_and_follows_the_ldm_objective(
                           "--base", str(base), "--attribute-guidance", "-1"], capture_output=True, text=True,
                          timeout=120)
     assert bad.returncode != 0 and "--attribute-guidance must be 0 (none) or positive" in bad.stderr
+    bad = subprocess.run([sys.executable, str(ROOT / "recipes" / "unclip_decoder.py"), "--work", str(tmp_path / "w3"),
+                          "--base", str(base), "--attribute-guidance-anchor", "modality,colour"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "--attribute-guidance-anchor takes attribute names" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "w3").exists()
     # a base without the unCLIP parts: one line, non-zero, nothing made
     refused = subprocess.run([sys.executable, str(ROOT / "recipes" / "unclip_decoder.py"), "--work",

@@ -15,6 +15,7 @@ from dallebrain.models.conditioning import (
     fold_unstated,
     prompt_attributes,
     table_attributes,
+    training_dropout,
     unstated_features,
     uses_attributes,
 )
@@ -62,6 +63,25 @@ def test_unstated_equals_dropout_and_dropout_is_per_attribute():
     dropped = drop_attributes(full, only_age)
     torch.testing.assert_close(dropped[0], features_batch([{**WOMAN_85, "age": None}])[0], rtol=0, atol=0)
     torch.testing.assert_close(dropped[1], full[1], rtol=0, atol=0)
+
+
+def test_training_dropout_leaves_attributes_unstated_at_its_rate_and_all_of_them_where_the_condition_dropped():
+    full = features_batch([WOMAN_85] * 400)
+    dropped = np.zeros(400, bool)
+    dropped[:100] = True
+    out = training_dropout(full, np.random.default_rng(0), 0.3, dropped)
+    torch.testing.assert_close(out[:100], unstated_features(100), rtol=0, atol=0)
+    age = ATTRIBUTES.index("age")
+    no_age = drop_attributes(full[:1], np.eye(len(ATTRIBUTES), dtype=bool)[age:age + 1])[0]
+    slots = no_age != full[0]  # the age block's slots
+    age_unstated = (out[100:, slots] == no_age[slots]).all(dim=1).float().mean()
+    assert 0.2 < float(age_unstated) < 0.4  # about 30 % of the other rows
+    sex = ATTRIBUTES.index("sex")
+    no_sex = drop_attributes(full[:1], np.eye(len(ATTRIBUTES), dtype=bool)[sex:sex + 1])[0]
+    sex_slots = no_sex != full[0]
+    sex_unstated = (out[100:, sex_slots] == no_sex[sex_slots]).all(dim=1)
+    both = (out[100:, slots] == no_age[slots]).all(dim=1) & sex_unstated
+    assert float(both.float().mean()) < float(age_unstated)  # per attribute, not all together
 
 
 def test_an_attribute_changes_the_unet_output():

@@ -122,6 +122,16 @@ def drop_attributes(features: torch.Tensor, drop: np.ndarray) -> torch.Tensor:
     return out
 
 
+def training_dropout(features: torch.Tensor, rng: np.random.Generator, dropout: float,
+                     dropped: np.ndarray) -> torch.Tensor:
+    """A training batch's attribute features (N, F): each attribute left unstated with probability `dropout`
+    (one draw of rng), every attribute where `dropped` (N,) bool says the whole condition (caption or image
+    embedding) was dropped, so that row trains the unconditional model. Shared by the LDM and decoder stages."""
+    unstated = rng.random((len(features), len(ATTRIBUTES))) < dropout
+    unstated[np.asarray(dropped, bool)] = True
+    return drop_attributes(features, unstated)
+
+
 def table_attributes(table) -> list[dict]:
     """Each row's ground-truth attributes from a prepared `metadata.parquet` table (never re-parsed from its
     captions): plane, level, contrast, field, age, sex, and the volume descriptors from the z-scores."""

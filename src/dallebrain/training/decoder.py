@@ -19,7 +19,7 @@ from typing import ClassVar
 import numpy as np
 import torch
 
-from dallebrain.models.conditioning import ATTRIBUTES, drop_attributes, features_batch, table_attributes
+from dallebrain.models.conditioning import features_batch, table_attributes, training_dropout
 from dallebrain.models.decoder import decoder_inputs, decoder_scheduler_config
 from dallebrain.models.unet import UnetConfig
 from dallebrain.training.cache import cached_arrays, dataset_meta, module_fingerprint, on_cache_device
@@ -164,10 +164,9 @@ class DecoderStage(Stage):
         embeds[torch.from_numpy(drop)] = 0.0
         attributes = None
         if self.attributes is not None:  # drawn after the embeddings': runs without attributes keep their stream
-            unstated = rng.random((len(rows), len(ATTRIBUTES))) < cfg.attribute_dropout
-            unstated[drop] = True  # a dropped embedding drops everything: the unconditional model
+            # a dropped embedding drops every attribute too: the unconditional model
+            attributes = training_dropout(self.attributes[rows], rng, cfg.attribute_dropout, drop).to(device)
             embeds[torch.from_numpy(rng.random(len(rows)) < cfg.embed_only_dropout)] = 0.0
-            attributes = drop_attributes(self.attributes[rows], unstated).to(device)
         conditioning = decoder_inputs(embeds.to(device), attributes)
         return denoising_loss(lambda x, t: self.live(x, t, **conditioning).sample, self.noise, latents,
                               cfg.snr_gamma)

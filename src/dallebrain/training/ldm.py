@@ -11,7 +11,7 @@ from typing import ClassVar
 
 import torch
 
-from dallebrain.models.conditioning import ATTRIBUTES, drop_attributes, features_batch, table_attributes
+from dallebrain.models.conditioning import features_batch, table_attributes, training_dropout
 from dallebrain.models.unet import UnetConfig, build_unet, load_initial_weights, noise_scheduler_config
 from dallebrain.training.common import data_provenance
 from dallebrain.training.config import TrainConfig
@@ -173,11 +173,10 @@ class LdmStage(Stage):
         states[drop] = self.cache.uncond.float()
         extra = {}
         if self.attributes is not None:
-            unstated = rng.random((len(rows), len(ATTRIBUTES))) < cfg.attribute_dropout
-            unstated[drop.numpy()] = True
+            attributes = training_dropout(self.attributes[rows], rng, cfg.attribute_dropout, drop.numpy())
             if cfg.caption_only_dropout > 0:  # drawn last: runs without it keep their random stream
                 states[torch.from_numpy(rng.random(len(rows)) < cfg.caption_only_dropout)] = self.cache.uncond.float()
-            extra["class_labels"] = drop_attributes(self.attributes[rows], unstated).to(device)
+            extra["class_labels"] = attributes.to(device)
         states = states.to(device)
         return denoising_loss(lambda x, t: self.unet(x, t, encoder_hidden_states=states, **extra).sample,
                               self.noise, latents, cfg.snr_gamma)

@@ -233,3 +233,70 @@ def test_decoder_recipe_replaces_only_the_decoder_and_follows_the_ldm_objective(
                              timeout=120)
     assert refused.returncode != 0 and "not an unCLIP pipeline folder (no clip, prior)" in refused.stderr
     assert len(refused.stderr.strip().splitlines()) == 1 and not (tmp_path / "w2").exists()
+
+
+def test_vae_decoder_recipe_retrains_only_the_decoder_and_keeps_the_latent_space(tiny_pipeline, tiny_prepared,
+                                                                                  tmp_path):
+    """The VAE decoder retrained on the cohort: the encoder (so every latent model's space) is the base's to the
+    last bit of fp16, the decoder moved, every other part is the base's, the stage and its rebuild command are
+    recorded, and the release generates. Bad inputs: one line, non-zero, nothing made."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_pipeline, base, ignore=shutil.ignore_patterns("checkpoints", "cache"))
+    spec = importlib.util.spec_from_file_location("vae_recipe", ROOT / "recipes" / "vae_decoder.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    release = recipe.main(["--work", str(tmp_path / "w"), "--base", str(base), "--data", str(tiny_prepared),
+                           "--steps", "2", "--set", "batch_size=4", "--set", "adversarial_start=0",
+                           "--set", "warmup_steps=0", "--set", "learning_rate=1e-2"])
+    weights = "diffusion_pytorch_model.safetensors"
+    new, old = load_file(release / "vae" / weights), load_file(base / "vae" / weights)
+    assert new.keys() == old.keys()
+    encoder = [k for k in new if k.startswith(("encoder.", "quant_conv."))]
+    assert encoder and all(np.array_equal(new[k].numpy(), old[k].half().numpy()) for k in encoder)
+    decoder = [k for k in new if k.startswith("decoder.")]
+    assert any(not np.allclose(new[k].float().numpy(), old[k].float().numpy(), atol=1e-3) for k in decoder)
+    assert json.loads((release / "vae" / "config.json").read_text())["scaling_factor"] == pytest.approx(
+        json.loads((base / "vae" / "config.json").read_text())["scaling_factor"])
+    unet, base_unet = load_file(release / "unet" / weights), load_file(base / "unet" / weights)
+    assert all(np.array_equal(unet[k].numpy(), base_unet[k].half().numpy()) for k in unet)
+    info = json.loads((release / "dallebrain.json").read_text())
+    assert info["vae_decoder"]["decoder_steps"] == 2 and "batch_size=4" in info["vae_decoder"]["settings"]
+    command = info["fixes"]["vae"]["command"]
+    assert "init_from={model}/vae" in command and "train_encoder=false" in command and "vae.sharpen.json" in command
+    assert "block_out_channels=[8,16]" in command  # the base's own architecture, not the sharpening config's
+    assert not list(release.rglob("checkpoints")) and not (release / "vae" / "losses.csv").exists()
+    from dallebrain.api import load_pipeline
+
+    result = load_pipeline(release, device="cpu")("axial T1-weighted brain MRI", n=1, steps=2)
+    assert np.isfinite(result.images).all()
+    for args, message in ((["--steps", "0"], "--steps must be at least 1"),
+                          (["--configs", "tiny"], "has no meaning here"),
+                          (["--base", str(tmp_path / "nowhere")], "is not a pipeline folder (no vae/config.json)")):
+        bad = subprocess.run([sys.executable, str(ROOT / "recipes" / "vae_decoder.py"), "--work", str(tmp_path / "w2"),
+                              "--data", str(tiny_prepared), *args], capture_output=True, text=True, timeout=120)
+        assert bad.returncode != 0 and message in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "w2").exists()
+
+
+def test_the_vae_recipe_refuses_a_retrained_encoder(tmp_path):
+    """The guard itself: a VAE whose encoder moved is refused in one line (its latents would be another space)."""
+    from safetensors.torch import load_file, save_file
+
+    spec = importlib.util.spec_from_file_location("vae_recipe", ROOT / "recipes" / "vae_decoder.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    name = "diffusion_pytorch_model.safetensors"
+    shipped = ROOT / "src" / "dallebrain" / "weights" / "default" / "vae"
+    tensors = load_file(shipped / name)
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    key = next(k for k in tensors if k.startswith("encoder."))
+    save_file({**tensors, key: tensors[key] + 0.01}, str(moved / name))
+    with pytest.raises(SystemExit, match="encoder differs from the base's \\(1 of"):
+        recipe._check_same_encoder(shipped, moved)
+    recipe._check_same_encoder(shipped, shipped)  # itself: passes

@@ -54,6 +54,14 @@ def simulate_and_prepare(work: Path, subjects: int, workers: int, log: list, siz
     return data
 
 
+def fill_placeholders(argument: str, **values) -> str:
+    """A recorded command's placeholders named in `values` ("{model}", "{root}", ...) replaced; not str.format,
+    since a --set value may hold braces (unclip_decoder.py, vae_decoder.py)."""
+    for key, value in values.items():
+        argument = argument.replace("{" + key + "}", str(value))
+    return argument
+
+
 def add_fine_tune_options(parser) -> None:
     """The options every fine-tune recipe shares (attribute_finetune.py, v_prediction_finetune.py,
     contrast_balance_finetune.py): the cohort it

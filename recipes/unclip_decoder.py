@@ -27,7 +27,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
-from shipped_model import SHIPPED, add_fine_tune_options, install, run, simulate_and_prepare  # noqa: E402
+from shipped_model import (  # noqa: E402
+    SHIPPED,
+    add_fine_tune_options,
+    fill_placeholders,
+    install,
+    run,
+    simulate_and_prepare,
+)
 
 STEPS = 1500
 # the decoder stage's settings after init_from and max_steps: the warm start's learning rate of v2's decoder
@@ -88,13 +95,6 @@ def decoder_sampling(scale: float, by_contrast: str, anchor: str = "") -> dict:
     return sampling
 
 
-def _fill(argument: str, **values) -> str:
-    """The placeholders named in `values` replaced (not str.format: a --set value may hold braces)."""
-    for key, value in values.items():
-        argument = argument.replace("{" + key + "}", str(value))
-    return argument
-
-
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="working folder (cohort, data, run)")
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> Path:
     decoder = work / "decoder"
     if not (decoder / "config.json").exists():
         resume = ["--resume"] if holds_run(decoder / "checkpoints") else []
-        filled = [_fill(c, base=base, model=base, root=ROOT, configs=args.configs) for c in command]
+        filled = [fill_placeholders(c, base=base, model=base, root=ROOT, configs=args.configs) for c in command]
         run(["train", filled[0], "--data", str(data), "--out", str(decoder), *filled[1:], *resume], log)
     model = work / "model"  # the base with the retrained decoder
     shutil.rmtree(model, ignore_errors=True)
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> Path:
     if sampling:
         unclip["sampling"] = sampling
     fixes = {**info.get("fixes", {}), "decoder": {"folder": "decoder", "command": "dallebrain train " + " ".join(
-        _fill(c, configs=args.configs) for c in command)}}
+        fill_placeholders(c, configs=args.configs) for c in command)}}
     update_model_info(model, {"unclip": unclip, "fixes": fixes})
     release = release_folder(model, work / "release")
     (work / "recipe_log.json").write_text(json.dumps({"steps": args.steps, "log": log}, indent=2))

@@ -25,7 +25,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
-from shipped_model import SHIPPED, add_fine_tune_options, install, run, simulate_and_prepare  # noqa: E402
+from shipped_model import (  # noqa: E402
+    SHIPPED,
+    add_fine_tune_options,
+    fill_placeholders,
+    install,
+    run,
+    simulate_and_prepare,
+)
 
 STEPS = 4000
 # after init_from / max_steps / train_encoder: configs/vae.sharpen.json's patch discriminator (hinge, adaptive
@@ -51,13 +58,6 @@ def vae_command(steps: int, settings: list[str]) -> list[str]:
     recorded as the model's "fixes.vae" command."""
     sets = ["init_from={model}/vae", f"max_steps={steps}", "train_encoder=false", *settings]
     return ["vae", "--config", "{root}/configs/vae.sharpen.json", *[a for s in sets for a in ("--set", s)]]
-
-
-def _fill(argument: str, **values) -> str:
-    """The placeholders named in `values` replaced (not str.format: a --set value may hold braces)."""
-    for key, value in values.items():
-        argument = argument.replace("{" + key + "}", str(value))
-    return argument
 
 
 def main(argv: list[str] | None = None) -> Path:
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> Path:
     vae = work / "vae"
     if not (vae / "config.json").exists():
         resume = ["--resume"] if holds_run(vae / "checkpoints") else []
-        filled = [_fill(c, model=base, root=ROOT) for c in command]
+        filled = [fill_placeholders(c, model=base, root=ROOT) for c in command]
         run(["train", filled[0], "--data", str(data), "--out", str(vae), *filled[1:], *resume], log)
     model = work / "model"  # the base with the retrained VAE decoder
     shutil.rmtree(model, ignore_errors=True)

@@ -92,34 +92,61 @@ def unet_fine_tune(args, stage_name: str, settings: list[str], record_key: str, 
     if check_base is not None:
         check_base(base)
     data = args.data or simulate_and_prepare(work, args.subjects, args.workers, log, seed=args.seed)
-    from dallebrain.training.checkpoint import holds_run
-
     out = work / stage_name
-    if not (out / "model_index.json").exists():
+    if not (out / "model_index.json").exists():  # a pipeline folder: finished when its index is written
+        from dallebrain.training.checkpoint import holds_run
+
         resume = ["--resume"] if holds_run(out / "checkpoints") else []
         sets = [f"init_from={base}", f"max_steps={args.steps}", *settings, *args.set]
         run(["train", "ldm", "--data", str(data), "--vae", str(base / "vae"), "--out", str(out),
              "--config", str(ROOT / "configs" / f"ldm.{args.configs}.json"),
              *[a for s in sets for a in ("--set", s)], *resume], log)
-    model = work / "model"  # the base with the fine-tuned UNet and its scheduler (which says what the UNet predicts)
-    shutil.rmtree(model, ignore_errors=True)
-    shutil.copytree(base, model)
-    for name in ("unet", "scheduler"):
-        shutil.rmtree(model / name)
-        shutil.copytree(out / name, model / name)
+    # the base with the fine-tuned UNet and its scheduler (which says what the UNet predicts)
+    model = model_with_parts(base, work, {name: out / name for name in ("unet", "scheduler")})
     record = {"folder": stage_name, "steps": args.steps, "settings": [*settings, *args.set]}
     if interpolate is not None:
         from dallebrain.training.weight_interpolation import interpolate_folder
 
         interpolate_folder(base / "unet", out / "unet", interpolate, model / "unet")
         record["interpolated_with_base"] = {"alpha": interpolate, "method": "WiSE-FT (Wortsman et al. 2022)"}
-    from dallebrain.pipelines.export import release_folder, update_model_info
+    from dallebrain.pipelines.export import update_model_info
 
     trained = json.loads((out / "dallebrain.json").read_text()).get("trained_on")
     update_model_info(model, {record_key: {**record, "trained_on": trained}, "sampling": sampling})
+    return release_recipe(model, work, args.steps, log, args.install)
+
+
+def train_once(command: list[str], out: Path, log: list) -> None:
+    """`dallebrain train COMMAND --out OUT` unless OUT holds a finished stage (its config.json); a stage killed
+    midway resumes from any checkpoint it left (the fine-tune recipes' one stage)."""
+    if (out / "config.json").exists():
+        return
+    from dallebrain.training.checkpoint import holds_run
+
+    resume = ["--resume"] if holds_run(out / "checkpoints") else []
+    run(["train", *command, "--out", str(out), *resume], log)
+
+
+def model_with_parts(base: Path, work: Path, parts: dict[str, Path], skip: tuple[str, ...] = ()) -> Path:
+    """work/model: the base with each named part replaced by a trained folder (files matching `skip` left out);
+    the base's SHA256SUMS.json is not copied, since it no longer describes the folder (the release writes its own)."""
+    model = work / "model"
+    shutil.rmtree(model, ignore_errors=True)
+    shutil.copytree(base, model, ignore=shutil.ignore_patterns("SHA256SUMS.json"))
+    for name, trained in parts.items():
+        shutil.rmtree(model / name, ignore_errors=True)
+        shutil.copytree(trained, model / name, ignore=shutil.ignore_patterns(*skip))
+    return model
+
+
+def release_recipe(model: Path, work: Path, steps: int, log: list, install_it: bool) -> Path:
+    """The fine-tune recipes' last steps: the fp16 release of `model` in work/release, the commands run in
+    work/recipe_log.json, and the release installed as the package's default when asked."""
+    from dallebrain.pipelines.export import release_folder
+
     release = release_folder(model, work / "release")
-    (work / "recipe_log.json").write_text(json.dumps({"steps": args.steps, "log": log}, indent=2))
-    if args.install:
+    (work / "recipe_log.json").write_text(json.dumps({"steps": steps, "log": log}, indent=2))
+    if install_it:
         install(release)
     return release
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -31,9 +30,10 @@ from shipped_model import (  # noqa: E402
     SHIPPED,
     add_fine_tune_options,
     fill_placeholders,
-    install,
-    run,
+    model_with_parts,
+    release_recipe,
     simulate_and_prepare,
+    train_once,
 )
 
 STEPS = 1500
@@ -125,23 +125,15 @@ def main(argv: list[str] | None = None) -> Path:
     sampling = decoder_sampling(args.attribute_guidance, args.attribute_guidance_by_contrast,
                                 args.attribute_guidance_anchor)
     data = args.data or simulate_and_prepare(work, args.subjects, args.workers, log, seed=args.seed)
-    from dallebrain.training.checkpoint import holds_run
-
     settings = [*SETTINGS, *args.set]
     command = decoder_command(args.steps, settings)
     decoder = work / "decoder"
-    if not (decoder / "config.json").exists():
-        resume = ["--resume"] if holds_run(decoder / "checkpoints") else []
-        filled = [fill_placeholders(c, base=base, model=base, root=ROOT, configs=args.configs) for c in command]
-        run(["train", filled[0], "--data", str(data), "--out", str(decoder), *filled[1:], *resume], log)
-    model = work / "model"  # the base with the retrained decoder
-    shutil.rmtree(model, ignore_errors=True)
-    shutil.copytree(base, model, ignore=shutil.ignore_patterns("SHA256SUMS.json"))
-    shutil.rmtree(model / "decoder", ignore_errors=True)
-    shutil.copytree(decoder, model / "decoder", ignore=shutil.ignore_patterns(
+    filled = [fill_placeholders(c, base=base, model=base, root=ROOT, configs=args.configs) for c in command]
+    train_once([filled[0], "--data", str(data), *filled[1:]], decoder, log)
+    model = model_with_parts(base, work, {"decoder": decoder}, skip=(  # the base with the retrained decoder
         "checkpoints", "samples", "cache", "losses.csv", "metrics.json", "dallebrain.json"))
     from dallebrain.models.unet import trained_prediction_type
-    from dallebrain.pipelines.export import release_folder, update_model_info
+    from dallebrain.pipelines.export import update_model_info
 
     info = json.loads((base / "dallebrain.json").read_text()) if (base / "dallebrain.json").is_file() else {}
     unclip = {**info.get("unclip", {}), "decoder": {
@@ -158,11 +150,7 @@ def main(argv: list[str] | None = None) -> Path:
     fixes = {**info.get("fixes", {}), "decoder": {"folder": "decoder", "command": "dallebrain train " + " ".join(
         fill_placeholders(c, configs=args.configs) for c in command)}}
     update_model_info(model, {"unclip": unclip, "fixes": fixes})
-    release = release_folder(model, work / "release")
-    (work / "recipe_log.json").write_text(json.dumps({"steps": args.steps, "log": log}, indent=2))
-    if args.install:
-        install(release)
-    return release
+    return release_recipe(model, work, args.steps, log, args.install)
 
 
 if __name__ == "__main__":

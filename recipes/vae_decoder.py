@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from pathlib import Path
 
@@ -29,9 +28,10 @@ from shipped_model import (  # noqa: E402
     SHIPPED,
     add_fine_tune_options,
     fill_placeholders,
-    install,
-    run,
+    model_with_parts,
+    release_recipe,
     simulate_and_prepare,
+    train_once,
 )
 
 STEPS = 4000
@@ -80,23 +80,15 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit(f"error: this recipe trains with configs/vae.sharpen.json; --configs {args.configs} "
                          "has no meaning here")
     data = args.data or simulate_and_prepare(work, args.subjects, args.workers, log, seed=args.seed)
-    from dallebrain.training.checkpoint import holds_run
-
     settings = [*architecture_settings(base / "vae"), *SETTINGS, *args.set]
     command = vae_command(args.steps, settings)
     vae = work / "vae"
-    if not (vae / "config.json").exists():
-        resume = ["--resume"] if holds_run(vae / "checkpoints") else []
-        filled = [fill_placeholders(c, model=base, root=ROOT) for c in command]
-        run(["train", filled[0], "--data", str(data), "--out", str(vae), *filled[1:], *resume], log)
-    model = work / "model"  # the base with the retrained VAE decoder
-    shutil.rmtree(model, ignore_errors=True)
-    shutil.copytree(base, model, ignore=shutil.ignore_patterns("SHA256SUMS.json"))
-    shutil.rmtree(model / "vae")
-    shutil.copytree(vae, model / "vae", ignore=shutil.ignore_patterns(
+    filled = [fill_placeholders(c, model=base, root=ROOT) for c in command]
+    train_once([filled[0], "--data", str(data), *filled[1:]], vae, log)
+    model = model_with_parts(base, work, {"vae": vae}, skip=(  # the base with the retrained VAE decoder
         "checkpoints", "samples", "losses.csv", "metrics.json", "train_config.json", "dallebrain.json"))
     _check_same_encoder(base / "vae", model / "vae")
-    from dallebrain.pipelines.export import release_folder, update_model_info
+    from dallebrain.pipelines.export import update_model_info
 
     info = json.loads((base / "dallebrain.json").read_text()) if (base / "dallebrain.json").is_file() else {}
     metrics = json.loads((vae / "metrics.json").read_text()) if (vae / "metrics.json").is_file() else {}
@@ -105,11 +97,7 @@ def main(argv: list[str] | None = None) -> Path:
                                  if k in metrics}}
     fixes = {**info.get("fixes", {}), "vae": {"folder": "vae", "command": "dallebrain train " + " ".join(command)}}
     update_model_info(model, {"vae_decoder": record, "fixes": fixes})
-    release = release_folder(model, work / "release")
-    (work / "recipe_log.json").write_text(json.dumps({"steps": args.steps, "log": log}, indent=2))
-    if args.install:
-        install(release)
-    return release
+    return release_recipe(model, work, args.steps, log, args.install)
 
 
 def _check_same_encoder(old: Path, new: Path) -> None:

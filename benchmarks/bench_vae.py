@@ -26,6 +26,8 @@ def held_out(data: Path, split: str, n: int, seed: int = 0):
 
     from dallebrain.data.slicing import load_png
 
+    if not (data / "metadata.parquet").is_file():
+        raise SystemExit(f"error: {data} is not a prepared data set (no metadata.parquet)")
     table = pd.read_parquet(data / "metadata.parquet")
     table = table[table["split"] == split]
     if table.empty:

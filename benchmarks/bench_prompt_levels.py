@@ -1,14 +1,15 @@
 """Do short prompts land at the level they name? The level judge on slices of user-style prompts, each prompt
 encoded as written and in caption form (pipelines/caption_form.py), the same seeds.
 
-    python benchmarks/bench_prompt_levels.py [--model MODEL] [--seeds 8] [--out levels.json]
+    python benchmarks/bench_prompt_levels.py [--model MODEL] [--route ldm|unclip] [--seeds 8] [--out levels.json]
 
 Prompts: every landmark of every plane ("coronal T2-weighted MRI slice of a healthy 30-year-old man through the
 hippocampi") and explicit levels ("axial FLAIR MRI slice of a healthy 70-year-old woman at z = 45 mm"), the
 contrast and age taking turns. Printed per plane and kind: for landmark prompts the share of slices the judge
 puts inside the landmark's range (data/landmarks.py), for explicit levels the mean absolute error in mm
 (sagittal as |x|, as the judge reads it). The judge's own error on real held-out slices is
-`benchmarks/bench_level_judge.py`'s (0.51 mm in `evaluate`).
+`benchmarks/bench_level_judge.py`'s (0.51 mm in `evaluate`). On the unCLIP route the form applies to the prior's
+text (the decoder reads the parsed attributes either way).
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ def score(rows: list[dict], levels: np.ndarray, seeds: int) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")
+    parser.add_argument("--route", choices=("ldm", "unclip"), default="ldm")
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
     args = parser.parse_args(argv)
@@ -79,10 +81,10 @@ def main(argv: list[str] | None = None) -> dict:
     from dallebrain.api import default_model, load_pipeline
     from dallebrain.judges.level import estimate_levels
 
-    pipe = load_pipeline(args.model or default_model())
+    pipe = load_pipeline(args.model or default_model(), route=args.route)
     pipe.images_per_pass = 8
     rows = prompts()
-    result = {"seeds": args.seeds, "prompts": len(rows)}
+    result = {"route": args.route, "seeds": args.seeds, "prompts": len(rows)}
     for form in ("literal", "caption"):
         pipe.prompt_form = form
         texts = [r["prompt"] for r in rows for _ in range(args.seeds)]

@@ -53,10 +53,12 @@ SETTINGS = ["learning_rate=2e-4", "max_rows=16000", "checkpoint_every=250", "une
 # "everything unstated" the scale also pushes the contrast (T1w at 4 alone 0.654; T1w 4 / T2w 8 / others 4:
 # 0.730 / 14.3); guided against "this contrast, the rest unstated" (the anchor) at 4: 0.427 / 14.0, at 6:
 # 0.372 / 13.5 (real 13.3), the ventricles' 85/20 ratio 3.6 / 3.4 / 2.1 (T1w / T2w / FLAIR; plain 2.4-2.6 / 1.8 /
-# 1.8, the cohort's 4.9)
+# 1.8, the cohort's 4.9). T1w at 8: once the prior read prompts in caption form (pipelines/unclip.py), T1w's ratio
+# at 6 fell to 3.08 over 32 seeds (7: 3.37, 8: 3.70); at 8 evaluate moved encoder distance 0.369 -> 0.317, T1w
+# texture 5.7 -> 6.3, T1w sharpness 0.97 -> 0.94 (BENCHMARKS.md, "The unCLIP prior reads prompts in caption form")
 ATTRIBUTE_GUIDANCE = 6.0
 ATTRIBUTE_GUIDANCE_ANCHOR = "modality"
-ATTRIBUTE_GUIDANCE_BY_CONTRAST = ""
+ATTRIBUTE_GUIDANCE_BY_CONTRAST = "T1w=8"
 NEEDED = ("unet", "scheduler", "vae", "clip", "prior")  # what the base must hold: the decoder's inputs and its route
 
 

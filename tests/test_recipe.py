@@ -300,3 +300,17 @@ def test_the_vae_recipe_refuses_a_retrained_encoder(tmp_path):
     with pytest.raises(SystemExit, match="encoder differs from the base's \\(1 of"):
         recipe._check_same_encoder(shipped, moved)
     recipe._check_same_encoder(shipped, shipped)  # itself: passes
+
+
+def test_the_shipped_unclip_sampling_is_what_the_decoder_recipe_writes_by_default():
+    """One source for the decoder's guidance: rerunning recipes/unclip_decoder.py at its defaults records the
+    unclip.sampling the installed model carries."""
+    spec = importlib.util.spec_from_file_location("unclip_decoder", ROOT / "recipes" / "unclip_decoder.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    from dallebrain.api import default_model
+
+    shipped = json.loads((default_model() / "dallebrain.json").read_text())["unclip"]["sampling"]
+    assert shipped == recipe.decoder_sampling(recipe.ATTRIBUTE_GUIDANCE, recipe.ATTRIBUTE_GUIDANCE_BY_CONTRAST,
+                                              recipe.ATTRIBUTE_GUIDANCE_ANCHOR)
+    assert shipped["attribute_guidance_by_contrast"] == {"T1w": 8.0}

@@ -130,3 +130,26 @@ def test_the_left_out_words_are_warned_about_on_stderr_and_in_the_sidecar(tiny_p
     literal = run_cli("generate", prompt, "--model", str(tiny_pipeline), "--steps", "2", "--out", "l",
                       "--literal-prompt", cwd=tmp_path)
     assert literal.returncode == 0 and "caption form" not in literal.stderr
+
+
+def test_the_unclip_prior_reads_the_caption_form_too(tiny_unclip, shipped_grid, tmp_path):
+    """The prior was trained on captions, as the LDM's text encoder was: a short prompt reaches it in caption form
+    (recorded as the LDM records it), and sending that caption as written gives the same slices."""
+    import shutil
+
+    folder = tmp_path / "unclip"
+    shutil.copytree(tiny_unclip, folder)
+    grid = {"shape": list(shipped_grid.shape), "spacing_mm": shipped_grid.spacing_mm,
+            "origin_mm": list(shipped_grid.origin_mm)}
+    (folder / "dallebrain.json").write_text(json.dumps({"grid": grid}))
+    pipe = load_pipeline(folder, route="unclip", device="cpu")
+    rewritten = pipe(SHORT, seed=1, steps=2)
+    text = rewritten.settings["prompt_as_encoded"]
+    assert text == caption_form(SHORT, shipped_grid) and text != SHORT
+    np.testing.assert_allclose(pipe(text, seed=1, steps=2).images, rewritten.images, atol=1e-6)
+    np.testing.assert_allclose(pipe.sample([SHORT], [1], steps=2)[0], rewritten.images[0], atol=1e-5)
+    embeds = pipe.image_embeds_of_prompt(SHORT, [1])
+    pipe.prompt_form = "literal"
+    literal = pipe(SHORT, seed=1, steps=2)
+    assert "prompt_as_encoded" not in literal.settings
+    assert (pipe.image_embeds_of_prompt(SHORT, [1]) - embeds).abs().max() > 1e-4

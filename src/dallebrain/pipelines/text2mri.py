@@ -117,6 +117,16 @@ def _pad_rows(x: torch.Tensor | None, pad: int) -> torch.Tensor | None:
     return torch.cat([x, x[-1:].expand(pad, *x.shape[1:])])
 
 
+def record_encoded_text(prompt: str, text: str, settings: dict, warnings: list[str]) -> None:
+    """Where the text encoder got another text than the prompt (its caption form, `model_text`): that text in
+    the settings (the sidecar's prompt_as_encoded) and a warning naming the prompt's words it left out."""
+    if text != prompt:
+        settings["prompt_as_encoded"] = text
+        from dallebrain.pipelines.caption_form import caption_form_warnings
+
+        warnings += caption_form_warnings(prompt, text)
+
+
 def guide(eps: tuple[torch.Tensor, ...], guidance: float, attribute_guidance: float) -> torch.Tensor:
     """Classifier-free guidance. Two predictions (unconditional, conditional): the usual mix. Three
     (unconditional; attributes without the caption; caption and attributes): the attributes and the caption
@@ -448,11 +458,7 @@ class Text2MRIPipeline:
                     "sampler": sampler, "precision": self.compute_precision, "route": "ldm",
                     "start": self.start_kind, "model_hash": self.model_hash}
         settings.update(requested(*asked))
-        if text != prompt:
-            settings["prompt_as_encoded"] = text
-            from dallebrain.pipelines.caption_form import caption_form_warnings
-
-            warnings += caption_form_warnings(prompt, text)
+        record_encoded_text(prompt, text, settings, warnings)
         attribute_guidance = self.attribute_scale(guidance, prompt)
         if attribute_guidance is not None:
             settings["attribute_guidance"] = attribute_guidance

@@ -28,6 +28,7 @@ from dallebrain.pipelines.text2mri import (
     check_seed,
     chunk_results,
     image_seeds,
+    record_encoded_text,
     requested,
 )
 from dallebrain.vocab import concrete_sampler
@@ -176,10 +177,13 @@ class UnCLIPPipeline(Text2MRIPipeline):
     def image_embeds_of_prompt(self, prompt: str, seeds: list[int], prior_steps: int = D.PRIOR_STEPS,
                                prior_guidance: float = D.PRIOR_GUIDANCE, negative_prompt: str = "") -> torch.Tensor:
         """The prior's Brain-CLIP image embeddings (n, D) for a prompt, one per seed, sampled in passes of
-        `images_per_pass` seeds (as the decoder's, so embedding i does not depend on n)."""
+        `images_per_pass` seeds (as the decoder's, so embedding i does not depend on n). The prior reads the
+        prompt's caption form (`model_text`), as the LDM's text encoder does: it was trained on captions, and a
+        short prompt's level in mm alone ("at z = 10 mm") reached it as noise (6 seeds, level judge: z = 0 at
+        +9 mm, z = 10 at +26 mm; in caption form +3 and +7.5)."""
         if self.prior is None:
             raise ValueError("this pipeline has no prior: it can make variations, not text-to-image")
-        (embeds, states, mask), _ = self.encode_prompt(prompt)
+        (embeds, states, mask), _ = self.encode_prompt(self.model_text(prompt))
         uncond, _ = self.encode_prompt(negative_prompt)
         parts = []
         for rows in self.passes(len(seeds)):
@@ -243,11 +247,13 @@ class UnCLIPPipeline(Text2MRIPipeline):
         if self.prior is None:
             raise ValueError("this pipeline has no prior: it can make variations, not text-to-image")
         seeds = image_seeds(seed, n)
-        _, truncated = self.encode_prompt(prompt)
+        text = self.model_text(prompt)
+        _, truncated = self.encode_prompt(text)
         warnings = [f"prompt longer than {MAX_TOKENS} tokens: truncated"] if truncated else []
         settings = self._settings(prompt=prompt, negative_prompt=negative_prompt, steps=steps, guidance=guidance,
                                   sampler=sampler, prior_steps=prior_steps, prior_guidance=prior_guidance)
         settings.update(requested(asked, steps))
+        record_encoded_text(prompt, text, settings, warnings)
         attribute_guidance = self.attribute_scale(guidance, prompt)
         if attribute_guidance is not None:
             settings["attribute_guidance"] = attribute_guidance

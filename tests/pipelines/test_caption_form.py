@@ -148,6 +148,8 @@ def test_the_unclip_prior_reads_the_caption_form_too(tiny_unclip, shipped_grid, 
     assert text == caption_form(SHORT, shipped_grid) and text != SHORT
     np.testing.assert_allclose(pipe(text, seed=1, steps=2).images, rewritten.images, atol=1e-6)
     np.testing.assert_allclose(pipe.sample([SHORT], [1], steps=2)[0], rewritten.images[0], atol=1e-5)
+    frames = pipe.interpolate(SHORT, rewritten.images[0], n_frames=2, seed=1, steps=2)
+    assert frames.settings["ends_as_encoded"] == [text, None]  # an image end has no text
     embeds = pipe.image_embeds_of_prompt(SHORT, [1])
     pipe.prompt_form = "literal"
     literal = pipe(SHORT, seed=1, steps=2)

@@ -324,4 +324,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
         settings = self._settings(mode="interpolation", prompt="", fractions=[round(float(t), 6) for t in fractions],
                                   steps=steps, guidance=guidance, sampler=sampler)
         settings.update(requested(asked, steps))
+        if any(isinstance(item, str) for item in (image_a, image_b)):  # the text each prompt end reached the prior as
+            settings["ends_as_encoded"] = [self.model_text(item) if isinstance(item, str) else None
+                                           for item in (image_a, image_b)]
         return GenerationResult(images, seeds, settings, provenance=self.provenance())

@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
-from shipped_model import SHIPPED, add_fine_tune_options, unet_fine_tune  # noqa: E402  (the recipes' shared steps)
+from shipped_model import add_fine_tune_options, add_stage_options, unet_fine_tune  # noqa: E402  (the recipes' shared steps)
 
 STEPS = 1000
 RECORD = "contrast_balance_stage"  # where dallebrain.json records this stage (a base that has it is refused)
@@ -62,11 +62,7 @@ def check_base(base: Path) -> None:
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, required=True, help="working folder (cohort, data, run)")
-    parser.add_argument("--base", type=Path, default=SHIPPED, help="v2.1, the velocity-predicting model to start from")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="a prepared set to train on (default: simulate and prepare v2's cohort in --work)")
-    parser.add_argument("--steps", type=int, default=STEPS)
+    add_stage_options(parser, "v2.1, the velocity-predicting model to start from", STEPS, cohort="v2's cohort")
     parser.add_argument("--interpolate", type=float, default=None, metavar="ALPHA",
                         help="release (1 - ALPHA) * base + ALPHA * fine-tune (WiSE-FT); measured: "
                              + ", ".join(f"{a:g}" for a in SAMPLING_INTERPOLATED))

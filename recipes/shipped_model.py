@@ -62,6 +62,22 @@ def fill_placeholders(argument: str, **values) -> str:
     return argument
 
 
+def add_stage_options(parser, base_help: str, steps: int, cohort: str = "the cohort") -> None:
+    """The one-stage recipes' own options (v_prediction_finetune.py, contrast_balance_finetune.py,
+    unclip_decoder.py, vae_decoder.py): the working folder, the model to start from, a prepared set, the steps."""
+    parser.add_argument("--work", type=Path, required=True, help="working folder (cohort, data, run)")
+    parser.add_argument("--base", type=Path, default=SHIPPED, help=base_help)
+    parser.add_argument("--data", type=Path, default=None,
+                        help=f"a prepared set to train on (default: simulate and prepare {cohort} in --work)")
+    parser.add_argument("--steps", type=int, default=steps)
+
+
+def check_prepared(data: Path | None) -> None:
+    """--data, when given, must be a prepared set: one line and exit 1 before any work."""
+    if data is not None and not (data / "metadata.parquet").is_file():
+        raise SystemExit(f"error: {data} is not a prepared data set (no metadata.parquet)")
+
+
 def add_fine_tune_options(parser) -> None:
     """The options every fine-tune recipe shares (attribute_finetune.py, v_prediction_finetune.py,
     contrast_balance_finetune.py): the cohort it
@@ -87,8 +103,7 @@ def unet_fine_tune(args, stage_name: str, settings: list[str], record_key: str, 
     work, base, log = args.work, args.base, []
     if not (base / "scheduler" / "scheduler_config.json").is_file() or not (base / "unet").is_dir():
         raise SystemExit(f"error: {base} is not a pipeline folder (no unet/ and scheduler/)")
-    if args.data is not None and not (args.data / "metadata.parquet").is_file():
-        raise SystemExit(f"error: {args.data} is not a prepared data set (no metadata.parquet)")
+    check_prepared(args.data)
     if check_base is not None:
         check_base(base)
     data = args.data or simulate_and_prepare(work, args.subjects, args.workers, log, seed=args.seed)

@@ -20,15 +20,17 @@ checkpoints are kept in --work).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from dallebrain.pipelines.folder import read_info
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
 from shipped_model import (  # noqa: E402
-    SHIPPED,
     add_fine_tune_options,
+    add_stage_options,
+    check_prepared,
     fill_placeholders,
     model_with_parts,
     release_recipe,
@@ -99,11 +101,7 @@ def decoder_sampling(scale: float, by_contrast: str, anchor: str = "") -> dict:
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, required=True, help="working folder (cohort, data, run)")
-    parser.add_argument("--base", type=Path, default=SHIPPED, help="the model whose decoder is retrained")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="a prepared set to train on (default: simulate and prepare the cohort in --work)")
-    parser.add_argument("--steps", type=int, default=STEPS)
+    add_stage_options(parser, "the model whose decoder is retrained", STEPS)
     parser.add_argument("--attribute-guidance", type=float, default=ATTRIBUTE_GUIDANCE,
                         help="the decoder's attribute guidance recorded in dallebrain.json (0: none, plain guidance)")
     parser.add_argument("--attribute-guidance-by-contrast", default=ATTRIBUTE_GUIDANCE_BY_CONTRAST,
@@ -118,8 +116,7 @@ def main(argv: list[str] | None = None) -> Path:
     missing = [name for name in NEEDED if not (base / name).is_dir()]
     if missing:
         raise SystemExit(f"error: {base} is not an unCLIP pipeline folder (no {', '.join(missing)})")
-    if args.data is not None and not (args.data / "metadata.parquet").is_file():
-        raise SystemExit(f"error: {args.data} is not a prepared data set (no metadata.parquet)")
+    check_prepared(args.data)
     if args.steps < 1:
         raise SystemExit(f"error: --steps must be at least 1, got {args.steps}")
     if args.attribute_guidance < 0:
@@ -137,7 +134,7 @@ def main(argv: list[str] | None = None) -> Path:
     from dallebrain.models.unet import trained_prediction_type
     from dallebrain.pipelines.export import update_model_info
 
-    info = json.loads((base / "dallebrain.json").read_text()) if (base / "dallebrain.json").is_file() else {}
+    info = read_info(base)
     unclip = {**info.get("unclip", {}), "decoder": {
         "decoder_steps": args.steps, "warm_start": "the installed LDM's UNet",
         "prediction_type": trained_prediction_type(model / "decoder"), "settings": settings}}

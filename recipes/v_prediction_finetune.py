@@ -23,7 +23,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
-from shipped_model import SHIPPED, add_fine_tune_options, unet_fine_tune  # noqa: E402  (the recipes' shared steps)
+from shipped_model import add_fine_tune_options, add_stage_options, unet_fine_tune  # noqa: E402  (the recipes' shared steps)
 
 STEPS = 2500
 # the LDM settings of the fine-tune (after init_from and max_steps): a shorter warm-up than from scratch, the
@@ -51,11 +51,7 @@ def check_base(base: Path) -> None:
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, required=True, help="working folder (cohort, data, run)")
-    parser.add_argument("--base", type=Path, default=SHIPPED, help="the noise-predicting model v2 to start from")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="a prepared set to train on (default: simulate and prepare v2's cohort in --work)")
-    parser.add_argument("--steps", type=int, default=STEPS)
+    add_stage_options(parser, "the noise-predicting model v2 to start from", STEPS, cohort="v2's cohort")
     add_fine_tune_options(parser)
     return unet_fine_tune(parser.parse_args(argv), "model_v", SETTINGS, "prediction_stage", SAMPLING, check_base)
 

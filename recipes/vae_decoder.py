@@ -22,11 +22,14 @@ import json
 import sys
 from pathlib import Path
 
+from dallebrain.pipelines.folder import read_info
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
 from shipped_model import (  # noqa: E402
-    SHIPPED,
     add_fine_tune_options,
+    add_stage_options,
+    check_prepared,
     fill_placeholders,
     model_with_parts,
     release_recipe,
@@ -62,18 +65,13 @@ def vae_command(steps: int, settings: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--work", type=Path, required=True, help="working folder (cohort, data, run)")
-    parser.add_argument("--base", type=Path, default=SHIPPED, help="the model whose VAE decoder is retrained")
-    parser.add_argument("--data", type=Path, default=None,
-                        help="a prepared set to train on (default: simulate and prepare the cohort in --work)")
-    parser.add_argument("--steps", type=int, default=STEPS)
+    add_stage_options(parser, "the model whose VAE decoder is retrained", STEPS)
     add_fine_tune_options(parser)
     args = parser.parse_args(argv)
     base, work, log = args.base, args.work, []
     if not (base / "vae" / "config.json").is_file():
         raise SystemExit(f"error: {base} is not a pipeline folder (no vae/config.json)")
-    if args.data is not None and not (args.data / "metadata.parquet").is_file():
-        raise SystemExit(f"error: {args.data} is not a prepared data set (no metadata.parquet)")
+    check_prepared(args.data)
     if args.steps < 1:
         raise SystemExit(f"error: --steps must be at least 1, got {args.steps}")
     if args.configs != "cpu":  # the sharpening config is the one VAE config here; --configs names the LDM's
@@ -90,7 +88,7 @@ def main(argv: list[str] | None = None) -> Path:
     _check_same_encoder(base / "vae", model / "vae")
     from dallebrain.pipelines.export import update_model_info
 
-    info = json.loads((base / "dallebrain.json").read_text()) if (base / "dallebrain.json").is_file() else {}
+    info = read_info(base)
     metrics = json.loads((vae / "metrics.json").read_text()) if (vae / "metrics.json").is_file() else {}
     record = {"decoder_steps": args.steps, "settings": settings, "encoder": "kept (the latent space is the base's)",
               "reconstruction": {k: metrics[k] for k in ("psnr_brain", "ssim_brain", "images", "split")

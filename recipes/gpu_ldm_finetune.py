@@ -291,6 +291,9 @@ def install(files: Path, into: Path, base: Path = SHIPPED) -> Path:
     staging = into.with_name(f".{into.name}.assembling")
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(base, staging)
+    from dallebrain.pipelines.grey_levels import drop_grey_level_maps
+
+    drop_grey_level_maps(staging)  # fitted on the base UNet's samples: refit on this one (recipes/grey_level_map.py)
     shutil.copy(files / "unet_fp16.safetensors", staging / "unet" / "diffusion_pytorch_model.safetensors")
     shutil.copy(files / "unet_config.json", staging / "unet" / "config.json")
     shutil.copy(files / "scheduler_config.json", staging / "scheduler" / "scheduler_config.json")

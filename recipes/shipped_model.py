@@ -151,6 +151,10 @@ def model_with_parts(base: Path, work: Path, parts: dict[str, Path], skip: tuple
     for name, trained in parts.items():
         shutil.rmtree(model / name, ignore_errors=True)
         shutil.copytree(trained, model / name, ignore=shutil.ignore_patterns(*skip))
+    if parts:  # the grey-level maps belong to the replaced weights (pipelines/grey_levels.py)
+        from dallebrain.pipelines.grey_levels import drop_grey_level_maps
+
+        drop_grey_level_maps(model)
     return model
 
 

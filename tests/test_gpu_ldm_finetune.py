@@ -88,6 +88,10 @@ def test_the_model_is_assembled_from_what_comes_back(tmp_path):
     assert info["gpu_stage"]["steps"] == 4321 and info["gpu_stage"]["trained_on"]["slices"] == 54448
     assert info["gpu_stage"]["device"] == "NVIDIA H200"
     assert info["sampling"]["attribute_guidance_by_contrast"]  # the base's sampling record is kept
+    # but not its grey-level maps, fitted on the base UNet's samples (the shipped model has them)
+    base_info = json.loads((shipped / "dallebrain.json").read_text())
+    assert "grey_level_map" in base_info["sampling"] and "grey_level_map" in base_info["unclip"]["sampling"]
+    assert "grey_level_map" not in info["sampling"] and "grey_level_map" not in info["unclip"]["sampling"]
     with pytest.raises(SystemExit, match="exists"):
         recipe.install(files, tmp_path / "model")
     (files / "losses.csv").unlink()

@@ -311,6 +311,61 @@ def test_the_shipped_unclip_sampling_is_what_the_decoder_recipe_writes_by_defaul
     from dallebrain.api import default_model
 
     shipped = json.loads((default_model() / "dallebrain.json").read_text())["unclip"]["sampling"]
+    shipped = {k: v for k, v in shipped.items() if k != "grey_level_map"}  # grey_level_map.py's, fitted after
     assert shipped == recipe.decoder_sampling(recipe.ATTRIBUTE_GUIDANCE, recipe.ATTRIBUTE_GUIDANCE_BY_CONTRAST,
                                               recipe.ATTRIBUTE_GUIDANCE_ANCHOR)
     assert shipped["attribute_guidance_by_contrast"] == {"T1w": 8.0}
+
+
+def _grey_recipe():
+    spec = importlib.util.spec_from_file_location("grey_level_map", ROOT / "recipes" / "grey_level_map.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    return recipe
+
+
+def test_the_grey_level_recipe_writes_maps_that_the_release_uses_and_a_weight_change_drops_them(
+        tiny_pipeline, tiny_prepared, tmp_path):
+    """recipes/grey_level_map.py on the tiny LDM: only dallebrain.json changes, the release's LDM loads the maps
+    and standardises with them; a recipe that replaces a part (model_with_parts) drops them as stale."""
+    from dallebrain.api import load_pipeline
+    from dallebrain.pipelines.grey_levels import INFO_KEY
+
+    recipe = _grey_recipe()
+    release = recipe.main(["--work", str(tmp_path / "w"), "--base", str(tiny_pipeline), "--data",
+                           str(tiny_prepared), "--route", "ldm", "--n", "16"])
+    info = json.loads((release / "dallebrain.json").read_text())
+    assert set(info["sampling"][INFO_KEY]["maps"]) <= {"T1w", "T2w", "PDw", "FLAIR"}
+    assert info[INFO_KEY]["train_captions"] == 16 and info[INFO_KEY]["routes"] == ["ldm"]
+    assert not (release / ".dallebrain.json.lock").exists()
+    pipe = load_pipeline(release)
+    contrast = next(iter(info["sampling"][INFO_KEY]["maps"]))
+    made = pipe(f"axial {contrast}", n=1, seed=0, steps=2)
+    assert made.settings["grey_levels"].startswith(f"standardised: {contrast}")
+    # the samples are kept: a second run refits without sampling (same captions and seeds)
+    with np.load(tmp_path / "w" / "samples_ldm.npz") as saved:
+        assert saved["images"].shape[0] == 16
+    sys.path.insert(0, str(ROOT / "recipes"))
+    import shipped_model
+
+    kept = shipped_model.model_with_parts(release, tmp_path / "keep", {})
+    assert INFO_KEY in json.loads((kept / "dallebrain.json").read_text())["sampling"]
+    changed = shipped_model.model_with_parts(release, tmp_path / "change", {"vae": release / "vae"})
+    after = json.loads((changed / "dallebrain.json").read_text())
+    assert INFO_KEY not in after["sampling"] and INFO_KEY not in after
+    assert after["sampling"].keys() == info["sampling"].keys() - {INFO_KEY}  # the rest of sampling stays
+
+
+def test_the_grey_level_recipe_refuses_bad_inputs_in_one_line(tiny_pipeline, tiny_prepared, tmp_path):
+    script = str(ROOT / "recipes" / "grey_level_map.py")
+    cases = [(["--data", str(tmp_path)], "is not a prepared data set"),
+             (["--data", str(tiny_prepared), "--n", "3"], "--n must be at least 16"),
+             (["--data", str(tiny_prepared), "--base", str(tmp_path)], "is not a pipeline folder"),
+             (["--data", str(tiny_prepared), "--base", str(tiny_pipeline), "--route", "unclip"],
+              "has no unCLIP decoder")]
+    for extra, message in cases:
+        done = subprocess.run([sys.executable, script, "--work", str(tmp_path / "w"), *extra], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode != 0 and message in done.stderr, (extra, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "w").exists()

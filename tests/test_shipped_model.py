@@ -127,3 +127,23 @@ def test_the_shipped_model_draws_older_brains_with_larger_ventricles():
     young, old = (load_tissue_judge().fractions(pipe(p, n=2, seed=3, steps=10).images)["ventricles"]
                   for p in prompts)
     assert (old > young).all() and old.mean() > 2.5 * young.mean(), (young, old)
+
+
+@pytest.mark.parametrize("route", ["ldm", "unclip"])
+def test_both_routes_put_their_grey_levels_on_the_cohort_scale(route):
+    """Each route carries its own curve per contrast and plane (recipes/grey_level_map.py): a prompt's slice goes
+    through its contrast and plane's curve, which moves the brain's grey levels and neither the background nor
+    the brain's outline."""
+    from dallebrain.vocab import MODALITIES, ORIENTATIONS
+
+    pipe = load_pipeline(route=route, device="cpu")
+    assert {c: set(p) for c, p in pipe.grey_level_map.maps.items()} == {
+        c: {"all", *ORIENTATIONS} for c in MODALITIES}
+    prompt = "coronal T1-weighted slice of a healthy 50-year-old woman through the hippocampi"
+    made = pipe(prompt, n=1, seed=2, steps=8)
+    assert made.settings["grey_levels"] == "standardised: T1w coronal map"
+    pipe.standardise_grey_levels = False
+    raw = pipe(prompt, n=1, seed=2, steps=8).images
+    np.testing.assert_array_equal(made.images > 0.05, raw > 0.05)
+    assert np.abs(made.images - raw).max() > 0.01
+    np.testing.assert_array_equal(made.images[raw <= 0.05], raw[raw <= 0.05])

@@ -88,6 +88,10 @@ def generate_cmd(
                                         "default a prompt naming plane, level and contrast but no structures is "
                                         "encoded as the caption the model was trained on (the sidecar's "
                                         "prompt_as_encoded): short prompts then land at the level they name."),
+    raw_grey_levels: bool = typer.Option(False, "--raw-grey-levels", help="Keep the slices' grey levels as the "
+                                         "model draws them. By default a model with grey-level maps puts them on "
+                                         "its cohort's scale for the contrast and plane asked (the sidecar's "
+                                         "grey_levels)."),
 ) -> None:
     """Generate synthetic brain MRI slices from a text prompt (PNG + NIfTI + JSON per image)."""
     r = _request(prompt=prompt, n=n, seed=seed, steps=steps, guidance=guidance, sampler=sampler, route=route,
@@ -111,6 +115,7 @@ def generate_cmd(
         pipe.attribute_guidance = attribute_guidance
         if literal_prompt:
             pipe.prompt_form = "literal"
+        pipe.standardise_grey_levels = not raw_grey_levels
         extra = {"prior_steps": r.prior_steps, "prior_guidance": r.prior_guidance} if r.route == "unclip" else {}
         written = generate_to_folder(pipe, r.prompt, out, r.n, r.seed, r.steps, r.guidance, r.sampler, png16,
                                      overwrite, str(model_dir), negative_prompt=r.negative_prompt, **extra)

@@ -21,6 +21,7 @@ from dallebrain.models.text import MAX_TOKENS, load_tokenizer, token_count, toke
 from dallebrain.models.unet import make_scheduler
 from dallebrain.pipelines import defaults as D
 from dallebrain.pipelines.folder import check_model_folder, folder_hash, read_info
+from dallebrain.pipelines.grey_levels import grey_level_map_of, remap
 from dallebrain.pipelines.leak_table import leak_table_of
 from dallebrain.pipelines.precision import check_precision, compute_context, keep_fp32_output, resolve_precision
 
@@ -175,6 +176,10 @@ class Text2MRIPipeline:
         # "caption": a prompt is encoded in the form the model was trained on (pipelines/caption_form.py), on a
         # model whose dallebrain.json gives its grid; "literal": as written
         self.prompt_form = "caption"
+        # the model's grey levels put on the cohort's scale per contrast and plane (pipelines/grey_levels.py),
+        # where its dallebrain.json has the maps; False: the slices as the decoder gives them
+        self.grey_level_map = grey_level_map_of(self.info.get("sampling") or {})
+        self.standardise_grey_levels = True
         if vae is not None:
             keep_fp32_output(vae.decoder.conv_out)  # the image itself at full precision (see there)
 
@@ -286,6 +291,47 @@ class Text2MRIPipeline:
                 self._prompt_cache.clear()
             self._prompt_cache[prompt] = (states, truncated)
         return self._prompt_cache[prompt]
+
+    def grey_level_curve(self, contrast: str | None, plane: str | None) -> tuple[str, tuple] | None:
+        """(name, curve) of the grey-level map slices of this contrast and plane get, or None: the model has no
+        map for them, standardisation is off (`standardise_grey_levels`), or a LoRA adapter is loaded (the maps
+        were fitted without it, and an adapter tuned on other scans brings its own grey levels)."""
+        if self.grey_level_map is None or not self.standardise_grey_levels or getattr(self, "lora", None):
+            return None
+        return self.grey_level_map.curve_for(contrast, plane)
+
+    def record_grey_levels(self, settings: dict, contrast: str | None, plane: str | None, how: str = "") -> None:
+        """The sidecar's `grey_levels`: which map the slices went through, or why none (a model with no maps
+        records nothing, so its sidecars are as before)."""
+        if self.grey_level_map is None:
+            return
+        found = self.grey_level_curve(contrast, plane)
+        if found is not None:
+            settings["grey_levels"] = f"standardised: {found[0]} map{how}"
+        elif not self.standardise_grey_levels:
+            settings["grey_levels"] = "as sampled (standardisation turned off)"
+        elif getattr(self, "lora", None):
+            settings["grey_levels"] = "as sampled (a LoRA adapter is loaded: the maps were fitted without it)"
+        else:
+            settings["grey_levels"] = "as sampled (no map for " + (f"{contrast})" if contrast else
+                                                                    "a prompt that states no contrast)")
+
+    def standardised(self, images: np.ndarray, contrast: str | None, plane: str | None) -> np.ndarray:
+        """`images` through the grey-level map of their contrast and plane (`grey_level_curve`), or as they are."""
+        found = self.grey_level_curve(contrast, plane)
+        return images if found is None else remap(images, *found[1])
+
+    def standardised_for(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
+        """Row i of `images` standardised for what prompts[i] states (one prompt: every row)."""
+        if self.grey_level_map is None or not self.standardise_grey_levels or getattr(self, "lora", None):
+            return images
+        from dallebrain.data.prompts import parse_prompt
+
+        asked = [parse_prompt(p) for p in prompts]
+        if len(asked) == 1:
+            return self.standardised(images, asked[0].modality, asked[0].orientation)
+        return np.stack([self.standardised(x[None], a.modality, a.orientation)[0]
+                         for x, a in zip(images, asked, strict=True)]).astype(np.float32)
 
     def model_text(self, prompt: str) -> str:
         """The text the text encoder gets for a prompt: its caption form (pipelines/caption_form.py) where
@@ -469,7 +515,16 @@ class Text2MRIPipeline:
         passes = self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler, None, attributes,
                                      self.start_means([prompt]), self.attribute_scales([prompt], guidance),
                                      self.attribute_schedule([prompt], guidance))
-        return chunk_results(passes, seeds, settings, warnings, self.provenance())
+        return chunk_results(self.standardised_passes(passes, prompt, settings), seeds, settings, warnings,
+                             self.provenance())
+
+    def standardised_passes(self, passes: Iterator[np.ndarray], prompt: str, settings: dict) -> Iterator[np.ndarray]:
+        """Each pass through the grey-level map of the prompt's contrast and plane, recorded in `settings`."""
+        from dallebrain.data.prompts import parse_prompt
+
+        asked = parse_prompt(prompt)
+        self.record_grey_levels(settings, asked.modality, asked.orientation)
+        return (self.standardised(images, asked.modality, asked.orientation) for images in passes)
 
     def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
                  sampler: str = D.SAMPLER, negative_prompt: str = "") -> GenerationResult:
@@ -509,9 +564,10 @@ class Text2MRIPipeline:
                       sampler: str) -> np.ndarray:
         uncond, _ = self.encode_prompt("")
         cond = torch.cat([self.encode_prompt(self.model_text(p))[0] for p in prompts])
-        return self.denoise(cond, uncond, seeds, steps, guidance, sampler, None, self._attribute_pair(prompts, ""),
-                            self.start_means(prompts), self.attribute_scales(prompts, guidance),
-                            self.attribute_schedule(prompts, guidance))
+        images = self.denoise(cond, uncond, seeds, steps, guidance, sampler, None, self._attribute_pair(prompts, ""),
+                              self.start_means(prompts), self.attribute_scales(prompts, guidance),
+                              self.attribute_schedule(prompts, guidance))
+        return self.standardised_for(images, prompts)
 
     def _attribute_pair(self, prompts: list[str], negative_prompt: str):
         """(conditional rows, unconditional row or rows) of attribute features, or None for a text-only UNet. The

@@ -121,12 +121,15 @@ class UnCLIPPipeline(Text2MRIPipeline):
         # ("unclip" -> "sampling": attribute_guidance, attribute_guidance_by_contrast, attribute_guidance_anchor,
         # checked as the LDM's are), else plain guidance
         from dallebrain.models.conditioning import attribute_anchor_of
+        from dallebrain.pipelines.grey_levels import grey_level_map_of
         from dallebrain.pipelines.request import attribute_guidance_by_contrast
 
         decoder_info = {"sampling": self.decoder_sampling}
         self.attribute_guidance_table = attribute_guidance_by_contrast(decoder_info)
         self.early_guidance_table = {}
         self.attribute_anchor = attribute_anchor_of(decoder_info)
+        # and its own grey-level maps, fitted on the decoder's samples (pipelines/grey_levels.py)
+        self.grey_level_map = grey_level_map_of(self.decoder_sampling)
         self._uncond_text: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @property
@@ -261,7 +264,8 @@ class UnCLIPPipeline(Text2MRIPipeline):
         passes = (self.decode_embeddings(self.image_embeds_of_prompt(prompt, seeds[rows], prior_steps, prior_guidance,
                                                                      negative_prompt), seeds[rows], steps, guidance,
                                          sampler, starts, [prompt], negative_prompt) for rows in self.passes(n))
-        return chunk_results(passes, seeds, settings, warnings, self.provenance())
+        return chunk_results(self.standardised_passes(passes, prompt, settings), seeds, settings, warnings,
+                             self.provenance())
 
     def __call__(self, prompt: str, n: int = 1, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
                  sampler: str = D.SAMPLER, prior_steps: int = D.PRIOR_STEPS, prior_guidance: float = D.PRIOR_GUIDANCE,
@@ -273,7 +277,8 @@ class UnCLIPPipeline(Text2MRIPipeline):
                       sampler: str) -> np.ndarray:
         # as __call__ does: embedding i comes from the prior with seeds[i] alone, then the decoder makes the slices
         embeds = torch.cat([self.image_embeds_of_prompt(p, [s]) for p, s in zip(prompts, seeds, strict=True)])
-        return self.decode_embeddings(embeds, seeds, steps, guidance, sampler, self.start_means(prompts), prompts)
+        images = self.decode_embeddings(embeds, seeds, steps, guidance, sampler, self.start_means(prompts), prompts)
+        return self.standardised_for(images, prompts)
 
     def variation_chunks(self, image, n: int = 4, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
                          sampler: str = D.SAMPLER) -> Iterator[GenerationResult]:
@@ -292,8 +297,12 @@ class UnCLIPPipeline(Text2MRIPipeline):
         starts = None if self.leak_table is None else self.leak_table.start_mean(
             PromptFields(orientation=reading["orientation"], slice_mm=reading["level_mm"],
                          modality=reading["contrast"]))[None]
-        chunks = chunk_results(self.decode_embedding_passes(source.expand(n, -1), seeds, steps, guidance, sampler,
-                                                            starts), seeds, settings, [], self.provenance())
+        # the grey-level map of the contrast and plane the source reads as
+        contrast, plane = reading["contrast"], reading["orientation"]
+        self.record_grey_levels(settings, contrast, plane, " (the source's contrast and plane as read)")
+        passes = (self.standardised(images, contrast, plane) for images in
+                  self.decode_embedding_passes(source.expand(n, -1), seeds, steps, guidance, sampler, starts))
+        chunks = chunk_results(passes, seeds, settings, [], self.provenance())
         return with_readings(chunks, self.clip, reading)
 
     def variations(self, image, n: int = 4, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
@@ -324,6 +333,8 @@ class UnCLIPPipeline(Text2MRIPipeline):
         settings = self._settings(mode="interpolation", prompt="", fractions=[round(float(t), 6) for t in fractions],
                                   steps=steps, guidance=guidance, sampler=sampler)
         settings.update(requested(asked, steps))
+        if self.grey_level_map is not None:  # frames between two contrasts or planes have no one map
+            settings["grey_levels"] = "as sampled (interpolations are not standardised)"
         if any(isinstance(item, str) for item in (image_a, image_b)):  # the text each prompt end reached the prior as
             settings["ends_as_encoded"] = [self.model_text(item) if isinstance(item, str) else None
                                            for item in (image_a, image_b)]

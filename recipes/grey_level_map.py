@@ -1,0 +1,104 @@
+"""The recipe of the shipped grey-level maps: each route's brain intensities put on its cohort's scale, per contrast
+and plane (pipelines/grey_levels.py says why and how).
+
+    python recipes/grey_level_map.py --work /path/to/cache/grey --data PREPARED [--route both] [--n 768] [--install]
+
+It samples the model (standardisation off) for --n captions of the prepared set's train split, one slice each
+(caption i with seed SEED_BASE + i), fits the Nyul-Udupa landmarks of those slices against the captions' own real
+slices, and writes them into a copy of the model's dallebrain.json ("sampling" -> "grey_level_map" for the LDM,
+"unclip" -> "sampling" -> "grey_level_map" for the unCLIP route); no weight changes. Nothing of the held-out
+splits is read, so `dallebrain evaluate` on the test split measures the maps on slices they never saw. The
+samples are kept in --work (samples_ROUTE.npz), so a rerun refits without sampling again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes"))
+from shipped_model import SHIPPED, check_prepared, model_with_parts, release_recipe  # noqa: E402
+
+N = 768  # train captions sampled per route: about 190 slices per contrast, 64 per contrast and plane
+ROW_SEED = 4242  # which train rows
+SEED_BASE = 700_000  # the samples' seeds, far from evaluate's (seed + i from 0) and its draws (j * 1,000,000)
+ROUTES = ("ldm", "unclip")
+
+
+def train_rows(data: Path, n: int):
+    """n random rows of the train split (all, when it has fewer), in table order."""
+    import pandas as pd
+
+    table = pd.read_parquet(data / "metadata.parquet")
+    train = table[table["split"] == "train"].reset_index(drop=True)
+    if len(train) < 2:
+        raise SystemExit(f"error: the train split of {data} has {len(train)} slice(s): need at least 2")
+    chosen = np.random.default_rng(ROW_SEED).choice(len(train), min(n, len(train)), replace=False)
+    return train.iloc[np.sort(chosen)].reset_index(drop=True)
+
+
+def route_samples(model: Path, route: str, rows, work: Path) -> np.ndarray:
+    """The route's slices for the rows' captions (standardisation off), from work/samples_ROUTE.npz when it holds
+    these captions and seeds, else sampled and saved there."""
+    from dallebrain.api import load_pipeline
+    from dallebrain.data.io import atomic_path
+
+    prompts, seeds = rows["caption"].tolist(), [SEED_BASE + i for i in range(len(rows))]
+    cached = work / f"samples_{route}.npz"
+    if cached.is_file():
+        with np.load(cached) as saved:
+            if saved["prompts"].tolist() == prompts and saved["seeds"].tolist() == seeds:
+                return saved["images"].astype(np.float32)
+    pipe = load_pipeline(model, route=route)
+    pipe.standardise_grey_levels = False  # fitted on what the model draws, whatever maps the base already has
+    images = pipe.sample(prompts, seeds, progress=True)
+    with atomic_path(cached) as tmp:
+        np.savez_compressed(tmp, images=images.astype(np.float16), prompts=np.array(prompts), seeds=np.array(seeds))
+    return images
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, required=True, help="working folder (samples, model, release)")
+    parser.add_argument("--base", type=Path, default=SHIPPED, help="the model whose maps are fitted")
+    parser.add_argument("--data", type=Path, required=True, help="the prepared set the model was trained on")
+    parser.add_argument("--route", choices=(*ROUTES, "both"), default="both")
+    parser.add_argument("--n", type=int, default=N, help="train captions sampled per route")
+    parser.add_argument("--install", action="store_true", help="copy the result into the package as the default")
+    args = parser.parse_args(argv)
+    check_prepared(args.data)
+    if not (args.base / "dallebrain.json").is_file():
+        raise SystemExit(f"error: {args.base} is not a pipeline folder (no dallebrain.json)")
+    if args.n < 16:
+        raise SystemExit(f"error: --n must be at least 16, got {args.n}")
+    routes = ROUTES if args.route == "both" else (args.route,)
+    if "unclip" in routes and not (args.base / "decoder").is_dir():
+        raise SystemExit(f"error: {args.base} has no unCLIP decoder (decoder/): use --route ldm")
+    from dallebrain.evaluation.features import load_slices
+    from dallebrain.pipelines.export import update_model_info
+    from dallebrain.pipelines.grey_levels import INFO_KEY, fit_grey_level_map
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    rows = train_rows(args.data, args.n)
+    real = load_slices(args.data, rows["image_path"])
+    model = model_with_parts(args.base, args.work, {})
+    record = {"train_captions": len(rows), "row_seed": ROW_SEED, "seed_base": SEED_BASE,
+              "command": f"python recipes/grey_level_map.py --data PREPARED --route {args.route} --n {args.n}"}
+    for route in routes:
+        synthetic = route_samples(args.base, route, rows, args.work)
+        table = fit_grey_level_map(real, synthetic, rows["modality"], rows["orientation"]).to_info()
+        update_model_info(model, {"sampling": {INFO_KEY: table}} if route == "ldm"
+                          else {"unclip": {"sampling": {INFO_KEY: table}}})
+        print(f"{route}: maps for " + ", ".join(f"{c} ({', '.join(p)})" for c, p in table["maps"].items()))
+    update_model_info(model, {"grey_level_map": {**record, "routes": list(routes)}})
+    (model / ".dallebrain.json.lock").unlink(missing_ok=True)  # update_model_info's lock, not a part of the model
+    return release_recipe(model, args.work, 0, [json.dumps(record)], args.install)
+
+
+if __name__ == "__main__":
+    main()

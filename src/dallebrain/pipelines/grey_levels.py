@@ -1,0 +1,178 @@
+"""Grey-level standardisation of generated slices: the model's brain intensities put on the cohort's scale.
+
+Why: the shipped LDM renders each contrast with a systematic grey-level bias (measured on 768 samples of
+train-split captions against their real slices: T1w's median brain intensity 0.66 against 0.72, its grey matter
+too dark; PDw crowded at the top). The UNet's training cannot be redone on this CPU, but the bias is a fixed,
+monotone function of intensity per contrast and plane, so it is corrected the way MRI pipelines put scans from
+different scanners on one scale: piecewise-linear histogram standardisation (Nyul & Udupa 1999; TorchIO's
+HistogramStandardization), landmarks at the 1st, 10th, ..., 90th and 99th percentiles of the brain intensities
+plus the ends. Each map is fitted once, after training, from the model's own samples for train-split captions
+against those captions' real slices (recipes/grey_level_map.py); nothing of the held-out slices is used, and no
+slice is matched to another: one fixed curve per contrast and plane, the same for every image, so what differs
+between slices (a large ventricle, an older brain) stays as the model drew it.
+
+Only the brain changes: pixels at or below BRAIN_THRESHOLD (the background, the evaluation's brain cut) are
+kept, and every map sends the threshold to itself, so a slice's brain outline and brain fraction do not move.
+Stored in the model's dallebrain.json ("sampling" for the LDM route, "unclip" -> "sampling" for the unCLIP
+route) as {"landmarks": [...], "maps": {contrast: {plane or "all": {"from": [...], "to": [...]}}}}; a prompt
+that states its contrast and plane gets that plane's map, one that states only the contrast gets the
+contrast's "all" map, one that states no contrast gets none (the sidecar says which).
+
+Kept import-free of torch: a stock client applies it to its own output with `standardise_stock_images`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dallebrain.vocab import CONTRAST_LONG, ORIENTATIONS
+
+BRAIN_THRESHOLD = 0.05  # evaluation/metrics.py's brain cut: a map keeps everything at or below it
+LANDMARKS = (0.0, 0.01, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99, 1.0)  # Nyul-Udupa deciles + ends
+ALL_PLANES = "all"
+INFO_KEY = "grey_level_map"
+MIN_BRAIN_PIXELS = 1000  # per fitted map, on each side: fewer and the percentiles are noise
+
+
+@dataclass(frozen=True)
+class GreyLevelMap:
+    """Per (contrast, plane or ALL_PLANES): the model's brain-intensity landmarks and the cohort's."""
+
+    maps: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]
+
+    def curve_for(self, contrast: str | None, plane: str | None) -> tuple[str, tuple[np.ndarray, np.ndarray]] | None:
+        """(name, (from, to)) of the map a request gets, or None when its contrast has none."""
+        by_plane = self.maps.get(contrast) if contrast else None
+        if not by_plane:
+            return None
+        if plane in by_plane:
+            return f"{contrast} {plane}", by_plane[plane]
+        if ALL_PLANES in by_plane:
+            return f"{contrast} (all planes)", by_plane[ALL_PLANES]
+        return None
+
+    def apply(self, images: np.ndarray, contrast: str | None, plane: str | None) -> tuple[np.ndarray, str | None]:
+        """(slices with the brain standardised, the map's name) - or the slices unchanged and None."""
+        found = self.curve_for(contrast, plane)
+        if found is None:
+            return images, None
+        return remap(images, *found[1]), found[0]
+
+    def to_info(self) -> dict:
+        return {"landmarks": list(LANDMARKS),
+                "maps": {c: {p: {"from": _rounded(f), "to": _rounded(t)} for p, (f, t) in by_plane.items()}
+                         for c, by_plane in self.maps.items()}}
+
+
+def _rounded(values: np.ndarray) -> list[float]:
+    return [round(float(v), 5) for v in values]
+
+
+def remap(images: np.ndarray, source: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Brain pixels (> BRAIN_THRESHOLD) through the piecewise-linear curve source -> target, clipped to
+    [BRAIN_THRESHOLD, 1]; the rest as they are. A new float32 array."""
+    out = np.array(images, dtype=np.float32, copy=True)
+    brain = out > BRAIN_THRESHOLD
+    out[brain] = np.clip(np.interp(out[brain], source, target), BRAIN_THRESHOLD, 1.0)
+    return out
+
+
+def brain_landmarks(images: np.ndarray) -> np.ndarray:
+    """The LANDMARKS percentiles of the brain intensities of a set of slices, the ends pinned to the threshold
+    and 1 (so every intensity a slice can hold is on the curve)."""
+    values = np.asarray(images, dtype=np.float32)
+    values = values[values > BRAIN_THRESHOLD]
+    if values.size < MIN_BRAIN_PIXELS:
+        raise ValueError(f"{values.size} brain pixels: need at least {MIN_BRAIN_PIXELS} to fit a grey-level map")
+    points = np.quantile(values, LANDMARKS)
+    points[0], points[-1] = BRAIN_THRESHOLD, 1.0
+    return np.maximum.accumulate(points)
+
+
+def fit_grey_level_map(real: np.ndarray, synthetic: np.ndarray, contrasts, planes,
+                       min_slices: int = 8) -> GreyLevelMap:
+    """Maps from pairs of slice sets in the same order (synthetic slice i made from the caption of real slice i):
+    per contrast one over all planes, and per (contrast, plane) with at least `min_slices` pairs."""
+    real, synthetic = np.asarray(real), np.asarray(synthetic)
+    contrasts, planes = np.asarray(contrasts), np.asarray(planes)
+    if not (len(real) == len(synthetic) == len(contrasts) == len(planes)) or len(real) == 0:
+        raise ValueError(f"fit_grey_level_map needs as many real as synthetic slices with a contrast and plane "
+                         f"each, got {len(real)}, {len(synthetic)}, {len(contrasts)}, {len(planes)}")
+    maps: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = {}
+    for contrast in dict.fromkeys(contrasts.tolist()):
+        rows = contrasts == contrast
+        maps[contrast] = {ALL_PLANES: (brain_landmarks(synthetic[rows]), brain_landmarks(real[rows]))}
+        for plane in dict.fromkeys(planes[rows].tolist()):
+            both = rows & (planes == plane)
+            if both.sum() >= min_slices:
+                maps[contrast][plane] = (brain_landmarks(synthetic[both]), brain_landmarks(real[both]))
+    return GreyLevelMap(maps)
+
+
+def grey_level_map_of(sampling: dict) -> GreyLevelMap | None:
+    """The map a model's sampling settings record (sampling[INFO_KEY]), None when none; a one-line ValueError
+    for a malformed one, read when the model loads."""
+    table = sampling.get(INFO_KEY) if sampling else None
+    if table is None:
+        return None
+    where = f"dallebrain.json sampling.{INFO_KEY}"
+    if not isinstance(table, dict) or list(table.get("landmarks") or []) != list(LANDMARKS):
+        raise ValueError(f"{where} must give the landmarks {list(LANDMARKS)} and its maps")
+    raw = table.get("maps")
+    if not isinstance(raw, dict) or not raw or not set(raw) <= set(CONTRAST_LONG):
+        raise ValueError(f"{where}.maps must map contrasts ({', '.join(CONTRAST_LONG)}) to planes, got "
+                         f"{str(raw)[:80]}")
+    maps = {}
+    for contrast, by_plane in raw.items():
+        if not isinstance(by_plane, dict) or not by_plane or not set(by_plane) <= {ALL_PLANES, *ORIENTATIONS}:
+            raise ValueError(f"{where}.maps.{contrast} must map planes ({', '.join(ORIENTATIONS)}) or "
+                             f"{ALL_PLANES!r} to curves, got {str(by_plane)[:80]}")
+        maps[contrast] = {plane: _curve(curve, f"{where}.maps.{contrast}.{plane}")
+                          for plane, curve in by_plane.items()}
+    return GreyLevelMap(maps)
+
+
+def _curve(curve, where: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        source = np.asarray(curve["from"], dtype=np.float64)
+        target = np.asarray(curve["to"], dtype=np.float64)
+    except (TypeError, KeyError, ValueError):
+        raise ValueError(f"{where} must be {{'from': [...], 'to': [...]}} of numbers") from None
+    for values in (source, target):
+        if values.shape != (len(LANDMARKS),) or not np.isfinite(values).all() or np.any(np.diff(values) < 0) \
+                or values[0] < BRAIN_THRESHOLD - 1e-6 or values[-1] > 1.0 + 1e-6:
+            raise ValueError(f"{where} must hold {len(LANDMARKS)} non-decreasing intensities in "
+                             f"[{BRAIN_THRESHOLD}, 1] on each side")
+    return source, target
+
+
+def standardise_stock_images(images: np.ndarray, prompt: str, sampling: dict) -> np.ndarray:
+    """For a stock diffusers client of an exported folder: its (N, H, W) slices in [0, 1] standardised as ours
+    are for `prompt` (`sampling`: the export's dallebrain.json "sampling"); unchanged without a map for it."""
+    from dallebrain.data.prompts import parse_prompt
+
+    table = grey_level_map_of(sampling)
+    if table is None:
+        return np.asarray(images, dtype=np.float32)
+    asked = parse_prompt(prompt)
+    return table.apply(images, asked.modality, asked.orientation)[0]
+
+
+def drop_grey_level_maps(model: str | Path) -> None:
+    """Remove the grey-level maps (both routes') and their recipe record from a model folder whose weights were
+    replaced: they were fitted on the old weights' samples (rerun recipes/grey_level_map.py on the new model)."""
+    import json
+
+    from dallebrain.data.io import write_json_atomic
+
+    path = Path(model) / "dallebrain.json"
+    if not path.is_file():
+        return
+    info = json.loads(path.read_text())
+    for sampling in (info.get("sampling"), (info.get("unclip") or {}).get("sampling")):
+        if isinstance(sampling, dict):
+            sampling.pop(INFO_KEY, None)
+    info.pop(INFO_KEY, None)
+    write_json_atomic(path, info)

@@ -60,23 +60,6 @@ def apply(images, keys, maps) -> np.ndarray:
     return out
 
 
-def heldout_samples(args, heldout) -> np.ndarray:
-    """The route's raw slices for the held-out captions (slice i with seed i), cached in W/heldout_ROUTE.npz."""
-    from dallebrain.api import load_pipeline
-
-    prompts, seeds = heldout["caption"].tolist(), list(range(len(heldout)))
-    cached = args.work / f"heldout_{args.route}.npz"
-    if cached.is_file():
-        with np.load(cached) as saved:
-            if saved["prompts"].tolist() == prompts and saved["seeds"].tolist() == seeds:
-                return saved["images"].astype(np.float32)
-    pipe = load_pipeline(args.model, route=args.route)
-    pipe.standardise_grey_levels = False
-    images = pipe.sample(prompts, seeds, progress=True)
-    np.savez_compressed(cached, images=images.astype(np.float16), prompts=np.array(prompts), seeds=np.array(seeds))
-    return images
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="the prepared set (as the recipe's --data)")
@@ -100,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
     from dallebrain.evaluation.sharpness import sharpness, sharpness_column
 
     sys.path.insert(0, str(ROOT / "recipes"))
-    from grey_level_map import train_rows
+    from grey_level_map import raw_samples, train_rows
 
     with np.load(train_file) as saved:
         synthetic_train, n_train = saved["images"].astype(np.float32), len(saved["prompts"])
@@ -109,7 +92,10 @@ def main(argv: list[str] | None = None) -> None:
     table = pd.read_parquet(args.data / "metadata.parquet")
     heldout = sample_heldout(table, "test", args.n, 0, [])
     real = Fe.load_slices(args.data, heldout["image_path"])
-    raw = heldout_samples(args, heldout)
+    # evaluate's slices of seed 0 (slice i with seed i), as drawn; evaluate's samples_ROUTE.npz of a model without
+    # curves can be copied to W/heldout_ROUTE.npz: the same captions and seeds
+    raw = raw_samples(args.model, args.route, heldout["caption"].tolist(), list(range(len(heldout))),
+                      args.work / f"heldout_{args.route}.npz")
     contrast, plane = heldout["modality"].to_numpy(), heldout["orientation"].to_numpy()
     keys_train = {"per contrast": rows["modality"].to_numpy(),
                   "per plane": (rows["modality"] + " " + rows["orientation"]).to_numpy()}

@@ -43,13 +43,18 @@ def train_rows(data: Path, n: int):
 
 
 def route_samples(model: Path, route: str, rows, work: Path) -> np.ndarray:
-    """The route's slices for the rows' captions (standardisation off), from work/samples_ROUTE.npz when it holds
-    these captions and seeds, else sampled and saved there."""
+    """The route's slices for the rows' captions, caption i with seed SEED_BASE + i (standardisation off), kept in
+    work/samples_ROUTE.npz."""
+    seeds = [SEED_BASE + i for i in range(len(rows))]
+    return raw_samples(model, route, rows["caption"].tolist(), seeds, work / f"samples_{route}.npz")
+
+
+def raw_samples(model: Path | None, route: str, prompts: list[str], seeds: list[int], cached: Path) -> np.ndarray:
+    """The route's slices for (prompt, seed) pairs with standardisation off, from `cached` when it holds these
+    prompts and seeds, else sampled and saved there (also bench_grey_levels.py's held-out samples)."""
     from dallebrain.api import load_pipeline
     from dallebrain.data.io import atomic_path
 
-    prompts, seeds = rows["caption"].tolist(), [SEED_BASE + i for i in range(len(rows))]
-    cached = work / f"samples_{route}.npz"
     if cached.is_file():
         with np.load(cached) as saved:
             if saved["prompts"].tolist() == prompts and saved["seeds"].tolist() == seeds:

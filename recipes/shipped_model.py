@@ -151,10 +151,10 @@ def model_with_parts(base: Path, work: Path, parts: dict[str, Path], skip: tuple
     for name, trained in parts.items():
         shutil.rmtree(model / name, ignore_errors=True)
         shutil.copytree(trained, model / name, ignore=shutil.ignore_patterns(*skip))
-    if parts:  # the grey-level maps belong to the replaced weights (pipelines/grey_levels.py)
-        from dallebrain.pipelines.grey_levels import drop_grey_level_maps
+    if parts:  # the grey-level maps of the routes that read the replaced weights (pipelines/grey_levels.py)
+        from dallebrain.pipelines.grey_levels import drop_grey_level_maps, routes_changed_by
 
-        drop_grey_level_maps(model)
+        drop_grey_level_maps(model, routes_changed_by(parts))
     return model
 
 

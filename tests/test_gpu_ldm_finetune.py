@@ -91,7 +91,8 @@ def test_the_model_is_assembled_from_what_comes_back(tmp_path):
     # but not its grey-level maps, fitted on the base UNet's samples (the shipped model has them)
     base_info = json.loads((shipped / "dallebrain.json").read_text())
     assert "grey_level_map" in base_info["sampling"] and "grey_level_map" in base_info["unclip"]["sampling"]
-    assert "grey_level_map" not in info["sampling"] and "grey_level_map" not in info["unclip"]["sampling"]
+    assert "grey_level_map" not in info["sampling"]
+    assert info["unclip"]["sampling"]["grey_level_map"] == base_info["unclip"]["sampling"]["grey_level_map"]  # its own
     with pytest.raises(SystemExit, match="exists"):
         recipe.install(files, tmp_path / "model")
     (files / "losses.csv").unlink()

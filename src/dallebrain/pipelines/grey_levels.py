@@ -160,19 +160,30 @@ def standardise_stock_images(images: np.ndarray, prompt: str, sampling: dict) ->
     return table.apply(images, asked.modality, asked.orientation)[0]
 
 
-def drop_grey_level_maps(model: str | Path) -> None:
-    """Remove the grey-level maps (both routes') and their recipe record from a model folder whose weights were
-    replaced: they were fitted on the old weights' samples (rerun recipes/grey_level_map.py on the new model)."""
+ROUTE_PARTS = {"ldm": ("unet", "scheduler", "vae"), "unclip": ("decoder", "prior", "clip", "vae")}  # what each reads
+
+
+def routes_changed_by(parts) -> tuple[str, ...]:
+    """The routes whose slices change when these model parts are replaced (the VAE: both)."""
+    return tuple(route for route, reads in ROUTE_PARTS.items() if set(parts) & set(reads))
+
+
+def drop_grey_level_maps(model: str | Path, routes=tuple(ROUTE_PARTS)) -> None:
+    """Remove the grey-level maps of `routes` from a model folder whose weights for them were replaced: they were
+    fitted on the old weights' samples (rerun recipes/grey_level_map.py on the new model). The recipe's record
+    goes when no route keeps a map."""
     import json
 
     from dallebrain.data.io import write_json_atomic
 
     path = Path(model) / "dallebrain.json"
-    if not path.is_file():
+    if not path.is_file() or not routes:
         return
     info = json.loads(path.read_text())
-    for sampling in (info.get("sampling"), (info.get("unclip") or {}).get("sampling")):
-        if isinstance(sampling, dict):
-            sampling.pop(INFO_KEY, None)
-    info.pop(INFO_KEY, None)
+    places = {"ldm": info.get("sampling"), "unclip": (info.get("unclip") or {}).get("sampling")}
+    for route in routes:
+        if isinstance(places.get(route), dict):
+            places[route].pop(INFO_KEY, None)
+    if not any(isinstance(p, dict) and INFO_KEY in p for p in places.values()):
+        info.pop(INFO_KEY, None)
     write_json_atomic(path, info)

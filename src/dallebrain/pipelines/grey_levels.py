@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+# the evaluation's brain cut (its grey-level distances read the pixels above it): a map keeps everything at or below
+from dallebrain.evaluation.metrics import BRAIN_THRESHOLD
 from dallebrain.vocab import CONTRAST_LONG, ORIENTATIONS
 
-BRAIN_THRESHOLD = 0.05  # evaluation/metrics.py's brain cut: a map keeps everything at or below it
 LANDMARKS = (0.0, 0.01, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.99, 1.0)  # Nyul-Udupa deciles + ends
 ALL_PLANES = "all"
 INFO_KEY = "grey_level_map"

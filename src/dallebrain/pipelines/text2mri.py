@@ -292,13 +292,17 @@ class Text2MRIPipeline:
             self._prompt_cache[prompt] = (states, truncated)
         return self._prompt_cache[prompt]
 
+    @property
+    def standardising(self) -> bool:
+        """Whether slices go through grey-level maps: the model has them, standardisation is on
+        (`standardise_grey_levels`), and no LoRA adapter is loaded (the maps were fitted without it, and an adapter
+        tuned on other scans brings its own grey levels)."""
+        return self.grey_level_map is not None and self.standardise_grey_levels and not getattr(self, "lora", None)
+
     def grey_level_curve(self, contrast: str | None, plane: str | None) -> tuple[str, tuple] | None:
-        """(name, curve) of the grey-level map slices of this contrast and plane get, or None: the model has no
-        map for them, standardisation is off (`standardise_grey_levels`), or a LoRA adapter is loaded (the maps
-        were fitted without it, and an adapter tuned on other scans brings its own grey levels)."""
-        if self.grey_level_map is None or not self.standardise_grey_levels or getattr(self, "lora", None):
-            return None
-        return self.grey_level_map.curve_for(contrast, plane)
+        """(name, curve) of the grey-level map slices of this contrast and plane get, or None: not `standardising`,
+        or the model has no map for them."""
+        return self.grey_level_map.curve_for(contrast, plane) if self.standardising else None
 
     def record_grey_levels(self, settings: dict, contrast: str | None, plane: str | None, how: str = "") -> None:
         """The sidecar's `grey_levels`: which map the slices went through, or why none (a model with no maps
@@ -323,7 +327,7 @@ class Text2MRIPipeline:
 
     def standardised_for(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
         """Row i of `images` standardised for what prompts[i] states (one prompt: every row)."""
-        if self.grey_level_map is None or not self.standardise_grey_levels or getattr(self, "lora", None):
+        if not self.standardising:
             return images
         from dallebrain.data.prompts import parse_prompt
 

@@ -256,11 +256,120 @@ def step_parts(configs: str, rounds: int, compiled: bool) -> None:
               f"{before / with_compile:.2f}x of before")
 
 
+def _shipped_training_steps(model: Path) -> dict:
+    """For the shipped model's UNet, unCLIP decoder, VAE and prior: (module, images per step, loss function) of
+    one training step at its CPU config's batch on random inputs of its training shapes."""
+    import torch
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+
+    from dallebrain.models.decoder import decoder_inputs, image_embed_dim_of
+    from dallebrain.models.prior import load_prior
+    from dallebrain.models.unet import noise_scheduler_config
+    from dallebrain.training.diffusion import denoising_loss
+
+    torch.manual_seed(0)
+    noise = DDPMScheduler.from_config(noise_scheduler_config())
+    latents = torch.randn(16, 4, 32, 32)
+    unet = UNet2DConditionModel.from_pretrained(model / "unet")
+    states = torch.randn(16, 64, unet.config.cross_attention_dim)
+    labels = torch.randn(16, unet.config.projection_class_embeddings_input_dim)
+    decoder = UNet2DConditionModel.from_pretrained(model / "decoder")
+    conditioning = decoder_inputs(torch.randn(16, image_embed_dim_of(decoder)), torch.randn(16, labels.shape[1]))
+    vae = AutoencoderKL.from_pretrained(model / "vae")
+    crops = torch.rand(16, 1, 64, 64)
+    prior, _ = load_prior(model / "prior")
+    width = prior.config.embedding_dim
+    embeds = torch.randn(64, width)
+    prior_states = torch.randn(64, prior.config.num_embeddings, prior.config.text_hidden_dim)
+    mask = torch.ones(64, prior.config.num_embeddings, dtype=torch.bool)
+
+    def vae_loss(m):
+        posterior = m.encode(crops).latent_dist
+        return (m.decode(posterior.sample()).sample - crops).abs().mean() + 1e-6 * posterior.kl().mean()
+
+    def prior_loss(m):
+        t = torch.randint(0, 1000, (64,))
+        pred = m(embeds, t, proj_embedding=embeds, encoder_hidden_states=prior_states,
+                 attention_mask=mask).predicted_image_embedding
+        return ((pred.float() - embeds) ** 2).mean()
+
+    def unet_loss(m):
+        return denoising_loss(lambda x, t: m(x, t, encoder_hidden_states=states, class_labels=labels).sample,
+                              noise, latents, 5.0)["loss"]
+
+    def decoder_loss(m):
+        return denoising_loss(lambda x, t: m(x, t, **conditioning).sample, noise, latents, 5.0)["loss"]
+
+    return {
+        "LDM UNet": (unet, 16, unet_loss),
+        "unCLIP decoder": (decoder, 16, decoder_loss),
+        "VAE (64x64 crops)": (vae, 16, vae_loss),
+        "prior": (prior, 64, prior_loss),
+    }
+
+
+def attention_table(model: Path, rounds: int) -> None:
+    """images/s of one training step (forward, backward, fused AdamW) of each shipped network with torch's fused
+    attention kernel (diffusers' default) vs models/attention.py's choice, in fp32 and under bf16 autocast."""
+    import contextlib
+    import copy
+    import statistics
+
+    import torch
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from dallebrain.models.attention import use_cpu_training_attention
+
+    for name, (start, b, loss_of) in _shipped_training_steps(model).items():
+        settings = [(p, k) for p in ("fp32", "bf16") for k in ("fused kernel", "CPU training choice")]
+        runs = {}
+        for setting in settings:
+            net = copy.deepcopy(start).train()
+            if setting[1] == "fused kernel":
+                net.set_attn_processor(AttnProcessor2_0())
+            else:
+                use_cpu_training_attention(net)
+            runs[setting] = (net, torch.optim.AdamW(net.parameters(), lr=1e-6, fused=True))
+
+        def step(setting, runs=runs, loss_of=loss_of) -> float:
+            net, opt = runs[setting]
+            torch.manual_seed(1)  # the same noise and timesteps for every setting
+            bf16 = setting[0] == "bf16"
+            with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+                loss = loss_of(net)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            return float(loss.detach())
+
+        first = {s: step(s) for s in settings}  # parity from identical weights, and warm-up
+        rates = {s: [] for s in settings}
+        for r in range(rounds):
+            for setting in settings[r % len(settings):] + settings[:r % len(settings)]:
+                tick = time.perf_counter()
+                step(setting)
+                rates[setting].append(b / (time.perf_counter() - tick))
+        base = statistics.median(rates[("fp32", "fused kernel")])
+        print(f"\n{name}: {sum(p.numel() for p in start.parameters()) / 1e6:.2f} M parameters, batch {b}; "
+              f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}; medians of {rounds} "
+              "alternating rounds", flush=True)
+        print("| precision | attention | images/s (median) | range | vs fp32 fused | first-step loss |")
+        print("|---|---|---|---|---|---|")
+        for s in settings:
+            median = statistics.median(rates[s])
+            print(f"| {s[0]} | {s[1]} | {median:.1f} | {min(rates[s]):.1f}-{max(rates[s]):.1f} | "
+                  f"{median / base:.2f}x | {first[s]:.5f} |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--precision-step", action="store_true", help="one LDM step, fp32 vs bf16 (no --data)")
     parser.add_argument("--step-parts", action="store_true", help="where an LDM step's time goes, old vs new "
                         "optimiser and EMA (no --data)")
+    parser.add_argument("--attention", action="store_true", help="each shipped network's training step with "
+                        "torch's fused attention vs models/attention.py's CPU choice, fp32 and bf16 (--model)")
+    parser.add_argument("--model", type=Path, default=Path(__file__).resolve().parents[1] / "src" / "dallebrain"
+                        / "weights" / "default", help="--attention: a model folder (default: the shipped one)")
     parser.add_argument("--compile", action="store_true", help="--step-parts: time a torch.compile'd UNet too")
     parser.add_argument("--rounds", type=int, default=5, help="--precision-step, --step-parts: alternating rounds")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
@@ -276,6 +385,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.step_parts:
         step_parts(args.configs, args.rounds, args.compile)
+        return
+    if args.attention:
+        attention_table(args.model, args.rounds)
         return
     if args.data is None:
         parser.error("--data is required (except with --precision-step)")

@@ -29,6 +29,8 @@ def test_compile_with_bf16_autocast_on_a_cpu_is_refused():
         check_compile(TrainConfig(compile=True, mixed_precision="bf16"), "decoder", compilable=True, cuda=False)
     check_compile(TrainConfig(compile=True, mixed_precision="bf16"), "decoder", compilable=True, cuda=True)
     check_compile(TrainConfig(compile=False, mixed_precision="bf16"), "decoder", compilable=True, cuda=False)
+    # "auto" never resolves to bf16 for a compiled CPU run, so it is allowed (and trains in fp32)
+    check_compile(TrainConfig(compile=True, mixed_precision="auto"), "decoder", compilable=True, cuda=False)
 
 
 def test_the_unet_stages_allow_compile_and_the_others_do_not():

@@ -27,8 +27,9 @@ class TrainConfig:
     warmup_steps: int = 100  # linear warm-up, then cosine decay to 10 %
     gradient_accumulation: int = 1
     # "no" (fp32) or "bf16": accelerate's autocast around each micro-batch's loss, weights and optimiser state
-    # kept fp32; "fp16" on a CUDA GPU only. Off by default: BENCHMARKS.md "Compute precision" has its speed and
-    # loss parity on this CPU.
+    # kept fp32; "fp16" on a CUDA GPU only; "auto": bf16 where the hardware computes it natively and the run is
+    # not compiled, else fp32 (resolve_mixed_precision; the configs/*.cpu.json diffusion stages use it). Off by
+    # default: BENCHMARKS.md "Compute precision" and "Attention kernels for training" have speed and loss parity.
     mixed_precision: str = "no"
     max_grad_norm: float = 1.0
     checkpoint_every: int = 500  # steps between checkpoints (and at the end)
@@ -142,7 +143,22 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
     return config
 
 
-MIXED_PRECISIONS = ("no", "bf16", "fp16")
+MIXED_PRECISIONS = ("no", "bf16", "fp16", "auto")
+
+
+def resolve_mixed_precision(value: str, cuda: bool, compile: bool = False) -> str:
+    """What accelerate is given: `value` itself, or for "auto" "bf16" where the device computes bfloat16 natively
+    (a CUDA GPU that supports it, a CPU with AVX-512 BF16 or AMX) unless a CPU run is compiled (compiled bf16
+    trains nothing there: check_compile), else "no". Emulated bf16 would be slower than fp32, so "auto" never
+    picks it."""
+    check_mixed_precision(value, cuda)
+    if value != "auto":
+        return value
+    from dallebrain.pipelines.precision import native_bf16
+
+    if not native_bf16("cuda" if cuda else "cpu") or (compile and not cuda):
+        return "no"
+    return "bf16"
 
 
 def check_mixed_precision(value: str, cuda: bool) -> None:
@@ -165,7 +181,7 @@ def check_compile(config: TrainConfig, stage_name: str, compilable: bool, cuda: 
         raise ValueError(f"compile=true is supported by the ldm and decoder stages, not {stage_name}")
     import shutil
 
-    if not cuda and config.mixed_precision == "bf16":
+    if not cuda and resolve_mixed_precision(config.mixed_precision, cuda, compile=True) == "bf16":
         # measured (torch 2.13): a compiled tiny decoder run under CPU bf16 autocast left 166 of its 216 tensors
         # exactly where they started, and the 1500-step shipped-size decoder run learnt nothing (BENCHMARKS.md,
         # "The unCLIP decoder from the velocity LDM"); each setting alone trains as the eager fp32 run

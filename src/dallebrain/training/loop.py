@@ -7,6 +7,7 @@ A stage supplies only what differs (its models, its loss, its samples, its expor
 from __future__ import annotations
 
 import csv
+import json
 import math
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 
 from dallebrain.data.io import atomic_path, write_text_atomic
+from dallebrain.models.attention import use_cpu_training_attention
 from dallebrain.training.checkpoint import (
     holds_run,
     load_checkpoint,
@@ -23,7 +25,13 @@ from dallebrain.training.checkpoint import (
     resume_checkpoint,
     save_checkpoint,
 )
-from dallebrain.training.config import TrainConfig, check_compile, check_mixed_precision, config_dict
+from dallebrain.training.config import (
+    TrainConfig,
+    check_compile,
+    check_mixed_precision,
+    config_dict,
+    resolve_mixed_precision,
+)
 
 
 class Stage:
@@ -68,8 +76,9 @@ def unwrap(accelerator, model: torch.nn.Module) -> torch.nn.Module:
 def prepare_trained(accelerator, model: torch.nn.Module, compile: bool) -> torch.nn.Module:
     """accelerator.prepare, then torch.compile when the config asks. Not through accelerate's dynamo_backend: that
     setting lives in a process-wide state fixed by the first Accelerator, so a second run in the same process
-    would silently keep the first run's choice (measured: a compile=true run after an eager one trained eager)."""
-    model = accelerator.prepare(model)
+    would silently keep the first run's choice (measured: a compile=true run after an eager one trained eager).
+    A diffusers model's attention trains with the faster kernel on a CPU (models/attention.py)."""
+    model = accelerator.prepare(use_cpu_training_attention(model))
     return torch.compile(model) if compile else model
 
 
@@ -220,7 +229,6 @@ def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = F
     time-limited cluster would; `resume=True` later continues exactly where it stopped. `started`
     (time.perf_counter() at the command's start, before data and caches were loaded) is where time_budget_s is
     counted from; None counts from here."""
-    import json
 
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -234,9 +242,11 @@ def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = F
                          "another --out")
     if resume:
         require_run(ckpt_root)  # before the models are built: starting over would overwrite the run's log
-    check_mixed_precision(config.mixed_precision, torch.cuda.is_available())  # a config not from load_config
-    check_compile(config, stage.name, stage.compilable, torch.cuda.is_available())
-    accelerator = Accelerator(mixed_precision=config.mixed_precision, cpu=not torch.cuda.is_available())
+    cuda = torch.cuda.is_available()
+    check_mixed_precision(config.mixed_precision, cuda)  # a config not from load_config
+    check_compile(config, stage.name, stage.compilable, cuda)
+    precision = resolve_mixed_precision(config.mixed_precision, cuda, config.compile)
+    accelerator = Accelerator(mixed_precision=precision, cpu=not cuda)
     set_seed(config.seed)
     stage.setup(accelerator)
     params = stage.trainable_parameters()  # a list of parameters, or of AdamW parameter groups (dicts)
@@ -252,7 +262,7 @@ def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = F
     start, notes = _resume(stage, ckpt_root, accelerator, modules, optimizer, scheduler) if resume else (0, [])
     if accelerator.is_main_process:
         _keep_log_until(out / "losses.csv", start)
-        write_text_atomic(out / "train_config.json", json.dumps(config_dict(config), indent=2))
+        write_text_atomic(out / "train_config.json", _run_record(config, precision))
     log = _LossLog(out / "losses.csv", stage.images_per_step * config.gradient_accumulation)
     bar = tqdm(total=config.max_steps, initial=start, desc=f"train {stage.name}", unit="step",
                disable=not (progress and accelerator.is_local_main_process))
@@ -266,7 +276,7 @@ def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = F
             if budget.after(done):  # max_steps cut: end there, export, and say so in train_config.json
                 end, bar.total = min(end, config.max_steps), config.max_steps
                 if accelerator.is_main_process:
-                    write_text_atomic(out / "train_config.json", json.dumps(config_dict(config), indent=2))
+                    write_text_atomic(out / "train_config.json", _run_record(config, precision))
             log.window_steps += 1
             if accelerator.is_main_process and (done % config.log_every == 0 or done == config.max_steps):
                 log.write(done, totals, scheduler.get_last_lr()[0])
@@ -284,7 +294,14 @@ def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = F
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and end == config.max_steps:
         stage.export(out)
-    return {"steps": end, "resumed_from": start, "resume_notes": notes, "last_log": log.last}
+    return {"steps": end, "resumed_from": start, "resume_notes": notes, "last_log": log.last,
+            "mixed_precision": precision}
+
+
+def _run_record(config: TrainConfig, precision: str) -> str:
+    """train_config.json: the settings (max_steps as a time budget left it), and what mixed_precision "auto"
+    became on this machine (a rerun elsewhere may resolve it otherwise)."""
+    return json.dumps({**config_dict(config), "mixed_precision_resolved": precision}, indent=2)
 
 
 def save_image_grid(images: torch.Tensor, path: Path, columns: int = 4) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dallebrain.models.attention import use_cpu_training_attention
 from dallebrain.training.cache import caption_texts
 from dallebrain.training.common import data_provenance
 from dallebrain.training.config import TrainConfig
@@ -224,7 +225,7 @@ class LoraStage(Stage):
             self.cache = build_lora_cache(self.dataset, self.base, self.out_dir / "cache", self.config.phrasings,
                                           with_text=not self.config.text_encoder,
                                           progress=self.progress and accelerator.is_local_main_process)
-        self.unet = accelerator.prepare(self.unet.to(device).train())
+        self.unet = accelerator.prepare(use_cpu_training_attention(self.unet.to(device).train()))
         if self.config.text_encoder:
             self.text_encoder = accelerator.prepare(self.text_encoder.train())
 

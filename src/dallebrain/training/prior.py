@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dallebrain.models.attention import use_cpu_training_attention
 from dallebrain.pipelines import defaults as D
 from dallebrain.training.cache import cached_arrays, dataset_meta, module_fingerprint, on_cache_device
 from dallebrain.training.common import attach_to_pipeline, check_pipeline_parts
@@ -179,7 +180,7 @@ class PriorStage(Stage):
         self.accelerator = accelerator
         self.prior.to(accelerator.device)
         self.clip.to(accelerator.device)
-        self.live = accelerator.prepare(self.prior)
+        self.live = accelerator.prepare(use_cpu_training_attention(self.prior))
         self.rank = accelerator.process_index
         self.noise = make_prior_scheduler(self.scheduler_config)
 

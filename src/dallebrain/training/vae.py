@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dallebrain.models.attention import use_cpu_training_attention
 from dallebrain.models.discriminator import (
     DiscriminatorConfig,
     PatchDiscriminator,
@@ -195,6 +196,7 @@ class VaeStage(Stage):
 
     def setup(self, accelerator) -> None:
         self.accelerator = accelerator
+        use_cpu_training_attention(self.vae)  # its mid-block attention: the faster kernel on a CPU
         self.net = accelerator.prepare(self.net)
         if self.discriminator is not None:
             self.disc_net = accelerator.prepare(self.discriminator)

@@ -117,10 +117,12 @@ def caching_gain(data: Path, out: Path, steps: int, configs: str) -> tuple[float
 
 def _ldm_step_parts(configs: str):
     """What both step benchmarks time: the config's UNet (seed 0) with one fixed batch of random latents, text
-    states and unstated attributes, and `loss_of(model)`, the training loss of one denoising step."""
+    states and unstated attributes, and `loss_of(model)`, the training loss of one denoising step. The UNet's
+    attention is chosen as the training stages choose it (models/attention.py)."""
     import torch
     from diffusers import DDPMScheduler
 
+    from dallebrain.models.attention import use_cpu_training_attention
     from dallebrain.models.conditioning import unstated_features
     from dallebrain.models.unet import build_unet, noise_scheduler_config
     from dallebrain.training.config import load_config
@@ -129,7 +131,7 @@ def _ldm_step_parts(configs: str):
 
     cfg = load_config(LdmTrainConfig, CONFIGS / f"ldm.{configs}.json")
     torch.manual_seed(0)
-    unet = build_unet(unet_config_of(cfg, 4, 32))
+    unet = use_cpu_training_attention(build_unet(unet_config_of(cfg, 4, 32)))
     b = cfg.batch_size
     latents, states = torch.randn(b, 4, 32, 32), torch.randn(b, 64, unet.config.cross_attention_dim)
     extra = {"class_labels": unstated_features(b)} if cfg.unet.attributes else {}

@@ -4,9 +4,9 @@ torch's fused `scaled_dot_product_attention` (diffusers' default `AttnProcessor2
 sampling here, but its CPU backward (a flash-attention kernel) is slow for the short sequences and narrow heads
 of these UNets: one bf16 training step of the shipped 4.6 M-parameter UNet (batch 16) spent 41 % of its time in
 that backward, 16 ms a call. diffusers' classic `AttnProcessor` (baddbmm, softmax, bmm: plain matrix products,
-fast in bf16) trains the same step 1.6x faster, the prior's 1.9x (benchmarks/bench_training.py --attention); in
-fp32 it is the slower one. Both are
-diffusers' own processors; this one only picks between them per call, so nothing here computes attention.
+fast in bf16) trains the same step 1.5x faster, the prior's 1.8x (benchmarks/bench_training.py --attention); in
+fp32 it is the slower one. Both are diffusers' own processors; this one only picks between them per call, so
+nothing here computes attention.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import torch
 
 from dallebrain.training import ldm
 from dallebrain.training.config import load_config
-from dallebrain.training.loop import fit
+from dallebrain.training.loop import fit, unwrap
 from testing_constants import CONFIGS
 
 
@@ -116,3 +116,29 @@ def test_an_auto_run_computes_in_what_it_resolved_to_and_records_it(native, tiny
     assert dtypes == ({torch.bfloat16} if native else {torch.float32})
     record = json.loads((tmp_path / "auto" / "train_config.json").read_text())
     assert (record["mixed_precision"], record["mixed_precision_resolved"]) == ("auto", resolved)
+
+
+def test_a_bf16_run_moves_every_tensor_through_the_classic_attention_kernel(
+        tiny_prepared, tiny_vae, tmp_path, monkeypatch, fresh_accelerate_state):
+    """A falling loss is not proof of training: compiled bf16 once logged one while most weights never moved. Here
+    every UNet tensor must leave its initial value within 4 steps (no weight decay, so nothing but the gradients
+    moves them), with the attention computed by the classic kernel that bf16 training on a CPU uses."""
+    from diffusers.models.attention_processor import AttnProcessor
+
+    from dallebrain.data.dataset import SliceDataset
+
+    classic_calls = []
+    original = AttnProcessor.__call__
+    monkeypatch.setattr(AttnProcessor, "__call__",
+                        lambda self, *a, **k: classic_calls.append(1) or original(self, *a, **k))
+    config = load_config(ldm.LdmTrainConfig, CONFIGS / "ldm.tiny.json",
+                         ["max_steps=4", "log_every=1", "checkpoint_every=4", "mixed_precision=bf16",
+                          "learning_rate=1e-2", "warmup_steps=0", "weight_decay=0", "caption_dropout=0"])
+    dataset = SliceDataset(tiny_prepared, "train", max_rows=config.max_rows, seed=config.seed)
+    stage = ldm.LdmStage(config, dataset, tiny_vae, None, tmp_path / "stage", progress=False)
+    start = {k: v.detach().clone() for k, v in stage.unet.named_parameters()}
+    fit(stage, config, tmp_path / "run", progress=False)
+    trained = dict(unwrap(stage.accelerator, stage.unet).named_parameters())
+    unmoved = [k for k, v in start.items() if torch.equal(v, trained[k].detach())]
+    assert unmoved == [] and len(start) > 50
+    assert classic_calls  # the bf16 steps went through the classic kernel

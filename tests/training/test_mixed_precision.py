@@ -94,9 +94,9 @@ def test_auto_mixed_precision_is_bf16_only_where_it_is_native_and_trains(native,
 
 
 def test_the_cpu_configs_train_their_diffusion_stages_in_auto_precision_and_the_vae_in_fp32():
-    """The LDM, unCLIP decoder, prior and LoRA adapters train 1.5-1.9x faster in bf16 here (BENCHMARKS "Attention kernels for
-    training"); the VAE decoder came out blurrier in bf16 (BENCHMARKS "The VAE decoder on the v2 cohort"), so
-    its config does not ask."""
+    """The LDM, unCLIP decoder, prior and LoRA adapters train 1.5-1.9x faster in bf16 here (BENCHMARKS
+    "Attention kernels for training"); the VAE decoder came out blurrier in bf16 (BENCHMARKS "The VAE decoder on
+    the v2 cohort"), so its config does not ask."""
     import json
 
     precision = {name: json.loads((CONFIGS / f"{name}.json").read_text()).get("mixed_precision", "no")

@@ -144,6 +144,21 @@ def _ldm_step_parts(configs: str):
     return unet, b, loss_of
 
 
+def _alternating_rates(step, settings: list, rounds: int, images: int, echo: bool = False) -> tuple[dict, dict]:
+    """(first-step loss, images/s of every round) per setting: one step of each from identical weights (the loss
+    parity, and warm-up), then `rounds` rounds in a rotating order, so drift in the machine's load spreads evenly."""
+    first = {s: step(s) for s in settings}
+    rates = {s: [] for s in settings}
+    for r in range(rounds):
+        for setting in settings[r % len(settings):] + settings[:r % len(settings)]:
+            tick = time.perf_counter()
+            step(setting)
+            rates[setting].append(images / (time.perf_counter() - tick))
+            if echo:
+                print(f"round {r + 1}: {' '.join(setting)} {rates[setting][-1]:.2f} images/s", flush=True)
+    return first, rates
+
+
 def precision_step(configs: str, rounds: int) -> None:
     """images/s of one LDM training step: fp32 / bf16 x NCHW / channels_last."""
     import contextlib
@@ -172,14 +187,7 @@ def precision_step(configs: str, rounds: int) -> None:
         opt.zero_grad(set_to_none=True)
         return float(loss)
 
-    first = {s: step(s) for s in settings}  # from identical weights: the loss parity of one step (and warm-up)
-    rates = {s: [] for s in settings}
-    for r in range(rounds):
-        for setting in settings[r % len(settings):] + settings[:r % len(settings)]:
-            tick = time.perf_counter()
-            step(setting)
-            rates[setting].append(b / (time.perf_counter() - tick))
-            print(f"round {r + 1}: {setting[0]} {setting[1]} {rates[setting][-1]:.2f} images/s", flush=True)
+    first, rates = _alternating_rates(step, settings, rounds, b, echo=True)
     base = statistics.median(rates[("fp32", "NCHW")])
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch threads "
           f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} at the end; ldm.{configs}.json UNet "
@@ -344,13 +352,7 @@ def attention_table(model: Path, rounds: int) -> None:
             opt.zero_grad(set_to_none=True)
             return float(loss.detach())
 
-        first = {s: step(s) for s in settings}  # parity from identical weights, and warm-up
-        rates = {s: [] for s in settings}
-        for r in range(rounds):
-            for setting in settings[r % len(settings):] + settings[:r % len(settings)]:
-                tick = time.perf_counter()
-                step(setting)
-                rates[setting].append(b / (time.perf_counter() - tick))
+        first, rates = _alternating_rates(step, settings, rounds, b)
         base = statistics.median(rates[("fp32", "fused kernel")])
         print(f"\n{name}: {sum(p.numel() for p in start.parameters()) / 1e6:.2f} M parameters, batch {b}; "
               f"torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}; medians of {rounds} "

@@ -17,7 +17,6 @@ import torch
 # above this many scores (64 MiB a copy in fp32) the fused kernel, which never builds it, is used even in training.
 # The shipped UNet trains at 16 x 8 x 256 x 256 = 8.4 M; a 64x64 self-attention map at batch 16 would be 2.1 G.
 MAX_CLASSIC_SCORES = 2 ** 24
-STANDARD_PROCESSORS = ("AttnProcessor2_0", "AttnProcessor", "CpuTrainingAttention")
 
 
 def _bf16(hidden_states: torch.Tensor) -> bool:
@@ -57,7 +56,9 @@ def use_cpu_training_attention(model: torch.nn.Module) -> torch.nn.Module:
     layers are left as they are. Returns the model, for chaining."""
     processors = getattr(model, "attn_processors", None)
     if processors:
+        from diffusers.models.attention_processor import AttnProcessor, AttnProcessor2_0
+
+        standard = (AttnProcessor, AttnProcessor2_0, CpuTrainingAttention)  # exact types: a subclass is custom
         shared = CpuTrainingAttention()
-        model.set_attn_processor({name: shared if type(p).__name__ in STANDARD_PROCESSORS else p
-                                  for name, p in processors.items()})
+        model.set_attn_processor({name: shared if type(p) in standard else p for name, p in processors.items()})
     return model

@@ -28,7 +28,6 @@ from dallebrain.training.checkpoint import (
 from dallebrain.training.config import (
     TrainConfig,
     check_compile,
-    check_mixed_precision,
     config_dict,
     resolve_mixed_precision,
 )
@@ -243,9 +242,9 @@ def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = F
     if resume:
         require_run(ckpt_root)  # before the models are built: starting over would overwrite the run's log
     cuda = torch.cuda.is_available()
-    check_mixed_precision(config.mixed_precision, cuda)  # a config not from load_config
-    check_compile(config, stage.name, stage.compilable, cuda)
+    # a config not from load_config: an unknown or unusable mixed_precision is refused here, before any model
     precision = resolve_mixed_precision(config.mixed_precision, cuda, config.compile)
+    check_compile(config, stage.name, stage.compilable, cuda)
     accelerator = Accelerator(mixed_precision=precision, cpu=not cuda)
     set_seed(config.seed)
     stage.setup(accelerator)
@@ -294,8 +293,7 @@ def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = F
     accelerator.wait_for_everyone()
     if accelerator.is_main_process and end == config.max_steps:
         stage.export(out)
-    return {"steps": end, "resumed_from": start, "resume_notes": notes, "last_log": log.last,
-            "mixed_precision": precision}
+    return {"steps": end, "resumed_from": start, "resume_notes": notes, "last_log": log.last}
 
 
 def _run_record(config: TrainConfig, precision: str) -> str:

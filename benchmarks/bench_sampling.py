@@ -4,7 +4,7 @@ the same weights, in one run; with --data, the Frechet distance of each setting'
 slices in both feature spaces of `dallebrain evaluate`; plus peak memory.
 
     python benchmarks/bench_sampling.py                        # speed only, base-size untrained pipeline
-    python benchmarks/bench_sampling.py --data PREPARED --eval EVAL_OUT [--model PIPELINE] [--n 128]
+    python benchmarks/bench_sampling.py --data PREPARED --eval EVAL_OUT [--model PIPELINE] [--n 128] [--per-pass 8]
     python benchmarks/bench_sampling.py --precision-table [--rounds 5] [--n 4] [--per-pass 1] [--threads 1]
     python benchmarks/bench_sampling.py --data PREPARED --eval EVAL_OUT --guidance-grid 2:6,1.5:6,3:6 [--n 128]
 
@@ -39,7 +39,11 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "axial T2-weighted slice of a healthy 70-year-old woman at the level of the lateral ventricles"
-SETTINGS = (("dpm", 10), ("dpm", 15), ("dpm", 20), ("dpm", 25), ("ddim", 50))
+# (sampler, steps) rows of the speed/quality table, at the default guidance (the caption's D.GUIDANCE, the model's
+# attribute guidance): DPM-Solver++ evenly spaced (the default before) and on Karras levels (the shipped model's
+# choice now), UniPC for fewer steps, DDIM-50
+SETTINGS = (("dpm", 10), ("dpm", 20), ("dpm-karras", 20), ("unipc", 8), ("unipc", 10), ("unipc", 12), ("unipc", 15),
+            ("ddim", 50))
 BATCH = 8
 
 
@@ -199,7 +203,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=None, help="images per setting (default 128 with --data, else 8)")
     parser.add_argument("--precision-table", action="store_true", help="fp32 vs bf16, NCHW vs channels_last")
     parser.add_argument("--rounds", type=int, default=5, help="--precision-table: alternating rounds")
-    parser.add_argument("--per-pass", type=int, default=1, help="--precision-table: images per pass (generate: 1)")
+    parser.add_argument("--per-pass", type=int, default=1,
+                        help="images per pass (generate: 1; synthesize: its --batch-size)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--guidance-grid", default=None, help="G:A,... caption:attribute guidance pairs to score")
     args = parser.parse_args(argv)
@@ -224,6 +229,7 @@ def main(argv: list[str] | None = None) -> None:
     from diffusers import StableDiffusionPipeline
 
     from dallebrain.api import default_model, load_pipeline
+    from dallebrain.pipelines import defaults as D
     from dallebrain.pipelines.export import export_stock_folder
 
     tmp = Path(tempfile.mkdtemp())
@@ -234,12 +240,13 @@ def main(argv: list[str] | None = None) -> None:
     n = len(prompts)
 
     ours = load_pipeline(folder, device="cpu")
+    ours.images_per_pass = args.per_pass
     ours.sample(prompts[:BATCH], seeds[:BATCH], 2)  # warm-up: first calls allocate
     rows = []
     for sampler, steps in SETTINGS:
         start = time.perf_counter()
-        images = ours.sample(prompts, seeds, steps, 4.0, sampler, batch_size=BATCH)
-        rows.append((f"ours, {sampler} {steps} steps, guidance 4", (time.perf_counter() - start) / n,
+        images = ours.sample(prompts, seeds, steps, D.GUIDANCE, sampler, batch_size=BATCH)
+        rows.append((f"ours, {sampler} {steps} steps", (time.perf_counter() - start) / n,
                      scorer.score(images) if scorer else {}))
     stock = StableDiffusionPipeline.from_pretrained(str(export_stock_folder(folder, tmp / "stock")),
                                                     safety_checker=None)

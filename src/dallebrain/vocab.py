@@ -14,9 +14,11 @@ BRAIN_CENTRE_MNI = (0.0, -18.0, 9.0)
 # Sampler names -> the diffusers scheduler class that implements them (every entry point also takes AUTO_SAMPLER).
 SAMPLERS = {
     "dpm": "DPMSolverMultistepScheduler",  # DPM-Solver++ (Lu et al. 2022)
+    "dpm-karras": "DPMSolverMultistepScheduler",  # the same on Karras et al.'s levels from the spaced start (karras.py)
     "dpm-sde": "DPMSolverMultistepScheduler",  # its SDE form: fresh noise at every step (algorithm "sde-dpmsolver++")
     "ddim": "DDIMScheduler",  # Song et al. 2021
     "euler": "EulerDiscreteScheduler",  # Karras et al. 2022
+    "unipc": "UniPCMultistepScheduler",  # UniPC (Zhao et al. 2023): a predictor-corrector for few steps
 }
 STOCHASTIC_SAMPLERS = ("dpm-sde",)  # samplers that draw noise at every step (from each image's own generator)
 # The default: the sampler (and steps multiple) the model's dallebrain.json records for the prompt's contrast

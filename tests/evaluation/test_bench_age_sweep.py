@@ -44,7 +44,8 @@ def test_an_unknown_sampler_is_refused(bench, capsys):
     with pytest.raises(SystemExit) as exit_info:
         bench.main(["--real", "nowhere", "--sampler", "plms"])
     assert exit_info.value.code != 0
-    assert "--sampler takes one of auto, dpm, dpm-sde, ddim, euler, got 'plms'" in capsys.readouterr().err
+    expected = "--sampler takes one of auto, dpm, dpm-karras, dpm-sde, ddim, euler, unipc, got 'plms'"
+    assert expected in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("value", ["8", "8@", "x@500", "8@1000", "60@500", "8@500.5"])

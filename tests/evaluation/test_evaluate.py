@@ -191,6 +191,7 @@ def test_cli_rejects_bad_inputs_with_one_line(tiny_pipeline, tiny_prepared, tmp_
         (["--model", str(no_unclip), "--data", data, "--route", "unclip"], "route unclip: incomplete model folder"),
         (["--model", str(no_unclip), "--data", data, "--route", "both"], "needs clip/, prior/ and decoder/"),
         (["--model", model, "--data", data, "--steps", "0"], "--steps must be between 1 and 1000"),
+        (["--model", model, "--data", data, "--sampler", "pndm"], "--sampler takes one of auto, dpm"),
         (["--model", model, "--data", data, "--draws", "0"], "--draws must be between 1 and 8, got 0"),
         (["--model", model, "--data", data, "--draws", "9"], "--draws must be between 1 and 8, got 9"),
         # the last draw's seeds are checked before any work (draw 1 starts 1,000,000 after draw 0)
@@ -275,3 +276,28 @@ def test_settings_record_the_models_early_attribute_guidance(tmp_path):
         "attribute_guidance_early": {"FLAIR": {"scale": 8.0, "from_timestep": 500}}}
     assert record({"attribute_guidance_early": entry}, routes=("unclip",)) == {}
     assert record({}) == {}
+
+
+def test_settings_record_the_sampler_asked(tmp_path):
+    """A sampler named for the evaluation is what every route sampled with (no per-contrast table applies);
+    "auto" records the model's per-contrast choices and the fallback; an unknown one is refused in one line."""
+    from dallebrain.evaluation.options import EvaluationOptions
+    from dallebrain.evaluation.report import _sampling_words
+    from dallebrain.evaluation.run import _sampler_record
+    from dallebrain.vocab import AUTO_FALLBACK
+
+    (tmp_path / "dallebrain.json").write_text(json.dumps(
+        {"sampling": {"sampler_by_contrast": {"FLAIR": {"sampler": "dpm-sde", "step_factor": 2}}}}))
+
+    def options(sampler):
+        return EvaluationOptions(tmp_path, tmp_path, tmp_path / "out", "test", 8, "ldm", steps=12, sampler=sampler)
+
+    assert _sampler_record(options("unipc"), ["ldm"]) == {"requested": "unipc",
+                                                           "default": {"sampler": "unipc", "steps": 12}}
+    auto = _sampler_record(options("auto"), ["ldm"])
+    assert auto["default"] == {"sampler": AUTO_FALLBACK, "steps": 12}
+    assert auto["ldm_by_contrast"] == {"FLAIR": {"sampler": "dpm-sde", "steps": 24}}
+    assert _sampling_words({"steps": 12, "sampler": {"requested": "unipc"}}) == "unipc, 12 steps"
+    assert _sampling_words({"steps": 12, "sampler": {"requested": "auto"}}) == "12 steps"
+    with pytest.raises(ValueError, match="unknown sampler 'pndm'"):
+        options("pndm").routes()

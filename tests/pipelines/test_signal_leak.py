@@ -26,7 +26,7 @@ def test_the_recorded_mean_is_read_and_a_bad_one_refused_in_one_line():
             latent_mean_of({"sampling": {"latent_mean": bad}}, 4)
 
 
-@pytest.mark.parametrize("sampler", ["dpm", "dpm-sde", "ddim", "euler"])
+@pytest.mark.parametrize("sampler", ["dpm", "dpm-karras", "dpm-sde", "ddim", "euler", "unipc"])
 def test_start_latents_are_the_schedulers_forward_process_at_the_first_step(sampler):
     scheduler = make_scheduler(sampler)
     scheduler.set_timesteps(10)

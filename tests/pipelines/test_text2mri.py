@@ -23,7 +23,7 @@ def test_same_seed_same_image_and_image_i_independent_of_n(tiny_pipeline):
     assert not np.array_equal(a.images[0], a.images[1])
 
 
-@pytest.mark.parametrize("sampler", ["auto", "dpm", "dpm-sde", "ddim", "euler"])
+@pytest.mark.parametrize("sampler", ["auto", "dpm", "dpm-sde", "ddim", "euler", "unipc"])
 def test_every_sampler_runs(tiny_pipeline, sampler):
     result = load_pipeline(tiny_pipeline, device="cpu")(PROMPT, steps=2, sampler=sampler)
     assert np.isfinite(result.images).all()

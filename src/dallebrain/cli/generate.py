@@ -64,8 +64,9 @@ def generate_cmd(
     steps: int = typer.Option(D.STEPS, help="Denoising steps."),
     guidance: float = typer.Option(D.GUIDANCE, help="Classifier-free guidance scale of the caption (1 = none; "
                                    "0 = unconditional when --attribute-guidance is 0 too)."),
-    sampler: str = typer.Option(D.SAMPLER, help="auto (the model's choice per contrast), dpm (DPM-Solver++), "
-                                 "dpm-sde (its SDE form), ddim or euler."),
+    sampler: str = typer.Option(D.SAMPLER, help="auto (the model's choice per contrast, else dpm), dpm "
+                                 "(DPM-Solver++), dpm-karras (on Karras noise levels), dpm-sde (its SDE form), "
+                                 "unipc (UniPC, for few steps), ddim or euler."),
     negative_prompt: str = typer.Option("", help="What to steer away from (replaces the empty prompt of guidance)."),
     route: str = typer.Option("ldm", help="ldm (latent diffusion) or unclip (prior + decoder)."),
     model: Path = typer.Option(None, help="Pipeline folder (default: the model shipped in the package)."),
@@ -133,8 +134,8 @@ def variations_cmd(
     seed: int = typer.Option(0, help="Seed of the first variation."),
     steps: int = typer.Option(D.STEPS, help="Denoising steps."),
     guidance: float = typer.Option(D.GUIDANCE, help="Guidance scale."),
-    sampler: str = typer.Option(D.SAMPLER, help="auto (DPM-Solver++ for variations), dpm, dpm-sde, ddim or "
-                                 "euler."),
+    sampler: str = typer.Option(D.SAMPLER, help="auto (DPM-Solver++ for variations), dpm, dpm-karras, "
+                                 "dpm-sde, unipc, ddim or euler."),
     model: Path = typer.Option(None, help="Pipeline folder with prior/ and decoder/ (default: shipped model)."),
     out: Path = typer.Option(Path("dallebrain-variations"), help="Output folder."),
     png16: bool = typer.Option(False, "--png16", help="Write 16-bit PNG."),

@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from dallebrain.pipelines import defaults as D
+from dallebrain.vocab import SAMPLER_CHOICES, SAMPLERS
 
 
 def evaluate_cmd(
@@ -18,6 +19,8 @@ def evaluate_cmd(
     route: str = typer.Option("ldm", help="ldm, unclip or both (side by side)."),
     steps: int = typer.Option(D.STEPS, help="Denoising steps."),
     guidance: float = typer.Option(D.GUIDANCE, help="Classifier-free guidance scale."),
+    sampler: str = typer.Option(D.SAMPLER, help="As generate's --sampler: auto (the model's choice per contrast), "
+                                f"{', '.join(SAMPLERS)}."),
     seed: int = typer.Option(0, help="Seed of synthetic slice 0; slice i uses seed + i (as generate does)."),
     draws: int = typer.Option(1, "--draws", help="Synthetic draws per route (1-8; from 2, each distance also as "
                               "its range over draws, draw j's slice i with seed + j * 1,000,000 + i; costs draws x "
@@ -46,6 +49,8 @@ def evaluate_cmd(
         fail(f"--steps must be between 1 and 1000, got {steps}")
     if guidance < 0:
         fail(f"--guidance must be non-negative, got {guidance}")
+    if sampler not in SAMPLER_CHOICES:
+        fail(f"--sampler takes one of {', '.join(SAMPLER_CHOICES)}, got {sampler!r}")
     if not 1 <= draws <= MAX_DRAWS:
         fail(f"--draws must be between 1 and {MAX_DRAWS}, got {draws}")
     if encoder_steps < 1:
@@ -55,8 +60,9 @@ def evaluate_cmd(
     from dallebrain.evaluation.run import evaluate
 
     options = EvaluationOptions(model=model, data=data, out=out, split=split, n=n, route=route, steps=steps,
-                                guidance=guidance, seed=seed, encoder=EncoderConfig(steps=encoder_steps),
-                                tissue_judge=tissue_judge, age_judge=age_judge, draws=draws)
+                                guidance=guidance, sampler=sampler, seed=seed,
+                                encoder=EncoderConfig(steps=encoder_steps), tissue_judge=tissue_judge,
+                                age_judge=age_judge, draws=draws)
     try:
         metrics = evaluate(options)
     except (ValueError, OSError) as exc:

@@ -29,6 +29,7 @@ class EvaluationOptions:
     route: str = "ldm"  # ldm, unclip or both (side by side)
     steps: int = D.STEPS
     guidance: float = D.GUIDANCE
+    sampler: str = D.SAMPLER  # as generate's --sampler ("auto": the model's choice per contrast)
     seed: int = 0
     encoder: EncoderConfig = field(default_factory=EncoderConfig)  # the evaluation's own encoder
     diversity_prompts: int = 4  # prompts sampled several times for the MS-SSIM diversity ...
@@ -53,6 +54,9 @@ class EvaluationOptions:
         if not 1 <= self.draws <= MAX_DRAWS:
             raise ValueError(f"draws must be between 1 and {MAX_DRAWS}, got {self.draws}")
         from dallebrain.pipelines.request import check_seed
+        from dallebrain.vocab import check_sampler
+
+        check_sampler(self.sampler)
 
         check_seed(self.seed + (self.draws - 1) * DRAW_SEED_STRIDE, self.n)  # the last draw's seeds, before any work
         if self.draws > 1 and self.n + self.diversity_prompts * self.diversity_samples >= DRAW_SEED_STRIDE:

@@ -77,12 +77,18 @@ def summary_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _sampling_words(settings: dict) -> str:
+    """"unipc, 12 steps" for one sampler asked; "20 steps" where the default ("auto") chose per contrast."""
+    sampler = settings.get("sampler", {}).get("requested", "auto")
+    return f"{settings['steps']} steps" if sampler == "auto" else f"{sampler}, {settings['steps']} steps"
+
+
 def write_summary(out: Path, metrics: dict) -> Path:
     s = metrics["settings"]
     header, rows = summary_table(metrics)
     lines = [f"# Evaluation of {s['model']}", "",
              f"{s['n']} held-out real slices ({s['split']} split of {s['data']}) and as many synthetic slices per "
-             f"route ({', '.join(s['routes'])}; {s['steps']} steps, guidance {s['guidance']}, seed {s['seed']} + i).",
+             f"route ({', '.join(s['routes'])}; {_sampling_words(s)}, guidance {s['guidance']}, seed {s['seed']} + i).",
              "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     lines += ["", "The `real` column is the reference measured the same way:"]

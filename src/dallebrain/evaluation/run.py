@@ -163,13 +163,16 @@ def _settings(options: EvaluationOptions, routes: list[str], reference: RealSlic
 
 
 def _sampler_record(options: EvaluationOptions, routes: list[str]) -> dict:
-    """What each route sampled with: the default "auto" resolved as the pipelines resolve it (the LDM route per
-    contrast from the model's sampling.sampler_by_contrast, x its step factor; the unCLIP decoder DPM-Solver++)."""
+    """What each route sampled with: the sampler asked, or the default "auto" resolved as the pipelines resolve
+    it (the LDM route per contrast from the model's sampling.sampler_by_contrast, x its step factor; the unCLIP
+    decoder AUTO_FALLBACK)."""
     from dallebrain.pipelines import defaults as D
     from dallebrain.pipelines.folder import read_info
     from dallebrain.pipelines.request import auto_steps, sampler_by_contrast
     from dallebrain.vocab import AUTO_FALLBACK
 
+    if options.sampler != D.SAMPLER:  # one sampler asked for every slice of every route
+        return {"requested": options.sampler, "default": {"sampler": options.sampler, "steps": options.steps}}
     table = sampler_by_contrast(read_info(options.model))
     ldm = {contrast: {"sampler": name, "steps": auto_steps(options.steps, factor)}
            for contrast, (name, factor) in table.items()}

@@ -45,11 +45,11 @@ def synthetic_slices(options: EvaluationOptions, routes: list[str], reference: R
             reconstruction = reconstruct_reference(pipe.vae, reference.real, diversity)
             timing["reconstruct_s"] = time.time() - t_vae
         images = pipe.sample(prompts + div_prompts, [seed + i for i in range(n)] + div_seeds, options.steps,
-                             options.guidance, progress=options.progress)
+                             options.guidance, options.sampler, progress=options.progress)
         for j in range(1, options.draws):
             start_seed = seed + j * DRAW_SEED_STRIDE
             draw = pipe.sample(prompts, [start_seed + i for i in range(n)], options.steps, options.guidance,
-                               progress=options.progress)
+                               options.sampler, progress=options.progress)
             if draws is not None:
                 draws.setdefault(route, []).append(draw)
         del pipe

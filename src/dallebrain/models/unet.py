@@ -153,8 +153,13 @@ def make_scheduler(sampler: str = "dpm", base_config: dict | None = None):
     sampler = concrete_sampler(sampler)
     cls = getattr(diffusers, SAMPLERS[sampler])
     config = dict(base_config or noise_scheduler_config())
-    if sampler == "dpm":
+    if sampler in ("dpm", "dpm-karras"):
         config.update(algorithm_type="dpmsolver++", solver_order=2)
+        if sampler == "dpm-karras":  # Karras et al.'s noise levels from the spaced start: models/karras.py
+            from dallebrain.models.karras import SpacedStartKarrasScheduler
+
+            config.update(use_karras_sigmas=True)
+            cls = SpacedStartKarrasScheduler
     elif sampler == "dpm-sde":  # second order, as the ODE form; the step noise comes from the caller
         config.update(algorithm_type="sde-dpmsolver++", solver_order=2)
     return cls.from_config(config)

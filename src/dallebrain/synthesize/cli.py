@@ -29,7 +29,8 @@ def synthesize_cmd(
     seed: int = typer.Option(0, help="Slice i uses noise seed seed + i; attributes are drawn from (seed, i)."),
     steps: int = typer.Option(D.STEPS, help="Denoising steps."),
     guidance: float = typer.Option(D.GUIDANCE, help="Classifier-free guidance scale."),
-    sampler: str = typer.Option(D.SAMPLER, help="auto (the model's choice per contrast), dpm, dpm-sde, ddim or euler."),
+    sampler: str = typer.Option(D.SAMPLER, help="auto (the model's choice per contrast, else dpm), dpm, "
+                                 "dpm-karras, dpm-sde, unipc, ddim or euler."),
     model: Path = typer.Option(None, help="Pipeline folder (default: the shipped model)."),
     lora: Path = typer.Option(None, help="LoRA adapter folder to apply."),
     lora_scale: float = typer.Option(1.0, help="LoRA strength."),

@@ -3,12 +3,16 @@
 Chosen from measurements on the shipped model (`python benchmarks/bench_sampling.py --data ... --eval ...`,
 table in BENCHMARKS.md): DPM-Solver++ at 20 steps is within 5.4 % of DDIM-50's Frechet distance in the
 evaluation encoder's space and equal in Brain-CLIP's, at 2.6x the speed of stock StableDiffusionPipeline
-defaults; 10 steps lose 8 %, 25 gain 1.4 % for 18 % more time. Kept import-free so `dallebrain --help`
-stays instant.
+defaults; 10 steps lose 8 %, 25 gain 1.4 % for 18 % more time. Re-measured on model v2.1 with its grey-level
+curves (BENCHMARKS.md, "Karras noise levels for the default sampler"): fewer steps still cost texture (UniPC at 12
+steps: 1.6x faster, GLCM distance 4-12 % further from real over two seeds), so 20 steps stay; the shipped model's
+dallebrain.json now picks DPM-Solver++ on Karras noise levels (`dpm-karras`) for every contrast, closer to real
+at the same cost. Kept import-free so `dallebrain --help` stays instant.
 """
 
 # "auto": the sampler the model's dallebrain.json chose per contrast (sampling.sampler_by_contrast, e.g. FLAIR with
-# SDE DPM-Solver++ at twice the steps), DPM-Solver++ (2M) where it chose none.
+# SDE DPM-Solver++ at twice the steps; the shipped model: dpm-karras for all four), DPM-Solver++ (2M) where it chose
+# none.
 SAMPLER = "auto"
 STEPS = 20
 # The caption's guidance scale. 4 (v1's) broke the attribute-conditioned v2 on captions unlike its training

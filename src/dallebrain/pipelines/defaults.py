@@ -6,8 +6,8 @@ evaluation encoder's space and equal in Brain-CLIP's, at 2.6x the speed of stock
 defaults; 10 steps lose 8 %, 25 gain 1.4 % for 18 % more time. Re-measured on model v2.1 with its grey-level
 curves (BENCHMARKS.md, "Karras noise levels for the default sampler"): fewer steps still cost texture (UniPC at 12
 steps: 1.6x faster than DPM-Solver++ at 20, GLCM distance 4-12 % further from real over two seeds), so 20 steps
-stay; the shipped model's dallebrain.json now picks DPM-Solver++ on Karras noise levels (`dpm-karras`) for every contrast, closer to real
-at the same cost. Kept import-free so `dallebrain --help` stays instant.
+stay; the shipped model's dallebrain.json now picks DPM-Solver++ on Karras noise levels (`dpm-karras`) for every
+contrast, closer to real at the same cost. Kept import-free so `dallebrain --help` stays instant.
 """
 
 # "auto": the sampler the model's dallebrain.json chose per contrast (sampling.sampler_by_contrast, e.g. FLAIR with

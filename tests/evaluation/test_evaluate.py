@@ -152,6 +152,54 @@ def test_encoder_is_trained_on_real_slices_cached_and_reused(tiny_prepared, tmp_
     assert TrainedEncoder.load(tmp_path / "enc").record["key"] == "key-b"
 
 
+def test_train_split_features_are_cached_and_reused_only_for_the_same_data_and_brain_clip(
+        tiny_unclip_pipeline, tiny_pipeline, tiny_prepared, tmp_path):
+    from dallebrain.evaluation import EvaluationOptions
+    from dallebrain.evaluation.reference import load_real_slices
+
+    def load(model):
+        warnings = []
+        options = EvaluationOptions(model, tiny_prepared, tmp_path / "report", n=4, progress=False,
+                                    encoder=TINY_ENCODER, cache=tmp_path / "cache")
+        return load_real_slices(options, warnings), warnings
+
+    first, warnings = load(tiny_unclip_pipeline)
+    assert warnings == [] and first.train_clip.shape == (len(first.train), 16)
+    assert first.train_work.shape == (len(first.train), 32, 32) and first.train_work.dtype == np.float16
+    cache = tmp_path / "cache" / "train_split"
+    assert sorted(p.name for p in cache.iterdir()) == ["clip.npy", "key.json", "work.npy"]
+    assert not (tmp_path / "report").exists()  # the cache folder was named: nothing written beside the report
+    again, warnings = load(tiny_unclip_pipeline)
+    assert warnings == [f"reused the cached train-split features in {cache}"]
+    assert np.array_equal(again.train_work, first.train_work) and np.array_equal(again.train_clip, first.train_clip)
+    np.testing.assert_array_equal(again.real, first.real)  # the held-out slices are always read
+
+    without_clip, warnings = load(tiny_pipeline)  # another model's Brain-CLIP (here none): read again
+    assert warnings == [] and without_clip.train_clip is None
+    assert np.array_equal(without_clip.train_work, first.train_work)
+    assert not (cache / "clip.npy").exists()  # the cache now holds what this run computed
+
+    (cache / "work.npy").write_bytes(b"truncated")  # a damaged cache is read again, not trusted
+    repaired, warnings = load(tiny_pipeline)
+    assert warnings == [] and np.array_equal(repaired.train_work, first.train_work)
+    assert np.array_equal(np.load(cache / "work.npy"), first.train_work)
+
+
+def test_cli_keeps_the_encoder_and_train_split_in_the_cache_folder(tiny_pipeline, tiny_prepared, tmp_path):
+    args = ["evaluate", "--model", str(tiny_pipeline), "--data", str(tiny_prepared), "--n", "4", "--steps", "1",
+            "--encoder-steps", "3", "--cache", str(tmp_path / "cache")]
+    first = CliRunner().invoke(_app(), [*args, "--out", str(tmp_path / "a")])
+    assert first.exit_code == 0, first.output
+    assert {p.name for p in (tmp_path / "cache").iterdir()} == {"encoder", "train_split"}
+    assert not (tmp_path / "a" / "encoder").exists() and not (tmp_path / "a" / "train_split").exists()
+    second = CliRunner().invoke(_app(), [*args, "--out", str(tmp_path / "b")])  # another report, the same cache
+    assert second.exit_code == 0, second.output
+    assert "warning: reused the cached train-split features in" in second.output
+    assert "warning: reused the cached evaluation encoder in" in second.output
+    a, b = (json.loads((tmp_path / r / "metrics.json").read_text())["columns"] for r in "ab")
+    assert a["ldm"]["privacy"] == b["ldm"]["privacy"] and a["real"]["realism"] == b["real"]["realism"]
+
+
 def test_prompt_targets_come_from_parse_prompt():
     from dallebrain.evaluation.attributes import score_attributes
     from dallebrain.evaluation.features import Targets
@@ -181,6 +229,8 @@ def test_cli_rejects_bad_inputs_with_one_line(tiny_pipeline, tiny_prepared, tmp_
     model, data, out = str(tiny_pipeline), str(tiny_prepared), str(tmp_path / "r")
     no_unclip = tmp_path / "ldm-only"
     shutil.copytree(tiny_pipeline, no_unclip, ignore=shutil.ignore_patterns("checkpoints", "cache"))
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
     cases = [
         (["--model", str(tmp_path / "missing"), "--data", data], "model folder not found"),
         (["--model", model, "--data", str(tmp_path)], "not a prepared data set"),
@@ -196,6 +246,7 @@ def test_cli_rejects_bad_inputs_with_one_line(tiny_pipeline, tiny_prepared, tmp_
         (["--model", model, "--data", data, "--draws", "9"], "--draws must be between 1 and 8, got 9"),
         # the last draw's seeds are checked before any work (draw 1 starts 1,000,000 after draw 0)
         (["--model", model, "--data", data, "--draws", "2", "--seed", str(2**63 - 1_000_010)], "seed (for 64 image"),
+        (["--model", model, "--data", data, "--cache", str(a_file)], "--cache exists and is not a folder"),
     ]
     runner = CliRunner()
     for args, message in cases:

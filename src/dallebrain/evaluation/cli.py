@@ -25,8 +25,11 @@ def evaluate_cmd(
     draws: int = typer.Option(1, "--draws", help="Synthetic draws per route (1-8; from 2, each distance also as "
                               "its range over draws, draw j's slice i with seed + j * 1,000,000 + i; costs draws x "
                               "the sampling time)."),
-    encoder_steps: int = typer.Option(600, help="Training steps of the evaluation's own encoder (cached in --out)."),
+    encoder_steps: int = typer.Option(600, help="Training steps of the evaluation's own encoder (cached)."),
     out: Path = typer.Option(..., "--out", help="Report folder: report.html, metrics.json, summary.md."),
+    cache: Path = typer.Option(None, "--cache", help="Folder kept between runs: the evaluation encoder and the train "
+                               "split's features, reused when the data set and settings match (default: --out; "
+                               "one folder can serve runs of several models on one data set)."),
     tissue_judge: Path = typer.Option(None, "--tissue-judge", help="Tissue judge folder (dallebrain judge train; "
                                       "default: the installed one, skipped with a note when there is none)."),
     age_judge: Path = typer.Option(None, "--age-judge", help="Age judge folder (dallebrain judge fit-age, fitted on "
@@ -57,12 +60,14 @@ def evaluate_cmd(
         fail(f"--encoder-steps must be at least 1, got {encoder_steps}")
     if out.exists() and not out.is_dir():
         fail(f"--out exists and is not a folder: {out}")
+    if cache is not None and cache.exists() and not cache.is_dir():
+        fail(f"--cache exists and is not a folder: {cache}")
     from dallebrain.evaluation.run import evaluate
 
     options = EvaluationOptions(model=model, data=data, out=out, split=split, n=n, route=route, steps=steps,
                                 guidance=guidance, sampler=sampler, seed=seed,
                                 encoder=EncoderConfig(steps=encoder_steps), tissue_judge=tissue_judge,
-                                age_judge=age_judge, draws=draws)
+                                age_judge=age_judge, draws=draws, cache=cache)
     try:
         metrics = evaluate(options)
     except (ValueError, OSError) as exc:

@@ -23,7 +23,10 @@ class EvaluationOptions:
 
     model: Path  # pipeline folder; clip/ in it adds the Brain-CLIP feature space and the CLIP score
     data: Path  # prepared data set (`dallebrain data prepare`)
-    out: Path = Path("dallebrain-evaluation")  # report folder; the evaluation encoder is cached in out/encoder
+    out: Path = Path("dallebrain-evaluation")  # report folder
+    # what a rerun reuses, keyed by what it depends on: the evaluation encoder (encoder/) and the train split's
+    # features (train_split/); None: the report folder. One folder can serve runs of several models on one data set.
+    cache: Path | None = None
     split: str = "test"  # held-out split whose slices are the real reference: test or val
     n: int = 64  # held-out slices, and synthetic slices per route (one per held-out caption)
     route: str = "ldm"  # ldm, unclip or both (side by side)
@@ -44,8 +47,13 @@ class EvaluationOptions:
 
     def __post_init__(self) -> None:
         self.model, self.data, self.out = Path(self.model), Path(self.data), Path(self.out)
+        self.cache = None if self.cache is None else Path(self.cache)
         self.tissue_judge = None if self.tissue_judge is None else Path(self.tissue_judge)
         self.age_judge = None if self.age_judge is None else Path(self.age_judge)
+
+    @property
+    def cache_folder(self) -> Path:
+        return self.out if self.cache is None else self.cache
 
     def routes(self) -> list[str]:
         """The routes to evaluate; a one-line ValueError for anything that cannot be evaluated."""

@@ -4,7 +4,10 @@ training set) and real slices of different subjects at a prompt's position (the 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -12,6 +15,10 @@ from dallebrain.evaluation import features as Fe
 from dallebrain.evaluation.options import EvaluationOptions
 
 TRAIN_BATCH = 256  # train slices read at once: the split is kept only at the encoder's (small) size
+# The train split's features, kept in the cache folder (train_split/) so that a rerun skips reading and embedding
+# every train slice (about 4 of a 256-slice run's 9 minutes on 54,448 slices here). Bump when what is stored changes.
+TRAIN_CACHE_FORMAT = 1
+TRAIN_CACHE = "train_split"
 
 
 def sample_heldout(table, split: str, n: int, seed: int, warnings: list[str]):
@@ -90,6 +97,12 @@ def load_real_slices(options: EvaluationOptions, warnings: list[str]) -> RealSli
     floor = Fe.load_slices(data, train.loc[floor_rows, "image_path"], progress=progress, desc="loading floor slices")
     work = options.encoder.input_size
     clip = Fe.load_brain_clip(options.model)
+    cache = options.cache_folder / TRAIN_CACHE
+    key = train_split_key(data, len(train), work, options.model if clip is not None else None)
+    cached = load_train_split(cache, key, len(train), work)
+    if cached is not None:
+        warnings.append(f"reused the cached train-split features in {cache}")
+        return RealSlices(table, train, heldout, real, floor, *cached, clip)
     train_work = np.zeros((len(train), work, work), dtype=np.float16)
     train_clip = []
     starts = range(0, len(train), TRAIN_BATCH)
@@ -98,8 +111,58 @@ def load_real_slices(options: EvaluationOptions, warnings: list[str]) -> RealSli
         train_work[start:start + len(images)] = Fe.to_size(images, work)
         if clip is not None:  # embedded while the full-size slices are in memory, so they are read once
             train_clip.append(Fe.clip_image_features(clip, images))
-    return RealSlices(table, train, heldout, real, floor, train_work,
-                      np.concatenate(train_clip) if clip is not None else None, clip)
+    train_clip = np.concatenate(train_clip) if clip is not None else None
+    save_train_split(cache, key, train_work, train_clip, warnings)
+    return RealSlices(table, train, heldout, real, floor, train_work, train_clip, clip)
+
+
+def train_split_key(data: Path, rows: int, work: int, model: Path | None) -> str:
+    """What the cached train-split features depend on: the data set (its metadata.parquet), the rows, the work
+    size and, when the model has a Brain-CLIP, that Brain-CLIP's weights and config (None: no embeddings)."""
+    clip = None
+    if model is not None:
+        digest = hashlib.sha256()
+        for name in ("config.json", "model.safetensors"):
+            digest.update((Path(model) / "clip" / name).read_bytes())
+        clip = digest.hexdigest()[:16]
+    payload = {"format": TRAIN_CACHE_FORMAT, "data": Fe.data_fingerprint(data), "rows": rows, "work": work,
+               "clip": clip}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def load_train_split(folder: Path, key: str, rows: int, work: int) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """(train_work, train_clip) from a cache folder written with the same key, else None (absent, stale or
+    unreadable: the split is simply read again)."""
+    try:
+        record = json.loads((folder / "key.json").read_text())
+        if record.get("key") != key:
+            return None
+        train_work = np.load(folder / "work.npy")
+        train_clip = np.load(folder / "clip.npy") if record.get("clip") else None
+    except (OSError, ValueError, json.JSONDecodeError):
+        return None
+    if train_work.shape != (rows, work, work) or train_work.dtype != np.float16:
+        return None
+    if train_clip is not None and (train_clip.ndim != 2 or len(train_clip) != rows):
+        return None
+    return train_work, train_clip
+
+
+def save_train_split(folder: Path, key: str, train_work: np.ndarray, train_clip: np.ndarray | None,
+                     warnings: list[str]) -> None:
+    """Keep the train-split features for the next run (the whole folder replaced at once, so a run killed while
+    writing leaves the old cache or none); a cache that cannot be written costs a warning, not the evaluation."""
+    from dallebrain.data.io import atomic_dir
+
+    try:
+        with atomic_dir(folder) as tmp:
+            np.save(tmp / "work.npy", train_work)
+            if train_clip is not None:
+                np.save(tmp / "clip.npy", train_clip)
+            (tmp / "key.json").write_text(json.dumps({"key": key, "clip": train_clip is not None,
+                                                      "rows": int(len(train_work))}) + "\n")
+    except OSError as exc:
+        warnings.append(f"could not cache the train-split features in {folder}: {exc}")
 
 
 def plan_diversity(reference: RealSlices, options: EvaluationOptions) -> list[dict]:

@@ -40,8 +40,9 @@ RECONSTRUCTION_MEANING = ("the real held-out slices through the model's VAE (pos
 
 def evaluate(options: EvaluationOptions) -> dict:
     """Evaluate a model folder against held-out real slices; writes metrics.json, summary.md, report.html, the
-    figures and samples_ROUTE.npz into options.out (and the evaluation encoder under out/encoder/, reused by
-    later runs with the same data and encoder settings) and returns the metrics."""
+    figures and samples_ROUTE.npz into options.out and returns the metrics. The evaluation encoder (encoder/) and
+    the train split's features (train_split/) are kept in options.cache_folder (the report folder unless
+    options.cache names another) and reused by later runs with the same data set and settings."""
     from dallebrain.evaluation import anatomy as AN
     from dallebrain.evaluation import attributes as A
     from dallebrain.evaluation import columns as C
@@ -67,11 +68,12 @@ def evaluate(options: EvaluationOptions) -> dict:
     t = time.time()
     train_targets = Fe.Targets.from_table(reference.train)
     key = Fe.encoder_key(Fe.data_fingerprint(options.data), options.encoder, len(reference.train))
-    encoder, reused = Fe.load_or_train_encoder(options.out / "encoder", train_work, train_targets, options.encoder,
-                                               key, options.progress)
+    encoder_folder = options.cache_folder / "encoder"
+    encoder, reused = Fe.load_or_train_encoder(encoder_folder, train_work, train_targets, options.encoder, key,
+                                               options.progress)
     timing["encoder_s"] = time.time() - t
     if reused:
-        warnings.append(f"reused the cached evaluation encoder in {options.out / 'encoder'}")
+        warnings.append(f"reused the cached evaluation encoder in {encoder_folder}")
 
     diversity = plan_diversity(reference, options)
     draws: dict[str, list[np.ndarray]] = {}

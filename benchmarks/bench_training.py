@@ -11,7 +11,7 @@ round, medians reported; plus the loss of the same first step from the same weig
 
 --step-parts: the same step split into its parts (forward + backward, clipping, AdamW, EMA), the optimiser and EMA
 as they were (per-tensor loops) and as `fit` runs them now (fused AdamW, one foreach EMA call); --compile adds
-a torch.compile'd UNet's forward + backward.
+the UNet's forward + backward compiled as `compile=true` compiles it (each block apart).
 
 Each stage runs `--steps` optimiser steps through its own `main` (max_rows / val sizes cut so set-up is
 short); images/second is read from losses.csv (the last logged window, so start-up is excluded).
@@ -204,7 +204,8 @@ def precision_step(configs: str, rounds: int) -> None:
 def step_parts(configs: str, rounds: int, compiled: bool) -> None:
     """Where one LDM optimiser step's time goes, old vs new: forward+backward, gradient clipping, AdamW (torch's
     per-tensor loop, its CPU default, vs fused) and the EMA update (a Python loop over tensors vs one foreach
-    call); with `compiled`, forward+backward of a torch.compile'd UNet too (its compile time printed apart)."""
+    call); with `compiled`, forward+backward of the UNet compiled as `compile=true` does (its compile time printed
+    apart)."""
     import copy
     import statistics
 
@@ -232,9 +233,10 @@ def step_parts(configs: str, rounds: int, compiled: bool) -> None:
              "AdamW, per-tensor loop (before)": loop_adamw.step, "AdamW, fused (now)": fused_adamw.step,
              "EMA, loop over tensors (before)": ema_loop,
              "EMA, one foreach call (now)": lambda: update_ema(ema, unet, 10 ** 6, 0.999)}
-    if compiled:
-        fast = copy.deepcopy(unet)
-        fast_compiled = torch.compile(fast)
+    if compiled:  # as `compile=true` compiles: each block of the UNet in place (training/loop.compile_regions)
+        from dallebrain.training.loop import compile_regions
+
+        fast_compiled = compile_regions(copy.deepcopy(unet))
         tick = time.perf_counter()
         forward_backward(fast_compiled)
         print(f"torch.compile: first forward + backward (compiling) {time.perf_counter() - tick:.1f} s", flush=True)

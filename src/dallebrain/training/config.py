@@ -27,9 +27,9 @@ class TrainConfig:
     warmup_steps: int = 100  # linear warm-up, then cosine decay to 10 %
     gradient_accumulation: int = 1
     # "no" (fp32) or "bf16": accelerate's autocast around each micro-batch's loss, weights and optimiser state
-    # kept fp32; "fp16" on a CUDA GPU only; "auto": bf16 where the hardware computes it natively and the run is
-    # not compiled, else fp32 (resolve_mixed_precision; the configs/*.cpu.json diffusion stages use it). Off by
-    # default: BENCHMARKS.md "Compute precision" and "Attention kernels for training" have speed and loss parity.
+    # kept fp32; "fp16" on a CUDA GPU only; "auto": bf16 where the hardware computes it natively, else fp32
+    # (resolve_mixed_precision; the configs/*.cpu.json diffusion stages use it). Off by default: BENCHMARKS.md
+    # "Compute precision" and "Attention kernels for training" have speed and loss parity.
     mixed_precision: str = "no"
     max_grad_norm: float = 1.0
     checkpoint_every: int = 500  # steps between checkpoints (and at the end)
@@ -42,9 +42,10 @@ class TrainConfig:
     # raised) to what fits at the measured speed, so a run on unknown hardware (a lent GPU) ends in time with a
     # finished, exported model; the learning-rate schedule decays to the cut step (training/loop.py)
     time_budget_s: float = 0.0
-    # torch.compile the trained network (inductor: C++ kernels on a CPU), for the stages that allow it
-    # (Stage.compilable: the UNet stages). On this CPU: forward + backward of the shipped UNet 1.25x faster after
-    # a ~2-minute compile, so it pays from ~700 steps (BENCHMARKS.md "Where a training step goes"). Off by default
+    # torch.compile the trained UNet's blocks (training/loop.compile_regions; inductor: C++ kernels on a CPU), for
+    # the stages that allow it (Stage.compilable: the UNet stages). The compile costs minutes once per machine
+    # (inductor's cache makes later runs start in seconds), so it pays on long runs only (BENCHMARKS.md "Compiling
+    # the UNet's blocks"). Off by default
     compile: bool = False
 
 
@@ -146,19 +147,16 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 MIXED_PRECISIONS = ("no", "bf16", "fp16", "auto")
 
 
-def resolve_mixed_precision(value: str, cuda: bool, compile: bool = False) -> str:
+def resolve_mixed_precision(value: str, cuda: bool) -> str:
     """What accelerate is given: `value` itself, or for "auto" "bf16" where the device computes bfloat16 natively
-    (a CUDA GPU that supports it, a CPU with AVX-512 BF16 or AMX) unless a CPU run is compiled (compiled bf16
-    trains nothing there: check_compile), else "no". Emulated bf16 would be slower than fp32, so "auto" never
-    picks it."""
+    (a CUDA GPU that supports it, a CPU with AVX-512 BF16 or AMX), else "no". Emulated bf16 would be slower than
+    fp32, so "auto" never picks it."""
     check_mixed_precision(value, cuda)
     if value != "auto":
         return value
     from dallebrain.pipelines.precision import native_bf16
 
-    if not native_bf16("cuda" if cuda else "cpu") or (compile and not cuda):
-        return "no"
-    return "bf16"
+    return "bf16" if native_bf16("cuda" if cuda else "cpu") else "no"
 
 
 def check_mixed_precision(value: str, cuda: bool) -> None:
@@ -181,12 +179,6 @@ def check_compile(config: TrainConfig, stage_name: str, compilable: bool, cuda: 
         raise ValueError(f"compile=true is supported by the ldm and decoder stages, not {stage_name}")
     import shutil
 
-    if not cuda and resolve_mixed_precision(config.mixed_precision, cuda, compile=True) == "bf16":
-        # measured (torch 2.13): a compiled tiny decoder run under CPU bf16 autocast left 166 of its 216 tensors
-        # exactly where they started, and the 1500-step shipped-size decoder run learnt nothing (BENCHMARKS.md,
-        # "The unCLIP decoder from the velocity LDM"); each setting alone trains as the eager fp32 run
-        raise ValueError("compile=true with mixed_precision=bf16 trains nothing on a CPU (the compiled backward "
-                         "gives most weights zero gradients): leave one of them off")
     if not cuda and not any(shutil.which(c) for c in ("g++", "c++", "clang++")):
         raise ValueError("compile=true needs a C++ compiler (g++) on this machine: torch.compile builds its CPU "
                          "kernels with it; install one or leave compile off")

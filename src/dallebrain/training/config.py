@@ -43,7 +43,7 @@ class TrainConfig:
     # finished, exported model; the learning-rate schedule decays to the cut step (training/loop.py)
     time_budget_s: float = 0.0
     # torch.compile the trained UNet's blocks (training/loop.compile_regions; inductor: C++ kernels on a CPU), for
-    # the stages that allow it (Stage.compilable: the UNet stages). The compile costs minutes once per machine
+    # the stages that allow it (Stage.compilable: the UNet stages). The compile costs a minute or more per machine
     # (inductor's cache makes later runs start in seconds), so it pays on long runs only (BENCHMARKS.md "Compiling
     # the UNet's blocks"). Off by default
     compile: bool = False

@@ -93,7 +93,10 @@ def compile_regions(unet: torch.nn.Module) -> torch.nn.Module:
     blocks = [*unet.down_blocks, unet.mid_block, *unet.up_blocks]
     for block in blocks:
         if block is not None:
-            block.compile()
+            # static shapes: blocks of one class share their forward's code, and dynamo would otherwise turn the
+            # second block's other channel count into a symbolic size, which inductor failed to compile for the
+            # shipped UNet in fp32 ("cannot determine truth value of Relational"); a graph per block instead
+            block.compile(dynamic=False)
     return unet
 
 

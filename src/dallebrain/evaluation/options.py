@@ -24,9 +24,6 @@ class EvaluationOptions:
     model: Path  # pipeline folder; clip/ in it adds the Brain-CLIP feature space and the CLIP score
     data: Path  # prepared data set (`dallebrain data prepare`)
     out: Path = Path("dallebrain-evaluation")  # report folder
-    # what a rerun reuses, keyed by what it depends on: the evaluation encoder (encoder/) and the train split's
-    # features (train_split/); None: the report folder. One folder can serve runs of several models on one data set.
-    cache: Path | None = None
     split: str = "test"  # held-out split whose slices are the real reference: test or val
     n: int = 64  # held-out slices, and synthetic slices per route (one per held-out caption)
     route: str = "ldm"  # ldm, unclip or both (side by side)
@@ -44,6 +41,10 @@ class EvaluationOptions:
     # synthetic draws per route: draw 0 is the report's; draws 1.. (slice i of draw j with seed + j * DRAW_SEED_STRIDE
     # + i) give each distance its spread over draws (spread.py)
     draws: int = 1
+    # what a rerun reuses, keyed by what it depends on: the evaluation encoder (encoder/) and the train split's
+    # features (train_split/); None: the report folder. One folder can serve runs of several models on one data
+    # set. Last, so the fields before it keep their positions.
+    cache: Path | None = None
 
     def __post_init__(self) -> None:
         self.model, self.data, self.out = Path(self.model), Path(self.data), Path(self.out)

@@ -184,6 +184,20 @@ def test_train_split_features_are_cached_and_reused_only_for_the_same_data_and_b
     assert warnings == [] and np.array_equal(repaired.train_work, first.train_work)
     assert np.array_equal(np.load(cache / "work.npy"), first.train_work)
 
+    from dallebrain.evaluation.reference import train_split_key
+
+    key = train_split_key(tiny_prepared, 10, 32, None)
+    keys = []
+    for size in (32, 64):  # the same table, prepared with other settings: another key
+        resliced = tmp_path / f"resliced{size}"
+        resliced.mkdir()
+        (resliced / "metadata.parquet").write_bytes((tiny_prepared / "metadata.parquet").read_bytes())
+        (resliced / "prepare.json").write_text(f'{{"size": {size}}}')
+        keys.append(train_split_key(resliced, 10, 32, None))
+    assert keys[0] != keys[1] and key not in keys
+    assert train_split_key(tiny_prepared, 10, 32, tiny_unclip_pipeline) != key  # with a Brain-CLIP
+    assert train_split_key(tiny_prepared, 11, 32, None) != key and train_split_key(tiny_prepared, 10, 16, None) != key
+
 
 def test_cli_keeps_the_encoder_and_train_split_in_the_cache_folder(tiny_pipeline, tiny_prepared, tmp_path):
     args = ["evaluate", "--model", str(tiny_pipeline), "--data", str(tiny_prepared), "--n", "4", "--steps", "1",

@@ -117,16 +117,19 @@ def load_real_slices(options: EvaluationOptions, warnings: list[str]) -> RealSli
 
 
 def train_split_key(data: Path, rows: int, work: int, model: Path | None) -> str:
-    """What the cached train-split features depend on: the data set (its metadata.parquet), the rows, the work
-    size and, when the model has a Brain-CLIP, that Brain-CLIP's weights and config (None: no embeddings)."""
+    """What the cached train-split features depend on: the data set (its metadata.parquet, and prepare.json, whose
+    settings can change the slices without changing the table), the rows, the work size and, when the model has a
+    Brain-CLIP, that Brain-CLIP's weights and config (None: no embeddings)."""
+    settings = Path(data) / "prepare.json"
+    prepared = hashlib.sha256(settings.read_bytes()).hexdigest()[:16] if settings.is_file() else None
     clip = None
     if model is not None:
         digest = hashlib.sha256()
         for name in ("config.json", "model.safetensors"):
             digest.update((Path(model) / "clip" / name).read_bytes())
         clip = digest.hexdigest()[:16]
-    payload = {"format": TRAIN_CACHE_FORMAT, "data": Fe.data_fingerprint(data), "rows": rows, "work": work,
-               "clip": clip}
+    payload = {"format": TRAIN_CACHE_FORMAT, "data": Fe.data_fingerprint(data), "prepared": prepared, "rows": rows,
+               "work": work, "clip": clip}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -99,7 +99,7 @@ def load_real_slices(options: EvaluationOptions, warnings: list[str]) -> RealSli
     clip = Fe.load_brain_clip(options.model)
     cache = options.cache_folder / TRAIN_CACHE
     key = train_split_key(data, len(train), work, options.model if clip is not None else None)
-    cached = load_train_split(cache, key, len(train), work)
+    cached = load_train_split(cache, key, len(train), work, clip is not None)
     if cached is not None:
         warnings.append(f"reused the cached train-split features in {cache}")
         return RealSlices(table, train, heldout, real, floor, *cached, clip)
@@ -133,15 +133,15 @@ def train_split_key(data: Path, rows: int, work: int, model: Path | None) -> str
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def load_train_split(folder: Path, key: str, rows: int, work: int) -> tuple[np.ndarray, np.ndarray | None] | None:
-    """(train_work, train_clip) from a cache folder written with the same key, else None (absent, stale or
-    unreadable: the split is simply read again)."""
+def load_train_split(folder: Path, key: str, rows: int, work: int,
+                     with_clip: bool) -> tuple[np.ndarray, np.ndarray | None] | None:
+    """(train_work, train_clip) from a cache folder written with the same key (which says whether it holds
+    Brain-CLIP embeddings: with_clip), else None (absent, stale or unreadable: the split is simply read again)."""
     try:
-        record = json.loads((folder / "key.json").read_text())
-        if record.get("key") != key:
+        if json.loads((folder / "key.json").read_text()).get("key") != key:
             return None
         train_work = np.load(folder / "work.npy")
-        train_clip = np.load(folder / "clip.npy") if record.get("clip") else None
+        train_clip = np.load(folder / "clip.npy") if with_clip else None
     except (OSError, ValueError, json.JSONDecodeError):
         return None
     if train_work.shape != (rows, work, work) or train_work.dtype != np.float16:
@@ -162,8 +162,7 @@ def save_train_split(folder: Path, key: str, train_work: np.ndarray, train_clip:
             np.save(tmp / "work.npy", train_work)
             if train_clip is not None:
                 np.save(tmp / "clip.npy", train_clip)
-            (tmp / "key.json").write_text(json.dumps({"key": key, "clip": train_clip is not None,
-                                                      "rows": int(len(train_work))}) + "\n")
+            (tmp / "key.json").write_text(json.dumps({"key": key}) + "\n")
     except OSError as exc:
         warnings.append(f"could not cache the train-split features in {folder}: {exc}")
 

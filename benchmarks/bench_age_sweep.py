@@ -191,6 +191,8 @@ def main(argv: list[str] | None = None) -> dict:
               "sampler": {c: pipe.sampling_of(prompt(c, 20), args.sampler, args.steps) for c in contrasts},
               "attribute_guidance": {c: pipe.attribute_scale(args.guidance, prompt(c, 20)) for c in contrasts},
               "attribute_guidance_early": {c: pipe.early_attribute_guidance(prompt(c, 20)) for c in contrasts},
+              # steps below this timestep unguided (the model's sampling.unguided_below_timestep), None: all guided
+              "unguided_below_timestep": {c: pipe.unguided_below_for(prompt(c, 20)) for c in contrasts},
               "model": str(args.model or "shipped"), "route": args.route}
     target = result["cohort_ratio_85_20"]["ground_truth"]
     print(f"cohort's own 85/20 ventricle ratio at z = {LEVEL_MM:g} mm: {target:.2f} (ground truth), "

@@ -1,14 +1,17 @@
 """The recipe of the shipped grey-level maps: each route's brain intensities put on its cohort's scale, per contrast
 and plane (pipelines/grey_levels.py says why and how).
 
-    python recipes/grey_level_map.py --work /path/to/cache/grey --data PREPARED [--route both] [--n 768] [--install]
+    python recipes/grey_level_map.py --work /path/to/cache/grey --data PREPARED [--route both] [--n 768]
+        [--contrasts PDw] [--install]
 
 It samples the model (standardisation off) for --n captions of the prepared set's train split, one slice each
 (caption i with seed SEED_BASE + i), fits the Nyul-Udupa landmarks of those slices against the captions' own real
 slices, and writes them into a copy of the model's dallebrain.json ("sampling" -> "grey_level_map" for the LDM,
 "unclip" -> "sampling" -> "grey_level_map" for the unCLIP route); no weight changes. Nothing of the held-out
 splits is read, so `dallebrain evaluate` on the test split measures the maps on slices they never saw. The
-samples are kept in --work (samples_ROUTE.npz), so a rerun refits without sampling again.
+samples are kept in --work (samples_ROUTE.npz), so a rerun refits without sampling again. --contrasts refits those
+contrasts alone (the train rows of the --n drawn that are of them) and keeps the base's curves for the others: for
+a sampling change that touches one contrast (its unguided steps, say), the rest stay as fitted.
 """
 
 from __future__ import annotations
@@ -74,6 +77,8 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--data", type=Path, required=True, help="the prepared set the model was trained on")
     parser.add_argument("--route", choices=(*ROUTES, "both"), default="both")
     parser.add_argument("--n", type=int, default=N, help="train captions sampled per route")
+    parser.add_argument("--contrasts", default=None,
+                        help="comma-separated contrasts to refit (default: all; the others keep the base's curves)")
     parser.add_argument("--install", action="store_true", help="copy the result into the package as the default")
     args = parser.parse_args(argv)
     check_prepared(args.data)
@@ -88,12 +93,23 @@ def main(argv: list[str] | None = None) -> Path:
     from dallebrain.pipelines.export import update_model_info
     from dallebrain.pipelines.grey_levels import INFO_KEY, fit_grey_level_map
 
-    args.work.mkdir(parents=True, exist_ok=True)
     rows = train_rows(args.data, args.n)
+    contrasts = None
+    if args.contrasts is not None:
+        contrasts = [c.strip() for c in args.contrasts.split(",") if c.strip()]
+        drawn, rows = rows, rows[rows["modality"].isin(contrasts)].reset_index(drop=True)
+        if not contrasts or len(rows) < 2:
+            raise SystemExit(f"error: --contrasts {args.contrasts!r} selects {len(rows)} of the {len(drawn)} train "
+                             f"rows drawn: need at least 2 (their contrasts: "
+                             f"{', '.join(sorted(drawn['modality'].unique()))})")
+    args.work.mkdir(parents=True, exist_ok=True)
     real = load_slices(args.data, rows["image_path"])
     model = model_with_parts(args.base, args.work, {})
     record = {"train_captions": len(rows), "row_seed": ROW_SEED, "seed_base": SEED_BASE,
-              "command": f"python recipes/grey_level_map.py --data PREPARED --route {args.route} --n {args.n}"}
+              "command": f"python recipes/grey_level_map.py --data PREPARED --route {args.route} --n {args.n}"
+                         + (f" --contrasts {','.join(contrasts)}" if contrasts else "")}
+    if contrasts:
+        record["refitted"] = contrasts  # the other contrasts' curves are the base's (update_model_info merges)
     for route in routes:
         synthetic = route_samples(args.base, route, rows, args.work)
         table = fit_grey_level_map(real, synthetic, rows["modality"], rows["orientation"]).to_info()

@@ -356,13 +356,37 @@ def test_the_grey_level_recipe_writes_maps_that_the_release_uses_and_a_weight_ch
     assert after["sampling"].keys() == info["sampling"].keys() - {INFO_KEY}  # the rest of sampling stays
 
 
+def test_the_grey_level_recipe_refits_the_contrasts_named_and_keeps_the_others(tiny_pipeline, tiny_prepared,
+                                                                               tmp_path):
+    """--contrasts refits those contrasts' curves from their rows alone; the base's other curves stay as they were."""
+    from dallebrain.pipelines.grey_levels import INFO_KEY
+
+    recipe = _grey_recipe()
+    base = recipe.main(["--work", str(tmp_path / "all"), "--base", str(tiny_pipeline), "--data",
+                        str(tiny_prepared), "--route", "ldm", "--n", "16"])
+    maps = json.loads((base / "dallebrain.json").read_text())["sampling"][INFO_KEY]["maps"]
+    assert len(maps) >= 2
+    one, *others = sorted(maps)
+    release = recipe.main(["--work", str(tmp_path / "one"), "--base", str(base), "--data", str(tiny_prepared),
+                           "--route", "ldm", "--n", "32", "--contrasts", one])
+    info = json.loads((release / "dallebrain.json").read_text())
+    for contrast in others:
+        assert info["sampling"][INFO_KEY]["maps"][contrast] == maps[contrast]
+    assert info["sampling"][INFO_KEY]["maps"][one] != maps[one]  # other rows and seeds: another fit
+    assert info[INFO_KEY]["refitted"] == [one] and f"--contrasts {one}" in info[INFO_KEY]["command"]
+    with np.load(tmp_path / "one" / "samples_ldm.npz") as saved:
+        assert 2 <= saved["images"].shape[0] < 32
+
+
 def test_the_grey_level_recipe_refuses_bad_inputs_in_one_line(tiny_pipeline, tiny_prepared, tmp_path):
     script = str(ROOT / "recipes" / "grey_level_map.py")
     cases = [(["--data", str(tmp_path)], "is not a prepared data set"),
              (["--data", str(tiny_prepared), "--n", "3"], "--n must be at least 16"),
              (["--data", str(tiny_prepared), "--base", str(tmp_path)], "is not a pipeline folder"),
              (["--data", str(tiny_prepared), "--base", str(tiny_pipeline), "--route", "unclip"],
-              "has no unCLIP decoder")]
+              "has no unCLIP decoder"),
+             (["--data", str(tiny_prepared), "--base", str(tiny_pipeline), "--route", "ldm", "--contrasts", "CT"],
+              "--contrasts 'CT' selects 0 of the")]
     for extra, message in cases:
         done = subprocess.run([sys.executable, script, "--work", str(tmp_path / "w"), *extra], capture_output=True,
                               text=True, timeout=120)

@@ -343,6 +343,24 @@ def test_settings_record_the_models_early_attribute_guidance(tmp_path):
     assert record({}) == {}
 
 
+def test_settings_record_the_unguided_low_noise_steps(tmp_path):
+    """metrics.json says below which timestep each route's steps ran without guidance, where its model says so."""
+    from dallebrain.evaluation.options import EvaluationOptions
+    from dallebrain.evaluation.run import _unguided_record
+
+    def record(info, routes=("ldm", "unclip")):
+        (tmp_path / "dallebrain.json").write_text(json.dumps(info))
+        return _unguided_record(EvaluationOptions(tmp_path, tmp_path, tmp_path / "out", "test", 8, "both"),
+                                list(routes))
+
+    ldm = {"sampling": {"unguided_below_timestep": {"PDw": 400}}}
+    assert record(ldm) == {"unguided_below_timestep": {"ldm": {"PDw": 400}}}
+    assert record({**ldm, "unclip": {"sampling": {"unguided_below_timestep": {"T1w": 300}}}}) == {
+        "unguided_below_timestep": {"ldm": {"PDw": 400}, "unclip": {"T1w": 300}}}
+    assert record(ldm, routes=("unclip",)) == {}
+    assert record({"sampling": {}}) == {}
+
+
 def test_settings_record_the_sampler_asked(tmp_path):
     """A sampler named for the evaluation is what every route sampled with (no per-contrast table applies);
     "auto" records the model's per-contrast choices and the fallback; an unknown one is refused in one line."""

@@ -291,6 +291,96 @@ def test_early_attribute_guidance_applies_on_the_noisy_steps_only(tiny_pipeline,
     np.testing.assert_allclose(set_one.images, four.images, atol=1e-6)
 
 
+def test_guidance_off_on_the_low_noise_steps(tiny_pipeline, monkeypatch):
+    """dallebrain.json's unguided_below_timestep runs a contrast's steps below that timestep on the conditional rows
+    alone: below 1 no step qualifies (the images of before), below 999 every step does (the images of guidance 1
+    with attribute guidance 1, the conditional prediction throughout), in between the images differ from both;
+    the UNet sees one row, not three, on those steps; other contrasts keep every step guided; the sidecar
+    records it; `sample` with mixed contrasts gives each image as alone."""
+    import torch
+
+    pipe = load_pipeline(tiny_pipeline, device="cpu")
+    with torch.no_grad():
+        pipe.unet.class_embedding.linear_2.weight.normal_(0, 0.5)
+    monkeypatch.setitem(pipe.info, "sampling", {"attribute_guidance": 4.0})
+    steps = 4
+    timesteps = pipe_timesteps(pipe, steps)
+    guided = pipe(PROMPT, seed=2, steps=steps, sampler="dpm")
+    pipe.attribute_guidance = 1.0
+    conditional = pipe(PROMPT, seed=2, steps=steps, guidance=1.0, sampler="dpm").images
+    pipe.attribute_guidance = None
+    assert "unguided_below_timestep" not in guided.settings
+    rows = []
+    hook = pipe.unet.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+
+    def unguided_below(timestep, prompt=PROMPT):
+        pipe.unguided_table = {"T2w": timestep}
+        rows.clear()
+        return pipe(prompt, seed=2, steps=steps, sampler="dpm")
+
+    assert max(timesteps) < 999 and min(timesteps) >= 1
+    np.testing.assert_allclose(unguided_below(1).images, guided.images, atol=1e-6)
+    assert rows == [3] * steps
+    np.testing.assert_allclose(unguided_below(999).images, conditional, atol=1e-6)
+    assert rows == [1] * steps
+    half = unguided_below(int(timesteps[1]))  # the last two of four steps alone
+    assert rows == [3, 3, 1, 1]
+    assert half.settings["unguided_below_timestep"] == int(timesteps[1])
+    assert np.abs(half.images - guided.images).mean() > 1e-5 and np.abs(half.images - conditional).mean() > 1e-5
+    t1 = PROMPT.replace("T2-weighted", "T1-weighted")
+    t1_alone = unguided_below(int(timesteps[1]), t1)  # T1w: not in the table, every step guided
+    assert rows == [3] * steps and "unguided_below_timestep" not in t1_alone.settings
+    pipe.images_per_pass = 2  # passes of two rows: `sample` groups the contrasts, each image as alone
+    rows.clear()
+    mixed = pipe.sample([t1, PROMPT, t1], [2, 2, 2], steps=steps, sampler="dpm")
+    assert sorted(rows) == sorted([6] * steps + [6, 6, 2, 2])
+    hook.remove()
+    pairs = pipe(t1, n=2, seed=2, steps=steps, sampler="dpm").images
+    np.testing.assert_array_equal(mixed[0], pairs[0])
+    np.testing.assert_array_equal(mixed[2], pairs[0])
+    np.testing.assert_array_equal(mixed[1], pipe(PROMPT, seed=2, steps=steps, sampler="dpm").images[0])
+
+
+def test_a_pass_of_mixed_unguided_steps_takes_each_rows_own(tiny_pipeline):
+    """denoise with rows of different unguided steps in one pass (a caller that mixes them): each row as it is
+    alone, to float rounding (the guided batch runs, and the unguided rows take its conditional chunk)."""
+    import torch
+
+    pipe = load_pipeline(tiny_pipeline, device="cpu")
+    pipe.images_per_pass = 2
+    cond, _ = pipe.encode_prompt(PROMPT)
+    uncond, _ = pipe.encode_prompt("")
+    attributes = pipe._attribute_pair([PROMPT], "")
+    timesteps = pipe_timesteps(pipe, 4)
+
+    def run(below):
+        return pipe.denoise(cond, uncond, [5, 6], 4, 2.0, "dpm", None, attributes, None, None, None,
+                            torch.tensor(below, dtype=torch.float32))
+
+    mixed = run([0.0, float(timesteps[1])])
+    np.testing.assert_allclose(mixed[0], run([0.0, 0.0])[0], atol=1e-5)
+    np.testing.assert_allclose(mixed[1], run([float(timesteps[1])] * 2)[1], atol=1e-5)
+    assert np.abs(mixed[1] - run([0.0, 0.0])[1]).mean() > 1e-5
+
+
+@pytest.mark.parametrize("table", [{"PDw": 0}, {"PDw": 1000}, {"PDw": 200.0}, {"PDw": True}, {"PDw": "200"},
+                                   {"CT": 200}, 200, [200]])
+def test_a_bad_unguided_table_is_refused_when_the_model_loads(tiny_pipeline, tmp_path, table):
+    from dallebrain.pipelines.request import unguided_below_timestep
+
+    with pytest.raises(ValueError, match="sampling.unguided_below_timestep"):
+        unguided_below_timestep({"sampling": {"unguided_below_timestep": table}})
+    assert unguided_below_timestep({"sampling": {"unguided_below_timestep": {"PDw": 400}}}) == {"PDw": 400}
+    assert unguided_below_timestep({"sampling": {}}) == {}
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_pipeline, folder)
+    info = json.loads((folder / "dallebrain.json").read_text())
+    info.setdefault("sampling", {})["unguided_below_timestep"] = table
+    (folder / "dallebrain.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="sampling.unguided_below_timestep"):
+        load_pipeline(folder, device="cpu")
+
+
 def pipe_timesteps(pipe, steps: int) -> list[int]:
     from dallebrain.models.unet import make_scheduler
 

@@ -53,6 +53,29 @@ def test_prior_embeddings_are_unit_vectors_and_guidance_one_runs_unbatched(pipe)
     assert pipe(PROMPT, steps=2, guidance=1.0, prior_steps=2, sampler="ddim").images.shape == (1, 64, 64)
 
 
+def test_the_decoder_takes_its_own_unguided_steps_and_records_them(folder, tmp_path):
+    """The decoder's steps below dallebrain.json's "unclip" -> "sampling" -> unguided_below_timestep run its
+    conditional row alone (the LDM's own setting does not reach it); results record it; the prior is untouched."""
+    copy = tmp_path / "model"
+    shutil.copytree(folder, copy)
+    info = json.loads((copy / "dallebrain.json").read_text()) if (copy / "dallebrain.json").exists() else {}
+    info.setdefault("sampling", {})["unguided_below_timestep"] = {"T2w": 999}  # the LDM's: not the decoder's
+    (copy / "dallebrain.json").write_text(json.dumps(info))
+    ldm_only = UnCLIPPipeline.from_pretrained(copy)
+    assert ldm_only.unguided_table == {}
+    before = ldm_only(PROMPT, seed=3, steps=3, prior_steps=2)
+    assert "unguided_below_timestep" not in before.settings
+    info.setdefault("unclip", {}).setdefault("sampling", {})["unguided_below_timestep"] = {"T2w": 999}
+    (copy / "dallebrain.json").write_text(json.dumps(info))
+    pipe = UnCLIPPipeline.from_pretrained(copy)
+    rows = []
+    hook = pipe.unet.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    after = pipe(PROMPT, seed=3, steps=3, prior_steps=2)
+    hook.remove()
+    assert rows == [1, 1, 1] and after.settings["unguided_below_timestep"] == 999
+    assert not np.allclose(before.images, after.images)
+
+
 def test_kept_compares_contrast_plane_and_level_on_the_same_plane():
     from dallebrain.pipelines.variation_check import LEVEL_TOLERANCE_MM, kept
 

@@ -147,6 +147,7 @@ def _settings(options: EvaluationOptions, routes: list[str], reference: RealSlic
             "draws": options.draws,
             "sampler": _sampler_record(options, routes),
             **_early_guidance_record(options, routes),
+            **_unguided_record(options, routes),
             "image_size": reference.size,
             "seeds": f"synthetic slice i uses seed {seed} + i; diversity samples continue from {seed + n}"
                      + (f"; draw j > 0 uses seed {seed} + j * {DRAW_SEED_STRIDE} + i" if options.draws > 1 else ""),
@@ -193,6 +194,19 @@ def _early_guidance_record(options: EvaluationOptions, routes: list[str]) -> dic
     table = attribute_guidance_early(read_info(options.model)) if "ldm" in routes else {}
     return {"attribute_guidance_early": {contrast: {"scale": scale, "from_timestep": start}
                                          for contrast, (scale, start) in table.items()}} if table else {}
+
+
+def _unguided_record(options: EvaluationOptions, routes: list[str]) -> dict:
+    """{"unguided_below_timestep": {route: {contrast: T}}} for the routes whose model sampled a contrast's steps
+    below timestep T without guidance (sampling.unguided_below_timestep, the decoder's under "unclip"); {} if none."""
+    from dallebrain.pipelines.folder import read_info
+    from dallebrain.pipelines.request import unguided_below_timestep
+
+    info = read_info(options.model)
+    found = {"ldm": unguided_below_timestep(info),
+             "unclip": unguided_below_timestep({"sampling": (info.get("unclip") or {}).get("sampling") or {}})}
+    found = {route: table for route, table in found.items() if route in routes and table}
+    return {"unguided_below_timestep": found} if found else {}
 
 
 def _judge_name(folder) -> str:

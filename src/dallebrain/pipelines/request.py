@@ -115,6 +115,22 @@ def attribute_guidance_early(info: dict) -> dict[str, tuple[float, int]]:
     return out
 
 
+def unguided_below_timestep(info: dict) -> dict[str, int]:
+    """{contrast: timestep}: the sampling steps below that timestep take the conditional prediction alone, for
+    prompts of that contrast (dallebrain.json "sampling" -> "unguided_below_timestep", e.g. {"PDw": 400}), {} when
+    the model records none. Why: guidance on the low-noise steps, which only refine texture, pulls a contrast's
+    texture away from real and costs two of every three UNet rows (guidance in a limited interval, Kynkaenniemi
+    et al. 2024); but those steps also hold part of the age response (BENCHMARKS.md, "Guidance off on the
+    low-noise steps"), hence per contrast. By timestep, so the same noise levels at any --steps. A one-line
+    ValueError for an unknown contrast or a value that is not a timestep, read when the model loads."""
+    table = _contrast_table(info, "unguided_below_timestep", "timesteps")
+    for contrast, value in table.items():
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value < TRAIN_TIMESTEPS:
+            raise ValueError(f"dallebrain.json sampling.unguided_below_timestep.{contrast} must be a whole number "
+                             f"in 1..{TRAIN_TIMESTEPS - 1}, got {str(value)[:80]}")
+    return dict(table)
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one kind of caller may ask for."""

@@ -36,6 +36,7 @@ from dallebrain.pipelines.request import (  # noqa: F401
     check_attribute_guidance,
     check_seed,
     sampler_by_contrast,
+    unguided_below_timestep,
 )
 from dallebrain.pipelines.signal_leak import latent_mean_of, start_latents
 from dallebrain.vocab import AUTO_FALLBACK, AUTO_SAMPLER, STOCHASTIC_SAMPLERS, check_sampler
@@ -164,6 +165,8 @@ class Text2MRIPipeline:
         # a stronger attribute guidance on the noisy steps, per contrast (request.attribute_guidance_early)
         self.early_guidance_table = attribute_guidance_early(self.info)
         self.sampler_table = sampler_by_contrast(self.info)  # what the "auto" sampler picks per contrast
+        # per contrast, the steps below a timestep run the conditional rows alone (request.unguided_below_timestep)
+        self.unguided_table = unguided_below_timestep(self.info)
         # attributes kept stated on the unconditional side of attribute guidance (models/conditioning.py)
         self.attribute_anchor = attribute_anchor_of(self.info)
         # per-prompt start means (pipelines/leak_table.py) where the folder has them; checked now, as the above
@@ -244,6 +247,28 @@ class Text2MRIPipeline:
             if chosen is not None:
                 return chosen[0], auto_steps(steps, chosen[1])
         return AUTO_FALLBACK, steps
+
+    def unguided_below_for(self, prompt: str) -> int | None:
+        """The timestep below which the prompt's contrast is sampled without guidance (`unguided_table`), or None:
+        guided on every step (no entry for that contrast, or a prompt naming none)."""
+        if not self.unguided_table:
+            return None
+        from dallebrain.data.prompts import parse_prompt
+
+        return self.unguided_table.get(parse_prompt(prompt).modality)
+
+    def unguided_rows(self, prompts: list[str]) -> torch.Tensor | None:
+        """(len(prompts),) of `unguided_below_for` (0 where None: every step guided), or None when no prompt has
+        one."""
+        below = [self.unguided_below_for(p) for p in prompts]
+        if all(b is None for b in below):
+            return None
+        return torch.tensor([b or 0 for b in below], dtype=torch.float32)
+
+    def record_unguided(self, settings: dict, prompt: str) -> None:
+        below = self.unguided_below_for(prompt)
+        if below is not None:
+            settings["unguided_below_timestep"] = below
 
     def early_attribute_guidance(self, prompt: str) -> tuple[float, int] | None:
         """(scale, from timestep) of the prompt's contrast's early attribute guidance (`early_guidance_table`),
@@ -391,7 +416,8 @@ class Text2MRIPipeline:
                        attributes: tuple[torch.Tensor, torch.Tensor] | None = None,
                        starts: torch.Tensor | None = None,
                        attribute_scales: torch.Tensor | None = None,
-                       attribute_schedule: tuple[torch.Tensor, torch.Tensor] | None = None) -> Iterator[np.ndarray]:
+                       attribute_schedule: tuple[torch.Tensor, torch.Tensor] | None = None,
+                       unguided_below: torch.Tensor | None = None) -> Iterator[np.ndarray]:
         """The sampling loop shared by the text and image-embedding routes, one pass at a time: yields (k, H, W)
         float32 in [0, 1], k <= images_per_pass, in seed order. cond and uncond hold 1 or len(seeds) rows;
         image_embeds (n, D) feed an unCLIP decoder, whose unconditional input is the zero embedding; attributes
@@ -399,7 +425,8 @@ class Text2MRIPipeline:
         starts, 1 or len(seeds) rows (`start_means`), replace the per-channel mean sampling starts from;
         attribute_scales, len(seeds) rows (`attribute_scales`), give each image its prompt's attribute guidance
         (None: the model-wide `attribute_scale`); attribute_schedule, len(seeds) rows each (`attribute_schedule`),
-        replaces it by an early scale on the steps at or above a timestep."""
+        replaces it by an early scale on the steps at or above a timestep; unguided_below, len(seeds) rows
+        (`unguided_rows`), runs each row's steps below its timestep on the conditional prediction alone."""
         def rows_of(x: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
             return x if x is None or x.shape[0] == 1 else x[rows]
 
@@ -408,24 +435,27 @@ class Text2MRIPipeline:
         return (self._denoise_pass(rows_of(cond, rows), rows_of(uncond, rows), seeds[rows], steps, guidance, sampler,
                                    rows_of(image_embeds, rows), rows_of(cond_attr, rows), rows_of(uncond_attr, rows),
                                    rows_of(starts, rows), rows_of(attribute_scales, rows),
-                                   rows_of(early[0], rows), rows_of(early[1], rows))
+                                   rows_of(early[0], rows), rows_of(early[1], rows), rows_of(unguided_below, rows))
                 for rows in self.passes(len(seeds)))
 
     def denoise(self, cond: torch.Tensor, uncond: torch.Tensor, seeds: list[int], steps: int, guidance: float,
                 sampler: str, image_embeds: torch.Tensor | None = None,
                 attributes: tuple[torch.Tensor, torch.Tensor] | None = None,
                 starts: torch.Tensor | None = None, attribute_scales: torch.Tensor | None = None,
-                attribute_schedule: tuple[torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
+                attribute_schedule: tuple[torch.Tensor, torch.Tensor] | None = None,
+                unguided_below: torch.Tensor | None = None) -> np.ndarray:
         """`denoise_passes` joined: (n, H, W) float32 in [0, 1]."""
         return np.concatenate(list(self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler, image_embeds,
-                                                       attributes, starts, attribute_scales, attribute_schedule)))
+                                                       attributes, starts, attribute_scales, attribute_schedule,
+                                                       unguided_below)))
 
     @torch.no_grad()
     def _denoise_pass(self, cond: torch.Tensor, uncond: torch.Tensor, seeds: list[int], steps: int, guidance: float,
                       sampler: str, image_embeds: torch.Tensor | None, cond_attr: torch.Tensor | None = None,
                       uncond_attr: torch.Tensor | None = None, starts: torch.Tensor | None = None,
                       attribute_scales: torch.Tensor | None = None, early_scales: torch.Tensor | None = None,
-                      early_from: torch.Tensor | None = None) -> np.ndarray:
+                      early_from: torch.Tensor | None = None,
+                      unguided_below: torch.Tensor | None = None) -> np.ndarray:
         from dallebrain.models.vae import decode_latents
 
         # a fresh scheduler per pass: the multistep samplers keep the previous model outputs
@@ -435,9 +465,10 @@ class Text2MRIPipeline:
         pad = self.images_per_pass - n  # a short last pass: pad it to the fixed pass size (see IMAGES_PER_PASS)
         if pad > 0:
             seeds = list(seeds) + [seeds[-1]] * pad
-            cond, uncond, image_embeds, cond_attr, uncond_attr, starts, attribute_scales, early_scales, early_from = (
-                _pad_rows(x, pad) for x in (cond, uncond, image_embeds, cond_attr, uncond_attr, starts,
-                                            attribute_scales, early_scales, early_from))
+            (cond, uncond, image_embeds, cond_attr, uncond_attr, starts, attribute_scales, early_scales, early_from,
+             unguided_below) = (_pad_rows(x, pad) for x in (cond, uncond, image_embeds, cond_attr, uncond_attr, starts,
+                                                            attribute_scales, early_scales, early_from,
+                                                            unguided_below))
         shape = (self.unet.config.in_channels, self.unet.config.sample_size, self.unet.config.sample_size)
         generators = [image_generator(s) for s in seeds]
         noise = step_noise(generators, shape).to(self.device)  # = initial_noise(shape, seed) row by row
@@ -474,16 +505,31 @@ class Text2MRIPipeline:
             uncond_attr = uncond_attr.expand(rows, *uncond_attr.shape[1:])
             both = [uncond_attr, cond_attr, cond_attr] if split else [uncond_attr, cond_attr]
             extra["class_labels"] = torch.cat(both) if guided else cond_attr
+        # the conditional rows alone, for the steps below `unguided_below` (the last chunk of each guided input)
+        tail = None if unguided_below is None or not guided else unguided_below.expand(rows)
+        alone = {"encoder_hidden_states": cond}
+        if image_embeds is not None:
+            alone["added_cond_kwargs"] = {"image_embeds": image_embeds}
+        if cond_attr is not None:
+            alone["class_labels"] = cond_attr
         with compute_context(self.compute_precision, self.device.type):
             for t in scheduler.timesteps:
-                model_in = torch.cat([latents] * (3 if split else 2)) if guided else latents
+                # rows guided at this step: all (no tail), none (one row each), or some (a pass of mixed contrasts:
+                # the guided batch, and the conditional chunk for the rest)
+                guided_rows = None if tail is None else t.cpu() >= tail
+                guide_now = guided and (guided_rows is None or bool(guided_rows.any()))
+                model_in = torch.cat([latents] * (3 if split else 2)) if guide_now else latents
                 model_in = scheduler.scale_model_input(model_in, t)
                 # the UNet's output back in fp32 before guidance and the sampler step: the latents and the
                 # multistep sampler's history stay fp32, so bf16 rounding does not accumulate over the steps
-                eps = self.unet(model_in, t, encoder_hidden_states=context, **extra).sample.float()
-                if guided:  # classifier-free guidance, every pass in one batch
+                kwargs = {"encoder_hidden_states": context, **extra} if guide_now or not guided else alone
+                eps = self.unet(model_in, t, **kwargs).sample.float()
+                if guide_now:  # classifier-free guidance, every pass in one batch
                     step_scale = torch.where(t.cpu() >= early_from, early_scales, late_scales) if early else attr_scale
-                    eps = guide(eps.chunk(3 if split else 2), guidance, step_scale)
+                    chunks = eps.chunk(3 if split else 2)
+                    eps = guide(chunks, guidance, step_scale)
+                    if guided_rows is not None and not bool(guided_rows.all()):
+                        eps = torch.where(guided_rows.to(eps.device).view(-1, 1, 1, 1), eps, chunks[-1])
                 # a stochastic sampler's step noise from each image's own generator: image i still depends on
                 # its seed alone (the scheduler's one generator would tie it to the other rows of the pass)
                 fresh = {"variance_noise": step_noise(generators, shape).to(self.device)} if stochastic else {}
@@ -515,10 +561,11 @@ class Text2MRIPipeline:
         early = self.early_attribute_guidance(prompt)
         if early is not None:
             settings["attribute_guidance_early"] = {"scale": early[0], "from_timestep": early[1]}
+        self.record_unguided(settings, prompt)
         attributes = self._attribute_pair([prompt], negative_prompt)
         passes = self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler, None, attributes,
                                      self.start_means([prompt]), self.attribute_scales([prompt], guidance),
-                                     self.attribute_schedule([prompt], guidance))
+                                     self.attribute_schedule([prompt], guidance), self.unguided_rows([prompt]))
         return chunk_results(self.standardised_passes(passes, prompt, settings), seeds, settings, warnings,
                              self.provenance())
 
@@ -549,15 +596,17 @@ class Text2MRIPipeline:
                              f"{len(seeds)} seeds, batch_size {batch_size}")
         for prompt in dict.fromkeys(prompts):
             check_generation_args(prompt, 1, steps, guidance)
-        # prompts grouped by the (sampler, steps) each is denoised with ("auto": per contrast), in order within a
-        # group: a pass holds one sampler, and each image depends on its seed alone, so grouping changes none
-        groups: dict[tuple[str, int], list[int]] = {}
+        # prompts grouped by the (sampler, steps) each is denoised with ("auto": per contrast) and its unguided
+        # steps, in order within a group: a pass holds one sampler and one set of guided steps (so its batch is
+        # the one a single prompt's pass runs), and each image depends on its seed alone, so grouping changes none
+        groups: dict[tuple[str, int, int | None], list[int]] = {}
         for i, prompt in enumerate(prompts):
-            groups.setdefault(self.sampling_of(prompt, sampler, steps), []).append(i)
+            groups.setdefault((*self.sampling_of(prompt, sampler, steps), self.unguided_below_for(prompt)),
+                              []).append(i)
         batches = [(how, rows[s:s + batch_size]) for how, rows in groups.items()
                    for s in range(0, len(rows), batch_size)]
         made: list[np.ndarray | None] = [None] * len(prompts)
-        for (how_sampler, how_steps), rows in tqdm(batches, desc="sampling", disable=not progress, leave=False):
+        for (how_sampler, how_steps, _), rows in tqdm(batches, desc="sampling", disable=not progress, leave=False):
             images = self._sample_batch([prompts[i] for i in rows], [seeds[i] for i in rows], how_steps, guidance,
                                         how_sampler)
             for i, image in zip(rows, images, strict=True):
@@ -570,7 +619,7 @@ class Text2MRIPipeline:
         cond = torch.cat([self.encode_prompt(self.model_text(p))[0] for p in prompts])
         images = self.denoise(cond, uncond, seeds, steps, guidance, sampler, None, self._attribute_pair(prompts, ""),
                               self.start_means(prompts), self.attribute_scales(prompts, guidance),
-                              self.attribute_schedule(prompts, guidance))
+                              self.attribute_schedule(prompts, guidance), self.unguided_rows(prompts))
         return self.standardised_for(images, prompts)
 
     def _attribute_pair(self, prompts: list[str], negative_prompt: str):

@@ -122,11 +122,12 @@ class UnCLIPPipeline(Text2MRIPipeline):
         # checked as the LDM's are), else plain guidance
         from dallebrain.models.conditioning import attribute_anchor_of
         from dallebrain.pipelines.grey_levels import grey_level_map_of
-        from dallebrain.pipelines.request import attribute_guidance_by_contrast
+        from dallebrain.pipelines.request import attribute_guidance_by_contrast, unguided_below_timestep
 
         decoder_info = {"sampling": self.decoder_sampling}
         self.attribute_guidance_table = attribute_guidance_by_contrast(decoder_info)
         self.early_guidance_table = {}
+        self.unguided_table = unguided_below_timestep(decoder_info)
         self.attribute_anchor = attribute_anchor_of(decoder_info)
         # and its own grey-level maps, fitted on the decoder's samples (pipelines/grey_levels.py)
         self.grey_level_map = grey_level_map_of(self.decoder_sampling)
@@ -232,8 +233,10 @@ class UnCLIPPipeline(Text2MRIPipeline):
         elif uses_attributes(self.unet):  # nothing stated: the attribute rows equal, so one guidance scale
             unstated = unstated_features(1).to(self.device)
             attributes, scales = (unstated, unstated), torch.full((1,), float(guidance))
+        # the decoder's own unguided steps per contrast, where prompts state one (none for variations)
+        unguided = self.unguided_rows(prompts) if prompts else None
         return self.denoise_passes(embeds[:, None], uncond[:, None], seeds, steps, guidance, sampler, embeds,
-                                   attributes, starts, scales)
+                                   attributes, starts, scales, None, unguided)
 
     def _settings(self, **extra) -> dict:
         return {**extra, "precision": self.compute_precision, "route": "unclip", "start": self.start_kind,
@@ -260,6 +263,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
         attribute_guidance = self.attribute_scale(guidance, prompt)
         if attribute_guidance is not None:
             settings["attribute_guidance"] = attribute_guidance
+        self.record_unguided(settings, prompt)
         starts = self.start_means([prompt])
         passes = (self.decode_embeddings(self.image_embeds_of_prompt(prompt, seeds[rows], prior_steps, prior_guidance,
                                                                      negative_prompt), seeds[rows], steps, guidance,

@@ -108,15 +108,19 @@ def main(argv: list[str] | None = None) -> Path:
     record = {"train_captions": len(rows), "row_seed": ROW_SEED, "seed_base": SEED_BASE,
               "command": f"python recipes/grey_level_map.py --data PREPARED --route {args.route} --n {args.n}"
                          + (f" --contrasts {','.join(contrasts)}" if contrasts else "")}
-    if contrasts:
-        record["refitted"] = contrasts  # the other contrasts' curves are the base's (update_model_info merges)
+    if contrasts:  # the other contrasts' curves are the base's (update_model_info merges), as is its record
+        record["refitted"] = contrasts
     for route in routes:
         synthetic = route_samples(args.base, route, rows, args.work)
         table = fit_grey_level_map(real, synthetic, rows["modality"], rows["orientation"]).to_info()
         update_model_info(model, {"sampling": {INFO_KEY: table}} if route == "ldm"
                           else {"unclip": {"sampling": {INFO_KEY: table}}})
         print(f"{route}: maps for " + ", ".join(f"{c} ({', '.join(p)})" for c, p in table["maps"].items()))
-    update_model_info(model, {"grey_level_map": {**record, "routes": list(routes)}})
+    if contrasts:  # the base's record stays (it describes the other curves); each partial refit is listed after it
+        done = (json.loads((args.base / "dallebrain.json").read_text()).get("grey_level_map") or {}).get("refits", [])
+        update_model_info(model, {"grey_level_map": {"refits": [*done, {**record, "routes": list(routes)}]}})
+    else:
+        update_model_info(model, {"grey_level_map": {**record, "routes": list(routes), "refits": []}})
     (model / ".dallebrain.json.lock").unlink(missing_ok=True)  # update_model_info's lock, not a part of the model
     return release_recipe(model, args.work, 0, [json.dumps(record)], args.install)
 

@@ -373,7 +373,8 @@ def test_the_grey_level_recipe_refits_the_contrasts_named_and_keeps_the_others(t
     for contrast in others:
         assert info["sampling"][INFO_KEY]["maps"][contrast] == maps[contrast]
     assert info["sampling"][INFO_KEY]["maps"][one] != maps[one]  # other rows and seeds: another fit
-    assert info[INFO_KEY]["refitted"] == [one] and f"--contrasts {one}" in info[INFO_KEY]["command"]
+    assert info[INFO_KEY]["train_captions"] == 16 and info[INFO_KEY]["refits"][0]["refitted"] == [one]  # base's kept
+    assert f"--contrasts {one}" in info[INFO_KEY]["refits"][0]["command"] and len(info[INFO_KEY]["refits"]) == 1
     with np.load(tmp_path / "one" / "samples_ldm.npz") as saved:
         assert 2 <= saved["images"].shape[0] < 32
 

@@ -341,6 +341,30 @@ def test_guidance_off_on_the_low_noise_steps(tiny_pipeline, monkeypatch):
     np.testing.assert_array_equal(mixed[1], pipe(PROMPT, seed=2, steps=steps, sampler="dpm").images[0])
 
 
+def test_unguided_below_set_per_request_overrides_the_models_table(tiny_pipeline, tmp_path):
+    """pipe.unguided_below (generate's --unguided-below) applies to every prompt whatever its contrast, 0 guides every
+    step even where the model's table says otherwise, None gives the table back; the sidecar says what ran."""
+    pipe = load_pipeline(tiny_pipeline, device="cpu")
+    pipe.unguided_table = {"T2w": 999}
+    t1 = PROMPT.replace("T2-weighted", "T1-weighted")
+    rows = []
+    hook = pipe.unet.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    for below, prompt, expected in ((None, PROMPT, 1), (0, PROMPT, 3), (999, t1, 1), (None, t1, 3)):
+        pipe.unguided_below = below
+        rows.clear()
+        result = pipe(prompt, seed=1, steps=2)
+        assert (set(rows) == {1}) == (expected == 1) and len(set(rows)) == 1, (below, prompt, rows)
+        assert result.settings.get("unguided_below_timestep") == (999 if expected == 1 else None)
+    hook.remove()
+    pipe.unguided_below = 1000
+    with pytest.raises(ValueError, match="unguided_below must be a whole number"):
+        pipe(PROMPT, steps=2)
+    done = _generate(PROMPT, "--model", str(tiny_pipeline), "--steps", "2", "--unguided-below", "999", "--out",
+                     str(tmp_path / "o"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "o" / "seed-000000.json").read_text())["unguided_below_timestep"] == 999
+
+
 def test_a_pass_of_mixed_unguided_steps_takes_each_rows_own(tiny_pipeline):
     """denoise with rows of different unguided steps in one pass (a caller that mixes them): each row as it is
     alone, to float rounding (the guided batch runs, and the unguided rows take its conditional chunk)."""
@@ -471,6 +495,8 @@ def test_long_prompt_is_truncated_with_a_warning(tiny_pipeline, tmp_path):
     (["--n", "100000"], "number of images"),
     (["--sampler", "plms"], "sampler"),
     (["--attribute-guidance", "-1"], "--attribute-guidance must be a number"),
+    (["--unguided-below", "1000"], "--unguided-below must be a whole number in 0..999"),
+    (["--unguided-below", "-3"], "--unguided-below must be a whole number in 0..999"),
 ])
 def test_bad_generation_settings(tiny_pipeline, tmp_path, args, message):
     result = _generate(PROMPT, "--model", str(tiny_pipeline), *args, cwd=tmp_path)

@@ -13,7 +13,12 @@ import typer
 from dallebrain.cli._common import fail
 from dallebrain.pipelines import defaults as D
 from dallebrain.pipelines.precision import check_precision
-from dallebrain.pipelines.request import API_LIMITS, GenerationRequest, check_attribute_guidance
+from dallebrain.pipelines.request import (
+    API_LIMITS,
+    GenerationRequest,
+    check_attribute_guidance,
+    check_unguided_below,
+)
 
 DEFAULT_OUT = Path("dallebrain-output")
 
@@ -89,6 +94,10 @@ def generate_cmd(
                                         "default a prompt naming plane, level and contrast but no structures is "
                                         "encoded as the caption the model was trained on (the sidecar's "
                                         "prompt_as_encoded): short prompts then land at the level they name."),
+    unguided_below: int = typer.Option(None, help="Sample the steps below this timestep (1-999) without "
+                                       "guidance, whatever the contrast: texture closer to real, the age asked "
+                                       "shown more weakly (BENCHMARKS.md, 'Guidance off on the low-noise "
+                                       "steps'); 0 = guide every step (default: the model's own per contrast)."),
     raw_grey_levels: bool = typer.Option(False, "--raw-grey-levels", help="Keep the slices' grey levels as the "
                                          "model draws them. By default a model with grey-level maps puts them on "
                                          "its cohort's scale for the contrast and plane asked (the sidecar's "
@@ -102,8 +111,11 @@ def generate_cmd(
         check_precision(precision, "--precision")
         if attribute_guidance is not None:
             check_attribute_guidance(attribute_guidance)
+        if unguided_below is not None:
+            check_unguided_below(unguided_below)
     except ValueError as exc:
-        fail(str(exc).replace("attribute_guidance", "--attribute-guidance"))
+        fail(str(exc).replace("attribute_guidance", "--attribute-guidance").replace("unguided_below",
+                                                                                     "--unguided-below"))
     from dallebrain.api import check_output, default_model, generate_to_folder, load_pipeline
 
     model_dir = model or default_model()
@@ -114,6 +126,7 @@ def generate_cmd(
         check_output(out, r.seed, r.n, overwrite)  # before the model loads: a bad --out costs nothing
         pipe = load_pipeline(model_dir, route=r.route, lora=lora, lora_scale=r.lora_scale, precision=precision)
         pipe.attribute_guidance = attribute_guidance
+        pipe.unguided_below = unguided_below
         if literal_prompt:
             pipe.prompt_form = "literal"
         pipe.standardise_grey_levels = not raw_grey_levels

@@ -131,6 +131,14 @@ def unguided_below_timestep(info: dict) -> dict[str, int]:
     return dict(table)
 
 
+def check_unguided_below(value) -> int:
+    """A request's unguided timestep: a whole number in 0..999 (0: every step guided); one-line ValueError."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < TRAIN_TIMESTEPS:
+        raise ValueError(f"unguided_below must be a whole number in 0..{TRAIN_TIMESTEPS - 1} (0: guide every "
+                         f"step), got {value!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one kind of caller may ask for."""

@@ -35,6 +35,7 @@ from dallebrain.pipelines.request import (  # noqa: F401
     auto_steps,
     check_attribute_guidance,
     check_seed,
+    check_unguided_below,
     sampler_by_contrast,
     unguided_below_timestep,
 )
@@ -167,6 +168,8 @@ class Text2MRIPipeline:
         self.sampler_table = sampler_by_contrast(self.info)  # what the "auto" sampler picks per contrast
         # per contrast, the steps below a timestep run the conditional rows alone (request.unguided_below_timestep)
         self.unguided_table = unguided_below_timestep(self.info)
+        # one unguided timestep for every prompt, set per request (0: guide every step); None: the model's table
+        self.unguided_below: int | None = None
         # attributes kept stated on the unconditional side of attribute guidance (models/conditioning.py)
         self.attribute_anchor = attribute_anchor_of(self.info)
         # per-prompt start means (pipelines/leak_table.py) where the folder has them; checked now, as the above
@@ -249,8 +252,10 @@ class Text2MRIPipeline:
         return AUTO_FALLBACK, steps
 
     def unguided_below_for(self, prompt: str) -> int | None:
-        """The timestep below which the prompt's contrast is sampled without guidance (`unguided_table`), or None:
-        guided on every step (no entry for that contrast, or a prompt naming none)."""
+        """The timestep below which the prompt is sampled without guidance: the one set on the pipeline
+        (`unguided_below`, 0 meaning none), else its contrast's in `unguided_table`; None: guided on every step."""
+        if self.unguided_below is not None:
+            return check_unguided_below(self.unguided_below) or None
         if not self.unguided_table:
             return None
         from dallebrain.data.prompts import parse_prompt

@@ -593,7 +593,8 @@ class Text2MRIPipeline:
         """(N, H, W) float32 slices for N (prompt, seed) pairs, one call for many captions (an evaluation's):
         image i is exactly `self(prompts[i], seed=seeds[i]).images[0]` at the same `images_per_pass`, its noise
         drawn from seeds[i] alone and denoised in fixed-size passes as __call__'s are (prompts of one pass may
-        differ). Prompts are encoded `batch_size` at a time."""
+        differ; one whose contrast has unguided steps, in a pass with prompts that have other ones, to float
+        rounding: see below). Prompts are encoded `batch_size` at a time."""
         from tqdm.auto import tqdm
 
         if not prompts or len(prompts) != len(seeds) or batch_size < 1:
@@ -601,17 +602,17 @@ class Text2MRIPipeline:
                              f"{len(seeds)} seeds, batch_size {batch_size}")
         for prompt in dict.fromkeys(prompts):
             check_generation_args(prompt, 1, steps, guidance)
-        # prompts grouped by the (sampler, steps) each is denoised with ("auto": per contrast) and its unguided
-        # steps, in order within a group: a pass holds one sampler and one set of guided steps (so its batch is
-        # the one a single prompt's pass runs), and each image depends on its seed alone, so grouping changes none
-        groups: dict[tuple[str, int, int | None], list[int]] = {}
+        # prompts grouped by the (sampler, steps) each is denoised with ("auto": per contrast), in order within a
+        # group: a pass holds one sampler, and each image depends on its seed alone, so grouping changes none.
+        # Not by unguided steps (a contrast's own split would add a padded pass per batch): a pass mixing them
+        # runs the guided batch, so its unguided rows equal their single-prompt images to float rounding only
+        groups: dict[tuple[str, int], list[int]] = {}
         for i, prompt in enumerate(prompts):
-            groups.setdefault((*self.sampling_of(prompt, sampler, steps), self.unguided_below_for(prompt)),
-                              []).append(i)
+            groups.setdefault(self.sampling_of(prompt, sampler, steps), []).append(i)
         batches = [(how, rows[s:s + batch_size]) for how, rows in groups.items()
                    for s in range(0, len(rows), batch_size)]
         made: list[np.ndarray | None] = [None] * len(prompts)
-        for (how_sampler, how_steps, _), rows in tqdm(batches, desc="sampling", disable=not progress, leave=False):
+        for (how_sampler, how_steps), rows in tqdm(batches, desc="sampling", disable=not progress, leave=False):
             images = self._sample_batch([prompts[i] for i in rows], [seeds[i] for i in rows], how_steps, guidance,
                                         how_sampler)
             for i, image in zip(rows, images, strict=True):

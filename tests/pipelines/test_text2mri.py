@@ -249,17 +249,24 @@ def test_an_attribute_anchor_keeps_the_contrast_on_the_unconditional_side(tiny_p
             attribute_anchor_of({"sampling": {"attribute_guidance_anchor": bad}})
 
 
-def test_early_attribute_guidance_applies_on_the_noisy_steps_only(tiny_pipeline, monkeypatch):
-    """dallebrain.json's attribute_guidance_early gives a contrast a stronger attribute guidance on the steps at
-    or above a timestep: from timestep 999 no step qualifies (the images of before), from timestep 1 every step
-    does (the images of that scale throughout), in between the images differ from both. Other contrasts, a
-    scale set on the pipeline, and `sample` with mixed contrasts keep their own; the sidecar records it."""
+def attribute_guided(tiny_pipeline, monkeypatch):
+    """The tiny pipeline with attributes that change its output (a random class embedding) and attribute guidance 4
+    apart from the caption's: three UNet rows a guided step."""
     import torch
 
     pipe = load_pipeline(tiny_pipeline, device="cpu")
     with torch.no_grad():
         pipe.unet.class_embedding.linear_2.weight.normal_(0, 0.5)
     monkeypatch.setitem(pipe.info, "sampling", {"attribute_guidance": 4.0})
+    return pipe
+
+
+def test_early_attribute_guidance_applies_on_the_noisy_steps_only(tiny_pipeline, monkeypatch):
+    """dallebrain.json's attribute_guidance_early gives a contrast a stronger attribute guidance on the steps at
+    or above a timestep: from timestep 999 no step qualifies (the images of before), from timestep 1 every step
+    does (the images of that scale throughout), in between the images differ from both. Other contrasts, a
+    scale set on the pipeline, and `sample` with mixed contrasts keep their own; the sidecar records it."""
+    pipe = attribute_guided(tiny_pipeline, monkeypatch)
     steps = 4
     timesteps = pipe_timesteps(pipe, steps)
     four = pipe(PROMPT, seed=2, steps=steps)
@@ -297,12 +304,7 @@ def test_guidance_off_on_the_low_noise_steps(tiny_pipeline, monkeypatch):
     with attribute guidance 1, the conditional prediction throughout), in between the images differ from both;
     the UNet sees one row, not three, on those steps; other contrasts keep every step guided; the sidecar
     records it; `sample` with mixed contrasts gives each image as alone (to float rounding for the unguided ones)."""
-    import torch
-
-    pipe = load_pipeline(tiny_pipeline, device="cpu")
-    with torch.no_grad():
-        pipe.unet.class_embedding.linear_2.weight.normal_(0, 0.5)
-    monkeypatch.setitem(pipe.info, "sampling", {"attribute_guidance": 4.0})
+    pipe = attribute_guided(tiny_pipeline, monkeypatch)
     steps = 4
     timesteps = pipe_timesteps(pipe, steps)
     guided = pipe(PROMPT, seed=2, steps=steps, sampler="dpm")

@@ -510,6 +510,7 @@ class Text2MRIPipeline:
             uncond_attr = uncond_attr.expand(rows, *uncond_attr.shape[1:])
             both = [uncond_attr, cond_attr, cond_attr] if split else [uncond_attr, cond_attr]
             extra["class_labels"] = torch.cat(both) if guided else cond_attr
+        inputs = {"encoder_hidden_states": context, **extra}  # every row's, all guidance terms (or cond alone)
         # the conditional rows alone, for the steps below `unguided_below` (the last chunk of each guided input)
         tail = None if unguided_below is None or not guided else unguided_below.expand(rows)
         alone = {"encoder_hidden_states": cond}
@@ -527,8 +528,7 @@ class Text2MRIPipeline:
                 model_in = scheduler.scale_model_input(model_in, t)
                 # the UNet's output back in fp32 before guidance and the sampler step: the latents and the
                 # multistep sampler's history stay fp32, so bf16 rounding does not accumulate over the steps
-                kwargs = {"encoder_hidden_states": context, **extra} if guide_now or not guided else alone
-                eps = self.unet(model_in, t, **kwargs).sample.float()
+                eps = self.unet(model_in, t, **(inputs if guide_now else alone)).sample.float()
                 if guide_now:  # classifier-free guidance, every pass in one batch
                     step_scale = torch.where(t.cpu() >= early_from, early_scales, late_scales) if early else attr_scale
                     chunks = eps.chunk(3 if split else 2)

@@ -148,6 +148,7 @@ def _settings(options: EvaluationOptions, routes: list[str], reference: RealSlic
             "sampler": _sampler_record(options, routes),
             **_early_guidance_record(options, routes),
             **_unguided_record(options, routes),
+            **_distilled_record(options, routes),
             "image_size": reference.size,
             "seeds": f"synthetic slice i uses seed {seed} + i; diversity samples continue from {seed + n}"
                      + (f"; draw j > 0 uses seed {seed} + j * {DRAW_SEED_STRIDE} + i" if options.draws > 1 else ""),
@@ -191,7 +192,8 @@ def _early_guidance_record(options: EvaluationOptions, routes: list[str]) -> dic
     from dallebrain.pipelines.folder import read_info
     from dallebrain.pipelines.request import attribute_guidance_early
 
-    table = attribute_guidance_early(read_info(options.model)) if "ldm" in routes else {}
+    info = read_info(options.model)
+    table = attribute_guidance_early(info) if "ldm" in routes and not _distilled(info) else {}
     return {"attribute_guidance_early": {contrast: {"scale": scale, "from_timestep": start}
                                          for contrast, (scale, start) in table.items()}} if table else {}
 
@@ -203,10 +205,27 @@ def _unguided_record(options: EvaluationOptions, routes: list[str]) -> dict:
     from dallebrain.pipelines.request import unguided_below_timestep
 
     info = read_info(options.model)
-    found = {"ldm": unguided_below_timestep(info),
+    found = {"ldm": {} if _distilled(info) else unguided_below_timestep(info),
              "unclip": unguided_below_timestep({"sampling": (info.get("unclip") or {}).get("sampling") or {}})}
     found = {route: table for route, table in found.items() if route in routes and table}
     return {"unguided_below_timestep": found} if found else {}
+
+
+def _distilled(info: dict) -> bool:
+    from dallebrain.pipelines.request import guidance_distilled
+
+    return guidance_distilled(info) is not None
+
+
+def _distilled_record(options: EvaluationOptions, routes: list[str]) -> dict:
+    """{"guidance_distilled": its record} when the LDM route's UNet holds its guidance (one row per step, the
+    model's attribute guidance, early scales and unguided steps taught into it); {} otherwise."""
+    from dallebrain.pipelines.folder import read_info
+
+    info = read_info(options.model)
+    if "ldm" not in routes or not _distilled(info):
+        return {}
+    return {"guidance_distilled": info["sampling"]["guidance_distilled"]}
 
 
 def _judge_name(folder) -> str:

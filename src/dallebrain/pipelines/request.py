@@ -131,6 +131,21 @@ def unguided_below_timestep(info: dict) -> dict[str, int]:
     return dict(table)
 
 
+def guidance_distilled(info: dict) -> float | None:
+    """The caption guidance a model's UNet was taught to give in one row (dallebrain.json "sampling" ->
+    "guidance_distilled" -> "guidance", recipes/guidance_distill.py), or None for a model sampled with guidance.
+    Such a UNet takes the conditional inputs alone on every step: its output already holds the teacher's guidance
+    (caption, attributes, per contrast). A one-line ValueError for a malformed record, read when the model loads."""
+    record = (info.get("sampling") or {}).get("guidance_distilled")
+    if record is None:
+        return None
+    value = record.get("guidance") if isinstance(record, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1.0 <= value <= 30.0:
+        raise ValueError("dallebrain.json sampling.guidance_distilled must be a record with a guidance in [1, 30], "
+                         f"got {str(record)[:80]}")
+    return float(value)
+
+
 def check_unguided_below(value) -> int:
     """A request's unguided timestep: a whole number in 0..999 (0: every step guided); one-line ValueError."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < TRAIN_TIMESTEPS:

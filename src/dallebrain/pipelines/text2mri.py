@@ -36,6 +36,7 @@ from dallebrain.pipelines.request import (  # noqa: F401
     check_attribute_guidance,
     check_seed,
     check_unguided_below,
+    guidance_distilled,
     sampler_by_contrast,
     unguided_below_timestep,
 )
@@ -52,6 +53,21 @@ from dallebrain.vocab import AUTO_FALLBACK, AUTO_SAMPLER, STOCHASTIC_SAMPLERS, c
 IMAGES_PER_PASS = 1
 MAX_IMAGES_PER_PASS = 64
 PROMPT_FORMS = ("caption", "literal")  # Text2MRIPipeline.prompt_form
+
+
+@dataclass
+class GuidancePlan:
+    """How one pass is guided (`Text2MRIPipeline.guidance_plan`)."""
+    guidance: float  # the caption's scale
+    attr_scale: float | torch.Tensor  # the attributes' (a float, or one per row)
+    split: bool  # three guidance rows (attributes apart from the caption), else two
+    guided: bool  # False: the conditional rows alone on every step
+    inputs: dict  # the UNet's keyword inputs for every guidance row
+    alone: dict  # ... for the conditional rows alone
+    tail: torch.Tensor | None  # per row, the timestep below which it is unguided (`unguided_rows`)
+    early_scales: torch.Tensor | None = None  # per row, the attribute scale at or above `early_from`
+    early_from: torch.Tensor | None = None
+    late_scales: torch.Tensor | None = None
 
 
 @dataclass
@@ -170,6 +186,9 @@ class Text2MRIPipeline:
         self.unguided_table = unguided_below_timestep(self.info)
         # one unguided timestep for every prompt, set per request (0: guide every step); None: the model's table
         self.unguided_below: int | None = None
+        # a UNet taught to give the guided prediction in one row (request.guidance_distilled): the caption guidance
+        # it holds, or None
+        self.guidance_distilled = guidance_distilled(self.info)
         # attributes kept stated on the unconditional side of attribute guidance (models/conditioning.py)
         self.attribute_anchor = attribute_anchor_of(self.info)
         # per-prompt start means (pipelines/leak_table.py) where the folder has them; checked now, as the above
@@ -250,6 +269,18 @@ class Text2MRIPipeline:
             if chosen is not None:
                 return chosen[0], auto_steps(steps, chosen[1])
         return AUTO_FALLBACK, steps
+
+    def check_distilled(self, guidance: float) -> None:
+        """A guidance-distilled model (`guidance_distilled`) serves the guidance it was taught and no other: a
+        one-line ValueError for another caption guidance, or an attribute guidance or unguided steps set on the
+        pipeline (the CLI's --guidance, --attribute-guidance, --unguided-below)."""
+        taught = self.guidance_distilled
+        if taught is None:
+            return
+        if guidance != taught or self.attribute_guidance is not None or self.unguided_below is not None:
+            raise ValueError(f"this model's UNet holds its guidance (sampling.guidance_distilled: caption guidance "
+                             f"{taught:g}, its attribute guidance per contrast): guidance must be {taught:g}, with no "
+                             f"attribute guidance or unguided steps set; got guidance {guidance:g}")
 
     def unguided_below_for(self, prompt: str) -> int | None:
         """The timestep below which the prompt is sampled without guidance: the one set on the pipeline
@@ -454,6 +485,82 @@ class Text2MRIPipeline:
                                                        attributes, starts, attribute_scales, attribute_schedule,
                                                        unguided_below)))
 
+    def guidance_plan(self, cond: torch.Tensor, uncond: torch.Tensor, rows: int, guidance: float,
+                      image_embeds: torch.Tensor | None = None, cond_attr: torch.Tensor | None = None,
+                      uncond_attr: torch.Tensor | None = None, attribute_scales: torch.Tensor | None = None,
+                      early_scales: torch.Tensor | None = None, early_from: torch.Tensor | None = None,
+                      unguided_below: torch.Tensor | None = None) -> GuidancePlan:
+        """How `rows` images are guided on every step (`guided_prediction`), from what `_denoise_pass` gets (each
+        tensor 1 or `rows` rows): built once per pass. Also what a guidance-distilled student is taught
+        (recipes/guidance_distill.py): the teacher's prediction is exactly the one sampling uses."""
+        distilled = self.guidance_distilled is not None
+        if distilled:  # the guidance is in the UNet's output: the conditional rows alone
+            guidance, attribute_scales, early_scales, unguided_below = 1.0, None, None, None
+        attr_scale = guidance if cond_attr is None or distilled else self.attribute_scale(guidance)
+        if cond_attr is not None and attribute_scales is not None:  # each row its own (per-contrast guidance)
+            attribute_scales = attribute_scales.expand(rows)
+            # one scale for the whole pass stays a float: the same arithmetic, so the same images, as before
+            uniform = bool((attribute_scales == attribute_scales[0]).all())
+            attr_scale = float(attribute_scales[0]) if uniform else attribute_scales
+        early = cond_attr is not None and early_scales is not None
+        late_scales = None
+        if early:  # the early scale on the steps at or above each row's timestep, its own scale below
+            early_scales, early_from = early_scales.expand(rows), early_from.expand(rows)
+            late_scales = torch.as_tensor(attr_scale, dtype=torch.float32).expand(rows)
+        # attributes guided apart from the text: three passes (see `guide`); at equal scales it is plain guidance
+        split = bool((torch.as_tensor(attr_scale) != guidance).any()) or (
+            early and bool((early_scales != guidance).any()))
+        guided = guidance != 1.0 or split
+        cond = cond.expand(rows, *cond.shape[1:])
+        uncond = uncond.expand(rows, *uncond.shape[1:])
+        context = torch.cat([uncond, uncond, cond] if split else [uncond, cond]) if guided else cond
+        extra = {}
+        if image_embeds is not None:  # rows in the order of `context`: [unconditional, (attributes only,) both]
+            image_embeds = image_embeds.expand(rows, *image_embeds.shape[1:])  # one row: the padded pass's too
+            zero = torch.zeros_like(image_embeds)
+            embeds = image_embeds if not guided else torch.cat([zero, zero, image_embeds] if split else
+                                                               [zero, image_embeds])
+            extra = {"added_cond_kwargs": {"image_embeds": embeds}}
+        if cond_attr is not None:  # the same row order
+            cond_attr = cond_attr.expand(rows, *cond_attr.shape[1:])
+            uncond_attr = uncond_attr.expand(rows, *uncond_attr.shape[1:])
+            both = [uncond_attr, cond_attr, cond_attr] if split else [uncond_attr, cond_attr]
+            extra["class_labels"] = torch.cat(both) if guided else cond_attr
+        # the conditional rows alone, for the steps below `unguided_below` (the last chunk of each guided input)
+        alone = {"encoder_hidden_states": cond}
+        if image_embeds is not None:
+            alone["added_cond_kwargs"] = {"image_embeds": image_embeds}
+        if cond_attr is not None:
+            alone["class_labels"] = cond_attr
+        return GuidancePlan(guidance, attr_scale, split, guided, {"encoder_hidden_states": context, **extra},
+                            alone, None if unguided_below is None or not guided else unguided_below.expand(rows),
+                            early_scales if early else None, early_from if early else None, late_scales)
+
+    def guided_prediction(self, plan: GuidancePlan, latents: torch.Tensor, t: torch.Tensor,
+                          scheduler=None) -> torch.Tensor:
+        """The UNet's guided output (fp32) for `latents` at timestep `t` (one for every row), as `plan` says: every
+        guidance row in one batch, or the conditional rows alone on a step no row is guided at. `scheduler` (a
+        sampler's) scales the model input where it asks to."""
+        # rows guided at this step: all (no tail), none (one row each), or some (a pass of mixed contrasts: the
+        # guided batch, and the conditional chunk for the rest)
+        guided_rows = None if plan.tail is None else t.cpu() >= plan.tail
+        guide_now = plan.guided and (guided_rows is None or bool(guided_rows.any()))
+        model_in = torch.cat([latents] * (3 if plan.split else 2)) if guide_now else latents
+        if scheduler is not None:
+            model_in = scheduler.scale_model_input(model_in, t)
+        # the UNet's output back in fp32 before guidance and the sampler step: the latents and the multistep
+        # sampler's history stay fp32, so bf16 rounding does not accumulate over the steps
+        eps = self.unet(model_in, t, **(plan.inputs if guide_now else plan.alone)).sample.float()
+        if not guide_now:
+            return eps
+        step_scale = plan.attr_scale if plan.early_scales is None else torch.where(
+            t.cpu() >= plan.early_from, plan.early_scales, plan.late_scales)
+        chunks = eps.chunk(3 if plan.split else 2)
+        eps = guide(chunks, plan.guidance, step_scale)
+        if guided_rows is not None and not bool(guided_rows.all()):
+            eps = torch.where(guided_rows.to(eps.device).view(-1, 1, 1, 1), eps, chunks[-1])
+        return eps
+
     @torch.no_grad()
     def _denoise_pass(self, cond: torch.Tensor, uncond: torch.Tensor, seeds: list[int], steps: int, guidance: float,
                       sampler: str, image_embeds: torch.Tensor | None, cond_attr: torch.Tensor | None = None,
@@ -480,61 +587,11 @@ class Text2MRIPipeline:
         stochastic = sampler in STOCHASTIC_SAMPLERS
         # the signal leak: pipelines/signal_leak.py, per prompt where the model has a table (leak_table.py)
         latents = start_latents(scheduler, noise, self.latent_mean if starts is None else starts)
-        attr_scale = guidance if cond_attr is None else self.attribute_scale(guidance)
-        if cond_attr is not None and attribute_scales is not None:  # each row its own (per-contrast guidance)
-            attribute_scales = attribute_scales.expand(len(seeds))
-            # one scale for the whole pass stays a float: the same arithmetic, so the same images, as before
-            uniform = bool((attribute_scales == attribute_scales[0]).all())
-            attr_scale = float(attribute_scales[0]) if uniform else attribute_scales
-        early = cond_attr is not None and early_scales is not None
-        if early:  # the early scale on the steps at or above each row's timestep, its own scale below
-            early_scales, early_from = early_scales.expand(len(seeds)), early_from.expand(len(seeds))
-            late_scales = torch.as_tensor(attr_scale, dtype=torch.float32).expand(len(seeds))
-        # attributes guided apart from the text: three passes (see `guide`); at equal scales it is plain guidance
-        split = bool((torch.as_tensor(attr_scale) != guidance).any()) or (
-            early and bool((early_scales != guidance).any()))
-        guided = guidance != 1.0 or split
-        rows = len(seeds)
-        cond = cond.expand(rows, *cond.shape[1:])
-        uncond = uncond.expand(rows, *uncond.shape[1:])
-        context = torch.cat([uncond, uncond, cond] if split else [uncond, cond]) if guided else cond
-        extra = {}
-        if image_embeds is not None:  # rows in the order of `context`: [unconditional, (attributes only,) both]
-            image_embeds = image_embeds.expand(rows, *image_embeds.shape[1:])  # one row: the padded pass's too
-            zero = torch.zeros_like(image_embeds)
-            embeds = image_embeds if not guided else torch.cat([zero, zero, image_embeds] if split else
-                                                               [zero, image_embeds])
-            extra = {"added_cond_kwargs": {"image_embeds": embeds}}
-        if cond_attr is not None:  # the same row order
-            cond_attr = cond_attr.expand(rows, *cond_attr.shape[1:])
-            uncond_attr = uncond_attr.expand(rows, *uncond_attr.shape[1:])
-            both = [uncond_attr, cond_attr, cond_attr] if split else [uncond_attr, cond_attr]
-            extra["class_labels"] = torch.cat(both) if guided else cond_attr
-        inputs = {"encoder_hidden_states": context, **extra}  # every row's, all guidance terms (or cond alone)
-        # the conditional rows alone, for the steps below `unguided_below` (the last chunk of each guided input)
-        tail = None if unguided_below is None or not guided else unguided_below.expand(rows)
-        alone = {"encoder_hidden_states": cond}
-        if image_embeds is not None:
-            alone["added_cond_kwargs"] = {"image_embeds": image_embeds}
-        if cond_attr is not None:
-            alone["class_labels"] = cond_attr
+        plan = self.guidance_plan(cond, uncond, len(seeds), guidance, image_embeds, cond_attr, uncond_attr,
+                                  attribute_scales, early_scales, early_from, unguided_below)
         with compute_context(self.compute_precision, self.device.type):
             for t in scheduler.timesteps:
-                # rows guided at this step: all (no tail), none (one row each), or some (a pass of mixed contrasts:
-                # the guided batch, and the conditional chunk for the rest)
-                guided_rows = None if tail is None else t.cpu() >= tail
-                guide_now = guided and (guided_rows is None or bool(guided_rows.any()))
-                model_in = torch.cat([latents] * (3 if split else 2)) if guide_now else latents
-                model_in = scheduler.scale_model_input(model_in, t)
-                # the UNet's output back in fp32 before guidance and the sampler step: the latents and the
-                # multistep sampler's history stay fp32, so bf16 rounding does not accumulate over the steps
-                eps = self.unet(model_in, t, **(inputs if guide_now else alone)).sample.float()
-                if guide_now:  # classifier-free guidance, every pass in one batch
-                    step_scale = torch.where(t.cpu() >= early_from, early_scales, late_scales) if early else attr_scale
-                    chunks = eps.chunk(3 if split else 2)
-                    eps = guide(chunks, guidance, step_scale)
-                    if guided_rows is not None and not bool(guided_rows.all()):
-                        eps = torch.where(guided_rows.to(eps.device).view(-1, 1, 1, 1), eps, chunks[-1])
+                eps = self.guided_prediction(plan, latents, t, scheduler)
                 # a stochastic sampler's step noise from each image's own generator: image i still depends on
                 # its seed alone (the scheduler's one generator would tie it to the other rows of the pass)
                 fresh = {"variance_noise": step_noise(generators, shape).to(self.device)} if stochastic else {}
@@ -548,6 +605,7 @@ class Text2MRIPipeline:
         """`self(...)` one pass at a time (the request is checked now, the images made as they are asked for):
         a caller can write each pass as it comes, holding one pass in memory whatever n is."""
         check_generation_args(prompt, n, steps, guidance, seed=seed)
+        self.check_distilled(guidance)
         asked = (sampler, steps)
         sampler, steps = self.sampling_of(prompt, sampler, steps)  # an unknown sampler is refused now
         text = self.model_text(prompt)
@@ -560,6 +618,20 @@ class Text2MRIPipeline:
                     "start": self.start_kind, "model_hash": self.model_hash}
         settings.update(requested(*asked))
         record_encoded_text(prompt, text, settings, warnings)
+        self.record_guidance(settings, prompt, guidance)
+        attributes = self._attribute_pair([prompt], negative_prompt)
+        passes = self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler, None, attributes,
+                                     self.start_means([prompt]), self.attribute_scales([prompt], guidance),
+                                     self.attribute_schedule([prompt], guidance), self.unguided_rows([prompt]))
+        return chunk_results(self.standardised_passes(passes, prompt, settings), seeds, settings, warnings,
+                             self.provenance())
+
+    def record_guidance(self, settings: dict, prompt: str, guidance: float) -> None:
+        """A result's record of how the prompt was guided beyond the caption's scale: its attribute guidance, early
+        scale and unguided steps; or, on a guidance-distilled model, that record (its UNet gave them in one row)."""
+        if self.guidance_distilled is not None:
+            settings["guidance_distilled"] = self.info["sampling"]["guidance_distilled"]
+            return
         attribute_guidance = self.attribute_scale(guidance, prompt)
         if attribute_guidance is not None:
             settings["attribute_guidance"] = attribute_guidance
@@ -567,12 +639,6 @@ class Text2MRIPipeline:
         if early is not None:
             settings["attribute_guidance_early"] = {"scale": early[0], "from_timestep": early[1]}
         self.record_unguided(settings, prompt)
-        attributes = self._attribute_pair([prompt], negative_prompt)
-        passes = self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler, None, attributes,
-                                     self.start_means([prompt]), self.attribute_scales([prompt], guidance),
-                                     self.attribute_schedule([prompt], guidance), self.unguided_rows([prompt]))
-        return chunk_results(self.standardised_passes(passes, prompt, settings), seeds, settings, warnings,
-                             self.provenance())
 
     def standardised_passes(self, passes: Iterator[np.ndarray], prompt: str, settings: dict) -> Iterator[np.ndarray]:
         """Each pass through the grey-level map of the prompt's contrast and plane, recorded in `settings`."""
@@ -602,6 +668,7 @@ class Text2MRIPipeline:
                              f"{len(seeds)} seeds, batch_size {batch_size}")
         for prompt in dict.fromkeys(prompts):
             check_generation_args(prompt, 1, steps, guidance)
+        self.check_distilled(guidance)
         # prompts grouped by the (sampler, steps) each is denoised with ("auto": per contrast), in order within a
         # group: a pass holds one sampler, and each image depends on its seed alone, so grouping changes none.
         # Not by unguided steps (a contrast's own split would add a padded pass per batch): a pass mixing them

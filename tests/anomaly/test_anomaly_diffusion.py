@@ -67,6 +67,17 @@ def test_patch_wise_denoising_changes_only_its_window(pipe):
     assert not torch.allclose(out[~outside], z0[~outside])
 
 
+def test_a_guidance_distilled_model_is_refused_in_one_line(pipe, monkeypatch):
+    """A student taught the default sampling (recipes/guidance_distill.py) is not the model of normal brains the
+    healing needs."""
+    z0 = torch.zeros(1, pipe.unet.config.in_channels, 32, 32)
+    cond = pipe.encode_prompt("axial T2-weighted slice of a healthy adult")[0]
+    monkeypatch.setattr(pipe, "guidance_distilled", 2.0)
+    with pytest.raises(ValueError, match="guidance-distilled") as err:
+        denoise_from(pipe, z0, cond, cond, 0.5, PartialNoising(steps=2))
+    assert "\n" not in str(err.value)
+
+
 def test_a_slice_map_does_not_depend_on_the_batch_it_is_in(pipe):
     rng = np.random.default_rng(0)
     images = np.zeros((2, 64, 64), np.float32)

@@ -93,6 +93,9 @@ def _eps(pipe, latents: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tenso
 def denoise_from(pipe, z0: torch.Tensor, cond: torch.Tensor, uncond: torch.Tensor, level: float,
                  setting: PartialNoising, window: tuple[slice, slice] | None = None) -> torch.Tensor:
     """z0 (N, C, h, w) noised to `level` (only inside `window` when given) and denoised back."""
+    if getattr(pipe, "guidance_distilled", None) is not None:  # taught one sampling setting, not this healing
+        raise ValueError("anomaly detection needs a model's own UNet: this one is guidance-distilled "
+                         "(sampling.guidance_distilled); use the model it was distilled from")
     scheduler, timesteps = _scheduler(pipe, level, setting.steps)
     noise = _noise(tuple(z0.shape[1:]), setting.seed, z0.shape[0]).to(z0)
     latents = scheduler.add_noise(z0, noise, timesteps[:1])

@@ -1,0 +1,72 @@
+"""A guidance-distilled model against its teacher (recipes/guidance_distill.py): seconds per image in one process,
+alternating rounds, one image per pass (the default) and 8 per pass; and how far the student's slices are from the
+teacher's at the same prompt and seed (mean absolute difference, of 1), per contrast.
+
+    python benchmarks/bench_distilled.py --student FOLDER [--teacher FOLDER] [--rounds 3] [--seeds 8]
+
+BENCHMARKS.md, "Guidance distilled into the UNet".
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+PROMPT = "Axial {} brain MRI of a healthy {}-year-old woman at the level of the lateral ventricles (z = +23 mm), 1.5 T."
+CONTRASTS = ("T1-weighted", "T2-weighted", "FLAIR", "PD-weighted")
+PASSES = ((1, 4), (8, 16))  # (images per pass, images per timing)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--student", type=Path, required=True, help="the guidance-distilled pipeline folder")
+    parser.add_argument("--teacher", type=Path, default=None, help="its teacher (default: the shipped model)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=8, help="seeds per contrast and age for the differences")
+    args = parser.parse_args(argv)
+    if args.rounds < 1 or args.seeds < 1:
+        parser.error(f"--rounds and --seeds must be at least 1, got {args.rounds} and {args.seeds}")
+    from dallebrain.api import default_model, load_pipeline
+
+    pipes = {"teacher": load_pipeline(args.teacher or default_model(), device="cpu"),
+             "student": load_pipeline(args.student, device="cpu")}
+    if pipes["student"].guidance_distilled is None:
+        parser.error(f"{args.student} is not guidance-distilled (no sampling.guidance_distilled)")
+    for pipe in pipes.values():
+        pipe(PROMPT.format("T1-weighted", 46), n=1, seed=0)  # warm-up: first-call allocations out of the timings
+    times: dict[tuple, list[float]] = {}
+    for r in range(args.rounds):
+        for contrast in CONTRASTS[:: 1 if r % 2 == 0 else -1]:
+            for name, pipe in (pipes.items() if r % 2 == 0 else reversed(pipes.items())):
+                for per_pass, n in PASSES:
+                    pipe.images_per_pass = per_pass
+                    start = time.perf_counter()
+                    pipe(PROMPT.format(contrast, 46), n=n, seed=100 + r)
+                    times.setdefault((name, contrast, per_pass), []).append((time.perf_counter() - start) / n)
+    out: dict = {"seconds_per_image": {}, "difference": {}}
+    print(f"{'model':8s} {'prompt':12s} {'per pass':>8s} {'s/image (median)':>16s}  rounds")
+    for (name, contrast, per_pass), values in sorted(times.items()):
+        median = statistics.median(values)
+        out["seconds_per_image"][f"{name} {contrast} x{per_pass}"] = median
+        print(f"{name:8s} {contrast:12s} {per_pass:8d} {median:16.3f}  " + ", ".join(f"{v:.3f}" for v in values))
+    for pipe in pipes.values():
+        pipe.images_per_pass = 8
+    print(f"\n{'prompt':12s} {'age':>4s} {'student vs teacher, mean |diff|':>32s} {'teacher seed vs seed':>22s}")
+    for contrast in CONTRASTS:
+        for age in (20, 85):
+            made = {name: pipe(PROMPT.format(contrast, age), n=args.seeds, seed=0).images
+                    for name, pipe in pipes.items()}
+            diff = float(np.abs(made["student"] - made["teacher"]).mean())
+            # the scale of a difference: two seeds of the teacher itself
+            seeds = float(np.abs(made["teacher"][1:] - made["teacher"][:-1]).mean()) if args.seeds > 1 else float("nan")
+            out["difference"][f"{contrast} {age}"] = {"student_vs_teacher": diff, "teacher_seed_vs_seed": seeds}
+            print(f"{contrast:12s} {age:4d} {diff:32.4f} {seeds:22.4f}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

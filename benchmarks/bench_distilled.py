@@ -2,7 +2,7 @@
 alternating rounds, one image per pass (the default) and 8 per pass; and how far the student's slices are from the
 teacher's at the same prompt and seed (mean absolute difference, of 1), per contrast.
 
-    python benchmarks/bench_distilled.py --student FOLDER [--teacher FOLDER] [--rounds 3] [--seeds 8]
+    python benchmarks/bench_distilled.py --student FOLDER [--teacher FOLDER] [--rounds 3] [--seeds 8] [--steps 20]
 
 BENCHMARKS.md, "Guidance distilled into the UNet".
 """
@@ -27,9 +27,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--teacher", type=Path, default=None, help="its teacher (default: the shipped model)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seeds", type=int, default=8, help="seeds per contrast and age for the differences")
+    parser.add_argument("--steps", type=int, default=20, help="sampling steps (the default: 20)")
     args = parser.parse_args(argv)
-    if args.rounds < 1 or args.seeds < 1:
-        parser.error(f"--rounds and --seeds must be at least 1, got {args.rounds} and {args.seeds}")
+    if min(args.rounds, args.seeds, args.steps) < 1:
+        parser.error(f"--rounds, --seeds and --steps must be at least 1, got {args.rounds}, {args.seeds}, {args.steps}")
     from dallebrain.api import default_model, load_pipeline
 
     pipes = {"teacher": load_pipeline(args.teacher or default_model(), device="cpu"),
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
                 for per_pass, n in PASSES:
                     pipe.images_per_pass = per_pass
                     start = time.perf_counter()
-                    pipe(PROMPT.format(contrast, 46), n=n, seed=100 + r)
+                    pipe(PROMPT.format(contrast, 46), n=n, seed=100 + r, steps=args.steps)
                     times.setdefault((name, contrast, per_pass), []).append((time.perf_counter() - start) / n)
     out: dict = {"seconds_per_image": {}, "difference": {}}
     print(f"{'model':8s} {'prompt':12s} {'per pass':>8s} {'s/image (median)':>16s}  rounds")
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"\n{'prompt':12s} {'age':>4s} {'student vs teacher, mean |diff|':>32s} {'teacher seed vs seed':>22s}")
     for contrast in CONTRASTS:
         for age in (20, 85):
-            made = {name: pipe(PROMPT.format(contrast, age), n=args.seeds, seed=0).images
+            made = {name: pipe(PROMPT.format(contrast, age), n=args.seeds, seed=0, steps=args.steps).images
                     for name, pipe in pipes.items()}
             diff = float(np.abs(made["student"] - made["teacher"]).mean())
             # the scale of a difference: two seeds of the teacher itself

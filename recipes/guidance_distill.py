@@ -56,6 +56,7 @@ def parse(argv: list[str] | None):
                    help="a `train ldm` cache folder of the same rows (its latents are reused, else encoded here)")
     p.add_argument("--release", action="store_true", help="write work/release from the EMA student")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine")
     args = p.parse_args(argv)
     check_prepared(args.data)
     if not (args.base / "unet").is_dir() or not (args.base / "dallebrain.json").is_file():
@@ -63,6 +64,8 @@ def parse(argv: list[str] | None):
     for name in ("steps", "batch", "rows"):
         if getattr(args, name) < 1:
             raise SystemExit(f"error: --{name} must be at least 1, got {getattr(args, name)}")
+    if args.device not in ("cpu", "cuda"):
+        raise SystemExit(f"error: --device must be cpu or cuda, got {args.device!r}")
     if not (0 < args.lr < 1) or args.minutes < 0:
         raise SystemExit(f"error: --lr must be in (0, 1) and --minutes >= 0, got {args.lr} and {args.minutes}")
     return args
@@ -117,8 +120,9 @@ def load_state(path: Path, student, ema, optimizer) -> int:
     params = [p for p in student.parameters() if p.requires_grad]
     for i, p in enumerate(params):
         if f"adam.{i}.exp_avg" in saved:
-            optimizer.state[p] = {"step": saved[f"adam.{i}.step"].clone(), "exp_avg": saved[f"adam.{i}.exp_avg"],
-                                  "exp_avg_sq": saved[f"adam.{i}.exp_avg_sq"]}
+            optimizer.state[p] = {"step": saved[f"adam.{i}.step"].reshape(()).clone().to(p.device),
+                                  "exp_avg": saved[f"adam.{i}.exp_avg"].to(p.device),
+                                  "exp_avg_sq": saved[f"adam.{i}.exp_avg_sq"].to(p.device)}
     return int(saved["step"].item()) if "step" in saved else 0
 
 
@@ -128,14 +132,14 @@ def save_state(path: Path, student, ema, optimizer, step: int) -> None:
 
     from dallebrain.data.io import atomic_path
 
-    tensors = {f"student.{k}": v.contiguous() for k, v in student.state_dict().items()}
-    tensors.update({f"ema.{k}": v.contiguous() for k, v in ema.state_dict().items()})
+    tensors = {f"student.{k}": v.detach().cpu().contiguous() for k, v in student.state_dict().items()}
+    tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in ema.state_dict().items()})
     for i, p in enumerate(p for p in student.parameters() if p.requires_grad):
         state = optimizer.state.get(p)
         if state:
-            tensors[f"adam.{i}.step"] = torch.as_tensor(state["step"]).reshape(1).float()
-            tensors[f"adam.{i}.exp_avg"] = state["exp_avg"].contiguous()
-            tensors[f"adam.{i}.exp_avg_sq"] = state["exp_avg_sq"].contiguous()
+            tensors[f"adam.{i}.step"] = torch.as_tensor(state["step"]).reshape(1).float().cpu()
+            tensors[f"adam.{i}.exp_avg"] = state["exp_avg"].cpu().contiguous()
+            tensors[f"adam.{i}.exp_avg_sq"] = state["exp_avg_sq"].cpu().contiguous()
     tensors["step"] = torch.tensor([step])
     with atomic_path(path) as tmp:
         save_file(tensors, tmp)
@@ -154,7 +158,8 @@ def train(args) -> int:
     from dallebrain.training.diffusion import update_ema
 
     args.work.mkdir(parents=True, exist_ok=True)
-    pipe = load_pipeline(args.base)
+    pipe = load_pipeline(args.base, device=args.device)
+    device = pipe.device
     if getattr(pipe, "guidance_distilled", None):
         raise SystemExit(f"error: {args.base} is already guidance-distilled: distil from its teacher")
     dataset = SliceDataset(args.data, "train", max_rows=args.rows, seed=args.seed)
@@ -180,9 +185,10 @@ def train(args) -> int:
         t = timesteps[int(rng.integers(len(timesteps)))]
         x0 = latents[torch.from_numpy(rows)].float()
         noise = torch.from_numpy(rng.standard_normal(x0.shape, dtype=np.float32))
-        noisy = noise_schedule.add_noise(x0, noise, t.expand(len(rows)))
+        noisy = noise_schedule.add_noise(x0, noise, t.expand(len(rows))).to(device)
+        t = t.to(device)
         target, inputs = teacher_targets(pipe, prompts, noisy, t)
-        with compute_context(precision, "cpu"):
+        with compute_context(precision, device.type):
             pred = student(noisy, t, **inputs).sample.float()
         loss = torch.nn.functional.mse_loss(pred, target)
         for group in optimizer.param_groups:
@@ -201,9 +207,8 @@ def train(args) -> int:
             save_state(args.work / STATE, student, ema, optimizer, step)
             last_save = time.time()
     save_state(args.work / STATE, student, ema, optimizer, step)
-    pipe.unet = ema  # the released student, if asked
     if args.release:
-        release(args, ema, step)
+        release(args, ema.cpu(), step)
     return step
 
 

@@ -129,6 +129,15 @@ def test_the_recipe_trains_resumes_and_releases_a_model_that_samples_one_row(tin
     assert done.returncode == 0, done.stderr
     losses = (work / "losses.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in losses] == ["step", "1", "2", "3"]  # resumed at step 2, not again
+    straight = _recipe("--work", tmp_path / "straight", "--data", tiny_prepared, "--base", tiny_pipeline, "--steps", 3,
+                       "--batch", 2, "--rows", 8)
+    assert straight.returncode == 0, straight.stderr
+    from safetensors.torch import load_file
+
+    resumed, whole = load_file(work / "state.safetensors"), load_file(tmp_path / "straight" / "state.safetensors")
+    assert resumed.keys() == whole.keys() and int(resumed["step"]) == 3
+    for name in resumed:  # the batches are drawn per step, the optimiser's moments kept: as if never stopped
+        torch.testing.assert_close(resumed[name], whole[name], atol=1e-6, rtol=1e-5)
     release = work / "release"
     info = json.loads((release / "dallebrain.json").read_text())
     assert info["sampling"]["guidance_distilled"]["steps"] == 3
@@ -149,6 +158,7 @@ def test_the_recipe_trains_resumes_and_releases_a_model_that_samples_one_row(tin
     (["--lr", "2"], "--lr must be in (0, 1)"),
     (["--data", "NOWHERE"], "is not a prepared data set"),
     (["--base", "NOWHERE"], "is not a dallebrain model folder"),
+    (["--device", "tpu"], "--device must be cpu or cuda"),
 ])
 def test_the_recipe_refuses_bad_inputs_in_one_line(tiny_pipeline, tiny_prepared, tmp_path, bad, message):
     args = {"--work": str(tmp_path / "w"), "--data": str(tiny_prepared), "--base": str(tiny_pipeline)}

@@ -145,6 +145,17 @@ def save_state(path: Path, student, ema, optimizer, step: int) -> None:
         save_file(tensors, tmp)
 
 
+def record_run(args, first: int, last: int) -> None:
+    """work/runs.json: the settings of each stretch of training (a resumed run may change --lr or --batch)."""
+    from dallebrain.data.io import write_json_atomic
+
+    path = args.work / "runs.json"
+    runs = json.loads(path.read_text()) if path.is_file() else []
+    runs.append({"from_step": first, "to_step": last, "learning_rate": args.lr, "batch": args.batch,
+                 "device": args.device})
+    write_json_atomic(path, runs)
+
+
 def train(args) -> int:
     import copy
 
@@ -176,6 +187,10 @@ def train(args) -> int:
     log_path = args.work / "losses.csv"
     if step == 0:
         log_path.write_text("step,loss,seconds\n")
+    else:  # a killed run logged steps past its last saved state: they are trained again, so logged again
+        lines = log_path.read_text().splitlines()
+        log_path.write_text("\n".join([lines[0], *[x for x in lines[1:] if int(x.split(",")[0]) <= step]]) + "\n")
+    first = step
     started, last_save = time.time(), time.time()
     precision = pipe.compute_precision
     while step < args.steps and not (args.minutes and time.time() - started > args.minutes * 60):
@@ -207,6 +222,8 @@ def train(args) -> int:
             save_state(args.work / STATE, student, ema, optimizer, step)
             last_save = time.time()
     save_state(args.work / STATE, student, ema, optimizer, step)
+    if step > first:
+        record_run(args, first, step)
     if args.release:
         release(args, ema.cpu(), step)
     return step
@@ -226,9 +243,10 @@ def release(args, student, step: int) -> Path:
     # the base's maps kept (model_with_parts drops them for a new UNet): the student's images are the teacher's
     # to its error; grey_level_map.py refits them for a release that ships
     maps = (base_info.get("sampling") or {}).get("grey_level_map")
+    runs_path = args.work / "runs.json"
+    runs = json.loads(runs_path.read_text()) if runs_path.is_file() else []
     sampling = {"guidance_distilled": {"guidance": D.GUIDANCE, "sampler": SAMPLER, "sampler_steps": SAMPLER_STEPS,
-                                       "steps": step, "batch": args.batch, "learning_rate": args.lr,
-                                       "rows": args.rows, "ema_decay": EMA_DECAY,
+                                       "steps": step, "runs": runs, "rows": args.rows, "ema_decay": EMA_DECAY,
                                        "method": "Meng et al. 2023, stage one (recipes/guidance_distill.py)"}}
     if maps is not None:
         sampling["grey_level_map"] = maps

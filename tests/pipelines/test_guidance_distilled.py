@@ -141,6 +141,7 @@ def test_the_recipe_trains_resumes_and_releases_a_model_that_samples_one_row(tin
     release = work / "release"
     info = json.loads((release / "dallebrain.json").read_text())
     assert info["sampling"]["guidance_distilled"]["steps"] == 3
+    assert [(r["from_step"], r["to_step"]) for r in info["sampling"]["guidance_distilled"]["runs"]] == [(0, 2), (2, 3)]
     assert not list(release.rglob("*.ckpt")) and not list(release.rglob("*.bin"))
     pipe = load_pipeline(release, device="cpu")
     assert pipe.guidance_distilled == 2.0

@@ -57,6 +57,9 @@ def parse(argv: list[str] | None):
     p.add_argument("--release", action="store_true", help="write work/release from the EMA student")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="cpu, or cuda on a GPU machine")
+    p.add_argument("--below", type=int, default=0,
+                   help="teach only the sampler's timesteps below this one (0: all); the release keeps the teacher "
+                        "for the steps above (unet/) and adds the student for the rest (unet_distilled/)")
     args = p.parse_args(argv)
     check_prepared(args.data)
     if not (args.base / "unet").is_dir() or not (args.base / "dallebrain.json").is_file():
@@ -64,6 +67,8 @@ def parse(argv: list[str] | None):
     for name in ("steps", "batch", "rows"):
         if getattr(args, name) < 1:
             raise SystemExit(f"error: --{name} must be at least 1, got {getattr(args, name)}")
+    if not 0 <= args.below < 1000:
+        raise SystemExit(f"error: --below must be a timestep in 1..999, or 0 for all, got {args.below}")
     if args.device not in ("cpu", "cuda"):
         raise SystemExit(f"error: --device must be cpu or cuda, got {args.device!r}")
     if not (0 < args.lr < 1) or args.minutes < 0:
@@ -178,6 +183,10 @@ def train(args) -> int:
     sampler = make_scheduler(SAMPLER, pipe.scheduler_config)
     sampler.set_timesteps(SAMPLER_STEPS)
     timesteps = sampler.timesteps.long()
+    if args.below:
+        timesteps = timesteps[timesteps < args.below]
+        if not len(timesteps):
+            raise SystemExit(f"error: no step of {SAMPLER} at {SAMPLER_STEPS} steps is below timestep {args.below}")
     noise_schedule = DDPMScheduler.from_config(pipe.scheduler_config)
     teacher = pipe.unet.eval().requires_grad_(False)
     student = copy.deepcopy(teacher).train().requires_grad_(True)
@@ -238,7 +247,8 @@ def release(args, student, step: int) -> Path:
 
     unet_dir = args.work / "unet"
     student.save_pretrained(unet_dir, safe_serialization=True)
-    model = model_with_parts(args.base, args.work, {"unet": unet_dir})
+    # --below: the teacher stays unet/ for the noisy steps, the student joins as unet_distilled/
+    model = model_with_parts(args.base, args.work, {"unet_distilled" if args.below else "unet": unet_dir})
     base_info = json.loads((args.base / "dallebrain.json").read_text())
     # the base's maps kept (model_with_parts drops them for a new UNet): the student's images are the teacher's
     # to its error; grey_level_map.py refits them for a release that ships
@@ -247,6 +257,7 @@ def release(args, student, step: int) -> Path:
     runs = json.loads(runs_path.read_text()) if runs_path.is_file() else []
     sampling = {"guidance_distilled": {"guidance": D.GUIDANCE, "sampler": SAMPLER, "sampler_steps": SAMPLER_STEPS,
                                        "steps": step, "runs": runs, "rows": args.rows, "ema_decay": EMA_DECAY,
+                                       **({"below_timestep": args.below} if args.below else {}),
                                        "method": "Meng et al. 2023, stage one (recipes/guidance_distill.py)"}}
     if maps is not None:
         sampling["grey_level_map"] = maps

@@ -167,3 +167,74 @@ def test_the_recipe_refuses_bad_inputs_in_one_line(tiny_pipeline, tiny_prepared,
     done = _recipe(*[x for kv in args.items() for x in kv])
     assert done.returncode == 1 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "w").exists()
+
+
+def hybrid(tiny_pipeline, tmp_path, below, steps=4, student=True):
+    """The tiny model with a student for the steps below `below` (unet_distilled/: the teacher's own weights, so the
+    plumbing shows, not a trained student), taught at the default sampler (dpm here) and `steps`."""
+    model = tmp_path / "hybrid"
+    shutil.copytree(tiny_pipeline, model)
+    if student:
+        shutil.copytree(model / "unet", model / "unet_distilled")
+    info = json.loads((model / "dallebrain.json").read_text())
+    info.setdefault("sampling", {})["guidance_distilled"] = {"guidance": 2.0, "below_timestep": below,
+                                                             "sampler": "dpm", "sampler_steps": steps}
+    (model / "dallebrain.json").write_text(json.dumps(info))
+    return model
+
+
+def test_a_student_beside_its_teacher_takes_the_low_noise_steps_of_the_setting_it_was_taught(tiny_pipeline, tmp_path):
+    """Steps at or above below_timestep: the teacher's guided rows; below it: the student, one row. Any other setting
+    (caption guidance, sampler, steps, negative prompt, attribute guidance set) runs the teacher throughout, as the
+    model without a student does; the sidecar says when the student ran."""
+    from test_text2mri import pipe_timesteps
+
+    teacher = load_pipeline(tiny_pipeline, device="cpu")
+    timesteps = pipe_timesteps(teacher, 4)
+    pipe = load_pipeline(hybrid(tiny_pipeline, tmp_path, below=int(timesteps[1])), device="cpu")
+    assert pipe.student_unet is not None and pipe.student_below == int(timesteps[1]) and pipe.guidance_distilled is None
+    rows = {"teacher": [], "student": []}
+    hooks = [pipe.unet.register_forward_pre_hook(lambda m, a: rows["teacher"].append(a[0].shape[0])),
+             pipe.student_unet.register_forward_pre_hook(lambda m, a: rows["student"].append(a[0].shape[0]))]
+    result = pipe(PROMPT, n=2, seed=3, steps=4)
+    assert rows == {"teacher": [2, 2] * 2, "student": [1, 1] * 2}  # two passes of one image: 2 guided steps, 2 not
+    assert result.settings["distilled_below_timestep"] == int(timesteps[1])
+    assert "guidance_distilled" not in result.settings  # the teacher's guidance is recorded as usual
+    # the student here is the teacher's copy: its steps are the teacher's conditional prediction
+    assert np.abs(result.images - teacher(PROMPT, n=2, seed=3, steps=4).images).mean() > 1e-5
+    np.testing.assert_array_equal(pipe.sample([PROMPT, PROMPT], [3, 4], steps=4), result.images)
+    for kwargs in ({"guidance": 3.0}, {"steps": 3}, {"sampler": "ddim"}, {"negative_prompt": "a child"}):
+        rows["teacher"].clear(), rows["student"].clear()
+        other = pipe(PROMPT, seed=3, **{"steps": 4, **kwargs})
+        assert rows["student"] == [] and "distilled_below_timestep" not in other.settings, kwargs
+        np.testing.assert_array_equal(other.images, teacher(PROMPT, seed=3, **{"steps": 4, **kwargs}).images)
+    for hook in hooks:
+        hook.remove()
+
+
+def test_a_model_naming_a_student_it_lacks_or_a_bad_timestep_is_refused_in_one_line(tiny_pipeline, tmp_path):
+    with pytest.raises(ValueError, match="'unet_distilled/' is missing") as err:
+        load_pipeline(hybrid(tiny_pipeline, tmp_path, below=500, student=False), device="cpu")
+    assert "\n" not in str(err.value)
+    for bad in (0, 1000, 2.5, True):
+        with pytest.raises(ValueError, match="below_timestep in 1..999"):
+            guidance_distilled({"sampling": {"guidance_distilled": {"guidance": 2, "below_timestep": bad}}})
+
+
+def test_the_recipe_below_a_timestep_releases_the_teacher_with_its_student(tiny_pipeline, tiny_prepared, tmp_path):
+    work = tmp_path / "work"
+    done = _recipe("--work", work, "--data", tiny_prepared, "--base", tiny_pipeline, "--steps", 2, "--batch", 2,
+                   "--rows", 8, "--below", 600, "--release")
+    assert done.returncode == 0, done.stderr
+    release = work / "release"
+    record = json.loads((release / "dallebrain.json").read_text())["sampling"]["guidance_distilled"]
+    assert record["below_timestep"] == 600 and record["sampler"] == "dpm-karras" and record["sampler_steps"] == 20
+    from safetensors.torch import load_file
+
+    name = "diffusion_pytorch_model.safetensors"
+    kept, base = load_file(release / "unet" / name), load_file(tiny_pipeline / "unet" / name)
+    assert all(torch.equal(kept[k].float(), base[k].half().float()) for k in base)  # the teacher, as it was
+    pipe = load_pipeline(release, device="cpu")
+    assert pipe.student_unet is not None and pipe.student_below == 600
+    assert _recipe("--work", tmp_path / "w", "--data", tiny_prepared, "--base", tiny_pipeline, "--below",
+                   1000).returncode == 1

@@ -212,18 +212,21 @@ def _unguided_record(options: EvaluationOptions, routes: list[str]) -> dict:
 
 
 def _distilled(info: dict) -> bool:
-    from dallebrain.pipelines.request import guidance_distilled
+    """Whether the LDM's unet/ is a guidance-distilled student throughout (no guidance tables apply)."""
+    from dallebrain.pipelines.request import distilled_below, guidance_distilled
 
-    return guidance_distilled(info) is not None
+    return guidance_distilled(info) is not None and distilled_below(info) is None
 
 
 def _distilled_record(options: EvaluationOptions, routes: list[str]) -> dict:
     """{"guidance_distilled": its record} when the LDM route's UNet holds its guidance (one row per step, the
-    model's attribute guidance, early scales and unguided steps taught into it); {} otherwise."""
+    model's attribute guidance, early scales and unguided steps taught into it), on every step or below the record's
+    below_timestep (a student beside the teacher, used at evaluate's default settings); {} otherwise."""
     from dallebrain.pipelines.folder import read_info
+    from dallebrain.pipelines.request import guidance_distilled
 
     info = read_info(options.model)
-    if "ldm" not in routes or not _distilled(info):
+    if "ldm" not in routes or guidance_distilled(info) is None:
         return {}
     return {"guidance_distilled": info["sampling"]["guidance_distilled"]}
 

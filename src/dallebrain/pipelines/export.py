@@ -152,7 +152,8 @@ def _stock_unet(unet_folder: Path):
     return unet
 
 
-RELEASE_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "clip", "prior", "decoder")
+RELEASE_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "clip", "prior", "decoder",
+                 "unet_distilled")  # the last: a guidance-distilled student for the low-noise steps, where there is one
 
 
 def release_folder(model: Path, out: Path, fp16: bool = True) -> Path:

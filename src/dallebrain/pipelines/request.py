@@ -140,10 +140,22 @@ def guidance_distilled(info: dict) -> float | None:
     if record is None:
         return None
     value = record.get("guidance") if isinstance(record, dict) else None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1.0 <= value <= 30.0:
-        raise ValueError("dallebrain.json sampling.guidance_distilled must be a record with a guidance in [1, 30], "
-                         f"got {str(record)[:80]}")
+    below = record.get("below_timestep") if isinstance(record, dict) else None
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not 1.0 <= value <= 30.0
+            or (below is not None and (isinstance(below, bool) or not isinstance(below, int)
+                                       or not 1 <= below < TRAIN_TIMESTEPS))):
+        raise ValueError("dallebrain.json sampling.guidance_distilled must be a record with a guidance in [1, 30] "
+                         f"(and a below_timestep in 1..{TRAIN_TIMESTEPS - 1}), got {str(record)[:80]}")
     return float(value)
+
+
+def distilled_below(info: dict) -> int | None:
+    """The timestep below which a model's student UNet (unet_distilled/) replaces its guided teacher
+    (sampling.guidance_distilled.below_timestep), or None: no student, or one that replaces the teacher throughout
+    (unet/ is the student). Checked by `guidance_distilled`."""
+    if guidance_distilled(info) is None:
+        return None
+    return info["sampling"]["guidance_distilled"].get("below_timestep")
 
 
 def check_unguided_below(value) -> int:

@@ -36,6 +36,7 @@ from dallebrain.pipelines.request import (  # noqa: F401
     check_attribute_guidance,
     check_seed,
     check_unguided_below,
+    distilled_below,
     guidance_distilled,
     sampler_by_contrast,
     unguided_below_timestep,
@@ -188,7 +189,12 @@ class Text2MRIPipeline:
         self.unguided_below: int | None = None
         # a UNet taught to give the guided prediction in one row (request.guidance_distilled): the caption guidance
         # it holds, or None
-        self.guidance_distilled = guidance_distilled(self.info)
+        self.guidance_distilled = None if distilled_below(self.info) else guidance_distilled(self.info)
+        # a student UNet for the low-noise steps (recipes/guidance_distill.py --below): it gives in one row what the
+        # teacher's guided rows give there, for the setting it was taught (`student_below_for`); from_pretrained loads
+        # it from unet_distilled/ where the model has one
+        self.student_unet = None
+        self.student_below = distilled_below(self.info)
         # attributes kept stated on the unconditional side of attribute guidance (models/conditioning.py)
         self.attribute_anchor = attribute_anchor_of(self.info)
         # per-prompt start means (pipelines/leak_table.py) where the folder has them; checked now, as the above
@@ -223,7 +229,15 @@ class Text2MRIPipeline:
         import json
 
         scheduler_config = json.loads((folder / "scheduler" / "scheduler_config.json").read_text())
-        return cls(vae, text_encoder, tokenizer, unet, scheduler_config, folder)
+        pipe = cls(vae, text_encoder, tokenizer, unet, scheduler_config, folder)
+        if pipe.student_below is not None:
+            from dallebrain.pipelines.folder import ModelFolderError
+
+            if not (folder / "unet_distilled" / "config.json").is_file():
+                raise ModelFolderError(f"incomplete model folder {folder}: its dallebrain.json names a distilled "
+                                       "student, but 'unet_distilled/' is missing")
+            pipe.student_unet = UNet2DConditionModel.from_pretrained(folder / "unet_distilled", **kw).to(device).eval()
+        return pipe
 
     @property
     def device(self) -> torch.device:
@@ -281,6 +295,18 @@ class Text2MRIPipeline:
             raise ValueError(f"this model's UNet holds its guidance (sampling.guidance_distilled: caption guidance "
                              f"{taught:g}, its attribute guidance per contrast): guidance must be {taught:g}, with no "
                              f"attribute guidance or unguided steps set; got guidance {guidance:g}")
+
+    def student_below_for(self, guidance: float, sampler: str, steps: int, negative_prompt: str = "") -> int | None:
+        """The timestep below which a request's steps run the student UNet (`student_unet`), or None (the teacher
+        throughout): only for what the student was taught, the recorded caption guidance, sampler and steps, the
+        model's own attribute guidance and unguided steps, no negative prompt and no LoRA adapter."""
+        if self.student_unet is None or getattr(self, "lora", None):
+            return None
+        taught = self.info["sampling"]["guidance_distilled"]
+        if (guidance != taught["guidance"] or sampler != taught.get("sampler") or steps != taught.get("sampler_steps")
+                or negative_prompt or self.attribute_guidance is not None or self.unguided_below is not None):
+            return None
+        return self.student_below
 
     def unguided_below_for(self, prompt: str) -> int | None:
         """The timestep below which the prompt is sampled without guidance: the one set on the pipeline
@@ -453,7 +479,8 @@ class Text2MRIPipeline:
                        starts: torch.Tensor | None = None,
                        attribute_scales: torch.Tensor | None = None,
                        attribute_schedule: tuple[torch.Tensor, torch.Tensor] | None = None,
-                       unguided_below: torch.Tensor | None = None) -> Iterator[np.ndarray]:
+                       unguided_below: torch.Tensor | None = None,
+                       student_below: int | None = None) -> Iterator[np.ndarray]:
         """The sampling loop shared by the text and image-embedding routes, one pass at a time: yields (k, H, W)
         float32 in [0, 1], k <= images_per_pass, in seed order. cond and uncond hold 1 or len(seeds) rows;
         image_embeds (n, D) feed an unCLIP decoder, whose unconditional input is the zero embedding; attributes
@@ -462,7 +489,8 @@ class Text2MRIPipeline:
         attribute_scales, len(seeds) rows (`attribute_scales`), give each image its prompt's attribute guidance
         (None: the model-wide `attribute_scale`); attribute_schedule, len(seeds) rows each (`attribute_schedule`),
         replaces it by an early scale on the steps at or above a timestep; unguided_below, len(seeds) rows
-        (`unguided_rows`), runs each row's steps below its timestep on the conditional prediction alone."""
+        (`unguided_rows`), runs each row's steps below its timestep on the conditional prediction alone;
+        student_below (`student_below_for`) runs the steps below it on the student UNet, one row each."""
         def rows_of(x: torch.Tensor | None, rows: slice) -> torch.Tensor | None:
             return x if x is None or x.shape[0] == 1 else x[rows]
 
@@ -471,7 +499,8 @@ class Text2MRIPipeline:
         return (self._denoise_pass(rows_of(cond, rows), rows_of(uncond, rows), seeds[rows], steps, guidance, sampler,
                                    rows_of(image_embeds, rows), rows_of(cond_attr, rows), rows_of(uncond_attr, rows),
                                    rows_of(starts, rows), rows_of(attribute_scales, rows),
-                                   rows_of(early[0], rows), rows_of(early[1], rows), rows_of(unguided_below, rows))
+                                   rows_of(early[0], rows), rows_of(early[1], rows), rows_of(unguided_below, rows),
+                                   student_below)
                 for rows in self.passes(len(seeds)))
 
     def denoise(self, cond: torch.Tensor, uncond: torch.Tensor, seeds: list[int], steps: int, guidance: float,
@@ -479,11 +508,11 @@ class Text2MRIPipeline:
                 attributes: tuple[torch.Tensor, torch.Tensor] | None = None,
                 starts: torch.Tensor | None = None, attribute_scales: torch.Tensor | None = None,
                 attribute_schedule: tuple[torch.Tensor, torch.Tensor] | None = None,
-                unguided_below: torch.Tensor | None = None) -> np.ndarray:
+                unguided_below: torch.Tensor | None = None, student_below: int | None = None) -> np.ndarray:
         """`denoise_passes` joined: (n, H, W) float32 in [0, 1]."""
         return np.concatenate(list(self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler, image_embeds,
                                                        attributes, starts, attribute_scales, attribute_schedule,
-                                                       unguided_below)))
+                                                       unguided_below, student_below)))
 
     def guidance_plan(self, cond: torch.Tensor, uncond: torch.Tensor, rows: int, guidance: float,
                       image_embeds: torch.Tensor | None = None, cond_attr: torch.Tensor | None = None,
@@ -566,8 +595,8 @@ class Text2MRIPipeline:
                       sampler: str, image_embeds: torch.Tensor | None, cond_attr: torch.Tensor | None = None,
                       uncond_attr: torch.Tensor | None = None, starts: torch.Tensor | None = None,
                       attribute_scales: torch.Tensor | None = None, early_scales: torch.Tensor | None = None,
-                      early_from: torch.Tensor | None = None,
-                      unguided_below: torch.Tensor | None = None) -> np.ndarray:
+                      early_from: torch.Tensor | None = None, unguided_below: torch.Tensor | None = None,
+                      student_below: int | None = None) -> np.ndarray:
         from dallebrain.models.vae import decode_latents
 
         # a fresh scheduler per pass: the multistep samplers keep the previous model outputs
@@ -591,7 +620,10 @@ class Text2MRIPipeline:
                                   attribute_scales, early_scales, early_from, unguided_below)
         with compute_context(self.compute_precision, self.device.type):
             for t in scheduler.timesteps:
-                eps = self.guided_prediction(plan, latents, t, scheduler)
+                if student_below is not None and int(t) < student_below:  # what the guided rows would give, in one
+                    eps = self.student_unet(scheduler.scale_model_input(latents, t), t, **plan.alone).sample.float()
+                else:
+                    eps = self.guided_prediction(plan, latents, t, scheduler)
                 # a stochastic sampler's step noise from each image's own generator: image i still depends on
                 # its seed alone (the scheduler's one generator would tie it to the other rows of the pass)
                 fresh = {"variance_noise": step_noise(generators, shape).to(self.device)} if stochastic else {}
@@ -619,10 +651,14 @@ class Text2MRIPipeline:
         settings.update(requested(*asked))
         record_encoded_text(prompt, text, settings, warnings)
         self.record_guidance(settings, prompt, guidance)
+        student = self.student_below_for(guidance, sampler, steps, negative_prompt)
+        if student is not None:
+            settings["distilled_below_timestep"] = student
         attributes = self._attribute_pair([prompt], negative_prompt)
         passes = self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler, None, attributes,
                                      self.start_means([prompt]), self.attribute_scales([prompt], guidance),
-                                     self.attribute_schedule([prompt], guidance), self.unguided_rows([prompt]))
+                                     self.attribute_schedule([prompt], guidance), self.unguided_rows([prompt]),
+                                     student)
         return chunk_results(self.standardised_passes(passes, prompt, settings), seeds, settings, warnings,
                              self.provenance())
 
@@ -692,7 +728,8 @@ class Text2MRIPipeline:
         cond = torch.cat([self.encode_prompt(self.model_text(p))[0] for p in prompts])
         images = self.denoise(cond, uncond, seeds, steps, guidance, sampler, None, self._attribute_pair(prompts, ""),
                               self.start_means(prompts), self.attribute_scales(prompts, guidance),
-                              self.attribute_schedule(prompts, guidance), self.unguided_rows(prompts))
+                              self.attribute_schedule(prompts, guidance), self.unguided_rows(prompts),
+                              self.student_below_for(guidance, sampler, steps))
         return self.standardised_for(images, prompts)
 
     def _attribute_pair(self, prompts: list[str], negative_prompt: str):

@@ -127,7 +127,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
         decoder_info = {"sampling": self.decoder_sampling}
         self.attribute_guidance_table = attribute_guidance_by_contrast(decoder_info)
         self.early_guidance_table = {}
-        self.guidance_distilled = None  # the LDM's record: the decoder is its own UNet, guided as measured
+        self.guidance_distilled = self.student_below = None  # the LDM's: the decoder is its own UNet
         self.unguided_table = unguided_below_timestep(decoder_info)
         self.attribute_anchor = attribute_anchor_of(decoder_info)
         # and its own grey-level maps, fitted on the decoder's samples (pipelines/grey_levels.py)

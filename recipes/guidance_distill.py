@@ -157,7 +157,7 @@ def record_run(args, first: int, last: int) -> None:
     path = args.work / "runs.json"
     runs = json.loads(path.read_text()) if path.is_file() else []
     runs.append({"from_step": first, "to_step": last, "learning_rate": args.lr, "batch": args.batch,
-                 "device": args.device})
+                 "device": args.device, "below": args.below})
     write_json_atomic(path, runs)
 
 
@@ -173,6 +173,10 @@ def train(args) -> int:
     from dallebrain.pipelines.precision import compute_context
     from dallebrain.training.diffusion import update_ema
 
+    runs_path = args.work / "runs.json"
+    taught = json.loads(runs_path.read_text())[-1].get("below", 0) if runs_path.is_file() else args.below
+    if taught != args.below:  # the student's timesteps are the run's: a resume or release must name the same
+        raise SystemExit(f"error: {args.work} holds a student taught with --below {taught}, got --below {args.below}")
     args.work.mkdir(parents=True, exist_ok=True)
     pipe = load_pipeline(args.base, device=args.device)
     device = pipe.device

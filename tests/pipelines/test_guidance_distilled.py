@@ -236,5 +236,8 @@ def test_the_recipe_below_a_timestep_releases_the_teacher_with_its_student(tiny_
     assert all(torch.equal(kept[k].float(), base[k].half().float()) for k in base)  # the teacher, as it was
     pipe = load_pipeline(release, device="cpu")
     assert pipe.student_unet is not None and pipe.student_below == 600
+    other = _recipe("--work", work, "--data", tiny_prepared, "--base", tiny_pipeline, "--steps", 3, "--batch", 2,
+                    "--rows", 8)  # a resume must teach the same timesteps
+    assert other.returncode == 1 and "taught with --below 600, got --below 0" in other.stderr
     assert _recipe("--work", tmp_path / "w", "--data", tiny_prepared, "--base", tiny_pipeline, "--below",
                    1000).returncode == 1

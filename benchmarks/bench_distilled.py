@@ -1,4 +1,5 @@
-"""A guidance-distilled model against its teacher (recipes/guidance_distill.py): seconds per image in one process,
+"""A guidance-distilled model (a student throughout, or beside its teacher for the low-noise steps) against its
+teacher (recipes/guidance_distill.py): seconds per image in one process,
 alternating rounds, one image per pass (the default) and 8 per pass; and how far the student's slices are from the
 teacher's at the same prompt and seed (mean absolute difference, of 1), per contrast.
 
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     pipes = {"teacher": load_pipeline(args.teacher or default_model(), device="cpu"),
              "student": load_pipeline(args.student, device="cpu")}
-    if pipes["student"].guidance_distilled is None:
+    if pipes["student"].guidance_distilled is None and pipes["student"].student_unet is None:
         parser.error(f"{args.student} is not guidance-distilled (no sampling.guidance_distilled)")
     for pipe in pipes.values():
         pipe(PROMPT.format("T1-weighted", 46), n=1, seed=0)  # warm-up: first-call allocations out of the timings

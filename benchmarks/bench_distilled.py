@@ -1,7 +1,8 @@
 """A guidance-distilled model (a student throughout, or beside its teacher for the low-noise steps) against its
 teacher (recipes/guidance_distill.py): seconds per image in one process,
 alternating rounds, one image per pass (the default) and 8 per pass; and how far the student's slices are from the
-teacher's at the same prompt and seed (mean absolute difference, of 1), per contrast.
+teacher's at the same prompt and seed (mean absolute difference, of 1), per contrast, beside the teacher's own
+seed-to-seed difference and, for a student of the low-noise steps, the teacher with those steps unguided.
 
     python benchmarks/bench_distilled.py --student FOLDER [--teacher FOLDER] [--rounds 3] [--seeds 8] [--steps 20]
 
@@ -26,12 +27,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--student", type=Path, required=True, help="the guidance-distilled pipeline folder")
     parser.add_argument("--teacher", type=Path, default=None, help="its teacher (default: the shipped model)")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="timing rounds (0: differences only)")
     parser.add_argument("--seeds", type=int, default=8, help="seeds per contrast and age for the differences")
     parser.add_argument("--steps", type=int, default=20, help="sampling steps (the default: 20)")
     args = parser.parse_args(argv)
-    if min(args.rounds, args.seeds, args.steps) < 1:
-        parser.error(f"--rounds, --seeds and --steps must be at least 1, got {args.rounds}, {args.seeds}, {args.steps}")
+    if args.rounds < 0 or min(args.seeds, args.steps) < 1:
+        parser.error(f"--rounds must be at least 0 (0: no timing), --seeds and --steps at least 1, got {args.rounds}, "
+                     f"{args.seeds}, {args.steps}")
     from dallebrain.api import default_model, load_pipeline
 
     pipes = {"teacher": load_pipeline(args.teacher or default_model(), device="cpu"),
@@ -57,16 +59,27 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{name:8s} {contrast:12s} {per_pass:8d} {median:16.3f}  " + ", ".join(f"{v:.3f}" for v in values))
     for pipe in pipes.values():
         pipe.images_per_pass = 8
-    print(f"\n{'prompt':12s} {'age':>4s} {'student vs teacher, mean |diff|':>32s} {'teacher seed vs seed':>22s}")
+    # a student beside its teacher replaces the guided rows below its timestep: the teacher with those steps
+    # unguided instead (sampling.unguided_below_timestep) is what the student is measured against
+    below = pipes["student"].student_below
+    print(f"\n{'prompt':12s} {'age':>4s} {'student vs teacher':>19s} {'unguided vs teacher':>20s} "
+          f"{'teacher seed vs seed':>21s}  (mean |difference|, of 1)")
     for contrast in CONTRASTS:
         for age in (20, 85):
-            made = {name: pipe(PROMPT.format(contrast, age), n=args.seeds, seed=0, steps=args.steps).images
-                    for name, pipe in pipes.items()}
-            diff = float(np.abs(made["student"] - made["teacher"]).mean())
+            prompt = PROMPT.format(contrast, age)
+            made = {name: pipe(prompt, n=args.seeds, seed=0, steps=args.steps).images for name, pipe in pipes.items()}
+            record = {"student_vs_teacher": float(np.abs(made["student"] - made["teacher"]).mean())}
+            if below is not None:
+                pipes["teacher"].unguided_below = below
+                unguided = pipes["teacher"](prompt, n=args.seeds, seed=0, steps=args.steps).images
+                pipes["teacher"].unguided_below = None
+                record["unguided_vs_teacher"] = float(np.abs(unguided - made["teacher"]).mean())
             # the scale of a difference: two seeds of the teacher itself
-            seeds = float(np.abs(made["teacher"][1:] - made["teacher"][:-1]).mean()) if args.seeds > 1 else float("nan")
-            out["difference"][f"{contrast} {age}"] = {"student_vs_teacher": diff, "teacher_seed_vs_seed": seeds}
-            print(f"{contrast:12s} {age:4d} {diff:32.4f} {seeds:22.4f}")
+            record["teacher_seed_vs_seed"] = (float(np.abs(made["teacher"][1:] - made["teacher"][:-1]).mean())
+                                              if args.seeds > 1 else float("nan"))
+            out["difference"][f"{contrast} {age}"] = record
+            print(f"{contrast:12s} {age:4d} {record['student_vs_teacher']:19.4f} "
+                  f"{record.get('unguided_vs_teacher', float('nan')):20.4f} {record['teacher_seed_vs_seed']:21.4f}")
     return out
 
 

@@ -1,7 +1,8 @@
 """Guidance distillation: a student UNet that gives, in one row, what the model's guided sampling computes in three.
 
     python recipes/guidance_distill.py --work /path/to/cache/distill --data PREPARED [--base MODEL]
-        [--steps 4000] [--minutes 0] [--batch 16] [--lr 1e-4] [--rows 16000] [--latents CACHE] [--release]
+        [--steps 4000] [--minutes 0] [--batch 16] [--lr 1e-4] [--rows 16000] [--latents CACHE] [--below T]
+        [--device cpu|cuda] [--release]
 
 Why: the shipped model guides every sampling step with three UNet rows (no condition; the attributes alone;
 caption and attributes: pipelines/text2mri.guide), per-contrast scales and PDw's unguided tail. At one image per
@@ -18,8 +19,11 @@ the pipeline's compute precision), the student's conditional one, mean squared e
 student. The run resumes from --work (student, EMA and optimiser state in safetensors, never pickled) and stops at
 --steps or after --minutes, so a long run can span sessions. --release writes work/release: the base with the
 EMA student as its UNet and "guidance_distilled" in dallebrain.json's "sampling" (the pipeline then runs one row
-per step at the default guidance, and refuses another caption or attribute guidance in one line). The grey-level
-maps are the base's; refit them with recipes/grey_level_map.py --base work/release for a shipped model.
+per step at the default guidance, and refuses another caption or attribute guidance in one line). --below T teaches
+only the sampler's timesteps under T (measured: the noisy steps do not learn at CPU scale, BENCHMARKS) and releases
+the teacher as unet/ with the student as unet_distilled/, used below T at the taught setting only. A resume must
+name the same --below (work/runs.json records each stretch). The grey-level maps are the base's; refit them with
+recipes/grey_level_map.py --base work/release for a shipped model.
 """
 
 from __future__ import annotations

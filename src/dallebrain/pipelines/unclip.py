@@ -261,10 +261,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
                                   sampler=sampler, prior_steps=prior_steps, prior_guidance=prior_guidance)
         settings.update(requested(asked, steps))
         record_encoded_text(prompt, text, settings, warnings)
-        attribute_guidance = self.attribute_scale(guidance, prompt)
-        if attribute_guidance is not None:
-            settings["attribute_guidance"] = attribute_guidance
-        self.record_unguided(settings, prompt)
+        self.record_guidance(settings, prompt, guidance)  # the decoder's own tables (no early scale, no student)
         starts = self.start_means([prompt])
         passes = (self.decode_embeddings(self.image_embeds_of_prompt(prompt, seeds[rows], prior_steps, prior_guidance,
                                                                      negative_prompt), seeds[rows], steps, guidance,

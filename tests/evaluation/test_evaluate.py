@@ -65,6 +65,9 @@ def test_report_writes_every_output_with_the_metrics_of_both_routes(report):
         assert len(encoder["draws"]) == 2 and encoder["draws"][0] == saved["columns"][route]["realism"]["encoder"][
             "frechet"]
         assert encoder["draws"][1] != encoder["draws"][0] and encoder["min"] <= encoder["max"]
+        grey = saved["columns"][route]["grey_levels"]["all"]  # the slices' own histograms, draw 0 the column's
+        assert spread["grey_wasserstein1"]["draws"][0] == grey["wasserstein1"]
+        assert spread["grey_jensen_shannon"]["draws"][0] == grey["jensen_shannon"]
     assert saved["settings"]["draws"] == 2 and "draw j > 0 uses seed 3 + j * 1000000 + i" in saved["settings"]["seeds"]
     samples = np.load(out / "samples_ldm.npz")
     assert samples["images"].shape == (8, 64, 64) and list(samples["seeds"]) == list(range(3, 11))

@@ -28,6 +28,14 @@ def test_a_draws_distances_are_the_columns_own():
         set(texture["by_contrast"]) == {"T1w", "FLAIR"}
     assert got["glcm_frechet_FLAIR"] == texture["by_contrast"]["FLAIR"]["frechet"]
     assert "brain_clip_frechet" not in SP.distances_of(real_enc, enc, real_glcm, glcm, MODALITY)
+    assert "grey_wasserstein1" not in got  # without the slices: no grey levels
+    real_images, images = rng.uniform(size=(44, 16, 16)), rng.uniform(size=(44, 16, 16)) ** 2
+    with_images = SP.distances_of(real_enc, enc, real_glcm, glcm, MODALITY, real_images=real_images,
+                                  fake_images=images)
+    grey = C.grey_levels(real_images, images, MODALITY)["all"]
+    assert with_images["grey_wasserstein1"] == grey["wasserstein1"] > 0
+    assert with_images["grey_jensen_shannon"] == grey["jensen_shannon"] > 0
+    assert SP.label("grey_wasserstein1") == "grey levels Wasserstein-1, all slices"
 
 
 def test_the_spread_keeps_every_draw_and_a_shifted_model_lies_outside_it():

@@ -123,14 +123,14 @@ def spread_over_draws(sets, route: str, more: list[np.ndarray], encoder, referen
     from dallebrain.evaluation import features as Fe
     from dallebrain.evaluation.spread import distances_of, spread
 
-    def of(features, glcm, clip):
+    def of(features, glcm, clip, images):
         return distances_of(sets.encoder["real"], features, sets.glcm["real"], glcm, reference.modality,
-                            sets.clip.get("real"), clip)
+                            sets.clip.get("real"), clip, sets.images["real"], images)
 
-    per_draw = [of(sets.encoder[route], sets.glcm[route], sets.clip.get(route))]
+    per_draw = [of(sets.encoder[route], sets.glcm[route], sets.clip.get(route), sets.images[route])]
     for images in more:
         per_draw.append(of(encoder.run(images)[0], M.glcm_features(images),
-                           Fe.clip_image_features(reference.clip, images) if reference.clip else None))
+                           Fe.clip_image_features(reference.clip, images) if reference.clip else None, images))
     return spread(per_draw)
 
 

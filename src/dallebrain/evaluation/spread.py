@@ -24,10 +24,13 @@ from dallebrain.evaluation.options import DRAW_SEED_STRIDE
 
 def distances_of(real_encoder: np.ndarray, fake_encoder: np.ndarray, real_glcm: np.ndarray, fake_glcm: np.ndarray,
                  modality: list[str], real_clip: np.ndarray | None = None,
-                 fake_clip: np.ndarray | None = None) -> dict[str, float]:
+                 fake_clip: np.ndarray | None = None, real_images: np.ndarray | None = None,
+                 fake_images: np.ndarray | None = None) -> dict[str, float]:
     """{distance name: value} of one synthetic draw against the real held-out slices, computed as the report's
     columns compute them: the evaluation encoder's and Brain-CLIP's Frechet distances, the GLCM distance over
-    all slices and per contrast."""
+    all slices and per contrast, and with the slices themselves the grey-level histogram distances over all slices
+    (small numbers whose draw-to-draw spread decides whether two models differ: BENCHMARKS.md, "Guidance distilled
+    into the UNet")."""
     from dallebrain.evaluation.columns import MIN_TEXTURE_ROWS  # imported here: columns pulls in torch
 
     modality = np.asarray(modality)
@@ -39,6 +42,9 @@ def distances_of(real_encoder: np.ndarray, fake_encoder: np.ndarray, real_glcm: 
         rows = modality == m
         if rows.sum() >= MIN_TEXTURE_ROWS:  # fewer slices of a contrast: no distance of its own, as there
             out[f"glcm_frechet_{m}"] = M.standardised_frechet(real_glcm[rows], fake_glcm[rows])
+    if real_images is not None and fake_images is not None:
+        grey = M.histogram_distances(real_images, fake_images)
+        out["grey_wasserstein1"], out["grey_jensen_shannon"] = grey["wasserstein1"], grey["jensen_shannon"]
     return out
 
 
@@ -52,7 +58,9 @@ def spread(per_draw: list[dict[str, float]]) -> dict[str, dict]:
 
 
 LABELS = {"encoder_frechet": "Frechet distance, evaluation encoder",
-          "brain_clip_frechet": "Frechet distance, Brain-CLIP", "glcm_frechet": "GLCM Frechet distance, all slices"}
+          "brain_clip_frechet": "Frechet distance, Brain-CLIP", "glcm_frechet": "GLCM Frechet distance, all slices",
+          "grey_wasserstein1": "grey levels Wasserstein-1, all slices",
+          "grey_jensen_shannon": "grey levels Jensen-Shannon, all slices"}
 NOTE = ("Each distance as draw 0's value (the report's), then its range over the draws (`--draws`; draw j's slice i "
         f"with seed + j * {DRAW_SEED_STRIDE:,} + i, the real held-out slices fixed): how far the number moves with "
         "the synthetic draw alone. A difference between two models inside both ranges is not evidence.")

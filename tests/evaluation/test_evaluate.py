@@ -68,6 +68,15 @@ def test_report_writes_every_output_with_the_metrics_of_both_routes(report):
         grey = saved["columns"][route]["grey_levels"]["all"]  # the slices' own histograms, draw 0 the column's
         assert spread["grey_wasserstein1"]["draws"][0] == grey["wasserstein1"]
         assert spread["grey_jensen_shannon"]["draws"][0] == grey["jensen_shannon"]
+    issue = {t["target"]: t for t in saved["issue_targets"]}  # issues 11 and 12, per route, from these columns
+    encoder = issue["ldm: Frechet distance (evaluation encoder) <= 10x the floor"]
+    assert encoder["value"] == pytest.approx(saved["columns"]["ldm"]["realism"]["encoder"]["frechet"]
+                                             / saved["columns"]["real"]["realism"]["encoder"]["frechet"])
+    assert encoder["met"] == (encoder["value"] <= 10) and encoder["detail"].endswith("of 2 draws")
+    assert "unclip: Frechet distance (Brain-CLIP) no worse than the ldm route's" in issue
+    assert {t["issue"] for t in saved["issue_targets"]} == {11, 12}
+    summary = (out / "summary.md").read_text()
+    assert "## Targets of issues 11 and 12 (" in summary and "| 12 | ldm: GLCM texture Frechet distance" in summary
     assert saved["settings"]["draws"] == 2 and "draw j > 0 uses seed 3 + j * 1000000 + i" in saved["settings"]["seeds"]
     samples = np.load(out / "samples_ldm.npz")
     assert samples["images"].shape == (8, 64, 64) and list(samples["seeds"]) == list(range(3, 11))

@@ -7,7 +7,7 @@ import base64
 import html
 from pathlib import Path
 
-from dallebrain.evaluation import blur_report, spread
+from dallebrain.evaluation import blur_report, issue_targets, spread
 from dallebrain.evaluation.anatomy_report import html_section, summary_lines
 from dallebrain.evaluation.formatting import fmt, lookup
 
@@ -99,6 +99,7 @@ def write_summary(out: Path, metrics: dict) -> Path:
     if chance:
         parts = [f"{k} {fmt(v.get('accuracy', v.get('mae')))}" for k, v in chance.items()]
         lines += [f"- Attribute chance level (train majority / mean): {', '.join(parts)}"]
+    lines += issue_targets.summary_lines(metrics)
     lines += blur_report.summary_lines(metrics)
     lines += spread.summary_lines(metrics)
     lines += summary_lines(metrics)
@@ -214,6 +215,7 @@ def report_html(metrics: dict, data, figures: dict[str, bytes | None]) -> str:
         "<p class='note'>Grey-level co-occurrence features at distances 1, 2, 4 px, averaged over 4 angles, of the "
         "brain only (32 levels); KS statistic per feature and a Frechet distance over the z-scored features.</p>",
         _img(figures["glcm"], "GLCM box plots"), _ks_table(metrics),
+        issue_targets.html_section(metrics, _table_html),
         blur_report.html_section(metrics, _table_html),
         spread.html_section(metrics, _table_html),
         "<h2>Latent space</h2>", f"<p class='note'>Embeddings of the {esc(space)}.</p>",

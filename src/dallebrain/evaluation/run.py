@@ -48,6 +48,7 @@ def evaluate(options: EvaluationOptions) -> dict:
     from dallebrain.evaluation import columns as C
     from dallebrain.evaluation import features as Fe
     from dallebrain.evaluation.blur_report import blur_targets
+    from dallebrain.evaluation.issue_targets import issue_targets
     from dallebrain.evaluation.reference import load_real_slices, plan_diversity
     from dallebrain.evaluation.report_data import report_data
     from dallebrain.evaluation.sampling import synthetic_slices
@@ -111,6 +112,7 @@ def evaluate(options: EvaluationOptions) -> dict:
                                                **{r: f"synthetic slices of the {r} route" for r in routes},
                                                RECONSTRUCTION: RECONSTRUCTION_MEANING},
                            "chance": chance, "columns": columns, "targets": blur_targets(columns),
+                           "issue_targets": issue_targets(columns, anatomy),
                            "attributes": AN.attribute_table(columns, chance, anatomy), "anatomy": anatomy,
                            "warnings": warnings, "timing": timing})
     data = report_data(reference, sets, synthetic, diversity, neighbours["pixel"], age, options.split, options.data)

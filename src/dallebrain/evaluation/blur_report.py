@@ -6,6 +6,7 @@ from __future__ import annotations
 import html
 
 from dallebrain.evaluation.formatting import fmt, lookup
+from dallebrain.evaluation.issue_targets import target, verdict
 from dallebrain.evaluation.reconstruction import RECONSTRUCTION
 
 SYNTHETIC_SHARPNESS = 0.8  # synthetic / real sharpness at every contrast
@@ -24,18 +25,13 @@ def _worst_contrast(column: dict) -> tuple[float | None, str | None]:
     return ratios[worst], worst
 
 
-def _target(text: str, name: str, value, threshold: float, higher: bool, detail: str = "") -> dict:
-    met = None if value is None else bool(value >= threshold if higher else value <= threshold)
-    return {"target": text, "set": name, "value": value, "threshold": threshold, "met": met, "detail": detail}
-
-
 def blur_targets(columns: dict) -> list[dict]:
     """Issue 12's targets on these columns: every route's sharpness, the reconstruction's Frechet distance per
     feature space and its sharpness; met is None when a value cannot be measured (never counted as met)."""
     out = []
     for name in [c for c in columns if c not in ("real", RECONSTRUCTION)]:
         value, worst = _worst_contrast(columns[name])
-        out.append(_target(f"sharpness {name} / real >= {SYNTHETIC_SHARPNESS} at every contrast", name, value,
+        out.append(target(12, f"sharpness {name} / real >= {SYNTHETIC_SHARPNESS} at every contrast", name, value,
                            SYNTHETIC_SHARPNESS, True, f"lowest: {worst}" if worst else ""))
     if RECONSTRUCTION not in columns:
         return out
@@ -45,22 +41,18 @@ def blur_targets(columns: dict) -> list[dict]:
         if floor is None and value is None:
             continue
         ratio = value / floor if value is not None and floor else None
-        out.append(_target(f"reconstruction Frechet distance ({label}) <= {RECONSTRUCTION_FRECHET:g}x the floor",
+        out.append(target(12, f"reconstruction Frechet distance ({label}) <= {RECONSTRUCTION_FRECHET:g}x the floor",
                            RECONSTRUCTION, ratio, RECONSTRUCTION_FRECHET, False,
                            f"{fmt(value)} vs floor {fmt(floor)}"))
     value, worst = _worst_contrast(recon)
-    out.append(_target(f"sharpness reconstruction / real >= {RECONSTRUCTION_SHARPNESS} at every contrast",
+    out.append(target(12, f"sharpness reconstruction / real >= {RECONSTRUCTION_SHARPNESS} at every contrast",
                        RECONSTRUCTION, value, RECONSTRUCTION_SHARPNESS, True, f"lowest: {worst}" if worst else ""))
     return out
 
 
-def _verdict(met) -> str:
-    return "n/a" if met is None else ("met" if met else "missed")
-
-
 def targets_table(metrics: dict) -> tuple[list[str], list[list[str]]]:
     header = ["target (issue 12)", "value", "verdict", "detail"]
-    return header, [[t["target"], fmt(t["value"]), _verdict(t["met"]), t["detail"]] for t in metrics["targets"]]
+    return header, [[t["target"], fmt(t["value"]), verdict(t["met"]), t["detail"]] for t in metrics["targets"]]
 
 
 def sharpness_table(metrics: dict) -> tuple[list[str], list[list[str]]]:

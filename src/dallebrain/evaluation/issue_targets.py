@@ -28,7 +28,8 @@ OBEYED = 0.95  # contrast and plane read back by the evaluation encoder
 HEAD_RATIO_PERCENT = 3.0  # men / women brain area within this of the cohort's own ratio
 
 
-def _target(issue: int, text: str, route: str, value, threshold: float, higher: bool, detail: str = "") -> dict:
+def target(issue: int, text: str, route: str, value, threshold: float, higher: bool, detail: str = "") -> dict:
+    """One target's record: met when value reaches threshold (>= if higher, else <=); None when unmeasured."""
     met = None if value is None else bool(value >= threshold if higher else value <= threshold)
     return {"issue": issue, "target": text, "set": route, "value": value, "threshold": threshold, "met": met,
             "detail": detail}
@@ -54,7 +55,7 @@ def realism_targets(columns: dict, route: str) -> list[dict]:
         floor, value = lookup(real, path), lookup(column, path)
         if floor is None and value is None:  # a feature space the model has not (no Brain-CLIP)
             continue
-        out.append(_target(12, f"{route}: {label} <= {times:g}x the floor", route, _ratio(value, floor), times, False,
+        out.append(target(12, f"{route}: {label} <= {times:g}x the floor", route, _ratio(value, floor), times, False,
                            f"{fmt(value)} vs floor {fmt(floor)}" + _draws_met(column, key, floor, times)))
     return out
 
@@ -68,7 +69,7 @@ def unclip_targets(columns: dict) -> list[dict]:
         ldm, unclip = lookup(columns["ldm"], path), lookup(columns["unclip"], path)
         if ldm is None and unclip is None:
             continue
-        out.append(_target(12, f"unclip: {label} no worse than the ldm route's", "unclip", _ratio(unclip, ldm), 1.0,
+        out.append(target(12, f"unclip: {label} no worse than the ldm route's", "unclip", _ratio(unclip, ldm), 1.0,
                            False, f"{fmt(unclip)} vs ldm {fmt(ldm)}"))
     return out
 
@@ -80,15 +81,15 @@ def prompt_targets(columns: dict, anatomy: dict, route: str) -> list[dict]:
     for label, block in (("age error (age judge)", lookup(anatomy, "age_judge.all")),
                          ("slice level error (level judge)", lookup(anatomy, "level_judge"))):
         real, value = lookup(block or {}, "real.mae"), lookup(block or {}, f"{route}.mae")
-        out.append(_target(11, f"{route}: {label} <= {JUDGED_RATIO:g}x the judge's on real slices", route,
+        out.append(target(11, f"{route}: {label} <= {JUDGED_RATIO:g}x the judge's on real slices", route,
                            _ratio(value, real), JUDGED_RATIO, False, f"{fmt(value)} vs real {fmt(real)}"))
     for attribute in ("contrast", "orientation"):
         value = lookup(columns[route], f"adherence.attributes.{attribute}.accuracy")
-        out.append(_target(11, f"{route}: {attribute} obeyed (evaluation encoder) >= {OBEYED:g}", route, value, OBEYED,
+        out.append(target(11, f"{route}: {attribute} obeyed (evaluation encoder) >= {OBEYED:g}", route, value, OBEYED,
                            True, f"real {fmt(lookup(columns['real'], f'adherence.attributes.{attribute}.accuracy'))}"))
     head = lookup(anatomy, f"head_size.{route}") or {}
     off = head.get("vs_cohort_percent")
-    out.append(_target(11, f"{route}: brain area men / women within {HEAD_RATIO_PERCENT:g} % of the cohort's ratio",
+    out.append(target(11, f"{route}: brain area men / women within {HEAD_RATIO_PERCENT:g} % of the cohort's ratio",
                        route, None if off is None else abs(off), HEAD_RATIO_PERCENT, False,
                        f"ratio {fmt(head.get('ratio'))}, cohort {fmt(lookup(anatomy, 'head_size.cohort_train.ratio'))}"
                        f", {fmt(off)} %"))
@@ -105,7 +106,7 @@ def issue_targets(columns: dict, anatomy: dict) -> list[dict]:
     return out
 
 
-def _verdict(met) -> str:
+def verdict(met) -> str:
     return "n/a" if met is None else ("met" if met else "missed")
 
 
@@ -114,7 +115,7 @@ def targets_table(metrics: dict) -> tuple[list[str], list[list[str]]] | None:
     if not targets:
         return None
     header = ["issue", "target", "value", "verdict", "detail"]
-    return header, [[str(t["issue"]), t["target"], fmt(t["value"]), _verdict(t["met"]), t["detail"]]
+    return header, [[str(t["issue"]), t["target"], fmt(t["value"]), verdict(t["met"]), t["detail"]]
                     for t in targets]
 
 

@@ -297,6 +297,8 @@ def test_cli_builds_a_report_for_an_ldm_folder_without_brain_clip(ldm_report):
     assert result.exit_code == 0, result.output
     assert "report: " in result.output
     metrics = json.loads((out / "metrics.json").read_text())
+    met = sum(t["met"] is True for t in metrics["issue_targets"])  # the count the user reads, and where the list is
+    assert f"{met} of {len(metrics['issue_targets'])} targets of issues 11 and 12 met" in result.output
     assert metrics["settings"]["feature_spaces"] == ["encoder"]
     assert set(metrics["columns"]) == {"real", "ldm", "reconstruction"}
     assert "brain_clip" not in metrics["columns"]["ldm"]["realism"]

@@ -74,4 +74,7 @@ def evaluate_cmd(
         fail(str(exc).splitlines()[0])
     for w in metrics.get("warnings", []):
         typer.echo(f"warning: {w}", err=True)
-    typer.echo(f"report: {out / 'report.html'} (metrics.json, summary.md) in {metrics['timing']['total_s']:.0f} s")
+    targets = metrics.get("issue_targets", [])
+    met = sum(t["met"] is True for t in targets)
+    typer.echo(f"report: {out / 'report.html'} (metrics.json, summary.md) in {metrics['timing']['total_s']:.0f} s; "
+               f"{met} of {len(targets)} targets of issues 11 and 12 met (summary.md lists them)")

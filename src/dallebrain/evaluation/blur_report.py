@@ -6,7 +6,7 @@ from __future__ import annotations
 import html
 
 from dallebrain.evaluation.formatting import fmt, lookup
-from dallebrain.evaluation.issue_targets import target, verdict
+from dallebrain.evaluation.issue_targets import ratio, target, verdict
 from dallebrain.evaluation.reconstruction import RECONSTRUCTION
 
 SYNTHETIC_SHARPNESS = 0.8  # synthetic / real sharpness at every contrast
@@ -40,9 +40,8 @@ def blur_targets(columns: dict) -> list[dict]:
         floor, value = lookup(real, f"realism.{space}.frechet"), lookup(recon, f"realism.{space}.frechet")
         if floor is None and value is None:
             continue
-        ratio = value / floor if value is not None and floor else None
         out.append(target(12, f"reconstruction Frechet distance ({label}) <= {RECONSTRUCTION_FRECHET:g}x the floor",
-                           RECONSTRUCTION, ratio, RECONSTRUCTION_FRECHET, False,
+                           RECONSTRUCTION, ratio(value, floor), RECONSTRUCTION_FRECHET, False,
                            f"{fmt(value)} vs floor {fmt(floor)}"))
     value, worst = _worst_contrast(recon)
     out.append(target(12, f"sharpness reconstruction / real >= {RECONSTRUCTION_SHARPNESS} at every contrast",

@@ -23,6 +23,7 @@ REALISM = (
     ("grey_jensen_shannon", "grey levels Jensen-Shannon", "grey_levels.all.jensen_shannon", 2.0),
     ("glcm_frechet", "GLCM texture Frechet distance", "texture.frechet", 2.0),
 )
+FRECHET = REALISM[:2]  # the feature-space distances, which the unCLIP route is also held to against the LDM's
 JUDGED_RATIO = 1.2  # a route's judged age / level error at most this times the judge's error on real slices
 OBEYED = 0.95  # contrast and plane read back by the evaluation encoder
 HEAD_RATIO_PERCENT = 3.0  # men / women brain area within this of the cohort's own ratio
@@ -35,7 +36,8 @@ def target(issue: int, text: str, route: str, value, threshold: float, higher: b
             "detail": detail}
 
 
-def _ratio(value, floor):
+def ratio(value, floor):
+    """value / floor; None when either is missing or the floor is 0."""
     return value / floor if value is not None and floor else None
 
 
@@ -55,7 +57,7 @@ def realism_targets(columns: dict, route: str) -> list[dict]:
         floor, value = lookup(real, path), lookup(column, path)
         if floor is None and value is None:  # a feature space the model has not (no Brain-CLIP)
             continue
-        out.append(target(12, f"{route}: {label} <= {times:g}x the floor", route, _ratio(value, floor), times, False,
+        out.append(target(12, f"{route}: {label} <= {times:g}x the floor", route, ratio(value, floor), times, False,
                            f"{fmt(value)} vs floor {fmt(floor)}" + _draws_met(column, key, floor, times)))
     return out
 
@@ -65,11 +67,11 @@ def unclip_targets(columns: dict) -> list[dict]:
     if "ldm" not in columns or "unclip" not in columns:
         return []
     out = []
-    for _, label, path, _ in REALISM[:2]:
+    for _, label, path, _ in FRECHET:
         ldm, unclip = lookup(columns["ldm"], path), lookup(columns["unclip"], path)
         if ldm is None and unclip is None:
             continue
-        out.append(target(12, f"unclip: {label} no worse than the ldm route's", "unclip", _ratio(unclip, ldm), 1.0,
+        out.append(target(12, f"unclip: {label} no worse than the ldm route's", "unclip", ratio(unclip, ldm), 1.0,
                            False, f"{fmt(unclip)} vs ldm {fmt(ldm)}"))
     return out
 
@@ -82,7 +84,7 @@ def prompt_targets(columns: dict, anatomy: dict, route: str) -> list[dict]:
                          ("slice level error (level judge)", lookup(anatomy, "level_judge"))):
         real, value = lookup(block or {}, "real.mae"), lookup(block or {}, f"{route}.mae")
         out.append(target(11, f"{route}: {label} <= {JUDGED_RATIO:g}x the judge's on real slices", route,
-                           _ratio(value, real), JUDGED_RATIO, False, f"{fmt(value)} vs real {fmt(real)}"))
+                           ratio(value, real), JUDGED_RATIO, False, f"{fmt(value)} vs real {fmt(real)}"))
     for attribute in ("contrast", "orientation"):
         value = lookup(columns[route], f"adherence.attributes.{attribute}.accuracy")
         out.append(target(11, f"{route}: {attribute} obeyed (evaluation encoder) >= {OBEYED:g}", route, value, OBEYED,

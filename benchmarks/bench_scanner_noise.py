@@ -9,7 +9,8 @@ spectrum of brain-interior patches of real train slices minus that of their VAE 
 asks the two questions that decide whether it is grain or missing anatomy:
   1. on other real train slices' reconstructions: does the noise bring their texture (GLCM Frechet distance) and
      grey levels closer to real slices? (If the VAE lost only noise, it must.)
-  2. on the generated slices of an `evaluate` report (--report): GLCM, sharpness and grey levels with and without.
+  2. on the generated slices of an `evaluate` report (--report): GLCM, sharpness and grey levels with and without;
+     and per frequency band, the power of its reconstructions and generated slices over the real slices'.
 Prints tables; asserts nothing; no weights change (BENCHMARKS.md, "Scanner noise, resynthesised").
 
   python benchmarks/bench_scanner_noise.py --data PREPARED [--model MODEL] [--report EVAL_OUT] [--per-contrast 256]
@@ -178,6 +179,19 @@ def main(argv: list[str] | None = None) -> dict:
                                         ("generated + noise", noisy))}
             for name, s in out["report"][contrast].items():
                 print(row(f"{contrast} {name}", s))
+        # where the power goes missing: per band, over the real held-out slices' (the VAE's share and the UNet's)
+        print(f"\nPower per band of {args.report}'s slices over its real held-out slices' (brain-interior patches):")
+        print("| contrast, set | " + " | ".join(f"{lo:.3f}-{hi:.3f}" for lo, hi in
+                                               zip(BAND_EDGES[:-1], BAND_EDGES[1:], strict=True)) + " |")
+        print("|---|" + "---|" * (len(BAND_EDGES) - 1))
+        out["bands"] = {}
+        for contrast in spectra:
+            rows = modality == contrast
+            reference = band_power(real[rows])
+            out["bands"][contrast] = {name: band_power(sets[key][rows]) / reference for name, key in
+                                      (("reconstruction", "reconstruction"), ("generated", "synthetic"))}
+            for name, ratio in out["bands"][contrast].items():
+                print(f"| {contrast} {name} | " + " | ".join(f"{r:.2f}" for r in ratio) + " |")
     return out
 
 

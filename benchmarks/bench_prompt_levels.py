@@ -10,6 +10,13 @@ puts inside the landmark's range (data/landmarks.py), for explicit levels the me
 (sagittal as |x|, as the judge reads it). The judge's own error on real held-out slices is
 `benchmarks/bench_level_judge.py`'s (0.51 mm in `evaluate`). On the unCLIP route the form applies to the prior's
 text (the decoder reads the parsed attributes either way).
+
+    python benchmarks/bench_prompt_levels.py --sweep [--model MODEL] [--seeds 8]
+
+--sweep asks instead whether the level moves with the number at a finer step than the leak table's 12 mm bands:
+axial slices at z = 6, 9, ..., 42 mm (the training slices' 3 mm grid), T1w, T2w and FLAIR, the same seeds at every
+level, caption form; per level the judged mean, and the share of 3 mm steps the judged mean does not follow
+(moves < 1 mm) inside a band and across a band's edge.
 """
 
 from __future__ import annotations
@@ -69,12 +76,59 @@ def score(rows: list[dict], levels: np.ndarray, seeds: int) -> dict:
     return out
 
 
+SWEEP_MM = tuple(float(z) for z in range(6, 43, 3))  # axial, on the training slices' 3 mm grid
+SWEEP_CONTRASTS = ("T1-weighted", "T2-weighted", "FLAIR")
+STUCK_MM = 1.0  # a 3 mm step the judged mean moves less than this: the model did not follow it
+
+
+def sweep_prompt(contrast: str, mm: float) -> str:
+    return f"axial {contrast} MRI slice of a healthy 50-year-old woman at z = {mm:g} mm"
+
+
+def staircase(levels, judged: np.ndarray, band_mm: float) -> dict:
+    """(len(levels), seeds) judged levels of a same-seed sweep -> the judged mean per level, the mean absolute
+    error, and the share of consecutive steps whose judged mean moved < STUCK_MM, inside a leak-table band and
+    across a band's edge (None where the sweep has no such step)."""
+    levels = np.asarray(levels, dtype=float)
+    means = judged.mean(axis=1)
+    moved = np.abs(np.diff(means))
+    same_band = np.floor(levels[1:] / band_mm) == np.floor(levels[:-1] / band_mm)
+    share = lambda rows: float(np.mean(moved[rows] < STUCK_MM)) if rows.any() else None  # noqa: E731
+    return {"judged_mean": means.tolist(), "mae_mm": float(np.abs(judged - levels[:, None]).mean()),
+            "stuck_inside_band": share(same_band), "stuck_across_bands": share(~same_band)}
+
+
+def sweep(pipe, seeds: int) -> dict:
+    """The --sweep table for a loaded pipeline (caption form, as a user's prompt is encoded by default)."""
+    from dallebrain.judges.level import estimate_levels
+    from dallebrain.pipelines.leak_table import BAND_MM
+
+    band = pipe.leak_table.band_mm if pipe.leak_table is not None else BAND_MM
+    out = {}
+    for contrast in SWEEP_CONTRASTS:
+        texts = [sweep_prompt(contrast, mm) for mm in SWEEP_MM for _ in range(seeds)]
+        images = pipe.sample(texts, [s for _ in SWEEP_MM for s in range(seeds)], batch_size=32)
+        judged = estimate_levels(images, ["axial"] * len(texts)).reshape(len(SWEEP_MM), seeds)
+        out[contrast] = staircase(SWEEP_MM, judged, band)
+    print(f"| z asked (mm; leak bands of {band:g} mm) | " + " | ".join(SWEEP_CONTRASTS) + " |")
+    print("|---|" + "---|" * len(SWEEP_CONTRASTS))
+    for i, mm in enumerate(SWEEP_MM):
+        print(f"| {mm:g} | " + " | ".join(f"{out[c]['judged_mean'][i]:.1f}" for c in SWEEP_CONTRASTS) + " |")
+    fmt = lambda v: "-" if v is None else f"{100 * v:.0f} %"  # noqa: E731
+    for key, label in (("mae_mm", "mean absolute error (mm)"), ("stuck_inside_band", "3 mm steps not followed, "
+                       "inside a band"), ("stuck_across_bands", "3 mm steps not followed, across a band's edge")):
+        print(f"| {label} | " + " | ".join(f"{out[c][key]:.2f}" if key == "mae_mm" else fmt(out[c][key])
+                                         for c in SWEEP_CONTRASTS) + " |")
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")
     parser.add_argument("--route", choices=("ldm", "unclip"), default="ldm")
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
+    parser.add_argument("--sweep", action="store_true", help="the fine same-seed axial level sweep instead")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         raise SystemExit(f"error: --seeds must be at least 1, got {args.seeds}")
@@ -83,6 +137,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     pipe = load_pipeline(args.model or default_model(), route=args.route)
     pipe.images_per_pass = 8
+    if args.sweep:
+        result = {"route": args.route, "seeds": args.seeds, "sweep": sweep(pipe, args.seeds)}
+        if args.out:
+            args.out.write_text(json.dumps(result, indent=2))
+        return result
     rows = prompts()
     result = {"route": args.route, "seeds": args.seeds, "prompts": len(rows)}
     for form in ("literal", "caption"):

@@ -34,3 +34,19 @@ def test_scores_are_range_shares_and_mm_errors(bench):
     for plane in bench.AXIS:
         assert scores[f"{plane} landmark in range"] == pytest.approx(0.5)
         assert scores[f"{plane} mm error"] == pytest.approx(3.0)
+
+
+def test_sweep_prompts_parse_to_their_level(bench):
+    for mm in bench.SWEEP_MM:
+        fields = parse_prompt(bench.sweep_prompt("T1-weighted", mm))
+        assert (fields.orientation, fields.slice_mm, fields.modality) == ("axial", mm, "T1w")
+
+
+def test_the_staircase_counts_steps_the_judged_level_did_not_follow(bench):
+    levels = [18.0, 21.0, 24.0, 27.0]  # 12 mm bands: 18 -> 21 inside one, 21 -> 24 across an edge, 24 -> 27 inside
+    judged = np.array([[16.5, 16.5], [16.5, 16.5], [22.5, 22.5], [27.0, 27.0]])  # stuck once, then followed
+    out = bench.staircase(levels, judged, band_mm=12.0)
+    assert out["judged_mean"] == [16.5, 16.5, 22.5, 27.0]
+    assert out["stuck_inside_band"] == pytest.approx(0.5) and out["stuck_across_bands"] == 0.0
+    assert out["mae_mm"] == pytest.approx((1.5 + 4.5 + 1.5 + 0.0) / 4)
+    assert bench.staircase([18.0, 21.0], judged[:2], band_mm=12.0)["stuck_across_bands"] is None

@@ -99,7 +99,8 @@ def staircase(levels, judged: np.ndarray, band_mm: float) -> dict:
 
 
 def sweep(pipe, seeds: int) -> dict:
-    """The --sweep table for a loaded pipeline (caption form, as a user's prompt is encoded by default)."""
+    """The --sweep table for a loaded pipeline, its prompts encoded in the pipeline's `prompt_form` (a loaded
+    pipeline's is caption form, as a user's prompt is encoded by default)."""
     from dallebrain.judges.level import estimate_levels
     from dallebrain.pipelines.leak_table import BAND_MM
 

@@ -87,14 +87,16 @@ def with_noise(images: np.ndarray, spectrum: np.ndarray) -> np.ndarray:
     return out
 
 
-def scores(reference: np.ndarray, images: np.ndarray) -> dict:
-    """GLCM Frechet distance, sharpness ratio and grey-level distances of `images` against `reference`."""
+def scores(reference: np.ndarray, sets: dict[str, np.ndarray]) -> dict[str, dict]:
+    """Per set: GLCM Frechet distance, sharpness ratio and grey-level distances against `reference` (whose GLCM
+    features and sharpness are measured once)."""
     from dallebrain.evaluation import metrics as M
     from dallebrain.evaluation.sharpness import sharpness
 
-    return {"glcm": M.standardised_frechet(M.glcm_features(reference), M.glcm_features(images)),
-            "sharpness": float(np.nanmean(sharpness(images)) / np.nanmean(sharpness(reference))),
-            **M.histogram_distances(reference, images)}
+    glcm, sharp = M.glcm_features(reference), np.nanmean(sharpness(reference))
+    return {name: {"glcm": M.standardised_frechet(glcm, M.glcm_features(images)),
+                   "sharpness": float(np.nanmean(sharpness(images)) / sharp),
+                   **M.histogram_distances(reference, images)} for name, images in sets.items()}
 
 
 def train_sets(data: Path, per_contrast: int, seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
         recon = reconstruct(vae, other[:half])
         sets = {"real": other[:half], "reconstruction": recon, "reconstruction + noise": with_noise(recon,
                                                                                                   spectra[contrast])}
-        out["train"][contrast] = {name: scores(other[half:], x) for name, x in sets.items()}
+        out["train"][contrast] = scores(other[half:], sets)
         sd = float(with_noise(np.full((1, 128, 128), 0.5, np.float32), spectra[contrast]).std())
         for name, s in out["train"][contrast].items():
             print(row(f"{contrast} {name}" + (f" (noise SD {sd:.4f})" if name.endswith("noise") else ""), s))
@@ -174,9 +176,8 @@ def main(argv: list[str] | None = None) -> dict:
             rows = np.ones(len(real), bool) if contrast == "all" else modality == contrast
             if rows.sum() < 2:
                 continue
-            out["report"][contrast] = {name: scores(real[rows], x[rows]) for name, x in
-                                       (("floor", sets["floor"]), ("generated", synthetic),
-                                        ("generated + noise", noisy))}
+            out["report"][contrast] = scores(real[rows], {"floor": sets["floor"][rows], "generated": synthetic[rows],
+                                                          "generated + noise": noisy[rows]})
             for name, s in out["report"][contrast].items():
                 print(row(f"{contrast} {name}", s))
         # where the power goes missing: per band, over the real held-out slices' (the VAE's share and the UNet's)

@@ -43,8 +43,8 @@ def test_the_lost_spectrum_starts_at_the_latent_nyquist_and_the_noise_gives_it_b
 
 def test_more_noise_moves_texture_further_from_a_clean_reference(bench):
     clean = _brains(sigma=0.0)
-    close = bench.scores(clean, clean)
-    far = bench.scores(clean, bench.with_noise(clean, np.full(12, 1e-3)))
+    got = bench.scores(clean, {"close": clean, "far": bench.with_noise(clean, np.full(12, 1e-3))})
+    close, far = got["close"], got["far"]
     assert close["glcm"] == pytest.approx(0.0, abs=1e-6) and far["glcm"] > 1.0
     assert far["sharpness"] > 1.0 and close["sharpness"] == pytest.approx(1.0)
 

@@ -1,7 +1,7 @@
 """Does age in a prompt change the brain? Same-seed age sweeps, judged by the tissue segmenter.
 
     python benchmarks/bench_age_sweep.py --real PREPARED [--model MODEL] [--route ldm|unclip] [--seeds 32]
-        [--figure docs/age_sweep.png] [--attribute-guidance-early SCALE@TIMESTEP]
+        [--figure docs/age_sweep.png] [--attribute-guidance-early SCALE@TIMESTEP] [--no-level-map]
 
 For each seed and contrast (T1w, T2w, FLAIR), "axial {contrast} MRI slice of a healthy {age}-year-old woman at
 the level of the lateral ventricles" at ages 20, 40, 60 and 85 with the same seed; the tissue judge
@@ -156,6 +156,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--figure", type=Path, default=None)
     parser.add_argument("--figure-seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    parser.add_argument("--no-level-map", action="store_true",
+                        help="encode each prompt's own caption even where the model has a level map")
     args = parser.parse_args(argv)
     contrasts = tuple(c.strip() for c in args.contrasts.split(","))
     if not contrasts or not set(contrasts) <= set(SWEEPABLE):
@@ -180,6 +182,8 @@ def main(argv: list[str] | None = None) -> dict:
     pipe = load_pipeline(args.model or default_model(), route=args.route, device="cpu")
     pipe.images_per_pass = 8
     pipe.attribute_guidance = args.attribute_guidance
+    if args.no_level_map:  # the LDM's caption-level mix (pipelines/level_map.py), for the before column
+        pipe.level_map = None
     if early is not None:
         pipe.early_guidance_table = early
     judge = load_tissue_judge(args.tissue_judge)
@@ -193,7 +197,8 @@ def main(argv: list[str] | None = None) -> dict:
               "attribute_guidance_early": {c: pipe.early_attribute_guidance(prompt(c, 20)) for c in contrasts},
               # steps below this timestep unguided (the model's sampling.unguided_below_timestep), None: all guided
               "unguided_below_timestep": {c: pipe.unguided_below_for(prompt(c, 20)) for c in contrasts},
-              "model": str(args.model or "shipped"), "route": args.route}
+              "model": str(args.model or "shipped"), "route": args.route,
+              "level_map": getattr(pipe, "level_map", None) is not None}
     target = result["cohort_ratio_85_20"]["ground_truth"]
     print(f"cohort's own 85/20 ventricle ratio at z = {LEVEL_MM:g} mm: {target:.2f} (ground truth), "
           f"{result['cohort_ratio_85_20']['judge']:.2f} (judge on the same real slices; r = "

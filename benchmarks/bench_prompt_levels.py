@@ -11,12 +11,15 @@ puts inside the landmark's range (data/landmarks.py), for explicit levels the me
 `benchmarks/bench_level_judge.py`'s (0.51 mm in `evaluate`). On the unCLIP route the form applies to the prior's
 text (the decoder reads the parsed attributes either way).
 
-    python benchmarks/bench_prompt_levels.py --sweep [--model MODEL] [--seeds 8]
+    python benchmarks/bench_prompt_levels.py --sweep [--model MODEL] [--seeds 8] [--offset 1.5] [--no-level-map]
 
 --sweep asks instead whether the level moves with the number at a finer step than the leak table's 12 mm bands:
 axial slices at z = 6, 9, ..., 42 mm (the training slices' 3 mm grid), T1w, T2w and FLAIR, the same seeds at every
 level, caption form; per level the judged mean, and the share of 3 mm steps the judged mean does not follow
-(moves < 1 mm) inside a band and across a band's edge.
+(moves < 1 mm) inside a band and across a band's edge. --offset shifts every level (1.5: between the grid's
+levels, where no caption was written in training); --no-level-map encodes each level's own caption even where the
+model has a level map (pipelines/level_map.py), for the before column. Without --sweep, a model with a level map
+gets a third column, caption form through the map (the second is then caption form without it).
 """
 
 from __future__ import annotations
@@ -98,22 +101,23 @@ def staircase(levels, judged: np.ndarray, band_mm: float) -> dict:
             "stuck_inside_band": share(same_band), "stuck_across_bands": share(~same_band)}
 
 
-def sweep(pipe, seeds: int) -> dict:
+def sweep(pipe, seeds: int, offset: float = 0.0) -> dict:
     """The --sweep table for a loaded pipeline, its prompts encoded in the pipeline's `prompt_form` (a loaded
     pipeline's is caption form, as a user's prompt is encoded by default)."""
     from dallebrain.judges.level import estimate_levels
     from dallebrain.pipelines.leak_table import BAND_MM
 
     band = pipe.leak_table.band_mm if pipe.leak_table is not None else BAND_MM
+    levels = tuple(mm + offset for mm in SWEEP_MM)
     out = {}
     for contrast in SWEEP_CONTRASTS:
-        texts = [sweep_prompt(contrast, mm) for mm in SWEEP_MM for _ in range(seeds)]
-        images = pipe.sample(texts, [s for _ in SWEEP_MM for s in range(seeds)], batch_size=32)
-        judged = estimate_levels(images, ["axial"] * len(texts)).reshape(len(SWEEP_MM), seeds)
-        out[contrast] = staircase(SWEEP_MM, judged, band)
+        texts = [sweep_prompt(contrast, mm) for mm in levels for _ in range(seeds)]
+        images = pipe.sample(texts, [s for _ in levels for s in range(seeds)], batch_size=32)
+        judged = estimate_levels(images, ["axial"] * len(texts)).reshape(len(levels), seeds)
+        out[contrast] = staircase(levels, judged, band)
     print(f"| z asked (mm; leak bands of {band:g} mm) | " + " | ".join(SWEEP_CONTRASTS) + " |")
     print("|---|" + "---|" * len(SWEEP_CONTRASTS))
-    for i, mm in enumerate(SWEEP_MM):
+    for i, mm in enumerate(levels):
         print(f"| {mm:g} | " + " | ".join(f"{out[c]['judged_mean'][i]:.1f}" for c in SWEEP_CONTRASTS) + " |")
     fmt = lambda v: "-" if v is None else f"{100 * v:.0f} %"  # noqa: E731
     for key, label in (("mae_mm", "mean absolute error (mm)"), ("stuck_inside_band", "3 mm steps not followed, "
@@ -130,6 +134,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
     parser.add_argument("--sweep", action="store_true", help="the fine same-seed axial level sweep instead")
+    parser.add_argument("--offset", type=float, default=0.0, help="--sweep: mm added to every level asked")
+    parser.add_argument("--no-level-map", action="store_true", help="encode captions without the model's level map")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         raise SystemExit(f"error: --seeds must be at least 1, got {args.seeds}")
@@ -138,25 +144,33 @@ def main(argv: list[str] | None = None) -> dict:
 
     pipe = load_pipeline(args.model or default_model(), route=args.route)
     pipe.images_per_pass = 8
+    level_map = getattr(pipe, "level_map", None)  # the LDM's (pipelines/level_map.py); the unCLIP route has none
+    if args.no_level_map:
+        pipe.level_map = level_map = None
     if args.sweep:
-        result = {"route": args.route, "seeds": args.seeds, "sweep": sweep(pipe, args.seeds)}
+        result = {"route": args.route, "seeds": args.seeds, "offset_mm": args.offset,
+                  "level_map": level_map is not None, "sweep": sweep(pipe, args.seeds, args.offset)}
         if args.out:
             args.out.write_text(json.dumps(result, indent=2))
         return result
     rows = prompts()
     result = {"route": args.route, "seeds": args.seeds, "prompts": len(rows)}
-    for form in ("literal", "caption"):
-        pipe.prompt_form = form
+    forms = {"literal": "as written", "caption": "caption form"}
+    if level_map is not None:
+        forms = {"literal": "as written", "caption": "caption form, no level map", "caption+map": "caption form"}
+    for form in forms:
+        pipe.prompt_form = form.split("+")[0]
+        pipe.level_map = level_map if form == "caption+map" else None
         texts = [r["prompt"] for r in rows for _ in range(args.seeds)]
         seeds = [s for _ in rows for s in range(args.seeds)]
         images = pipe.sample(texts, seeds, batch_size=32)
         levels = estimate_levels(images, [r["plane"] for r in rows for _ in range(args.seeds)])
         result[form] = score(rows, levels, args.seeds)
-    print("| plane, level named | as written | caption form |\n|---|---|---|")
+    print("| plane, level named | " + " | ".join(forms.values()) + " |\n|---|" + "---|" * len(forms))
     for key in result["literal"]:
         unit = " %" if "range" in key else " mm"
         scale = 100 if "range" in key else 1
-        print(f"| {key} | {scale * result['literal'][key]:.1f}{unit} | {scale * result['caption'][key]:.1f}{unit} |")
+        print(f"| {key} | " + " | ".join(f"{scale * result[form][key]:.1f}{unit}" for form in forms) + " |")
     if args.out:
         args.out.write_text(json.dumps(result, indent=2))
     return result

@@ -394,3 +394,64 @@ def test_the_grey_level_recipe_refuses_bad_inputs_in_one_line(tiny_pipeline, tin
         assert done.returncode != 0 and message in done.stderr, (extra, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "w").exists()
+
+
+def _level_recipe():
+    spec = importlib.util.spec_from_file_location("level_map_recipe", ROOT / "recipes" / "level_map.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    return recipe
+
+
+def test_the_level_map_recipe_measures_each_grid_caption_and_writes_a_map_the_release_uses(tiny_pipeline, tmp_path):
+    """recipes/level_map.py: one entry of judged levels per contrast and plane, kept for a rerun; the map in the
+    release's dallebrain.json moves a prompt's caption; the sampling itself is the level judge's on real model
+    slices, stood in for here by a judge that draws every caption 2 mm low (the pipeline's part is
+    tests/pipelines/test_level_map.py)."""
+    from dallebrain.api import load_pipeline
+    from dallebrain.data.prompts import parse_prompt
+
+    recipe = _level_recipe()
+    for plane in recipe.AXIS:
+        for contrast in recipe.CONTRASTS:
+            fields = parse_prompt(recipe.level_prompt(plane, contrast, 12.0, 1))
+            assert (fields.orientation, fields.modality, fields.slice_mm) == (plane, contrast, 12.0)
+    calls = []
+
+    def fake_judge(pipe, plane, contrast, levels, seeds):
+        assert pipe.level_map is None and seeds == 2  # each level's own caption
+        calls.append((contrast, plane))
+        return [[mm - 2.0, mm - 2.0] for mm in levels]
+
+    recipe.judge_levels = fake_judge
+    release = recipe.main(["--work", str(tmp_path / "w"), "--base", str(tiny_pipeline), "--seeds", "2"])
+    assert len(calls) == 12 and (tmp_path / "w" / "judged.json").is_file()
+    info = json.loads((release / "dallebrain.json").read_text())
+    levels = recipe.grid_levels(info)
+    assert min(levels["sagittal"]) >= 0
+    curve = info["sampling"]["level_map"]["curves"]["T2w"]["axial"]
+    assert curve["caption_mm"] == levels["axial"] and curve["judged_mm"] == [mm - 2.0 for mm in levels["axial"]]
+    pipe = load_pipeline(release)
+    asked = levels["axial"][3]
+    made = pipe(f"axial T2-weighted MRI slice of a healthy 30-year-old man at z = {asked:g} mm", seed=0, steps=2)
+    record = made.settings["level_map"]
+    lower, upper = record["caption_mm"]
+    assert lower <= asked + 2.0 <= upper  # the captions 2 mm higher, mixed to land at the level asked
+    assert lower + record["weight_upper"] * (upper - lower) == pytest.approx(asked + 2.0, abs=1e-3)
+    calls.clear()  # a rerun reads the judged levels kept
+    recipe.main(["--work", str(tmp_path / "w"), "--base", str(tiny_pipeline), "--seeds", "2"])
+    assert calls == []
+
+
+def test_the_level_map_recipe_refuses_bad_inputs_in_one_line(tiny_pipeline, tmp_path):
+    script = str(ROOT / "recipes" / "level_map.py")
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "judged.json").write_text(json.dumps({"seeds": 6, "base": "elsewhere"}))
+    cases = [(["--work", str(tmp_path / "w"), "--base", str(tmp_path)], "is not a pipeline folder"),
+             (["--work", str(tmp_path / "w"), "--base", str(tiny_pipeline), "--seeds", "1"], "--seeds must be at"),
+             (["--work", str(tmp_path / "used"), "--base", str(tiny_pipeline), "--seeds", "2"], "holds another run")]
+    for extra, message in cases:
+        done = subprocess.run([sys.executable, script, *extra], capture_output=True, text=True, timeout=120)
+        assert done.returncode != 0 and message in done.stderr, (extra, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "w").exists()

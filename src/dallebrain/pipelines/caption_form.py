@@ -80,10 +80,16 @@ def caption_form(prompt: str, grid: VolumeGrid | None) -> str | None:
     fields = parse_prompt(prompt)
     if fields.orientation is None or fields.slice_mm is None or fields.modality is None:
         return None
+    return caption_at(fields, fields.slice_mm, grid)
+
+
+def caption_at(fields, slice_mm: float, grid: VolumeGrid) -> str:
+    """The canonical caption of what `fields` (a parsed prompt naming a plane and a contrast) states, at level
+    `slice_mm` (the prompt's own, or a level map's caption level: pipelines/level_map.py)."""
     levels = structures_table(grid).get(fields.orientation, [])
-    nearest = min(levels, key=lambda row: abs(row[0] - fields.slice_mm), default=None)
-    structures = nearest[1] if nearest and abs(nearest[0] - fields.slice_mm) <= NEAREST_MM else ()
-    facts = SliceFacts(orientation=fields.orientation, slice_mm=fields.slice_mm, modality=fields.modality,
+    nearest = min(levels, key=lambda row: abs(row[0] - slice_mm), default=None)
+    structures = nearest[1] if nearest and abs(nearest[0] - slice_mm) <= NEAREST_MM else ()
+    facts = SliceFacts(orientation=fields.orientation, slice_mm=slice_mm, modality=fields.modality,
                        field_strength=fields.field_strength, age=fields.age, sex=fields.sex, structures=structures,
                        ventricles=fields.ventricles, brain_volume=fields.brain_volume)
     return build_captions(facts, 1)[0]

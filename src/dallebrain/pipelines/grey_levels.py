@@ -172,10 +172,12 @@ def routes_changed_by(parts) -> tuple[str, ...]:
 def drop_grey_level_maps(model: str | Path, routes=tuple(ROUTE_PARTS)) -> None:
     """Remove the grey-level maps of `routes` from a model folder whose weights for them were replaced: they were
     fitted on the old weights' samples (rerun recipes/grey_level_map.py on the new model). The recipe's record
-    goes when no route keeps a map."""
+    goes when no route keeps a map. The LDM's level map (pipelines/level_map.py), measured on its samples too, goes
+    with the LDM's grey-level maps (rerun recipes/level_map.py)."""
     import json
 
     from dallebrain.data.io import write_json_atomic
+    from dallebrain.pipelines.level_map import INFO_KEY as LEVEL_MAP
 
     path = Path(model) / "dallebrain.json"
     if not path.is_file() or not routes:
@@ -185,6 +187,7 @@ def drop_grey_level_maps(model: str | Path, routes=tuple(ROUTE_PARTS)) -> None:
     for route in routes:
         if isinstance(places.get(route), dict):
             places[route].pop(INFO_KEY, None)
+            places[route].pop(LEVEL_MAP, None)
     if not any(isinstance(p, dict) and INFO_KEY in p for p in places.values()):
         info.pop(INFO_KEY, None)
     write_json_atomic(path, info)

@@ -23,6 +23,7 @@ from dallebrain.pipelines import defaults as D
 from dallebrain.pipelines.folder import check_model_folder, folder_hash, read_info
 from dallebrain.pipelines.grey_levels import grey_level_map_of, remap
 from dallebrain.pipelines.leak_table import leak_table_of
+from dallebrain.pipelines.level_map import level_map_of
 from dallebrain.pipelines.precision import check_precision, compute_context, keep_fp32_output, resolve_precision
 
 # MAX_SEED and check_seed are re-exported: callers of the pipeline module use them
@@ -54,6 +55,17 @@ from dallebrain.vocab import AUTO_FALLBACK, AUTO_SAMPLER, STOCHASTIC_SAMPLERS, c
 IMAGES_PER_PASS = 1
 MAX_IMAGES_PER_PASS = 64
 PROMPT_FORMS = ("caption", "literal")  # Text2MRIPipeline.prompt_form
+
+
+@dataclass
+class EncodedPrompt:
+    """A prompt as the UNet gets it (`Text2MRIPipeline.encode_model_text`)."""
+
+    states: torch.Tensor  # (1, tokens, width) text-encoder states
+    truncated: bool  # the text was longer than the encoder reads
+    text: str  # the text encoded (of a level map's two captions, the one weighted more)
+    conditioning: str  # what the attributes and the start read: the prompt, or the caption at the mixed level
+    level_map: dict | None = None  # the sidecar's record where the level map moved the caption
 
 
 @dataclass
@@ -211,6 +223,9 @@ class Text2MRIPipeline:
         # where its dallebrain.json has the maps; False: the slices as the decoder gives them
         self.grey_level_map = grey_level_map_of(self.info.get("sampling") or {})
         self.standardise_grey_levels = True
+        # where the model draws each caption level, per contrast and plane (pipelines/level_map.py): a prompt in
+        # caption form is encoded as the mix of the two captions judged to bracket its level; None: no map
+        self.level_map = level_map_of(self.info.get("sampling") or {})
         if vae is not None:
             keep_fp32_output(vae.decoder.conv_out)  # the image itself at full precision (see there)
 
@@ -436,6 +451,45 @@ class Text2MRIPipeline:
 
         return caption_form(prompt, grid_in_info(self.info)) or prompt
 
+    def level_mix(self, prompt: str, text: str) -> tuple[str, str, float, str, dict] | None:
+        """(lower caption, upper caption, weight of the upper, conditioning prompt, sidecar record) where the level
+        map moves a prompt encoded in caption form (`text`, from `model_text`), else None: no map, a prompt sent as
+        written, or a contrast, plane or level the map has no curve for. The conditioning prompt is the caption at
+        the mixed level, which the attributes and the start read: the map was measured with the caption, the
+        attributes and the start at one level (recipes/level_map.py), and the leak table's start alone holds a
+        slice in its 12 mm band (asked +36 mm with the caption moved but the start's band kept: judged +39.4)."""
+        if self.level_map is None or self.prompt_form != "caption" or text == prompt:
+            return None
+        from dallebrain.data.grid import grid_in_info
+        from dallebrain.data.prompts import parse_prompt
+        from dallebrain.pipelines.caption_form import caption_at
+
+        fields = parse_prompt(prompt)
+        found = self.level_map.caption_for(fields.modality, fields.orientation, fields.slice_mm)
+        if found is None:
+            return None
+        lower, upper, weight = found
+        level = round(lower + weight * (upper - lower), 2)
+        grid = grid_in_info(self.info)
+        record = {"asked_mm": fields.slice_mm, "caption_mm": [lower, upper], "weight_upper": round(weight, 4),
+                  "model_level_mm": level}
+        return (caption_at(fields, lower, grid), caption_at(fields, upper, grid), weight,
+                caption_at(fields, level, grid), record)
+
+    def encode_model_text(self, prompt: str) -> EncodedPrompt:
+        """What the UNet is given for a prompt: its `model_text` encoded, or, where the level map moves it
+        (`level_mix`), its two captions' states mixed (the text recorded is the one weighted more) and the
+        attributes and start read at the mixed level."""
+        text = self.model_text(prompt)
+        mix = self.level_mix(prompt, text)
+        if mix is None:
+            return EncodedPrompt(*self.encode_prompt(text), text, prompt)
+        lower, upper, weight, conditioning, record = mix
+        (a, cut_a), (b, cut_b) = self.encode_prompt(lower), self.encode_prompt(upper)
+        record["texts"] = [lower, upper]
+        return EncodedPrompt(torch.lerp(a, b, weight), cut_a or cut_b, upper if weight > 0.5 else lower,
+                             conditioning, record)
+
     def provenance(self) -> dict:
         """What a result records of the pipeline that made it (`GenerationResult.provenance`)."""
         return {"model": str(self.folder) if self.folder else None, "lora": getattr(self, "lora", None),
@@ -640,8 +694,8 @@ class Text2MRIPipeline:
         self.check_distilled(guidance)
         asked = (sampler, steps)
         sampler, steps = self.sampling_of(prompt, sampler, steps)  # an unknown sampler is refused now
-        text = self.model_text(prompt)
-        cond, truncated = self.encode_prompt(text)
+        encoded = self.encode_model_text(prompt)
+        cond, truncated, text = encoded.states, encoded.truncated, encoded.text
         uncond, _ = self.encode_prompt(negative_prompt)
         seeds = image_seeds(seed, n)
         warnings = [f"prompt longer than {MAX_TOKENS} tokens: truncated"] if truncated else []
@@ -650,13 +704,16 @@ class Text2MRIPipeline:
                     "start": self.start_kind, "model_hash": self.model_hash}
         settings.update(requested(*asked))
         record_encoded_text(prompt, text, settings, warnings)
+        if encoded.level_map is not None:
+            settings["level_map"] = encoded.level_map
         self.record_guidance(settings, prompt, guidance)
         student = self.student_below_for(guidance, sampler, steps, negative_prompt)
         if student is not None:
             settings["distilled_below_timestep"] = student
-        attributes = self._attribute_pair([prompt], negative_prompt)
+        attributes = self._attribute_pair([encoded.conditioning], negative_prompt)
         passes = self.denoise_passes(cond, uncond, seeds, steps, guidance, sampler, None, attributes,
-                                     self.start_means([prompt]), self.attribute_scales([prompt], guidance),
+                                     self.start_means([encoded.conditioning]),
+                                     self.attribute_scales([prompt], guidance),
                                      self.attribute_schedule([prompt], guidance), self.unguided_rows([prompt]),
                                      student)
         return chunk_results(self.standardised_passes(passes, prompt, settings), seeds, settings, warnings,
@@ -725,9 +782,12 @@ class Text2MRIPipeline:
     def _sample_batch(self, prompts: list[str], seeds: list[int], steps: int, guidance: float,
                       sampler: str) -> np.ndarray:
         uncond, _ = self.encode_prompt("")
-        cond = torch.cat([self.encode_prompt(self.model_text(p))[0] for p in prompts])
-        images = self.denoise(cond, uncond, seeds, steps, guidance, sampler, None, self._attribute_pair(prompts, ""),
-                              self.start_means(prompts), self.attribute_scales(prompts, guidance),
+        encoded = [self.encode_model_text(p) for p in prompts]
+        cond = torch.cat([e.states for e in encoded])
+        conditioning = [e.conditioning for e in encoded]  # the prompts, or where the level map moved one, its level
+        images = self.denoise(cond, uncond, seeds, steps, guidance, sampler, None,
+                              self._attribute_pair(conditioning, ""), self.start_means(conditioning),
+                              self.attribute_scales(prompts, guidance),
                               self.attribute_schedule(prompts, guidance), self.unguided_rows(prompts),
                               self.student_below_for(guidance, sampler, steps))
         return self.standardised_for(images, prompts)

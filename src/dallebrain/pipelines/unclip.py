@@ -132,6 +132,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
         self.attribute_anchor = attribute_anchor_of(decoder_info)
         # and its own grey-level maps, fitted on the decoder's samples (pipelines/grey_levels.py)
         self.grey_level_map = grey_level_map_of(self.decoder_sampling)
+        self.level_map = None  # the LDM's (pipelines/level_map.py), measured on its UNet's slices, not the prior's
         self._uncond_text: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @property

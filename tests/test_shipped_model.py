@@ -147,3 +147,16 @@ def test_both_routes_put_their_grey_levels_on_the_cohort_scale(route):
     np.testing.assert_array_equal(made.images > 0.05, raw > 0.05)
     assert np.abs(made.images - raw).max() > 0.01
     np.testing.assert_array_equal(made.images[raw <= 0.05], raw[raw <= 0.05])
+
+
+def test_the_shipped_ldm_moves_a_prompts_caption_by_its_level_map_and_the_unclip_route_does_not():
+    """recipes/level_map.py measured every contrast and plane on the LDM; the unCLIP route keeps its caption."""
+    from dallebrain.vocab import MODALITIES, ORIENTATIONS
+
+    pipe = load_pipeline(route="ldm", device="cpu")
+    assert {c: set(p) for c, p in pipe.level_map.curves.items()} == {c: set(ORIENTATIONS) for c in MODALITIES}
+    record = pipe.encode_model_text("axial T1-weighted MRI slice of a healthy 50-year-old woman at z = 36 mm").level_map
+    lower, upper = record["caption_mm"]
+    assert lower < upper <= 36.0 and record["asked_mm"] == 36.0  # the model draws +36 mm captions high
+    assert lower < record["model_level_mm"] < upper
+    assert load_pipeline(route="unclip", device="cpu").level_map is None

@@ -93,7 +93,9 @@ def generate_cmd(
     literal_prompt: bool = typer.Option(False, "--literal-prompt", help="Encode the prompt as written. By "
                                         "default a prompt naming plane, level and contrast but no structures is "
                                         "encoded as the caption the model was trained on (the sidecar's "
-                                        "prompt_as_encoded): short prompts then land at the level they name."),
+                                        "prompt_as_encoded), mixed with its neighbour where the model's level "
+                                        "map says the slice lands between them (the sidecar's level_map): "
+                                        "short prompts then land at the level they name."),
     unguided_below: int = typer.Option(None, help="Sample the steps below this timestep (1-999) without "
                                        "guidance, whatever the contrast: texture closer to real, the age asked "
                                        "shown more weakly (BENCHMARKS.md, 'Guidance off on the low-noise "

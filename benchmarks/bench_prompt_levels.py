@@ -155,18 +155,18 @@ def main(argv: list[str] | None = None) -> dict:
         return result
     rows = prompts()
     result = {"route": args.route, "seeds": args.seeds, "prompts": len(rows)}
-    forms = {"literal": "as written", "caption": "caption form"}
-    if level_map is not None:
-        forms = {"literal": "as written", "caption": "caption form, no level map", "caption+map": "caption form"}
-    for form in forms:
-        pipe.prompt_form = form.split("+")[0]
-        pipe.level_map = level_map if form == "caption+map" else None
+    forms = {"literal": ("as written", "literal", None), "caption": ("caption form", "caption", None)}
+    if level_map is not None:  # (column, prompt_form, level map) per form
+        forms = {"literal": ("as written", "literal", None), "caption": ("caption form, no level map", "caption", None),
+                 "caption+map": ("caption form", "caption", level_map)}
+    for form, (_, prompt_form, form_map) in forms.items():
+        pipe.prompt_form, pipe.level_map = prompt_form, form_map
         texts = [r["prompt"] for r in rows for _ in range(args.seeds)]
         seeds = [s for _ in rows for s in range(args.seeds)]
         images = pipe.sample(texts, seeds, batch_size=32)
         levels = estimate_levels(images, [r["plane"] for r in rows for _ in range(args.seeds)])
         result[form] = score(rows, levels, args.seeds)
-    print("| plane, level named | " + " | ".join(forms.values()) + " |\n|---|" + "---|" * len(forms))
+    print("| plane, level named | " + " | ".join(c for c, _, _ in forms.values()) + " |\n|---|" + "---|" * len(forms))
     for key in result["literal"]:
         unit = " %" if "range" in key else " mm"
         scale = 100 if "range" in key else 1

@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
 from shipped_model import SHIPPED, model_with_parts, release_recipe  # noqa: E402
 
-CONTRASTS = {"T1w": "T1-weighted", "T2w": "T2-weighted", "FLAIR": "FLAIR", "PDw": "proton density-weighted"}
+from dallebrain.vocab import CONTRAST_LONG as CONTRASTS  # noqa: E402  (short name -> the prompt's words)
+
 AXIS = {"axial": "z", "coronal": "y", "sagittal": "x"}
 SUBJECTS = (("25", "woman"), ("45", "man"), ("65", "woman"), ("85", "man"))  # taking turns over the seeds
 

@@ -451,15 +451,15 @@ class Text2MRIPipeline:
 
         return caption_form(prompt, grid_in_info(self.info)) or prompt
 
-    def level_mix(self, prompt: str, text: str) -> tuple[str, str, float, str, dict] | None:
-        """(lower caption, upper caption, weight of the upper, conditioning prompt, sidecar record) where the level
-        map moves a prompt encoded in caption form (`text`, from `model_text`), else None: no map, a prompt sent as
-        written, or a contrast, plane or level the map has no curve for. The conditioning prompt is the caption at
-        the mixed level, which the attributes and the start read: the map was measured with the caption, the
-        attributes and the start at one level (recipes/level_map.py), and the leak table's start alone holds a
-        slice in its 12 mm band (asked +36 mm with the caption moved but the start's band kept: judged +39.4)."""
+    def encode_model_text(self, prompt: str) -> EncodedPrompt:
+        """What the UNet is given for a prompt: its `model_text` encoded; or, where the level map moves a prompt in
+        caption form (a map for its contrast and plane that reaches its level), the states of the two grid captions
+        judged to bracket the level, mixed, with the attributes and the start read from the caption at the mixed
+        level: the map was measured with caption, attributes and start at one level (recipes/level_map.py), and the
+        leak table's start alone holds a slice in its 12 mm band (asked +36 mm with only the text moved: +39.4)."""
+        text = self.model_text(prompt)
         if self.level_map is None or self.prompt_form != "caption" or text == prompt:
-            return None
+            return EncodedPrompt(*self.encode_prompt(text), text, prompt)
         from dallebrain.data.grid import grid_in_info
         from dallebrain.data.prompts import parse_prompt
         from dallebrain.pipelines.caption_form import caption_at
@@ -467,28 +467,16 @@ class Text2MRIPipeline:
         fields = parse_prompt(prompt)
         found = self.level_map.caption_for(fields.modality, fields.orientation, fields.slice_mm)
         if found is None:
-            return None
-        lower, upper, weight = found
-        level = round(lower + weight * (upper - lower), 2)
-        grid = grid_in_info(self.info)
-        record = {"asked_mm": fields.slice_mm, "caption_mm": [lower, upper], "weight_upper": round(weight, 4),
-                  "model_level_mm": level}
-        return (caption_at(fields, lower, grid), caption_at(fields, upper, grid), weight,
-                caption_at(fields, level, grid), record)
-
-    def encode_model_text(self, prompt: str) -> EncodedPrompt:
-        """What the UNet is given for a prompt: its `model_text` encoded, or, where the level map moves it
-        (`level_mix`), its two captions' states mixed (the text recorded is the one weighted more) and the
-        attributes and start read at the mixed level."""
-        text = self.model_text(prompt)
-        mix = self.level_mix(prompt, text)
-        if mix is None:
             return EncodedPrompt(*self.encode_prompt(text), text, prompt)
-        lower, upper, weight, conditioning, record = mix
+        lower_mm, upper_mm, weight = found
+        level = round(lower_mm + weight * (upper_mm - lower_mm), 2)
+        grid = grid_in_info(self.info)
+        lower, upper = caption_at(fields, lower_mm, grid), caption_at(fields, upper_mm, grid)
         (a, cut_a), (b, cut_b) = self.encode_prompt(lower), self.encode_prompt(upper)
-        record["texts"] = [lower, upper]
+        record = {"asked_mm": fields.slice_mm, "caption_mm": [lower_mm, upper_mm], "weight_upper": round(weight, 4),
+                  "model_level_mm": level, "texts": [lower, upper]}
         return EncodedPrompt(torch.lerp(a, b, weight), cut_a or cut_b, upper if weight > 0.5 else lower,
-                             conditioning, record)
+                             caption_at(fields, level, grid), record)
 
     def provenance(self) -> dict:
         """What a result records of the pipeline that made it (`GenerationResult.provenance`)."""

@@ -102,9 +102,25 @@ def test_level_judge_scores_against_truth_prompt_and_chance(monkeypatch):
     prompts = SimpleNamespace(level_mm=np.array([20.0, 30.0, np.nan]))  # the third prompt names no level
     train = heldout.assign(slice_mm=[0.0, 10.0, 30.0])  # mean level |x| for sagittal: (0 + 10 + 30) / 3
     out = AN.level_judge_scores(None, images, heldout, prompts, train)
-    assert out["real"] == {"mae": pytest.approx(2 / 3), "n": 3}  # sagittal truth is |x| = 30
-    assert out["ldm"] == {"mae": pytest.approx(5.0), "n": 2}
+    # sagittal truth is |x| = 30; errors +2, 0, 0: one slice 2 mm off, none far
+    assert out["real"] == {"mae": pytest.approx(2 / 3), "n": 3, "bias_mm": pytest.approx(2 / 3),
+                           "within_near": pytest.approx(2 / 3), "beyond_far": 0.0, "far_share_of_error": 0.0}
+    # errors -10 and 0: a bias of -5 mm, all of it the one slice landing 10 mm off
+    assert out["ldm"] == {"mae": pytest.approx(5.0), "n": 2, "bias_mm": pytest.approx(-5.0), "within_near": 0.5,
+                          "beyond_far": 0.5, "far_share_of_error": 1.0}
     assert out["chance"] == {"mae": pytest.approx((20 / 3 + 50 / 3 + 80 / 3) / 3), "n": 3}
+
+
+def test_a_level_error_is_taken_apart_into_bias_and_far_slices():
+    """Slices all 3 mm high are pure bias; one slice 20 mm off among exact ones is pure scatter."""
+    biased = AN.level_error_profile([23.0, 33.0, 43.0, 53.0], [20.0, 30.0, 40.0, 50.0])
+    assert biased == {"mae": 3.0, "n": 4, "bias_mm": 3.0, "within_near": 0.0, "beyond_far": 0.0,
+                      "far_share_of_error": 0.0}
+    scattered = AN.level_error_profile([20.0, 30.0, 60.0, 50.0, np.nan], [20.0, 30.0, 40.0, 50.0, 10.0])
+    assert scattered == {"mae": 5.0, "n": 4, "bias_mm": 5.0, "within_near": 0.75, "beyond_far": 0.25,
+                         "far_share_of_error": 1.0}
+    exact = AN.level_error_profile([1.5, -3.0], [1.5, -3.0])
+    assert exact["mae"] == 0.0 and exact["far_share_of_error"] == 0.0 and exact["within_near"] == 1.0
 
 
 def test_attribute_table_puts_ceiling_synthetic_and_chance_side_by_side():
@@ -171,7 +187,8 @@ def test_a_cohort_without_demographics_labels_or_ventricle_band_is_measured_with
     assert out["tissue"]["paired_with_real"]["ldm"]["all"]["gm"] == {"mae": 0.0, "n": 3, "pearson_r": None}
     assert out["ventricles_vs_age"]["heldout_split"] == {"pearson_r": None, "n": 0}
     assert "age_judge" not in out and "judge_on_real_vs_labels" not in out["tissue"]
-    assert out["level_judge"]["real"]["n"] == 3 and out["level_judge"]["ldm"] == {"mae": None, "n": 0}
+    assert out["level_judge"]["real"]["n"] == 3 and out["level_judge"]["ldm"]["n"] == 0
+    assert {k for k, v in out["level_judge"]["ldm"].items() if v is not None} == {"n"}
     assert len(out["notes"]) == 3 and all("\n" not in note for note in out["notes"])  # labels, band, ages
 
 
@@ -295,6 +312,7 @@ def test_evaluate_reports_what_the_judges_see(judged, tiny_prepared, judge_folde
     summary = (out / "summary.md").read_text()
     html = (out / "report.html").read_text()
     for text in ("Attributes: real ceiling, synthetic, chance", "Head size by sex", "Tissue fractions",
+                 "Slice level error: bias and scatter",
                  "Ventricles against age"):
         assert text in summary and text in html, text
 

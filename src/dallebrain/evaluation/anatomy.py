@@ -92,6 +92,30 @@ def mean_absolute_error(predicted, truth, where=None) -> dict:
     return {"mae": float(np.abs(predicted[ok] - truth[ok]).mean()) if ok.any() else None, "n": int(ok.sum())}
 
 
+# what a level error is made of: slices within the judge's own reference spacing (the prepared grid at 128 px:
+# 1.5 mm) and slices beyond two of the cohort's 3 mm slice steps, which are draws landing elsewhere
+LEVEL_NEAR_MM, LEVEL_FAR_MM = 1.5, 6.0
+
+
+def level_error_profile(predicted, truth) -> dict:
+    """`mean_absolute_error`'s {"mae", "n"} and what makes it up: the mean signed error ("bias_mm": where slices
+    land on average, which a level map corrects), the share of slices within LEVEL_NEAR_MM and beyond LEVEL_FAR_MM,
+    and the share of the mean absolute error those far slices make ("far_share_of_error": scatter, which only a
+    model that holds the level tighter removes). Values None when there is no finite pair."""
+    predicted, truth = np.asarray(predicted, dtype=np.float64), np.asarray(truth, dtype=np.float64)
+    ok = np.isfinite(predicted) & np.isfinite(truth)
+    error = predicted[ok] - truth[ok]
+    out = {"mae": None, "n": int(ok.sum()), "bias_mm": None, "within_near": None, "beyond_far": None,
+           "far_share_of_error": None}
+    if ok.any():
+        size = np.abs(error)
+        far = size > LEVEL_FAR_MM
+        out.update(mae=float(size.mean()), bias_mm=float(error.mean()),
+                   within_near=float(np.mean(size <= LEVEL_NEAR_MM)), beyond_far=float(far.mean()),
+                   far_share_of_error=float(size[far].sum() / size.sum()) if size.sum() > 0 else 0.0)
+    return out
+
+
 def compare_fractions(reference: dict[str, np.ndarray], other: dict[str, np.ndarray], modality) -> dict:
     """Paired slices: {group ("all", then each contrast): {fraction: {"mae", "pearson_r", "n"}}}."""
     modality = np.asarray(modality)
@@ -249,14 +273,15 @@ def age_judge_scores(age_judge, fractions: dict[str, dict], heldout, ages: dict[
 
 
 def level_judge_scores(tissue_judge, images: dict[str, np.ndarray], heldout, prompt_targets, train) -> dict:
-    """The level judge's MAE (mm; sagittal as |x|) per set: real slices against their true level, synthetic ones
-    against their prompt's; chance: the train split's mean level against the real truth."""
+    """The level judge's MAE (mm; sagittal as |x|) per set, with its bias and scatter (`level_error_profile`):
+    real slices against their true level, synthetic ones against their prompt's; chance: the train split's mean
+    level against the real truth."""
     from dallebrain.evaluation.features import Targets
     from dallebrain.judges.level import estimate_levels
 
     orientations = [str(o) for o in heldout["orientation"]]
     truth = Targets.from_table(heldout).level_mm
-    out = {name: mean_absolute_error(estimate_levels(np.clip(x, 0.0, 1.0), orientations, tissue_judge),
+    out = {name: level_error_profile(estimate_levels(np.clip(x, 0.0, 1.0), orientations, tissue_judge),
                                      truth if name == "real" else prompt_targets.level_mm)
            for name, x in images.items()}
     train_levels = Targets.from_table(train).level_mm

@@ -23,6 +23,8 @@ def anatomy_tables(metrics: dict) -> list[tuple[str, list[str], list[list[str]],
         return []
     split = metrics["settings"]["split"]
     tables = [_head_size(anatomy["head_size"], split)]
+    if "bias_mm" in (anatomy.get("level_judge") or {}).get("real", {}):
+        tables.append(_level_error(anatomy["level_judge"], split))
     if "tissue" in anatomy:
         tables += [_tissue(anatomy["tissue"], split), _ventricles(anatomy, split)]
     return tables
@@ -40,6 +42,20 @@ def _head_size(sizes: dict, split: str):
     note = ("Brain-mask area of each slice over the train cohort's mean at the same contrast, plane and level, men's "
             "mean over women's; synthetic slices take the sex their prompt asked. Target: within 3 % of real.")
     return "Head size by sex", header, rows, note
+
+
+def _level_error(level: dict, split: str):
+    from dallebrain.evaluation.anatomy import LEVEL_FAR_MM, LEVEL_NEAR_MM
+
+    header = ["slices", "MAE (mm)", "mean signed error (mm)", f"within {LEVEL_NEAR_MM:g} mm",
+              f"beyond {LEVEL_FAR_MM:g} mm", "their share of the MAE", "slices judged"]
+    rows = [[_label(name, split), fmt(e["mae"]), fmt(e["bias_mm"]), fmt(e["within_near"]), fmt(e["beyond_far"]),
+             fmt(e["far_share_of_error"]), fmt(e["n"])] for name, e in level.items() if name != "chance"]
+    note = ("The level judge's error (real slices against their true level, synthetic ones against their prompt's; "
+            "sagittal as |x|), taken apart: the mean signed error is where slices land on average, which a "
+            "correction of the prompt (the model's level map) can move; slices far off are draws that land "
+            "elsewhere, which only a model that holds the level tighter removes.")
+    return "Slice level error: bias and scatter", header, rows, note
 
 
 def _tissue(tissue: dict, split: str):

@@ -103,23 +103,29 @@ def test_level_judge_scores_against_truth_prompt_and_chance(monkeypatch):
     train = heldout.assign(slice_mm=[0.0, 10.0, 30.0])  # mean level |x| for sagittal: (0 + 10 + 30) / 3
     out = AN.level_judge_scores(None, images, heldout, prompts, train)
     # sagittal truth is |x| = 30; errors +2, 0, 0: one slice 2 mm off, none far
+    # (each slice alone in its plane and band: nothing left once each group's own mean error is removed)
     assert out["real"] == {"mae": pytest.approx(2 / 3), "n": 3, "bias_mm": pytest.approx(2 / 3),
-                           "within_near": pytest.approx(2 / 3), "beyond_far": 0.0, "far_share_of_error": 0.0}
+                           "within_near": pytest.approx(2 / 3), "beyond_far": 0.0, "far_share_of_error": 0.0,
+                           "scatter_mae": 0.0}
     # errors -10 and 0: a bias of -5 mm, all of it the one slice landing 10 mm off
     assert out["ldm"] == {"mae": pytest.approx(5.0), "n": 2, "bias_mm": pytest.approx(-5.0), "within_near": 0.5,
-                          "beyond_far": 0.5, "far_share_of_error": 1.0}
+                          "beyond_far": 0.5, "far_share_of_error": 1.0, "scatter_mae": 0.0}
     assert out["chance"] == {"mae": pytest.approx((20 / 3 + 50 / 3 + 80 / 3) / 3), "n": 3}
 
 
 def test_a_level_error_is_taken_apart_into_bias_and_far_slices():
     """Slices all 3 mm high are pure bias; one slice 20 mm off among exact ones is pure scatter."""
-    biased = AN.level_error_profile([23.0, 33.0, 43.0, 53.0], [20.0, 30.0, 40.0, 50.0])
+    axial = ["axial"] * 4
+    biased = AN.level_error_profile([23.0, 33.0, 43.0, 53.0], [20.0, 30.0, 40.0, 50.0], axial)
     assert biased == {"mae": 3.0, "n": 4, "bias_mm": 3.0, "within_near": 0.0, "beyond_far": 0.0,
-                      "far_share_of_error": 0.0}
-    scattered = AN.level_error_profile([20.0, 30.0, 60.0, 50.0, np.nan], [20.0, 30.0, 40.0, 50.0, 10.0])
-    assert scattered == {"mae": 5.0, "n": 4, "bias_mm": 5.0, "within_near": 0.75, "beyond_far": 0.25,
-                         "far_share_of_error": 1.0}
-    exact = AN.level_error_profile([1.5, -3.0], [1.5, -3.0])
+                      "far_share_of_error": 0.0, "scatter_mae": 0.0}  # a correction per level removes all of it
+    # 24 and 26 asked (one 12 mm band), drawn 4 mm high and 4 mm low: no bias to remove, all scatter
+    scattered = AN.level_error_profile([28.0, 22.0, 60.0, 50.0, np.nan], [24.0, 26.0, 40.0, 50.0, 10.0],
+                                       ["axial", "axial", "coronal", "sagittal", "axial"])
+    assert scattered == {"mae": 7.0, "n": 4, "bias_mm": 5.0, "within_near": 0.25, "beyond_far": 0.25,
+                         "far_share_of_error": pytest.approx(20 / 28), "scatter_mae": 2.0}
+    assert AN.level_error_profile([28.0, 22.0], [24.0, 26.0])["scatter_mae"] is None  # planes not given
+    exact = AN.level_error_profile([1.5, -3.0], [1.5, -3.0], ["axial", "coronal"])
     assert exact["mae"] == 0.0 and exact["far_share_of_error"] == 0.0 and exact["within_near"] == 1.0
 
 

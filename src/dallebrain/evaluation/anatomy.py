@@ -95,24 +95,36 @@ def mean_absolute_error(predicted, truth, where=None) -> dict:
 # what a level error is made of: slices within the judge's own reference spacing (the prepared grid at 128 px:
 # 1.5 mm) and slices beyond two of the cohort's 3 mm slice steps, which are draws landing elsewhere
 LEVEL_NEAR_MM, LEVEL_FAR_MM = 1.5, 6.0
+LEVEL_BAND_MM = 12.0  # the groups whose own mean error `level_error_profile` removes for its scatter MAE
 
 
-def level_error_profile(predicted, truth) -> dict:
+def level_error_profile(predicted, truth, planes=None) -> dict:
     """`mean_absolute_error`'s {"mae", "n"} and what makes it up: the mean signed error ("bias_mm": where slices
     land on average, which a level map corrects), the share of slices within LEVEL_NEAR_MM and beyond LEVEL_FAR_MM,
-    and the share of the mean absolute error those far slices make ("far_share_of_error": scatter, which only a
-    model that holds the level tighter removes). Values None when there is no finite pair."""
+    the share of the mean absolute error those far slices make ("far_share_of_error"), and, given each slice's
+    plane, the MAE left once every plane and LEVEL_BAND_MM band of asked levels has its own median error removed
+    ("scatter_mae": fitted on the same slices, so no shift per plane and band, as a level map makes, leaves less;
+    what is left is scatter, which only a model that holds the level tighter removes). Values None without a
+    finite pair."""
     predicted, truth = np.asarray(predicted, dtype=np.float64), np.asarray(truth, dtype=np.float64)
     ok = np.isfinite(predicted) & np.isfinite(truth)
     error = predicted[ok] - truth[ok]
     out = {"mae": None, "n": int(ok.sum()), "bias_mm": None, "within_near": None, "beyond_far": None,
-           "far_share_of_error": None}
+           "far_share_of_error": None, "scatter_mae": None}
     if ok.any():
         size = np.abs(error)
         far = size > LEVEL_FAR_MM
         out.update(mae=float(size.mean()), bias_mm=float(error.mean()),
                    within_near=float(np.mean(size <= LEVEL_NEAR_MM)), beyond_far=float(far.mean()),
                    far_share_of_error=float(size[far].sum() / size.sum()) if size.sum() > 0 else 0.0)
+        if planes is not None:
+            groups = [f"{plane} {int(np.floor(level / LEVEL_BAND_MM))}"
+                      for plane, level in zip(np.asarray(planes, dtype=object)[ok], truth[ok], strict=True)]
+            left = error.copy()
+            for group in set(groups):
+                rows = np.array([g == group for g in groups])
+                left[rows] -= np.median(error[rows])  # the shift with the least absolute error left
+            out["scatter_mae"] = float(np.abs(left).mean())
     return out
 
 
@@ -282,7 +294,7 @@ def level_judge_scores(tissue_judge, images: dict[str, np.ndarray], heldout, pro
     orientations = [str(o) for o in heldout["orientation"]]
     truth = Targets.from_table(heldout).level_mm
     out = {name: level_error_profile(estimate_levels(np.clip(x, 0.0, 1.0), orientations, tissue_judge),
-                                     truth if name == "real" else prompt_targets.level_mm)
+                                     truth if name == "real" else prompt_targets.level_mm, orientations)
            for name, x in images.items()}
     train_levels = Targets.from_table(train).level_mm
     out["chance"] = mean_absolute_error(np.full(len(heldout), np.nanmean(train_levels)), truth)

@@ -95,7 +95,7 @@ def mean_absolute_error(predicted, truth, where=None) -> dict:
 # what a level error is made of: slices within the judge's own reference spacing (the prepared grid at 128 px:
 # 1.5 mm) and slices beyond two of the cohort's 3 mm slice steps, which are draws landing elsewhere
 LEVEL_NEAR_MM, LEVEL_FAR_MM = 1.5, 6.0
-LEVEL_BAND_MM = 12.0  # the groups whose own mean error `level_error_profile` removes for its scatter MAE
+LEVEL_BAND_MM = 12.0  # the groups whose own median error `level_error_profile` removes for its scatter MAE
 
 
 def level_error_profile(predicted, truth, planes=None) -> dict:
@@ -120,9 +120,10 @@ def level_error_profile(predicted, truth, planes=None) -> dict:
         if planes is not None:
             groups = [f"{plane} {int(np.floor(level / LEVEL_BAND_MM))}"
                       for plane, level in zip(np.asarray(planes, dtype=object)[ok], truth[ok], strict=True)]
+            _, group_of = np.unique(groups, return_inverse=True)
             left = error.copy()
-            for group in set(groups):
-                rows = np.array([g == group for g in groups])
+            for group in np.unique(group_of):
+                rows = group_of == group
                 left[rows] -= np.median(error[rows])  # the shift with the least absolute error left
             out["scatter_mae"] = float(np.abs(left).mean())
     return out

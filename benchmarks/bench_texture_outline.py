@@ -7,9 +7,11 @@ the reconstruction of T2w and PDw slices look as far from real texture as the ge
 the texture gap sits"). Without the rim the two are told apart: what remains of the generated slices' distance is
 the diffusion model's own texture. Reads an `evaluate` report folder (its samples_ldm.npz or samples_unclip.npz and
 samples_reconstruction.npz, and the held-out draw recorded in metrics.json); no sampling. Prints a table, asserts
-nothing.
+nothing. With --head, the table is instead each set as decoded against trimmed by a brain-outline head
+(models/brain_outline.py), every contrast: what recipes/brain_outline.py chooses from, on held-out slices.
 
   python benchmarks/bench_texture_outline.py --report EVAL_OUT --data PREPARED [--route ldm] [--rim 2]
+      [--head MODEL/vae/brain_outline.safetensors [--curves OLD/dallebrain.json]]
 """
 
 from __future__ import annotations
@@ -77,16 +79,70 @@ def load_report(report: Path, data: Path, route: str):
     return real, sets, heldout["modality"].to_numpy()
 
 
+def trimmed_table(args, real: np.ndarray, sets: dict[str, np.ndarray], modality: np.ndarray) -> dict:
+    """Per contrast, each set's GLCM distance as decoded and with every slice trimmed by --head (the generated ones
+    through the inverse of their grey-level curve first, then the curve again)."""
+    import pandas as pd
+
+    from dallebrain.evaluation.reference import sample_heldout
+    from dallebrain.models.brain_outline import BrainOutlineError, load_brain_outline
+    from dallebrain.pipelines.grey_levels import grey_level_map_of, remap
+
+    try:
+        head = load_brain_outline(args.head)
+    except BrainOutlineError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    settings = json.loads((args.report / "metrics.json").read_text())["settings"]
+    curves_file = args.curves or Path(settings["model"]) / "dallebrain.json"
+    if not curves_file.is_file():
+        raise SystemExit(f"error: no dallebrain.json at {curves_file}: pass --curves")
+    info = json.loads(curves_file.read_text())
+    sampling = info.get("sampling") if args.route == "ldm" else (info.get("unclip") or {}).get("sampling")
+    curves = grey_level_map_of(sampling or {})
+    heldout = sample_heldout(pd.read_parquet(args.data / "metadata.parquet"), settings["split"], settings["n"],
+                             settings["seed"], [])
+    found = [curves.curve_for(c, p) if curves else None
+             for c, p in zip(modality, heldout["orientation"].astype(str), strict=True)]
+
+    def through(images: np.ndarray, back: bool) -> np.ndarray:
+        out = np.array(images, dtype=np.float32, copy=True)
+        for i, f in enumerate(found):
+            if f is not None:
+                source, target = f[1]
+                out[i] = remap(out[i][None], target, source)[0] if back else remap(out[i][None], source, target)[0]
+        return out
+
+    trimmed = {"floor": sets["floor"], "reconstruction": head.trim(sets["reconstruction"]),
+               "synthetic": through(head.trim(through(sets["synthetic"], back=True)), back=False)}
+    as_decoded, cut = texture_rows(real, sets, modality, 0), texture_rows(real, trimmed, modality, 0)
+    print(f"GLCM Frechet distance to the real held-out slices per contrast ({args.report}, route {args.route}), "
+          f"as decoded / trimmed by {args.head}:")
+    print("| contrast | reconstruction | synthetic |\n|---|---|---|")
+    for c in as_decoded:
+        print(f"| {c} | " + " | ".join(f"{as_decoded[c][s]:.2f} / {cut[c][s]:.2f}"
+                                       for s in ("reconstruction", "synthetic")) + " |")
+    return {"as decoded": as_decoded, "trimmed": cut}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--report", type=Path, required=True, help="a `dallebrain evaluate` --out folder")
     parser.add_argument("--data", type=Path, required=True, help="the prepared set it was evaluated on")
     parser.add_argument("--route", choices=("ldm", "unclip"), default="ldm")
     parser.add_argument("--rim", type=int, default=2, help="pixels of each slice's outline removed (>= 1)")
+    parser.add_argument("--head", type=Path, default=None,
+                        help="a brain-outline head (a model's vae/brain_outline.safetensors): instead, every set as "
+                             "decoded against trimmed by it, every contrast (the report's slices must be untrimmed)")
+    parser.add_argument("--curves", type=Path, default=None,
+                        help="with --head: the dallebrain.json whose grey-level curves made the report's slices "
+                             "(default: the report's model's); the synthetic slices are taken back through them, "
+                             "trimmed, and mapped again, as the pipeline trims before its curves")
     args = parser.parse_args(argv)
     if args.rim < 1:
         raise SystemExit(f"error: --rim must be at least 1, got {args.rim}")
     real, sets, modality = load_report(args.report, args.data, args.route)
+    if args.head is not None:
+        return trimmed_table(args, real, sets, modality)
     out = {f"rim {px}": texture_rows(real, sets, modality, px) for px in (0, args.rim)}
     print(f"GLCM Frechet distance to the real held-out slices per contrast ({args.report}, route {args.route}):")
     print("| contrast | " + " | ".join(f"{s}, whole / rim {args.rim} px removed" for s in SETS) + " |")

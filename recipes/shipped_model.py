@@ -155,6 +155,10 @@ def model_with_parts(base: Path, work: Path, parts: dict[str, Path], skip: tuple
         from dallebrain.pipelines.grey_levels import drop_grey_level_maps, routes_changed_by
 
         drop_grey_level_maps(model, routes_changed_by(parts))
+    if "vae" in parts:  # the outline head learned the old decoder's halo (models/brain_outline.py)
+        from dallebrain.models.brain_outline import drop_brain_outline
+
+        drop_brain_outline(model)
     return model
 
 

@@ -455,3 +455,50 @@ def test_the_level_map_recipe_refuses_bad_inputs_in_one_line(tiny_pipeline, tmp_
         assert done.returncode != 0 and message in done.stderr, (extra, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "w").exists()
+
+
+def test_the_brain_outline_recipe_installs_the_head_only_for_the_contrasts_it_helps(tiny_pipeline, tiny_prepared,
+                                                                                   tmp_path):
+    """recipes/brain_outline.py on the tiny LDM: the head is trained, its measurements recorded per contrast, and the
+    release trims exactly the contrasts chosen (none: no head and no record); replacing the VAE drops both."""
+    from dallebrain.api import load_pipeline
+    from dallebrain.models import brain_outline as B
+
+    spec = importlib.util.spec_from_file_location("brain_outline_recipe", ROOT / "recipes" / "brain_outline.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    release = recipe.main(["--work", str(tmp_path / "w"), "--base", str(tiny_pipeline), "--data", str(tiny_prepared),
+                           "--slices", "24", "--steps", "20", "--n", "12"])
+    with np.load(tmp_path / "w" / "reconstructions.npz") as saved:
+        assert saved["rec"].shape == saved["real"].shape and len(saved["rec"]) >= 20
+    info = json.loads((release / "dallebrain.json").read_text())
+    record = info["sampling"].get(B.INFO_KEY)
+    head = release / "vae" / B.FILENAME
+    if record is None:  # nothing was helped enough: nothing shipped
+        assert not head.exists()
+        assert "outline" not in load_pipeline(release)("axial T2-weighted", n=1, seed=0, steps=2).settings
+    else:
+        assert head.is_file() and record["contrasts"]
+        texture = record["measured"]["train_captions_glcm_frechet"]
+        assert all(texture[c]["trimmed"] < (1 - recipe.MARGIN) * texture[c]["as decoded"] for c in record["contrasts"])
+        pipe = load_pipeline(release)
+        assert pipe.trims(record["contrasts"][0])
+        sys.path.insert(0, str(ROOT / "recipes"))
+        import shipped_model
+
+        changed = shipped_model.model_with_parts(release, tmp_path / "change", {"vae": tiny_pipeline / "vae"})
+        assert B.INFO_KEY not in json.loads((changed / "dallebrain.json").read_text())["sampling"]
+        assert not (changed / "vae" / B.FILENAME).exists()
+
+
+def test_the_brain_outline_recipe_refuses_bad_inputs_in_one_line(tiny_prepared, tmp_path):
+    script = str(ROOT / "recipes" / "brain_outline.py")
+    cases = [(["--data", str(tmp_path)], "is not a prepared data set"),
+             (["--data", str(tiny_prepared), "--base", str(tmp_path)], "is not a pipeline folder"),
+             (["--data", str(tiny_prepared), "--n", "2"], "--n must be at least 8"),
+             (["--data", str(tiny_prepared), "--steps", "0"], "--steps must be at least 1")]
+    for extra, message in cases:
+        done = subprocess.run([sys.executable, script, "--work", str(tmp_path / "w"), *extra], capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode != 0 and message in done.stderr, (extra, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1

@@ -104,6 +104,10 @@ def generate_cmd(
                                          "model draws them. By default a model with grey-level maps puts them on "
                                          "its cohort's scale for the contrast and plane asked (the sidecar's "
                                          "grey_levels)."),
+    keep_outline: bool = typer.Option(False, "--keep-outline", help="Keep the brain's outline as the VAE "
+                                      "decodes it, with its faint one-pixel halo. By default a model with a "
+                                      "brain-outline head removes the halo for the contrasts it was measured to "
+                                      "help (the sidecar's outline)."),
 ) -> None:
     """Generate synthetic brain MRI slices from a text prompt (PNG + NIfTI + JSON per image)."""
     r = _request(prompt=prompt, n=n, seed=seed, steps=steps, guidance=guidance, sampler=sampler, route=route,
@@ -132,6 +136,7 @@ def generate_cmd(
         if literal_prompt:
             pipe.prompt_form = "literal"
         pipe.standardise_grey_levels = not raw_grey_levels
+        pipe.trim_outline = not keep_outline
         extra = {"prior_steps": r.prior_steps, "prior_guidance": r.prior_guidance} if r.route == "unclip" else {}
         written = generate_to_folder(pipe, r.prompt, out, r.n, r.seed, r.steps, r.guidance, r.sampler, png16,
                                      overwrite, str(model_dir), negative_prompt=r.negative_prompt, **extra)

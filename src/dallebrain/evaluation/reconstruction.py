@@ -29,9 +29,24 @@ def reconstruct(vae, images: np.ndarray, batch_size: int = BATCH) -> np.ndarray:
     return out
 
 
-def reconstruct_reference(vae, heldout: np.ndarray, diversity: list[dict]) -> np.ndarray:
+def reconstruct_reference(vae, heldout: np.ndarray, diversity: list[dict], pipe=None,
+                          contrasts: list[str] | None = None) -> np.ndarray:
     """The held-out slices' reconstructions; each diversity item gets its real slices' reconstructions under
-    item["synthetic"][RECONSTRUCTION] (the VAE should keep the real spread of different subjects)."""
-    for item in diversity:
-        item["synthetic"][RECONSTRUCTION] = reconstruct(vae, item["real"])
-    return reconstruct(vae, heldout)
+    item["synthetic"][RECONSTRUCTION] (the VAE should keep the real spread of different subjects).
+
+    With `pipe` (and the held-out slices' `contrasts`), a reconstruction loses the decoder's halo wherever the
+    pipeline's own slices of that contrast do (`Text2MRIPipeline.trims`, models/brain_outline.py): the column is
+    what the pipeline would give for a perfect latent, and its decoding includes the trim."""
+    def trimmed(images: np.ndarray, of: list[str]) -> np.ndarray:
+        if pipe is None or not any(pipe.trims(c) for c in of):
+            return images
+        rows = np.array([pipe.trims(c) for c in of])
+        images[rows] = pipe.brain_outline.trim(images[rows])
+        return images
+
+    from dallebrain.data.prompts import parse_prompt
+
+    for item in diversity:  # a diversity item's real slices share its prompt's contrast
+        item["synthetic"][RECONSTRUCTION] = trimmed(reconstruct(vae, item["real"]),
+                                                    [parse_prompt(item["prompt"]).modality] * len(item["real"]))
+    return trimmed(reconstruct(vae, heldout), list(contrasts) if contrasts is not None else [None] * len(heldout))

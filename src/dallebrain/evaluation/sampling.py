@@ -42,7 +42,7 @@ def synthetic_slices(options: EvaluationOptions, routes: list[str], reference: R
                              f"{reference.size}x{reference.size}: evaluate on a data set prepared at the model's size")
         if reconstruction is None:
             t_vae = time.time()
-            reconstruction = reconstruct_reference(pipe.vae, reference.real, diversity)
+            reconstruction = reconstruct_reference(pipe.vae, reference.real, diversity, pipe, reference.modality)
             timing["reconstruct_s"] = time.time() - t_vae
         images = pipe.sample(prompts + div_prompts, [seed + i for i in range(n)] + div_seeds, options.steps,
                              options.guidance, options.sampler, progress=options.progress)

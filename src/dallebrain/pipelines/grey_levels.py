@@ -149,15 +149,23 @@ def _curve(curve, where: str) -> tuple[np.ndarray, np.ndarray]:
     return source, target
 
 
-def standardise_stock_images(images: np.ndarray, prompt: str, sampling: dict) -> np.ndarray:
+def standardise_stock_images(images: np.ndarray, prompt: str, sampling: dict,
+                             folder: str | Path | None = None) -> np.ndarray:
     """For a stock diffusers client of an exported folder: its (N, H, W) slices in [0, 1] standardised as ours
-    are for `prompt` (`sampling`: the export's dallebrain.json "sampling"); unchanged without a map for it."""
+    are for `prompt` (`sampling`: the export's dallebrain.json "sampling"); unchanged without a map for it. With
+    the export's `folder`, the decoder's halo is first trimmed where ours is (models/brain_outline.py)."""
     from dallebrain.data.prompts import parse_prompt
+    from dallebrain.models.brain_outline import brain_outline_of, outline_contrasts_of
 
+    images = np.asarray(images, dtype=np.float32)
+    asked = parse_prompt(prompt)
+    contrasts = outline_contrasts_of(sampling)
+    head = brain_outline_of(folder, contrasts)
+    if head is not None and asked.modality in contrasts:
+        images = head.trim(images)
     table = grey_level_map_of(sampling)
     if table is None:
-        return np.asarray(images, dtype=np.float32)
-    asked = parse_prompt(prompt)
+        return images
     return table.apply(images, asked.modality, asked.orientation)[0]
 
 

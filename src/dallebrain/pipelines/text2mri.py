@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from dallebrain.models.brain_outline import brain_outline_of, outline_contrasts_of
 from dallebrain.models.conditioning import attribute_anchor_of, uses_attributes
 from dallebrain.models.text import MAX_TOKENS, load_tokenizer, token_count, tokenize
 from dallebrain.models.unet import make_scheduler
@@ -226,6 +227,11 @@ class Text2MRIPipeline:
         # where the model draws each caption level, per contrast and plane (pipelines/level_map.py): a prompt in
         # caption form is encoded as the mix of the two captions judged to bracket its level; None: no map
         self.level_map = level_map_of(self.info.get("sampling") or {})
+        # the decoder's halo around the brain removed, for the contrasts the model's record names
+        # (models/brain_outline.py); False: the outline as the decoder draws it
+        self.outline_contrasts = outline_contrasts_of(self.info.get("sampling") or {})
+        self.brain_outline = brain_outline_of(folder, self.outline_contrasts)
+        self.trim_outline = True
         if vae is not None:
             keep_fp32_output(vae.decoder.conv_out)  # the image itself at full precision (see there)
 
@@ -408,7 +414,11 @@ class Text2MRIPipeline:
 
     def record_grey_levels(self, settings: dict, contrast: str | None, plane: str | None, how: str = "") -> None:
         """The sidecar's `grey_levels`: which map the slices went through, or why none (a model with no maps
-        records nothing, so its sidecars are as before)."""
+        records nothing, so its sidecars are as before); and its `outline` where the model has a brain-outline head."""
+        if self.trims(contrast):
+            settings["outline"] = "trimmed: the decoder's halo around the brain removed (models/brain_outline.py)"
+        elif self.brain_outline is not None:
+            settings["outline"] = "as decoded" + ("" if self.trim_outline else " (trimming turned off)")
         if self.grey_level_map is None:
             return
         found = self.grey_level_curve(contrast, plane)
@@ -423,13 +433,20 @@ class Text2MRIPipeline:
                                                                     "a prompt that states no contrast)")
 
     def standardised(self, images: np.ndarray, contrast: str | None, plane: str | None) -> np.ndarray:
-        """`images` through the grey-level map of their contrast and plane (`grey_level_curve`), or as they are."""
+        """`images` with the decoder's halo trimmed where the model does it for their contrast (`trims`), then through
+        the grey-level map of their contrast and plane (`grey_level_curve`); or as they are."""
+        if self.trims(contrast):  # before the map: it would lift the halo's grey levels into the brain's
+            images = self.brain_outline.trim(images)
         found = self.grey_level_curve(contrast, plane)
         return images if found is None else remap(images, *found[1])
 
+    def trims(self, contrast: str | None) -> bool:
+        """Whether slices of this contrast lose the decoder's halo (models/brain_outline.py)."""
+        return self.trim_outline and self.brain_outline is not None and contrast in self.outline_contrasts
+
     def standardised_for(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
         """Row i of `images` standardised for what prompts[i] states (one prompt: every row)."""
-        if not self.standardising:
+        if not self.standardising and not (self.trim_outline and self.brain_outline is not None):
             return images
         from dallebrain.data.prompts import parse_prompt
 

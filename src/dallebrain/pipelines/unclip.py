@@ -120,6 +120,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
         # likewise its attribute guidance: a decoder with attributes takes only what dallebrain.json measured on it
         # ("unclip" -> "sampling": attribute_guidance, attribute_guidance_by_contrast, attribute_guidance_anchor,
         # checked as the LDM's are), else plain guidance
+        from dallebrain.models.brain_outline import brain_outline_of, outline_contrasts_of
         from dallebrain.models.conditioning import attribute_anchor_of
         from dallebrain.pipelines.grey_levels import grey_level_map_of
         from dallebrain.pipelines.request import attribute_guidance_by_contrast, unguided_below_timestep
@@ -132,6 +133,9 @@ class UnCLIPPipeline(Text2MRIPipeline):
         self.attribute_anchor = attribute_anchor_of(decoder_info)
         # and its own grey-level maps, fitted on the decoder's samples (pipelines/grey_levels.py)
         self.grey_level_map = grey_level_map_of(self.decoder_sampling)
+        # and the contrasts whose halo it trims, measured on its own samples (models/brain_outline.py)
+        self.outline_contrasts = outline_contrasts_of(self.decoder_sampling)
+        self.brain_outline = brain_outline_of(folder, self.outline_contrasts)
         self.level_map = None  # the LDM's (pipelines/level_map.py), measured on its UNet's slices, not the prior's
         self._uncond_text: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 

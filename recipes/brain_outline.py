@@ -1,0 +1,170 @@
+"""The recipe of the shipped brain-outline head: the VAE decoder's halo around the brain removed where that brings the
+generated slices' texture closer to real (models/brain_outline.py says why and how).
+
+    python recipes/brain_outline.py --work /path/to/cache/outline --data PREPARED [--slices 6000] [--steps 3000]
+        [--n 256] [--install]
+
+1. Reconstructs --slices train slices (as many of each contrast) through the model's VAE (posterior mean), kept in
+   --work/reconstructions.npz, and trains the head on them against their own brain masks (real > 0); 10 % of them
+   held back give the halo removed and the brain pixels cut per contrast.
+2. Samples the LDM route (grey-level maps and trimming off) for --n train captions, one slice each (caption i with
+   seed SEED_BASE + i, kept in --work/samples_ldm.npz), and per contrast compares the GLCM Frechet distance to the
+   captions' own real slices with and without the trim, both through the model's grey-level map as the pipeline
+   does; the trim is kept for the contrasts where it lowers that distance by more than MARGIN.
+3. Writes the head into a copy of the model (vae/brain_outline.safetensors), the choice and the measurements into
+   its dallebrain.json ("sampling" -> "brain_outline"), the fp16 release in --work/release, and with --install the
+   package's default. The unCLIP route is not measured here and keeps its halo.
+
+Nothing of the held-out splits is read, so `dallebrain evaluate` measures the choice on slices it never saw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes"))
+from grey_level_map import SEED_BASE, train_rows  # noqa: E402
+from shipped_model import SHIPPED, check_prepared, model_with_parts, release_recipe  # noqa: E402
+
+SLICES = 6000  # train slices reconstructed: 1500 per contrast of a four-contrast cohort
+N = 256  # train captions sampled to choose the contrasts: about 64 per contrast
+MARGIN = 0.10  # a contrast keeps the trim where its texture distance falls by more than this share
+HELD_BACK = 0.1
+
+
+def reconstructions(model: Path, data: Path, slices: int, work: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(real, reconstructed, contrast) of `slices` train slices, as many of each contrast (seeded), through the
+    model's VAE; from work/reconstructions.npz when it holds these slices."""
+    import pandas as pd
+    import torch
+
+    from dallebrain.data.io import atomic_path
+    from dallebrain.evaluation.features import load_slices
+    from dallebrain.evaluation.reconstruction import reconstruct
+    from dallebrain.models.vae import load_vae
+
+    table = pd.read_parquet(data / "metadata.parquet")
+    train = table[table["split"] == "train"]
+    contrasts = sorted(train["modality"].unique())
+    per = slices // len(contrasts)
+    picked = pd.concat([train[train["modality"] == c].sample(min(per, int((train["modality"] == c).sum())),
+                                                             random_state=0) for c in contrasts])
+    paths = picked["image_path"].tolist()
+    cached = work / "reconstructions.npz"
+    if cached.is_file():
+        with np.load(cached) as saved:
+            if saved["paths"].tolist() == paths:
+                return (saved["real"].astype(np.float32), saved["rec"].astype(np.float32),
+                        saved["modality"].astype(str))
+    real = load_slices(data, picked["image_path"])
+    print(f"reconstructing {len(real)} train slices through {model / 'vae'}", flush=True)
+    with torch.inference_mode():
+        rec = reconstruct(load_vae(model / "vae").eval(), real)
+    modality = picked["modality"].to_numpy().astype(str)
+    with atomic_path(cached) as tmp:
+        np.savez_compressed(tmp, real=real.astype(np.float16), rec=rec.astype(np.float16), modality=modality,
+                            paths=np.array(paths))
+    return real, rec, modality
+
+
+def raw_ldm_samples(model: Path, prompts: list[str], seeds: list[int], cached: Path) -> np.ndarray:
+    """The LDM's slices for (prompt, seed) pairs with grey-level maps and trimming off, from `cached` when it holds
+    them."""
+    from dallebrain.api import load_pipeline
+    from dallebrain.data.io import atomic_path
+
+    if cached.is_file():
+        with np.load(cached) as saved:
+            if saved["prompts"].tolist() == prompts and saved["seeds"].tolist() == seeds:
+                return saved["images"].astype(np.float32)
+    pipe = load_pipeline(model, route="ldm")
+    pipe.standardise_grey_levels = False
+    pipe.trim_outline = False
+    images = pipe.sample(prompts, seeds, progress=True)
+    with atomic_path(cached) as tmp:
+        np.savez_compressed(tmp, images=images.astype(np.float16), prompts=np.array(prompts), seeds=np.array(seeds))
+    return images
+
+
+def texture_by_contrast(real: np.ndarray, sets: dict[str, np.ndarray], modality: np.ndarray) -> dict:
+    """{contrast: {set: GLCM Frechet distance to the real slices of that contrast}}, as `evaluate` computes it."""
+    from dallebrain.evaluation import metrics as M
+
+    real_glcm = M.glcm_features(real)
+    glcm = {name: M.glcm_features(x) for name, x in sets.items()}
+    return {str(c): {name: round(M.standardised_frechet(real_glcm[modality == c], g[modality == c]), 4)
+                     for name, g in glcm.items()}
+            for c in sorted(set(modality)) if (modality == c).sum() >= 2}
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, required=True, help="working folder (caches, model, release)")
+    parser.add_argument("--base", type=Path, default=SHIPPED, help="the model whose decoder's halo is learned")
+    parser.add_argument("--data", type=Path, required=True, help="the prepared set the model was trained on")
+    parser.add_argument("--slices", type=int, default=SLICES, help="train slices reconstructed for the head")
+    parser.add_argument("--steps", type=int, default=3000, help="the head's training steps")
+    parser.add_argument("--n", type=int, default=N, help="train captions sampled to choose the contrasts")
+    parser.add_argument("--install", action="store_true", help="copy the result into the package as the default")
+    args = parser.parse_args(argv)
+    check_prepared(args.data)
+    if not (args.base / "dallebrain.json").is_file():
+        raise SystemExit(f"error: {args.base} is not a pipeline folder (no dallebrain.json)")
+    for name, value, low in (("--slices", args.slices, 20), ("--steps", args.steps, 1), ("--n", args.n, 8)):
+        if value < low:
+            raise SystemExit(f"error: {name} must be at least {low}, got {value}")
+    from dallebrain.evaluation.features import load_slices
+    from dallebrain.models import brain_outline as B
+    from dallebrain.pipelines.export import update_model_info
+    from dallebrain.pipelines.grey_levels import grey_level_map_of
+
+    args.work.mkdir(parents=True, exist_ok=True)
+    real, rec, modality = reconstructions(args.base, args.data, args.slices, args.work)
+    order = np.random.default_rng(0).permutation(len(real))
+    held = order[:max(1, int(len(real) * HELD_BACK))]
+    fit = order[len(held):]
+    head = B.fit_brain_outline(rec[fit], real[fit], steps=args.steps)
+    errors = {str(c): {k: round(v, 3) for k, v in B.outline_errors(head, rec[held][modality[held] == c],
+                                                                   real[held][modality[held] == c]).items()}
+              for c in sorted(set(modality[held]))}
+    print("held-back reconstructions:", json.dumps(errors), flush=True)
+
+    rows = train_rows(args.data, args.n)
+    seeds = [SEED_BASE + i for i in range(len(rows))]
+    raw = raw_ldm_samples(args.base, rows["caption"].tolist(), seeds, args.work / "samples_ldm.npz")
+    info = json.loads((args.base / "dallebrain.json").read_text())
+    gmap = grey_level_map_of(info.get("sampling") or {})
+    contrasts, planes = rows["modality"].to_numpy().astype(str), rows["orientation"].to_numpy().astype(str)
+
+    def mapped(images: np.ndarray) -> np.ndarray:  # as the pipeline finishes them: the grey-level map last
+        if gmap is None:
+            return images
+        return np.stack([gmap.apply(x[None], c, p)[0][0] for x, c, p in zip(images, contrasts, planes, strict=True)])
+
+    texture = texture_by_contrast(load_slices(args.data, rows["image_path"]),
+                                  {"as decoded": mapped(raw), "trimmed": mapped(head.trim(raw))}, contrasts)
+    chosen = [c for c, d in texture.items() if d["trimmed"] < (1 - MARGIN) * d["as decoded"]]
+    print("train captions, GLCM Frechet distance per contrast:", json.dumps(texture), flush=True)
+    print(f"trimmed: {', '.join(chosen) or 'no contrast'}", flush=True)
+
+    model = model_with_parts(args.base, args.work, {})
+    head.save(model / "vae" / B.FILENAME)
+    measured = {"held_back_reconstructions": errors, "train_captions_glcm_frechet": texture, "margin": MARGIN,
+                "slices": int(len(fit)), "steps": args.steps, "captions": int(len(rows)),
+                "command": f"python recipes/brain_outline.py --data PREPARED --slices {args.slices} "
+                           f"--steps {args.steps} --n {args.n}"}
+    update_model_info(model, {"sampling": {B.INFO_KEY: B.record(chosen, measured)}})
+    (model / ".dallebrain.json.lock").unlink(missing_ok=True)  # update_model_info's lock, not a part of the model
+    if not chosen:
+        B.drop_brain_outline(model)  # a head that trims nothing is not shipped
+    return release_recipe(model, args.work, args.steps, [json.dumps(measured)], args.install)
+
+
+if __name__ == "__main__":
+    main()

@@ -29,7 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
-from grey_level_map import SEED_BASE, train_rows  # noqa: E402
+from grey_level_map import SEED_BASE, raw_samples, train_rows  # noqa: E402
 from shipped_model import SHIPPED, check_prepared, model_with_parts, release_recipe  # noqa: E402
 
 SLICES = 6000  # train slices reconstructed: 1500 per contrast of a four-contrast cohort
@@ -71,25 +71,6 @@ def reconstructions(model: Path, data: Path, slices: int, work: Path) -> tuple[n
         np.savez_compressed(tmp, real=real.astype(np.float16), rec=rec.astype(np.float16), modality=modality,
                             paths=np.array(paths))
     return real, rec, modality
-
-
-def raw_ldm_samples(model: Path, prompts: list[str], seeds: list[int], cached: Path) -> np.ndarray:
-    """The LDM's slices for (prompt, seed) pairs with grey-level maps and trimming off, from `cached` when it holds
-    them."""
-    from dallebrain.api import load_pipeline
-    from dallebrain.data.io import atomic_path
-
-    if cached.is_file():
-        with np.load(cached) as saved:
-            if saved["prompts"].tolist() == prompts and saved["seeds"].tolist() == seeds:
-                return saved["images"].astype(np.float32)
-    pipe = load_pipeline(model, route="ldm")
-    pipe.standardise_grey_levels = False
-    pipe.trim_outline = False
-    images = pipe.sample(prompts, seeds, progress=True)
-    with atomic_path(cached) as tmp:
-        np.savez_compressed(tmp, images=images.astype(np.float16), prompts=np.array(prompts), seeds=np.array(seeds))
-    return images
 
 
 def texture_by_contrast(real: np.ndarray, sets: dict[str, np.ndarray], modality: np.ndarray) -> dict:
@@ -137,7 +118,8 @@ def main(argv: list[str] | None = None) -> Path:
 
     rows = train_rows(args.data, args.n)
     seeds = [SEED_BASE + i for i in range(len(rows))]
-    raw = raw_ldm_samples(args.base, rows["caption"].tolist(), seeds, args.work / "samples_ldm.npz")
+    raw = raw_samples(args.base, "ldm", rows["caption"].tolist(), seeds, args.work / "samples_ldm.npz",
+                      trim_outline=False)
     info = json.loads((args.base / "dallebrain.json").read_text())
     gmap = grey_level_map_of(info.get("sampling") or {})
     contrasts, planes = rows["modality"].to_numpy().astype(str), rows["orientation"].to_numpy().astype(str)

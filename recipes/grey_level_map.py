@@ -52,9 +52,12 @@ def route_samples(model: Path, route: str, rows, work: Path) -> np.ndarray:
     return raw_samples(model, route, rows["caption"].tolist(), seeds, work / f"samples_{route}.npz")
 
 
-def raw_samples(model: Path | None, route: str, prompts: list[str], seeds: list[int], cached: Path) -> np.ndarray:
+def raw_samples(model: Path | None, route: str, prompts: list[str], seeds: list[int], cached: Path,
+                trim_outline: bool = True) -> np.ndarray:
     """The route's slices for (prompt, seed) pairs with standardisation off, from `cached` when it holds these
-    prompts and seeds, else sampled and saved there (also bench_grey_levels.py's held-out samples)."""
+    prompts and seeds, else sampled and saved there (also bench_grey_levels.py's held-out samples). The decoder's
+    halo is trimmed where the model does it (models/brain_outline.py), since the curves act after the trim;
+    recipes/brain_outline.py asks for it untrimmed."""
     from dallebrain.api import load_pipeline
     from dallebrain.data.io import atomic_path
 
@@ -64,6 +67,7 @@ def raw_samples(model: Path | None, route: str, prompts: list[str], seeds: list[
                 return saved["images"].astype(np.float32)
     pipe = load_pipeline(model, route=route)
     pipe.standardise_grey_levels = False  # fitted on what the model draws, whatever maps the base already has
+    pipe.trim_outline = trim_outline
     images = pipe.sample(prompts, seeds, progress=True)
     with atomic_path(cached) as tmp:
         np.savez_compressed(tmp, images=images.astype(np.float16), prompts=np.array(prompts), seeds=np.array(seeds))

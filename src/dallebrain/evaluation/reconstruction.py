@@ -37,14 +37,13 @@ def reconstruct_reference(vae, heldout: np.ndarray, diversity: list[dict], pipe=
     With `pipe` (and the held-out slices' `contrasts`), a reconstruction loses the decoder's halo wherever the
     pipeline's own slices of that contrast do (`Text2MRIPipeline.trims`, models/brain_outline.py): the column is
     what the pipeline would give for a perfect latent, and its decoding includes the trim."""
-    def trimmed(images: np.ndarray, of: list[str]) -> np.ndarray:
-        if pipe is None or not any(pipe.trims(c) for c in of):
-            return images
-        rows = np.array([pipe.trims(c) for c in of])
-        images[rows] = pipe.brain_outline.trim(images[rows])
-        return images
-
     from dallebrain.data.prompts import parse_prompt
+
+    def trimmed(images: np.ndarray, of: list[str | None]) -> np.ndarray:
+        rows = np.array([pipe is not None and pipe.trims(c) for c in of], dtype=bool)
+        if rows.any():
+            images[rows] = pipe.brain_outline.trim(images[rows])
+        return images
 
     for item in diversity:  # a diversity item's real slices share its prompt's contrast
         item["synthetic"][RECONSTRUCTION] = trimmed(reconstruct(vae, item["real"]),

@@ -188,7 +188,7 @@ def outline_errors(head: BrainOutline, decoded: np.ndarray, real: np.ndarray) ->
 
 def record(contrasts: list[str], measured: dict) -> dict:
     """The dallebrain.json entry of a route's sampling section."""
-    return {"contrasts": sorted(contrasts), "file": f"vae/{FILENAME}", "measured": json.loads(json.dumps(measured))}
+    return {"contrasts": sorted(contrasts), "file": f"vae/{FILENAME}", "measured": measured}
 
 
 def drop_brain_outline(model: str | Path) -> None:

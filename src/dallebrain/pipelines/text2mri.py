@@ -440,13 +440,18 @@ class Text2MRIPipeline:
         found = self.grey_level_curve(contrast, plane)
         return images if found is None else remap(images, *found[1])
 
+    @property
+    def trimming(self) -> bool:
+        """Whether the model has a brain-outline head and trimming is on (models/brain_outline.py)."""
+        return self.trim_outline and self.brain_outline is not None
+
     def trims(self, contrast: str | None) -> bool:
-        """Whether slices of this contrast lose the decoder's halo (models/brain_outline.py)."""
-        return self.trim_outline and self.brain_outline is not None and contrast in self.outline_contrasts
+        """Whether slices of this contrast lose the decoder's halo (`trimming`, and the model names the contrast)."""
+        return self.trimming and contrast in self.outline_contrasts
 
     def standardised_for(self, images: np.ndarray, prompts: list[str]) -> np.ndarray:
         """Row i of `images` standardised for what prompts[i] states (one prompt: every row)."""
-        if not self.standardising and not (self.trim_outline and self.brain_outline is not None):
+        if not self.standardising and not self.trimming:
             return images
         from dallebrain.data.prompts import parse_prompt
 

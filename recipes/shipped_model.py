@@ -118,7 +118,10 @@ def unet_fine_tune(args, stage_name: str, settings: list[str], record_key: str, 
              *[a for s in sets for a in ("--set", s)], *resume], log)
     # the base with the fine-tuned UNet and its scheduler (which says what the UNet predicts)
     model = model_with_parts(base, work, {name: out / name for name in ("unet", "scheduler")})
-    record = {"folder": stage_name, "steps": args.steps, "settings": [*settings, *args.set]}
+    trained_info = json.loads((out / "dallebrain.json").read_text())
+    # the steps trained, which a time budget (time_budget_s) may have cut below args.steps
+    record = {"folder": stage_name, "steps": trained_info.get("ldm_steps", args.steps),
+              "settings": [*settings, *args.set]}
     if interpolate is not None:
         from dallebrain.training.weight_interpolation import interpolate_folder
 
@@ -126,9 +129,9 @@ def unet_fine_tune(args, stage_name: str, settings: list[str], record_key: str, 
         record["interpolated_with_base"] = {"alpha": interpolate, "method": "WiSE-FT (Wortsman et al. 2022)"}
     from dallebrain.pipelines.export import update_model_info
 
-    trained = json.loads((out / "dallebrain.json").read_text()).get("trained_on")
-    update_model_info(model, {record_key: {**record, "trained_on": trained}, "sampling": sampling})
-    return release_recipe(model, work, args.steps, log, args.install)
+    update_model_info(model, {record_key: {**record, "trained_on": trained_info.get("trained_on")},
+                              "sampling": sampling})
+    return release_recipe(model, work, record["steps"], log, args.install)
 
 
 def train_once(command: list[str], out: Path, log: list) -> None:

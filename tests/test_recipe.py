@@ -92,6 +92,7 @@ def test_v_prediction_recipe_replaces_only_the_unet_and_its_scheduler(tiny_pipel
     assert again.returncode != 0 and "already predicts v_prediction" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1 and not (tmp_path / "w2").exists()
     _check_the_contrast_balance_stage(release, tiny_prepared, tmp_path)
+    _check_the_long_stage(release, tiny_prepared, tmp_path)
 
 
 def _check_the_contrast_balance_stage(v_release, tiny_prepared, tmp_path):
@@ -135,6 +136,50 @@ def _check_the_contrast_balance_stage(v_release, tiny_prepared, tmp_path):
                                 timeout=120)
         assert result.returncode != 0 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
         assert not (tmp_path / "b2").exists()
+
+
+def _check_the_long_stage(v_release, tiny_prepared, tmp_path):
+    """The CPU stage trains the velocity UNet further on every row, keeps the base's sampling tables (they are
+    refitted apart), and records the steps it trained, which a wall-clock budget cuts."""
+    from safetensors.torch import load_file
+
+    spec = importlib.util.spec_from_file_location("long", ROOT / "recipes" / "long_finetune.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    moving = [a for s in ("warmup_steps=1", "learning_rate=1e-2", "ema_decay=0.5", "compile=false")
+              for a in ("--set", s)]
+    common = ["--base", str(v_release), "--data", str(tiny_prepared), "--configs", "tiny", *moving]
+    release = recipe.main(["--work", str(tmp_path / "long"), *common, "--steps", "2", "--budget-s", "0"])
+    weights = "diffusion_pytorch_model.safetensors"
+    tuned, start = load_file(release / "unet" / weights), load_file(v_release / "unet" / weights)
+    assert any(not np.allclose(tuned[k].float().numpy(), start[k].float().numpy(), atol=1e-3) for k in tuned)
+    info, base_info = (json.loads((f / "dallebrain.json").read_text()) for f in (release, v_release))
+    stage = info[recipe.RECORD]
+    assert stage["steps"] == 2 and "max_rows=0" in stage["settings"] and "phrasings=2" in stage["settings"]
+    assert info["sampling"] == base_info["sampling"]
+    # a budget that the cache alone uses up: the stage stops at the probe's last step and records that
+    cut = recipe.main(["--work", str(tmp_path / "long_cut"), *common, "--steps", "400", "--budget-s", "0.01"])
+    steps = json.loads((cut / "dallebrain.json").read_text())[recipe.RECORD]["steps"]
+    from dallebrain.training.loop import BUDGET_PROBE_STEPS
+
+    assert steps == BUDGET_PROBE_STEPS < 400
+
+
+@pytest.mark.parametrize("args, message", [(["--base", "{tiny}"], "predicts epsilon"),
+                                           (["--base", "{v}", "--budget-s", "-1"], "--budget-s must be 0 or more")])
+def test_the_long_recipe_refuses_a_base_or_budget_it_cannot_use(tiny_pipeline, tmp_path, args, message):
+    """A noise-predicting base, or a negative budget: one line, non-zero, nothing made."""
+    import shutil
+
+    v = tmp_path / "v"
+    shutil.copytree(tiny_pipeline, v, ignore=shutil.ignore_patterns("checkpoints", "cache"))
+    config = v / "scheduler" / "scheduler_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "prediction_type": "v_prediction"}))
+    args = [a.replace("{tiny}", str(tiny_pipeline)).replace("{v}", str(v)) for a in args]
+    result = subprocess.run([sys.executable, str(ROOT / "recipes" / "long_finetune.py"), "--work", str(tmp_path / "w"),
+                             *args], capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and len(result.stderr.strip().splitlines()) == 1 and message in result.stderr
+    assert not (tmp_path / "w").exists()
 
 
 @pytest.mark.parametrize("bad", ["base", "data"])

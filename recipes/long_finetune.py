@@ -1,0 +1,64 @@
+"""A candidate next UNet trained on this CPU: the shipped velocity UNet trained further on every train slice of its
+cohort (all rows, two caption phrasings; the shipped UNet saw 32,000 rows in one phrasing), for as many steps as fit
+in a wall-clock budget, everything else in the folder kept (VAE, text encoder, Brain-CLIP, the unCLIP prior and
+decoder, the leak table, the sampling tables).
+
+    python recipes/long_finetune.py --work /path/to/cache/long --data PREPARED [--budget-s 6000] [--install]
+
+Why: the UNet, not the sampler or the decoder, limits what is left of issues 11 and 12 (BENCHMARKS.md, "Where the
+texture gap sits"; the level judge's scatter), and the shipped one has seen about two epochs of its cohort. This is
+recipes/gpu_ldm_finetune.py's stage (the same settings but the batch) for a machine without a GPU: the learning
+rate a third of the v-prediction stage's, since it starts from a converged UNet, and a longer EMA for a longer run.
+`time_budget_s` times the first steps and cuts max_steps so the cosine ends inside the budget, which counts the
+cache too (54,448 slices: about 50 min here the first time, kept in --work for a rerun); a stage that is killed
+resumes from its checkpoints. A later stage can start from this one's release (--base), so training can span
+sessions stage by stage.
+
+The release keeps the base's sampling tables (grey-level curves, level map, guidance scales, outline choice), which
+were measured on the base's UNet: refit them before shipping (recipes/grey_level_map.py, recipes/level_map.py,
+recipes/brain_outline.py, benchmarks/bench_age_sweep.py). BENCHMARKS.md, "A longer CPU fine-tune", has what the
+first run measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes"))
+from shipped_model import add_fine_tune_options, add_stage_options, unet_fine_tune  # noqa: E402  (the recipes' shared steps)
+
+STEPS = 30000  # the cosine's horizon before the budget cuts it to what fits
+BUDGET_S = 6000
+RECORD = "long_stage"  # where dallebrain.json records this stage
+SETTINGS = ["prediction_type=v_prediction", "learning_rate=1e-4", "warmup_steps=200", "ema_decay=0.999",
+            "attribute_dropout=0.1", "caption_only_dropout=0.3", "max_rows=0", "phrasings=2",
+            "compact_text_encoder=true", "compile=true", "checkpoint_every=1000", "log_every=100"]
+
+
+def check_base(base: Path) -> None:
+    """The base must be a velocity-predicting UNet (v2.1 or a stage of this recipe)."""
+    scheduler = json.loads((base / "scheduler" / "scheduler_config.json").read_text())
+    if scheduler.get("prediction_type", "epsilon") != "v_prediction":
+        raise SystemExit(f"error: {base}'s UNet predicts {scheduler.get('prediction_type', 'epsilon')}: give a "
+                         "velocity-predicting model (the shipped one) as --base")
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_stage_options(parser, "the velocity-predicting model to start from", STEPS, cohort="v2's cohort")
+    parser.add_argument("--budget-s", type=float, default=BUDGET_S,
+                        help="wall-clock seconds for the stage, caches included (0: all --steps)")
+    add_fine_tune_options(parser)
+    args = parser.parse_args(argv)
+    if args.budget_s < 0:
+        raise SystemExit(f"error: --budget-s must be 0 or more, got {args.budget_s:g}")
+    settings = [*SETTINGS, f"time_budget_s={args.budget_s:g}"]
+    return unet_fine_tune(args, "model_long", settings, RECORD, {}, check_base)
+
+
+if __name__ == "__main__":
+    main()

@@ -37,6 +37,10 @@ RECORD = "long_stage"  # where dallebrain.json records this stage
 SETTINGS = ["prediction_type=v_prediction", "learning_rate=1e-4", "warmup_steps=200", "ema_decay=0.999",
             "attribute_dropout=0.1", "caption_only_dropout=0.3", "max_rows=0", "phrasings=2",
             "compact_text_encoder=true", "compile=true", "checkpoint_every=1000", "log_every=100"]
+# attribute guidance measured on the first 100-minute stage (benchmarks/bench_age_sweep.py, 32 seeds): at the base's
+# scales (T1w 7, T2w 6) the longer-trained UNet over-steers age (85/20 ventricle ratio 13.8, 11.1 against the
+# cohort's 4.92); at these it gives 4.60, 4.78 and FLAIR 3.87 (base's 4 gave 3.36)
+SAMPLING = {"attribute_guidance_by_contrast": {"T1w": 4.0, "T2w": 4.0, "FLAIR": 5.0}}
 
 
 def check_base(base: Path) -> None:
@@ -57,7 +61,7 @@ def main(argv: list[str] | None = None) -> Path:
     if args.budget_s < 0:
         raise SystemExit(f"error: --budget-s must be 0 or more, got {args.budget_s:g}")
     settings = [*SETTINGS, f"time_budget_s={args.budget_s:g}"]
-    return unet_fine_tune(args, "model_long", settings, RECORD, {}, check_base)
+    return unet_fine_tune(args, "model_long", settings, RECORD, SAMPLING, check_base)
 
 
 if __name__ == "__main__":

@@ -139,8 +139,8 @@ def _check_the_contrast_balance_stage(v_release, tiny_prepared, tmp_path):
 
 
 def _check_the_long_stage(v_release, tiny_prepared, tmp_path):
-    """The CPU stage trains the velocity UNet further on every row, keeps the base's sampling tables (they are
-    refitted apart), and records the steps it trained, which a wall-clock budget cuts."""
+    """The CPU stage trains the velocity UNet further on every row, keeps the base's sampling tables but its own
+    guidance scales (the others are refitted apart), and records the steps it trained, which a budget cuts."""
     from safetensors.torch import load_file
 
     spec = importlib.util.spec_from_file_location("long", ROOT / "recipes" / "long_finetune.py")
@@ -156,7 +156,11 @@ def _check_the_long_stage(v_release, tiny_prepared, tmp_path):
     info, base_info = (json.loads((f / "dallebrain.json").read_text()) for f in (release, v_release))
     stage = info[recipe.RECORD]
     assert stage["steps"] == 2 and "max_rows=0" in stage["settings"] and "phrasings=2" in stage["settings"]
-    assert info["sampling"] == base_info["sampling"]
+    # the guidance scales measured for the longer-trained UNet replace the base's; every other table is the base's
+    scales = "attribute_guidance_by_contrast"
+    assert info["sampling"][scales] == recipe.SAMPLING[scales] != base_info["sampling"].get(scales)
+    assert {k: v for k, v in info["sampling"].items() if k != scales} == \
+        {k: v for k, v in base_info["sampling"].items() if k != scales}
     # a budget that the cache alone uses up: the stage stops at the probe's last step and records that
     cut = recipe.main(["--work", str(tmp_path / "long_cut"), *common, "--steps", "400", "--budget-s", "0.01"])
     steps = json.loads((cut / "dallebrain.json").read_text())[recipe.RECORD]["steps"]

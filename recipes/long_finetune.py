@@ -14,10 +14,11 @@ cache too (54,448 slices: about 50 min here the first time, kept in --work for a
 resumes from its checkpoints. A later stage can start from this one's release (--base), so training can span
 sessions stage by stage.
 
-The release keeps the base's sampling tables (grey-level curves, level map, guidance scales, outline choice), which
-were measured on the base's UNet: refit them before shipping (recipes/grey_level_map.py, recipes/level_map.py,
-recipes/brain_outline.py, benchmarks/bench_age_sweep.py). BENCHMARKS.md, "A longer CPU fine-tune", has what the
-first run measured.
+The release records the attribute guidance measured for the first 100-minute stage (SAMPLING) and drops the LDM's
+grey-level curves and level map (measured on the base's UNet); refit them, then the outline choice, each on the
+previous recipe's release, before shipping: recipes/level_map.py, recipes/grey_level_map.py --route ldm,
+recipes/brain_outline.py (a stage of another length: measure its scales with benchmarks/bench_age_sweep.py first).
+v2.3 was made so; BENCHMARKS.md, "A longer CPU fine-tune", has what it measured.
 """
 
 from __future__ import annotations

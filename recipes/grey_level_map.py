@@ -7,7 +7,8 @@ and plane (pipelines/grey_levels.py says why and how).
 It samples the model (standardisation off) for --n captions of the prepared set's train split, one slice each
 (caption i with seed SEED_BASE + i), fits the Nyul-Udupa landmarks of those slices against the captions' own real
 slices, and writes them into a copy of the model's dallebrain.json ("sampling" -> "grey_level_map" for the LDM,
-"unclip" -> "sampling" -> "grey_level_map" for the unCLIP route); no weight changes. Nothing of the held-out
+"unclip" -> "sampling" -> "grey_level_map" for the unCLIP route, and how each was fitted under the top-level
+"grey_level_map" -> ROUTE, so refitting one route keeps the other's record); no weight changes. Nothing of the held-out
 splits is read, so `dallebrain evaluate` on the test split measures the maps on slices they never saw. The
 samples are kept in --work (samples_ROUTE.npz), so a rerun refits without sampling again. --contrasts refits those
 contrasts alone (the train rows of the --n drawn that are of them) and keeps the base's curves for the others: for
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit(f"error: {args.base} has no unCLIP decoder (decoder/): use --route ldm")
     from dallebrain.evaluation.features import load_slices
     from dallebrain.pipelines.export import update_model_info
-    from dallebrain.pipelines.grey_levels import INFO_KEY, fit_grey_level_map
+    from dallebrain.pipelines.grey_levels import INFO_KEY, fit_grey_level_map, fit_records, write_fit_records
 
     rows = train_rows(args.data, args.n)
     contrasts = None
@@ -120,11 +121,15 @@ def main(argv: list[str] | None = None) -> Path:
         update_model_info(model, {"sampling": {INFO_KEY: table}} if route == "ldm"
                           else {"unclip": {"sampling": {INFO_KEY: table}}})
         print(f"{route}: maps for " + ", ".join(f"{c} ({', '.join(p)})" for c, p in table["maps"].items()))
-    if contrasts:  # the base's record stays (it describes the other curves); each partial refit is listed after it
-        done = (json.loads((args.base / "dallebrain.json").read_text()).get("grey_level_map") or {}).get("refits", [])
-        update_model_info(model, {"grey_level_map": {"refits": [*done, {**record, "routes": list(routes)}]}})
-    else:
-        update_model_info(model, {"grey_level_map": {**record, "routes": list(routes), "refits": []}})
+    # one record per route: a route not refitted keeps its own; a partial refit keeps the route's record (it
+    # describes the other curves) and is listed after it
+    records = fit_records(json.loads((model / "dallebrain.json").read_text()))
+    for route in routes:
+        if contrasts:
+            records[route] = {**records.get(route, {}), "refits": [*records.get(route, {}).get("refits", []), record]}
+        else:
+            records[route] = {**record, "refits": []}
+    write_fit_records(model, records)
     (model / ".dallebrain.json.lock").unlink(missing_ok=True)  # update_model_info's lock, not a part of the model
     return release_recipe(model, args.work, 0, [json.dumps(record)], args.install)
 

@@ -385,7 +385,7 @@ def test_the_grey_level_recipe_writes_maps_that_the_release_uses_and_a_weight_ch
                            str(tiny_prepared), "--route", "ldm", "--n", "16"])
     info = json.loads((release / "dallebrain.json").read_text())
     assert set(info["sampling"][INFO_KEY]["maps"]) <= {"T1w", "T2w", "PDw", "FLAIR"}
-    assert info[INFO_KEY]["train_captions"] == 16 and info[INFO_KEY]["routes"] == ["ldm"]
+    assert set(info[INFO_KEY]) == {"ldm"} and info[INFO_KEY]["ldm"]["train_captions"] == 16
     assert not (release / ".dallebrain.json.lock").exists()
     pipe = load_pipeline(release)
     contrast = next(iter(info["sampling"][INFO_KEY]["maps"]))
@@ -422,10 +422,41 @@ def test_the_grey_level_recipe_refits_the_contrasts_named_and_keeps_the_others(t
     for contrast in others:
         assert info["sampling"][INFO_KEY]["maps"][contrast] == maps[contrast]
     assert info["sampling"][INFO_KEY]["maps"][one] != maps[one]  # other rows and seeds: another fit
-    assert info[INFO_KEY]["train_captions"] == 16 and info[INFO_KEY]["refits"][0]["refitted"] == [one]  # base's kept
-    assert f"--contrasts {one}" in info[INFO_KEY]["refits"][0]["command"] and len(info[INFO_KEY]["refits"]) == 1
+    record = info[INFO_KEY]["ldm"]
+    assert record["train_captions"] == 16 and record["refits"][0]["refitted"] == [one]  # the base's record kept
+    assert f"--contrasts {one}" in record["refits"][0]["command"] and len(record["refits"]) == 1
     with np.load(tmp_path / "one" / "samples_ldm.npz") as saved:
         assert 2 <= saved["images"].shape[0] < 32
+
+
+def test_refitting_one_route_keeps_the_other_routes_fit_record(tiny_pipeline, tiny_prepared, tmp_path):
+    """The record of how each route's curves were fitted is per route: an LDM refit replaces the LDM's and keeps
+    the unCLIP route's, also when the base wrote the older one-record form ("routes": both); a weight change to
+    one route drops that route's record with its curves."""
+    import shutil
+
+    from dallebrain.pipelines.grey_levels import INFO_KEY, drop_grey_level_maps
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_pipeline, base)
+    info = json.loads((base / "dallebrain.json").read_text())
+    unclip_curves = {"maps": {}, "note": "stands in for the decoder's curves"}
+    info.setdefault("unclip", {}).setdefault("sampling", {})[INFO_KEY] = unclip_curves
+    info[INFO_KEY] = {"command": "python recipes/grey_level_map.py --route both", "train_captions": 768,
+                      "routes": ["ldm", "unclip"], "refits": [{"refitted": ["PDw"], "routes": ["ldm"]}]}
+    (base / "dallebrain.json").write_text(json.dumps(info))
+    release = _grey_recipe().main(["--work", str(tmp_path / "w"), "--base", str(base), "--data", str(tiny_prepared),
+                                   "--route", "ldm", "--n", "16"])
+    records = json.loads((release / "dallebrain.json").read_text())[INFO_KEY]
+    assert records["unclip"] == {"command": "python recipes/grey_level_map.py --route both", "train_captions": 768,
+                                 "refits": [{"refitted": ["PDw"], "routes": ["ldm"]}]}
+    assert records["ldm"]["train_captions"] == 16 and records["ldm"]["refits"] == []
+    assert "--route ldm" in records["ldm"]["command"]
+    drop_grey_level_maps(release, ("unclip",))
+    after = json.loads((release / "dallebrain.json").read_text())
+    assert set(after[INFO_KEY]) == {"ldm"} and INFO_KEY not in after["unclip"]["sampling"]
+    drop_grey_level_maps(release, ("ldm",))
+    assert INFO_KEY not in json.loads((release / "dallebrain.json").read_text())
 
 
 def test_the_grey_level_recipe_refuses_bad_inputs_in_one_line(tiny_pipeline, tiny_prepared, tmp_path):

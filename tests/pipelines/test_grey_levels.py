@@ -207,14 +207,14 @@ def test_the_unclip_route_reads_its_own_maps(tiny_unclip, tmp_path):
 def test_replaced_weights_drop_only_their_routes_curves(tmp_path):
     curves = darkening_map("T1w", ALL_PLANES)
     info = {"sampling": {INFO_KEY: curves, "attribute_guidance": 6.0}, "unclip": {"sampling": {INFO_KEY: curves}},
-            INFO_KEY: {"train_captions": 768}}
+            INFO_KEY: {"ldm": {"train_captions": 768}, "unclip": {"train_captions": 512}}}
     assert routes_changed_by(["unet", "scheduler"]) == ("ldm",) and routes_changed_by(["decoder"]) == ("unclip",)
     assert routes_changed_by(["vae"]) == ("ldm", "unclip") and routes_changed_by([]) == ()
     (tmp_path / "dallebrain.json").write_text(json.dumps(info))
     drop_grey_level_maps(tmp_path, routes_changed_by(["unet"]))
     after = json.loads((tmp_path / "dallebrain.json").read_text())
     assert after["sampling"] == {"attribute_guidance": 6.0} and INFO_KEY in after["unclip"]["sampling"]
-    assert INFO_KEY in after  # the recipe's record stays while a route keeps its curves
+    assert after[INFO_KEY] == {"unclip": {"train_captions": 512}}  # each route's record goes with its curves
     drop_grey_level_maps(tmp_path, routes_changed_by(["decoder"]))
     after = json.loads((tmp_path / "dallebrain.json").read_text())
     assert INFO_KEY not in after["unclip"]["sampling"] and INFO_KEY not in after

@@ -22,6 +22,7 @@ Kept import-free of torch: a stock client applies it to its own output with `sta
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,13 +178,36 @@ def routes_changed_by(parts) -> tuple[str, ...]:
     return tuple(route for route, reads in ROUTE_PARTS.items() if set(parts) & set(reads))
 
 
+def fit_records(info: dict) -> dict[str, dict]:
+    """How each route's maps were fitted: dallebrain.json's top-level INFO_KEY, one record per route (the command,
+    rows and seeds, and the partial refits after it). Older models kept one record for all the routes it names
+    ("routes", else every route); that form is read as the same record for each of them."""
+    recorded = info.get(INFO_KEY)
+    if not isinstance(recorded, dict):
+        return {}
+    if recorded and set(recorded) <= set(ROUTE_PARTS):
+        return {route: dict(record) for route, record in recorded.items() if isinstance(record, dict)}
+    shared = {k: v for k, v in recorded.items() if k != "routes"}  # the one-record form
+    return {route: json.loads(json.dumps(shared)) for route in recorded.get("routes", ROUTE_PARTS)}
+
+
+def write_fit_records(model: str | Path, records: dict[str, dict]) -> None:
+    """Replace a model folder's fit records with `records` (per route; none: the key goes)."""
+    from dallebrain.data.io import write_json_atomic
+
+    path = Path(model) / "dallebrain.json"
+    info = json.loads(path.read_text())
+    info.pop(INFO_KEY, None)
+    if records:
+        info[INFO_KEY] = {route: records[route] for route in sorted(records)}
+    write_json_atomic(path, info)
+
+
 def drop_grey_level_maps(model: str | Path, routes=tuple(ROUTE_PARTS)) -> None:
     """Remove the grey-level maps of `routes` from a model folder whose weights for them were replaced: they were
-    fitted on the old weights' samples (rerun recipes/grey_level_map.py on the new model). The recipe's record
-    goes when no route keeps a map. The LDM's level map (pipelines/level_map.py), measured on its samples too, goes
-    with the LDM's grey-level maps (rerun recipes/level_map.py)."""
-    import json
-
+    fitted on the old weights' samples (rerun recipes/grey_level_map.py on the new model), and their fit records
+    with them. The LDM's level map (pipelines/level_map.py), measured on its samples too, goes with the LDM's
+    grey-level maps (rerun recipes/level_map.py)."""
     from dallebrain.data.io import write_json_atomic
     from dallebrain.pipelines.level_map import INFO_KEY as LEVEL_MAP
 
@@ -196,6 +220,9 @@ def drop_grey_level_maps(model: str | Path, routes=tuple(ROUTE_PARTS)) -> None:
         if isinstance(places.get(route), dict):
             places[route].pop(INFO_KEY, None)
             places[route].pop(LEVEL_MAP, None)
-    if not any(isinstance(p, dict) and INFO_KEY in p for p in places.values()):
-        info.pop(INFO_KEY, None)
+    records = {route: record for route, record in fit_records(info).items()
+               if isinstance(places.get(route), dict) and INFO_KEY in places[route]}
+    info.pop(INFO_KEY, None)
+    if records:
+        info[INFO_KEY] = records
     write_json_atomic(path, info)

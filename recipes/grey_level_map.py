@@ -58,20 +58,27 @@ def raw_samples(model: Path | None, route: str, prompts: list[str], seeds: list[
     """The route's slices for (prompt, seed) pairs with standardisation off, from `cached` when it holds these
     prompts and seeds, else sampled and saved there (also bench_grey_levels.py's held-out samples). The decoder's
     halo is trimmed where the model does it (models/brain_outline.py), since the curves act after the trim;
-    recipes/brain_outline.py asks for it untrimmed."""
+    recipes/brain_outline.py asks for it untrimmed. The cache records which contrasts were trimmed, so samples
+    drawn before a route's outline choice changed are drawn again."""
     from dallebrain.api import load_pipeline
     from dallebrain.data.io import atomic_path
+    from dallebrain.models.brain_outline import outline_contrasts_of
 
+    info = json.loads((Path(model) / "dallebrain.json").read_text())
+    sampling = info.get("sampling") if route == "ldm" else (info.get("unclip") or {}).get("sampling")
+    trimmed = sorted(outline_contrasts_of(sampling or {})) if trim_outline else []
     if cached.is_file():
         with np.load(cached) as saved:
-            if saved["prompts"].tolist() == prompts and saved["seeds"].tolist() == seeds:
+            if (saved["prompts"].tolist() == prompts and saved["seeds"].tolist() == seeds
+                    and "trimmed" in saved and saved["trimmed"].tolist() == trimmed):
                 return saved["images"].astype(np.float32)
     pipe = load_pipeline(model, route=route)
     pipe.standardise_grey_levels = False  # fitted on what the model draws, whatever maps the base already has
     pipe.trim_outline = trim_outline
     images = pipe.sample(prompts, seeds, progress=True)
     with atomic_path(cached) as tmp:
-        np.savez_compressed(tmp, images=images.astype(np.float16), prompts=np.array(prompts), seeds=np.array(seeds))
+        np.savez_compressed(tmp, images=images.astype(np.float16), prompts=np.array(prompts), seeds=np.array(seeds),
+                            trimmed=np.array(trimmed, dtype=str))
     return images
 
 

@@ -393,7 +393,16 @@ def test_the_grey_level_recipe_writes_maps_that_the_release_uses_and_a_weight_ch
     assert made.settings["grey_levels"].startswith(f"standardised: {contrast}")
     # the samples are kept: a second run refits without sampling (same captions and seeds)
     with np.load(tmp_path / "w" / "samples_ldm.npz") as saved:
-        assert saved["images"].shape[0] == 16
+        assert saved["images"].shape[0] == 16 and saved["trimmed"].tolist() == []  # the tiny model trims nothing
+        stale = {k: saved[k] for k in saved.files}
+    # samples drawn under another outline choice are drawn again, not refitted on
+    np.savez_compressed(tmp_path / "w" / "samples_ldm.npz", **{**stale, "images": stale["images"] * 0,
+                                                                "trimmed": np.array(["T2w"])})
+    again = recipe.raw_samples(tiny_pipeline, "ldm", stale["prompts"].tolist(), stale["seeds"].tolist(),
+                               tmp_path / "w" / "samples_ldm.npz")
+    assert np.allclose(again, stale["images"].astype(np.float32), atol=2e-3)
+    with np.load(tmp_path / "w" / "samples_ldm.npz") as saved:
+        assert saved["trimmed"].tolist() == [] and saved["images"].any()
     sys.path.insert(0, str(ROOT / "recipes"))
     import shipped_model
 
@@ -571,12 +580,56 @@ def test_the_brain_outline_recipe_installs_the_head_only_for_the_contrasts_it_he
         assert not (changed / "vae" / B.FILENAME).exists()
 
 
-def test_the_brain_outline_recipe_refuses_bad_inputs_in_one_line(tiny_prepared, tmp_path):
+def test_the_brain_outline_recipe_measures_the_unclip_route_with_the_ldms_head(tiny_unclip_pipeline, tiny_prepared,
+                                                                                tmp_path):
+    """--route unclip: the base's head (the LDM's choice was made with it) is measured on the decoder's samples, not
+    retrained; the choice goes to unclip.sampling and the LDM's record and head file stay as they were. With no
+    route keeping a record the head goes."""
+    import shutil
+
+    from dallebrain.models import brain_outline as B
+
+    base = tmp_path / "base"
+    shutil.copytree(tiny_unclip_pipeline, base)
+    rng = np.random.default_rng(0)
+    real = (rng.random((8, 64, 64)) > 0.5).astype(np.float32)
+    B.fit_brain_outline(real + 0.05, real, steps=2, batch_size=4, crop=32, width=4, layers=2,
+                        log=None).save(base / "vae" / B.FILENAME)
+    info = json.loads((base / "dallebrain.json").read_text())
+    ldm_choice = B.record(["T2w"], {"stands in for": "the LDM's measurements"})
+    info["sampling"][B.INFO_KEY] = ldm_choice
+    (base / "dallebrain.json").write_text(json.dumps(info))
+    head_bytes = (base / "vae" / B.FILENAME).read_bytes()
+
+    spec = importlib.util.spec_from_file_location("brain_outline_recipe", ROOT / "recipes" / "brain_outline.py")
+    recipe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recipe)
+    release = recipe.main(["--work", str(tmp_path / "w"), "--base", str(base), "--data", str(tiny_prepared),
+                           "--slices", "24", "--steps", "20", "--n", "12", "--route", "unclip"])
+    assert (tmp_path / "w" / "samples_unclip.npz").is_file() and not (tmp_path / "w" / "samples_ldm.npz").exists()
+    info = json.loads((release / "dallebrain.json").read_text())
+    assert info["sampling"][B.INFO_KEY] == ldm_choice
+    assert (release / "vae" / B.FILENAME).read_bytes() == head_bytes
+    choice = info.get("unclip", {}).get("sampling", {}).get(B.INFO_KEY)
+    if choice is not None:
+        texture = choice["measured"]["train_captions_glcm_frechet"]
+        assert choice["measured"]["head"].startswith("the base's") and "--route unclip" in choice["measured"]["command"]
+        assert all(texture[c]["trimmed"] < (1 - recipe.MARGIN) * texture[c]["as decoded"] for c in choice["contrasts"])
+    recipe.write_choice(release, "unclip", None)
+    assert (release / "vae" / B.FILENAME).is_file()  # the LDM still trims
+    recipe.write_choice(release, "ldm", None)
+    assert not (release / "vae" / B.FILENAME).exists()
+    assert B.INFO_KEY not in json.loads((release / "dallebrain.json").read_text())["sampling"]
+
+
+def test_the_brain_outline_recipe_refuses_bad_inputs_in_one_line(tiny_prepared, tiny_pipeline, tmp_path):
     script = str(ROOT / "recipes" / "brain_outline.py")
     cases = [(["--data", str(tmp_path)], "is not a prepared data set"),
              (["--data", str(tiny_prepared), "--base", str(tmp_path)], "is not a pipeline folder"),
              (["--data", str(tiny_prepared), "--n", "2"], "--n must be at least 8"),
-             (["--data", str(tiny_prepared), "--steps", "0"], "--steps must be at least 1")]
+             (["--data", str(tiny_prepared), "--steps", "0"], "--steps must be at least 1"),
+             (["--data", str(tiny_prepared), "--base", str(tiny_pipeline), "--route", "unclip"],
+              "has no unCLIP decoder")]
     for extra, message in cases:
         done = subprocess.run([sys.executable, script, "--work", str(tmp_path / "w"), *extra], capture_output=True,
                               text=True, timeout=120)

@@ -40,9 +40,10 @@ from shipped_model import (  # noqa: E402
 
 STEPS = 1500
 # the decoder stage's settings after init_from and max_steps: the warm start's learning rate of v2's decoder
-# (README), twice its training slices. Eager fp32: the same run with compile=true and mixed_precision=bf16 trained
+# (README), twice its training slices. Eager: the same run with compile=true and mixed_precision=bf16 trained
 # no weight at all when the whole UNet was one compiled graph (BENCHMARKS.md "The unCLIP decoder from the velocity
-# LDM"; the blocks now compile apart and train), and eager it runs 25 images/s here
+# LDM"; the blocks now compile apart and train), and eager it runs 25 images/s here. The decoder from v2.3 was
+# trained under the config's mixed_precision "auto" (bf16 autocast on this CPU; its train_config.json records it)
 # With the LDM's attributes (unet.attributes): the decoder also reads the slice's ground-truth attributes, so age,
 # which a Brain-CLIP image embedding does not hold, reaches the unCLIP route (models/decoder.py); the warm start
 # copies the LDM's attribute embedding too. embed_only_dropout trains the "attributes alone" input of attribute

@@ -127,8 +127,16 @@ def unet_fine_tune(args, stage_name: str, settings: list[str], record_key: str, 
 
         interpolate_folder(base / "unet", out / "unet", interpolate, model / "unet")
         record["interpolated_with_base"] = {"alpha": interpolate, "method": "WiSE-FT (Wortsman et al. 2022)"}
+    from dallebrain.data.io import write_json_atomic
     from dallebrain.pipelines.export import update_model_info
 
+    # a base made by this same stage (a second long stage, say) keeps its record under "earlier", oldest first;
+    # the new record replaces it whole rather than merging into it (a key of the old stage must not survive)
+    info = json.loads((model / "dallebrain.json").read_text())
+    previous = info.pop(record_key, None)
+    if isinstance(previous, dict):
+        record["earlier"] = [*previous.pop("earlier", []), previous]
+        write_json_atomic(model / "dallebrain.json", info)
     update_model_info(model, {record_key: {**record, "trained_on": trained_info.get("trained_on")},
                               "sampling": sampling})
     return release_recipe(model, work, record["steps"], log, args.install)

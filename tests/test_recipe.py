@@ -161,6 +161,11 @@ def _check_the_long_stage(v_release, tiny_prepared, tmp_path):
     assert info["sampling"][scales] == recipe.SAMPLING[scales] != base_info["sampling"].get(scales)
     assert {k: v for k, v in info["sampling"].items() if k != scales} == \
         {k: v for k, v in base_info["sampling"].items() if k != scales}
+    # a second stage on the first's release keeps the first's record whole under "earlier"
+    again = recipe.main(["--work", str(tmp_path / "long2"), *common[2:], "--base", str(release), "--steps", "1",
+                         "--budget-s", "0"])
+    second = json.loads((again / "dallebrain.json").read_text())[recipe.RECORD]
+    assert second["steps"] == 1 and second["earlier"] == [stage] and "earlier" not in stage
     # a budget that the cache alone uses up: the stage stops at the probe's last step and records that
     cut = recipe.main(["--work", str(tmp_path / "long_cut"), *common, "--steps", "400", "--budget-s", "0.01"])
     steps = json.loads((cut / "dallebrain.json").read_text())[recipe.RECORD]["steps"]

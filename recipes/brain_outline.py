@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> Path:
         raise SystemExit(f"error: {args.base} has no unCLIP decoder (decoder/): use --route ldm")
     from dallebrain.evaluation.features import load_slices
     from dallebrain.models import brain_outline as B
-    from dallebrain.pipelines.grey_levels import grey_level_map_of
+    from dallebrain.pipelines.grey_levels import grey_level_map_of, route_sampling
 
     args.work.mkdir(parents=True, exist_ok=True)
     real, rec, modality = reconstructions(args.base, args.data, args.slices, args.work)
@@ -162,16 +162,12 @@ def main(argv: list[str] | None = None) -> Path:
     return release_recipe(model, args.work, args.steps, [json.dumps(measured)], args.install)
 
 
-def route_sampling(info: dict, route: str) -> dict:
-    """The route's sampling section of a dallebrain.json ({} where none)."""
-    return (info.get("sampling") if route == "ldm" else (info.get("unclip") or {}).get("sampling")) or {}
-
-
 def write_choice(model: Path, route: str, entry: dict | None) -> None:
     """Set (or, for None, remove) the route's brain_outline record in the model's dallebrain.json; the other route's
     stays. The head file goes when no route keeps a record (a head that trims nothing is not shipped)."""
     from dallebrain.data.io import write_json_atomic
     from dallebrain.models import brain_outline as B
+    from dallebrain.pipelines.grey_levels import route_sampling
 
     path = model / "dallebrain.json"
     info = json.loads(path.read_text())

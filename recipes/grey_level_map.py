@@ -63,10 +63,10 @@ def raw_samples(model: Path | None, route: str, prompts: list[str], seeds: list[
     from dallebrain.api import load_pipeline
     from dallebrain.data.io import atomic_path
     from dallebrain.models.brain_outline import outline_contrasts_of
+    from dallebrain.pipelines.grey_levels import route_sampling
 
     info = json.loads((Path(model) / "dallebrain.json").read_text())
-    sampling = info.get("sampling") if route == "ldm" else (info.get("unclip") or {}).get("sampling")
-    trimmed = sorted(outline_contrasts_of(sampling or {})) if trim_outline else []
+    trimmed = sorted(outline_contrasts_of(route_sampling(info, route))) if trim_outline else []
     if cached.is_file():
         with np.load(cached) as saved:
             if (saved["prompts"].tolist() == prompts and saved["seeds"].tolist() == seeds

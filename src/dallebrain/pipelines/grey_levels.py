@@ -22,6 +22,7 @@ Kept import-free of torch: a stock client applies it to its own output with `sta
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,6 +179,12 @@ def routes_changed_by(parts) -> tuple[str, ...]:
     return tuple(route for route, reads in ROUTE_PARTS.items() if set(parts) & set(reads))
 
 
+def route_sampling(info: dict, route: str) -> dict:
+    """A route's sampling section of a dallebrain.json: "sampling" for the LDM, "unclip" -> "sampling" for the unCLIP
+    route ({} where none)."""
+    return (info.get("sampling") if route == "ldm" else (info.get("unclip") or {}).get("sampling")) or {}
+
+
 def fit_records(info: dict) -> dict[str, dict]:
     """How each route's maps were fitted: dallebrain.json's top-level INFO_KEY, one record per route (the command,
     rows and seeds, and the partial refits after it). Older models kept one record for all the routes it names
@@ -188,7 +195,7 @@ def fit_records(info: dict) -> dict[str, dict]:
     if recorded and set(recorded) <= set(ROUTE_PARTS):
         return {route: dict(record) for route, record in recorded.items() if isinstance(record, dict)}
     shared = {k: v for k, v in recorded.items() if k != "routes"}  # the one-record form
-    return {route: json.loads(json.dumps(shared)) for route in recorded.get("routes", ROUTE_PARTS)}
+    return {route: copy.deepcopy(shared) for route in recorded.get("routes", ROUTE_PARTS)}
 
 
 def write_fit_records(model: str | Path, records: dict[str, dict]) -> None:

@@ -62,7 +62,8 @@ SETTINGS = ["learning_rate=2e-4", "max_rows=16000", "checkpoint_every=250", "une
 # texture 5.7 -> 6.3, T1w sharpness 0.97 -> 0.94 (BENCHMARKS.md, "The unCLIP prior reads prompts in caption form").
 # Retrained from v2.3's longer-trained UNet, the decoder over-steers age at those scales (32 seeds, 85/20 ratio T1w
 # 9.94 at 8, T2w 7.47 at 6; FLAIR 3.13 at 6, the cohort's 4.92): at T1w 5, T2w 4.5, FLAIR 8 it gives 5.18, 4.83,
-# 3.72, each within 25 % (BENCHMARKS.md, "The unCLIP decoder from v2.3")
+# 3.72 as trained, 5.23, 5.03, 3.73 as shipped (its outline and grey curves refitted), each within 25 %
+# (BENCHMARKS.md, "The unCLIP decoder from v2.3")
 ATTRIBUTE_GUIDANCE = 6.0
 ATTRIBUTE_GUIDANCE_ANCHOR = "modality"
 ATTRIBUTE_GUIDANCE_BY_CONTRAST = "T1w=5,T2w=4.5,FLAIR=8"

@@ -88,7 +88,8 @@ def generate_cmd(
     attribute_guidance: float = typer.Option(None, help="Guidance scale of the attributes the prompt states (age, "
                                              "sex, plane, level...), apart from the caption's, for every "
                                              "contrast (default: the model's own, per contrast where it has one: "
-                                             "the shipped model's T1w 7, T2w 6, FLAIR 4, PDw 6; equal to "
+                                             "sampling.attribute_guidance_by_contrast in its dallebrain.json, "
+                                             "recorded in each sidecar; equal to "
                                              "--guidance: plain guidance)."),
     literal_prompt: bool = typer.Option(False, "--literal-prompt", help="Encode the prompt as written. By "
                                         "default a prompt naming plane, level and contrast but no structures is "

@@ -30,7 +30,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
-from shipped_model import add_fine_tune_options, add_stage_options, unet_fine_tune  # noqa: E402  (the recipes' shared steps)
+from shipped_model import (  # noqa: E402  (the recipes' shared steps)
+    add_fine_tune_options,
+    add_stage_options,
+    guidance_table,
+    unet_fine_tune,
+)
 
 STEPS = 30000  # the cosine's horizon before the budget cuts it to what fits
 BUDGET_S = 6000
@@ -40,7 +45,10 @@ SETTINGS = ["prediction_type=v_prediction", "learning_rate=1e-4", "warmup_steps=
             "compact_text_encoder=true", "compile=true", "checkpoint_every=1000", "log_every=100"]
 # attribute guidance measured on the first 100-minute stage (benchmarks/bench_age_sweep.py, 32 seeds): at the base's
 # scales (T1w 7, T2w 6) the longer-trained UNet over-steers age (85/20 ventricle ratio 13.8, 11.1 against the
-# cohort's 4.92); at these it gives 4.60, 4.78 and FLAIR 3.87 (base's 4 gave 3.36)
+# cohort's 4.92); at these it gives 4.60, 4.78 and FLAIR 3.87 (base's 4 gave 3.36). A stage of another length
+# over-steers or under-steers at them: measure its own with the sweep and give them as --attribute-guidance-by-contrast
+# (the second stage, 12,000 steps from v2.3: T1w 11.3, T2w 28.3, FLAIR 10.0 at these; see BENCHMARKS.md).
+ATTRIBUTE_GUIDANCE_BY_CONTRAST = "T1w=4,T2w=4,FLAIR=5"
 SAMPLING = {"attribute_guidance_by_contrast": {"T1w": 4.0, "T2w": 4.0, "FLAIR": 5.0}}
 
 
@@ -57,12 +65,18 @@ def main(argv: list[str] | None = None) -> Path:
     add_stage_options(parser, "the velocity-predicting model to start from", STEPS, cohort="v2's cohort")
     parser.add_argument("--budget-s", type=float, default=BUDGET_S,
                         help="wall-clock seconds for the stage, caches included (0: all --steps)")
+    parser.add_argument("--attribute-guidance-by-contrast", default=ATTRIBUTE_GUIDANCE_BY_CONTRAST,
+                        metavar="CONTRAST=SCALE,...", help="the stage's per-contrast attribute guidance, recorded "
+                        "in its dallebrain.json (measured with benchmarks/bench_age_sweep.py; a rerun on a finished "
+                        "stage releases it again with new scales)")
     add_fine_tune_options(parser)
     args = parser.parse_args(argv)
     if args.budget_s < 0:
         raise SystemExit(f"error: --budget-s must be 0 or more, got {args.budget_s:g}")
+    scales = guidance_table(args.attribute_guidance_by_contrast, "--attribute-guidance-by-contrast")
     settings = [*SETTINGS, f"time_budget_s={args.budget_s:g}"]
-    return unet_fine_tune(args, "model_long", settings, RECORD, SAMPLING, check_base)
+    return unet_fine_tune(args, "model_long", settings, RECORD, {"attribute_guidance_by_contrast": scales},
+                          check_base)
 
 
 if __name__ == "__main__":

@@ -78,6 +78,22 @@ def check_prepared(data: Path | None) -> None:
         raise SystemExit(f"error: {data} is not a prepared data set (no metadata.parquet)")
 
 
+def guidance_table(text: str, option: str) -> dict[str, float]:
+    """A per-contrast attribute guidance table from "CONTRAST=SCALE,..." (as dallebrain.json's
+    `attribute_guidance_by_contrast`); a malformed one exits in one line naming the option."""
+    from dallebrain.pipelines.request import attribute_guidance_by_contrast
+
+    try:
+        items = [item.split("=", 1) for item in text.split(",")]
+        if any(len(item) != 2 for item in items):
+            raise ValueError("each entry is CONTRAST=SCALE")
+        table = {k.strip(): float(v) for k, v in items}
+        attribute_guidance_by_contrast({"sampling": {"attribute_guidance_by_contrast": table}})
+    except ValueError as exc:
+        raise SystemExit(f"error: {option} takes CONTRAST=SCALE,... ({text!r}): {exc}") from None
+    return table
+
+
 def add_fine_tune_options(parser) -> None:
     """The options every fine-tune recipe shares (attribute_finetune.py, v_prediction_finetune.py,
     contrast_balance_finetune.py): the cohort it

@@ -32,6 +32,7 @@ from shipped_model import (  # noqa: E402
     add_stage_options,
     check_prepared,
     fill_placeholders,
+    guidance_table,
     model_with_parts,
     release_recipe,
     simulate_and_prepare,
@@ -81,7 +82,6 @@ def decoder_command(steps: int, settings: list[str]) -> list[str]:
 def decoder_sampling(scale: float, by_contrast: str, anchor: str = "") -> dict:
     """dallebrain.json unclip.sampling from the options ({} for none); a bad table or anchor exits in one line."""
     from dallebrain.models.conditioning import attribute_anchor_of
-    from dallebrain.pipelines.request import attribute_guidance_by_contrast
 
     sampling = {"attribute_guidance": scale} if scale > 0 else {}
     if anchor.strip():
@@ -92,16 +92,7 @@ def decoder_sampling(scale: float, by_contrast: str, anchor: str = "") -> dict:
             raise SystemExit(f"error: --attribute-guidance-anchor takes attribute names ({anchor!r}): {exc}") from None
         sampling["attribute_guidance_anchor"] = names
     if by_contrast.strip():
-        try:
-            items = [item.split("=", 1) for item in by_contrast.split(",")]
-            if any(len(item) != 2 for item in items):
-                raise ValueError("each entry is CONTRAST=SCALE")
-            table = {k.strip(): float(v) for k, v in items}
-            attribute_guidance_by_contrast({"sampling": {"attribute_guidance_by_contrast": table}})
-        except ValueError as exc:
-            raise SystemExit(f"error: --attribute-guidance-by-contrast takes CONTRAST=SCALE,... "
-                             f"({by_contrast!r}): {exc}") from None
-        sampling["attribute_guidance_by_contrast"] = table
+        sampling["attribute_guidance_by_contrast"] = guidance_table(by_contrast, "--attribute-guidance-by-contrast")
     return sampling
 
 

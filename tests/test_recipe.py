@@ -162,10 +162,13 @@ def _check_the_long_stage(v_release, tiny_prepared, tmp_path):
     assert {k: v for k, v in info["sampling"].items() if k != scales} == \
         {k: v for k, v in base_info["sampling"].items() if k != scales}
     # a second stage on the first's release keeps the first's record whole under "earlier"
+    # with its own guidance scales, measured for it
     again = recipe.main(["--work", str(tmp_path / "long2"), *common[2:], "--base", str(release), "--steps", "1",
-                         "--budget-s", "0"])
-    second = json.loads((again / "dallebrain.json").read_text())[recipe.RECORD]
+                         "--budget-s", "0", "--attribute-guidance-by-contrast", "T1w=2.5, T2w=2,FLAIR=3"])
+    second_info = json.loads((again / "dallebrain.json").read_text())
+    second = second_info[recipe.RECORD]
     assert second["steps"] == 1 and second["earlier"] == [stage] and "earlier" not in stage
+    assert second_info["sampling"][scales] == {"T1w": 2.5, "T2w": 2.0, "FLAIR": 3.0}
     # a budget that the cache alone uses up: the stage stops at the probe's last step and records that
     cut = recipe.main(["--work", str(tmp_path / "long_cut"), *common, "--steps", "400", "--budget-s", "0.01"])
     steps = json.loads((cut / "dallebrain.json").read_text())[recipe.RECORD]["steps"]
@@ -175,7 +178,11 @@ def _check_the_long_stage(v_release, tiny_prepared, tmp_path):
 
 
 @pytest.mark.parametrize("args, message", [(["--base", "{tiny}"], "predicts epsilon"),
-                                           (["--base", "{v}", "--budget-s", "-1"], "--budget-s must be 0 or more")])
+                                           (["--base", "{v}", "--budget-s", "-1"], "--budget-s must be 0 or more"),
+                                           (["--base", "{v}", "--attribute-guidance-by-contrast", "T1w=x"],
+                                            "--attribute-guidance-by-contrast takes CONTRAST=SCALE"),
+                                           (["--base", "{v}", "--attribute-guidance-by-contrast", "CT=3"],
+                                            "--attribute-guidance-by-contrast takes CONTRAST=SCALE")])
 def test_the_long_recipe_refuses_a_base_or_budget_it_cannot_use(tiny_pipeline, tmp_path, args, message):
     """A noise-predicting base, or a negative budget: one line, non-zero, nothing made."""
     import shutil

@@ -14,7 +14,7 @@ cache too (54,448 slices: about 50 min here the first time, kept in --work for a
 resumes from its checkpoints. A later stage can start from this one's release (--base), so training can span
 sessions stage by stage.
 
-The release records the attribute guidance measured for the first 100-minute stage (SAMPLING) and drops the LDM's
+The release records the attribute guidance given (default: the first 100-minute stage's) and drops the LDM's
 grey-level curves and level map (measured on the base's UNet); refit them, then the outline choice, each on the
 previous recipe's release, before shipping: recipes/level_map.py, recipes/grey_level_map.py --route ldm,
 recipes/brain_outline.py (a stage of another length: measure its scales with benchmarks/bench_age_sweep.py first).
@@ -49,7 +49,6 @@ SETTINGS = ["prediction_type=v_prediction", "learning_rate=1e-4", "warmup_steps=
 # over-steers or under-steers at them: measure its own with the sweep and give them as --attribute-guidance-by-contrast
 # (the second stage, 12,000 steps from v2.3: T1w 11.3, T2w 28.3, FLAIR 10.0 at these; see BENCHMARKS.md).
 ATTRIBUTE_GUIDANCE_BY_CONTRAST = "T1w=4,T2w=4,FLAIR=5"
-SAMPLING = {"attribute_guidance_by_contrast": {"T1w": 4.0, "T2w": 4.0, "FLAIR": 5.0}}
 
 
 def check_base(base: Path) -> None:

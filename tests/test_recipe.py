@@ -158,11 +158,11 @@ def _check_the_long_stage(v_release, tiny_prepared, tmp_path):
     assert stage["steps"] == 2 and "max_rows=0" in stage["settings"] and "phrasings=2" in stage["settings"]
     # the guidance scales measured for the longer-trained UNet replace the base's; every other table is the base's
     scales = "attribute_guidance_by_contrast"
-    assert info["sampling"][scales] == recipe.SAMPLING[scales] != base_info["sampling"].get(scales)
+    first_scales = {"T1w": 4.0, "T2w": 4.0, "FLAIR": 5.0}  # the default, ATTRIBUTE_GUIDANCE_BY_CONTRAST
+    assert info["sampling"][scales] == first_scales != base_info["sampling"].get(scales)
     assert {k: v for k, v in info["sampling"].items() if k != scales} == \
         {k: v for k, v in base_info["sampling"].items() if k != scales}
-    # a second stage on the first's release keeps the first's record whole under "earlier"
-    # with its own guidance scales, measured for it
+    # a second stage on the first's release, with its own guidance scales, keeps the first's record under "earlier"
     again = recipe.main(["--work", str(tmp_path / "long2"), *common[2:], "--base", str(release), "--steps", "1",
                          "--budget-s", "0", "--attribute-guidance-by-contrast", "T1w=2.5, T2w=2,FLAIR=3"])
     second_info = json.loads((again / "dallebrain.json").read_text())

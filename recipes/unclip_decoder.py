@@ -10,7 +10,7 @@ stayed behind it (evaluation encoder's Frechet distance 0.82 against the LDM's 0
 UNet, the decoder takes that UNet's objective too (`prediction_type` "" follows init_from), so the copied blocks
 keep what they learnt. The decoder also reads the slice's attributes as the LDM does (`unet.attributes`), so the
 route follows the age a prompt states, which a Brain-CLIP image embedding does not hold. One stage of STEPS steps on
-the model's cohort (120 simulated subjects, seed 0; --data to reuse a prepared set), about 14 minutes here after a
+the model's cohort (120 simulated subjects, seed 0; --data to reuse a prepared set), about 10 minutes here (bf16) after a
 9-minute latent cache.
 
 Every step is a `dallebrain` command; a killed run resumes (the cohort, the prepared set and the stage's
@@ -43,8 +43,9 @@ STEPS = 1500
 # the decoder stage's settings after init_from and max_steps: the warm start's learning rate of v2's decoder
 # (README), twice its training slices. Eager: the same run with compile=true and mixed_precision=bf16 trained
 # no weight at all when the whole UNet was one compiled graph (BENCHMARKS.md "The unCLIP decoder from the velocity
-# LDM"; the blocks now compile apart and train), and eager it runs 25 images/s here. The decoder from v2.3 was
-# trained under the config's mixed_precision "auto" (bf16 autocast on this CPU; its train_config.json records it)
+# LDM"; the blocks now compile apart and train), and eager it ran 25 images/s here in fp32. The decoders
+# from v2.3 and v2.4 were trained under the config's mixed_precision "auto" (bf16 autocast on this CPU; their
+# train_config.json records it): 1500 steps in 9 min 19 s from v2.4, 43 images/s, after a 9-minute latent cache
 # With the LDM's attributes (unet.attributes): the decoder also reads the slice's ground-truth attributes, so age,
 # which a Brain-CLIP image embedding does not hold, reaches the unCLIP route (models/decoder.py); the warm start
 # copies the LDM's attribute embedding too. embed_only_dropout trains the "attributes alone" input of attribute
@@ -64,10 +65,12 @@ SETTINGS = ["learning_rate=2e-4", "max_rows=16000", "checkpoint_every=250", "une
 # Retrained from v2.3's longer-trained UNet, the decoder over-steers age at those scales (32 seeds, 85/20 ratio T1w
 # 9.94 at 8, T2w 7.47 at 6; FLAIR 3.13 at 6, the cohort's 4.92): at T1w 5, T2w 4.5, FLAIR 8 it gives 5.18, 4.83,
 # 3.72 as trained, 5.23, 5.03, 3.73 as shipped (its outline and grey curves refitted), each within 25 %
-# (BENCHMARKS.md, "The unCLIP decoder from v2.3")
+# (BENCHMARKS.md, "The unCLIP decoder from v2.3"). Retrained from v2.4's UNet (its second CPU stage), it over-steers
+# again: T1w 9.26 at 5, T2w 10.53 at 4.5 (FLAIR 5.23 at 8); T1w 3: 5.44, T2w 2.5: 3.95, 3: 4.79, FLAIR 5: 3.66, so
+# T1w 3, T2w 3, FLAIR 8 (BENCHMARKS.md, "The unCLIP decoder from v2.4")
 ATTRIBUTE_GUIDANCE = 6.0
 ATTRIBUTE_GUIDANCE_ANCHOR = "modality"
-ATTRIBUTE_GUIDANCE_BY_CONTRAST = "T1w=5,T2w=4.5,FLAIR=8"
+ATTRIBUTE_GUIDANCE_BY_CONTRAST = "T1w=3,T2w=3,FLAIR=8"
 NEEDED = ("unet", "scheduler", "vae", "clip", "prior")  # what the base must hold: the decoder's inputs and its route
 
 

@@ -16,6 +16,7 @@ import typer
 from typer.testing import CliRunner
 
 from dallebrain.evaluation.features import EncoderConfig
+from dallebrain.pipelines import defaults as D
 
 TINY_ENCODER = EncoderConfig(input_size=32, widths=(8, 16), feature_dim=16, steps=12, batch_size=16)
 
@@ -39,6 +40,7 @@ def test_report_writes_every_output_with_the_metrics_of_both_routes(report):
     saved = json.loads((out / "metrics.json").read_text())
     assert set(saved["columns"]) == {"real", "ldm", "unclip", "reconstruction"}  # the VAE's ceiling beside the routes
     assert saved["settings"]["n"] == 8 and saved["settings"]["routes"] == ["ldm", "unclip"]
+    assert saved["settings"]["prior_guidance"] == D.PRIOR_GUIDANCE  # the unCLIP route's prior, recorded
     assert saved["settings"]["feature_spaces"] == ["encoder", "brain_clip"]
     for column in saved["columns"].values():
         assert {"realism", "grey_levels", "texture", "adherence", "diversity", "privacy", "age_trend"} <= set(column)
@@ -141,6 +143,21 @@ def test_pipelines_sample_gives_each_slice_its_own_seed(tiny_unclip_pipeline):
         np.testing.assert_array_equal(batched, np.stack(alone))  # one image per pass: the same bits
         with pytest.raises(ValueError, match="one seed per prompt"):
             pipe.sample(prompts, seeds[:2], steps=2)
+
+
+def test_unclip_sample_uses_the_prior_guidance_it_is_given(tiny_unclip_pipeline):
+    """evaluate --prior-guidance sets the pipeline's: its batched slices are generate's at that prior guidance."""
+    from dallebrain.api import load_pipeline
+    from dallebrain.pipelines import defaults as D
+
+    pipe = load_pipeline(tiny_unclip_pipeline, route="unclip", device="cpu")
+    prompt = "axial T1-weighted slice of a healthy 30-year-old man"
+    assert pipe.prior_guidance == D.PRIOR_GUIDANCE
+    default = pipe.sample([prompt], [4], steps=2)
+    pipe.prior_guidance = 1.0
+    plain = pipe.sample([prompt], [4], steps=2)
+    assert np.abs(plain - default).max() > 1e-4  # the scale reaches the slices
+    np.testing.assert_array_equal(plain[0], pipe(prompt, n=1, seed=4, steps=2, prior_guidance=1.0).images[0])
 
 
 def test_encoder_is_trained_on_real_slices_cached_and_reused(tiny_prepared, tmp_path):
@@ -268,6 +285,7 @@ def test_cli_rejects_bad_inputs_with_one_line(tiny_pipeline, tiny_prepared, tmp_
         (["--model", str(no_unclip), "--data", data, "--route", "both"], "needs clip/, prior/ and decoder/"),
         (["--model", model, "--data", data, "--steps", "0"], "--steps must be between 1 and 1000"),
         (["--model", model, "--data", data, "--sampler", "pndm"], "--sampler takes one of auto, dpm"),
+        (["--model", model, "--data", data, "--prior-guidance", "-1"], "--prior-guidance must be non-negative"),
         (["--model", model, "--data", data, "--draws", "0"], "--draws must be between 1 and 8, got 0"),
         (["--model", model, "--data", data, "--draws", "9"], "--draws must be between 1 and 8, got 9"),
         # the last draw's seeds are checked before any work (draw 1 starts 1,000,000 after draw 0)

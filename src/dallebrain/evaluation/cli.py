@@ -21,6 +21,8 @@ def evaluate_cmd(
     guidance: float = typer.Option(D.GUIDANCE, help="Classifier-free guidance scale."),
     sampler: str = typer.Option(D.SAMPLER, help="As generate's --sampler: auto (the model's choice per contrast), "
                                 f"{', '.join(SAMPLERS)}."),
+    prior_guidance: float = typer.Option(D.PRIOR_GUIDANCE, help="unCLIP route: guidance scale of the prior (as "
+                                         "generate's --prior-guidance)."),
     seed: int = typer.Option(0, help="Seed of synthetic slice 0; slice i uses seed + i (as generate does)."),
     draws: int = typer.Option(1, "--draws", help="Synthetic draws per route (1-8; from 2, each distance also as "
                               "its range over draws, draw j's slice i with seed + j * 1,000,000 + i; costs draws x "
@@ -52,6 +54,8 @@ def evaluate_cmd(
         fail(f"--steps must be between 1 and 1000, got {steps}")
     if guidance < 0:
         fail(f"--guidance must be non-negative, got {guidance}")
+    if prior_guidance < 0:
+        fail(f"--prior-guidance must be non-negative, got {prior_guidance}")
     if sampler not in SAMPLER_CHOICES:
         fail(f"--sampler takes one of {', '.join(SAMPLER_CHOICES)}, got {sampler!r}")
     if not 1 <= draws <= MAX_DRAWS:
@@ -67,7 +71,7 @@ def evaluate_cmd(
     options = EvaluationOptions(model=model, data=data, out=out, split=split, n=n, route=route, steps=steps,
                                 guidance=guidance, sampler=sampler, seed=seed,
                                 encoder=EncoderConfig(steps=encoder_steps), tissue_judge=tissue_judge,
-                                age_judge=age_judge, draws=draws, cache=cache)
+                                age_judge=age_judge, draws=draws, cache=cache, prior_guidance=prior_guidance)
     try:
         metrics = evaluate(options)
     except (ValueError, OSError) as exc:

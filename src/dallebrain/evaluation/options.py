@@ -45,6 +45,7 @@ class EvaluationOptions:
     # features (train_split/); None: the report folder. One folder can serve runs of several models on one data
     # set. Last, so the fields before it keep their positions.
     cache: Path | None = None
+    prior_guidance: float = D.PRIOR_GUIDANCE  # the unCLIP route's prior, as generate's --prior-guidance
 
     def __post_init__(self) -> None:
         self.model, self.data, self.out = Path(self.model), Path(self.data), Path(self.out)

@@ -147,6 +147,7 @@ def _settings(options: EvaluationOptions, routes: list[str], reference: RealSlic
     return {"model": str(options.model), "data": str(options.data), "split": options.split, "n": n,
             "routes": routes, "steps": options.steps, "guidance": options.guidance, "seed": seed,
             "draws": options.draws,
+            **({"prior_guidance": options.prior_guidance} if "unclip" in routes else {}),
             "sampler": _sampler_record(options, routes),
             **_early_guidance_record(options, routes),
             **_unguided_record(options, routes),

@@ -40,6 +40,8 @@ def synthetic_slices(options: EvaluationOptions, routes: list[str], reference: R
         if made != reference.size:
             raise ValueError(f"route {route} makes {made}x{made} slices but {options.data} holds "
                              f"{reference.size}x{reference.size}: evaluate on a data set prepared at the model's size")
+        if route == "unclip":
+            pipe.prior_guidance = options.prior_guidance
         if reconstruction is None:
             t_vae = time.time()
             reconstruction = reconstruct_reference(pipe.vae, reference.real, diversity, pipe, reference.modality)

@@ -10,8 +10,8 @@ stayed behind it (evaluation encoder's Frechet distance 0.82 against the LDM's 0
 UNet, the decoder takes that UNet's objective too (`prediction_type` "" follows init_from), so the copied blocks
 keep what they learnt. The decoder also reads the slice's attributes as the LDM does (`unet.attributes`), so the
 route follows the age a prompt states, which a Brain-CLIP image embedding does not hold. One stage of STEPS steps on
-the model's cohort (120 simulated subjects, seed 0; --data to reuse a prepared set), about 10 minutes here (bf16) after a
-9-minute latent cache.
+the model's cohort (120 simulated subjects, seed 0; --data to reuse a prepared set), about 10 minutes on an AVX-512
+BF16 CPU (bf16) after a 9-minute latent cache; on an AVX2 CPU (fp32) about 1.2 steps/s, 21 minutes, after 12.
 
 Every step is a `dallebrain` command; a killed run resumes (the cohort, the prepared set and the stage's
 checkpoints are kept in --work).

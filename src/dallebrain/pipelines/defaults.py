@@ -20,7 +20,11 @@ STEPS = 20
 # the ventricles), and at 2, with the model's attribute guidance 6 (its dallebrain.json "sampling"), age
 # moves the ventricles most (README, "Model v2"). The unCLIP route was measured at 4 and not re-measured at 2.
 GUIDANCE = 2.0
-# The unCLIP prior (text -> Brain-CLIP image embedding): its own steps and guidance.
+# The unCLIP prior (text -> Brain-CLIP image embedding): its own steps and guidance. Measured against 1.5 (2026-12-07):
+# in Brain-CLIP's space the prior's embeddings are closer to the real slices' at 1.5 (Frechet 0.024 against 0.043 at
+# 4; `benchmarks/bench_prior_guidance.py`), and evaluate on the val split agreed (encoder distance 0.242 -> 0.204),
+# but on the test split the decoded slices were not closer (seeds 0 | 1000: 0.272 -> 0.294 | 0.214 -> 0.221; texture
+# and sharpness worse at both), so 4 stays (BENCHMARKS.md, "The prior's guidance").
 PRIOR_STEPS = 25
 PRIOR_GUIDANCE = 4.0
 # The UNet and VAE decoder in bfloat16 where the hardware computes it natively (pipelines/precision.py):

@@ -45,7 +45,7 @@ STEPS = 1500
 # no weight at all when the whole UNet was one compiled graph (BENCHMARKS.md "The unCLIP decoder from the velocity
 # LDM"; the blocks now compile apart and train), and eager it ran 25 images/s here in fp32. The decoders
 # from v2.3 and v2.4 were trained under the config's mixed_precision "auto" (bf16 autocast on this CPU; their
-# train_config.json records it): 1500 steps in 9 min 19 s from v2.4, 43 images/s, after a 9-minute latent cache
+# train_config.json records it): 1500 steps in 9 min 19 s from v2.4, 43 images/s, after a 9-minute latent cache.
 # With the LDM's attributes (unet.attributes): the decoder also reads the slice's ground-truth attributes, so age,
 # which a Brain-CLIP image embedding does not hold, reaches the unCLIP route (models/decoder.py); the warm start
 # copies the LDM's attribute embedding too. embed_only_dropout trains the "attributes alone" input of attribute

@@ -13,6 +13,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(autouse=True)
+def recipe_steps_in_process(request, monkeypatch):
+    """Each recipe's `dallebrain` steps run in the test process (cli_inprocess.RecipeSubprocess): a fresh
+    interpreter per step spent most of these tests' time importing torch and diffusers. The slow whole-chain test
+    keeps real subprocesses, so shipped_model.run's own command line stays tested."""
+    if request.node.get_closest_marker("slow"):
+        return
+    monkeypatch.syspath_prepend(str(ROOT / "recipes"))
+    import shipped_model
+
+    from cli_inprocess import RecipeSubprocess
+
+    monkeypatch.setattr(shipped_model, "subprocess", RecipeSubprocess())
+
+
 @pytest.mark.slow
 def test_recipe_runs_the_whole_chain_and_the_release_generates(tmp_path):
     spec = importlib.util.spec_from_file_location("recipe", ROOT / "recipes" / "shipped_model.py")
@@ -141,6 +156,8 @@ def _check_the_contrast_balance_stage(v_release, tiny_prepared, tmp_path):
 def _check_the_long_stage(v_release, tiny_prepared, tmp_path):
     """The CPU stage trains the velocity UNet further on every row, keeps the base's sampling tables but its own
     guidance scales (the others are refitted apart), and records the steps it trained, which a budget cuts."""
+    import shutil
+
     from safetensors.torch import load_file
 
     spec = importlib.util.spec_from_file_location("long", ROOT / "recipes" / "long_finetune.py")
@@ -162,6 +179,10 @@ def _check_the_long_stage(v_release, tiny_prepared, tmp_path):
     assert info["sampling"][scales] == first_scales != base_info["sampling"].get(scales)
     assert {k: v for k, v in info["sampling"].items() if k != scales} == \
         {k: v for k, v in base_info["sampling"].items() if k != scales}
+    # the later stages here read the same slices, phrasings, VAE and text encoder: the first stage's latent and
+    # caption cache, copied into their work folders, is reused as a rerun would reuse it (its meta.json matches)
+    for work in ("long2", "long_cut"):
+        shutil.copytree(tmp_path / "long" / "model_long" / "cache", tmp_path / work / "model_long" / "cache")
     # a second stage on the first's release, with its own guidance scales, keeps the first's record under "earlier"
     again = recipe.main(["--work", str(tmp_path / "long2"), *common[2:], "--base", str(release), "--steps", "1",
                          "--budget-s", "0", "--attribute-guidance-by-contrast", "T1w=2.5, T2w=2,FLAIR=3"])
@@ -386,16 +407,25 @@ def _grey_recipe():
     return recipe
 
 
+@pytest.fixture(scope="module")
+def grey_release(tiny_pipeline, tiny_prepared, tmp_path_factory):
+    """recipes/grey_level_map.py --route ldm --n 16 on the tiny LDM: (its work folder, its release), fitted once
+    for the tests below (sampling is most of its time)."""
+    work = tmp_path_factory.mktemp("grey") / "w"
+    release = _grey_recipe().main(["--work", str(work), "--base", str(tiny_pipeline), "--data", str(tiny_prepared),
+                                   "--route", "ldm", "--n", "16"])
+    return work, release
+
+
 def test_the_grey_level_recipe_writes_maps_that_the_release_uses_and_a_weight_change_drops_them(
-        tiny_pipeline, tiny_prepared, tmp_path):
+        tiny_pipeline, grey_release, tmp_path):
     """recipes/grey_level_map.py on the tiny LDM: only dallebrain.json changes, the release's LDM loads the maps
     and standardises with them; a recipe that replaces a part (model_with_parts) drops them as stale."""
     from dallebrain.api import load_pipeline
     from dallebrain.pipelines.grey_levels import INFO_KEY
 
     recipe = _grey_recipe()
-    release = recipe.main(["--work", str(tmp_path / "w"), "--base", str(tiny_pipeline), "--data",
-                           str(tiny_prepared), "--route", "ldm", "--n", "16"])
+    work, release = grey_release
     info = json.loads((release / "dallebrain.json").read_text())
     assert set(info["sampling"][INFO_KEY]["maps"]) <= {"T1w", "T2w", "PDw", "FLAIR"}
     assert set(info[INFO_KEY]) == {"ldm"} and info[INFO_KEY]["ldm"]["train_captions"] == 16
@@ -405,16 +435,16 @@ def test_the_grey_level_recipe_writes_maps_that_the_release_uses_and_a_weight_ch
     made = pipe(f"axial {contrast}", n=1, seed=0, steps=2)
     assert made.settings["grey_levels"].startswith(f"standardised: {contrast}")
     # the samples are kept: a second run refits without sampling (same captions and seeds)
-    with np.load(tmp_path / "w" / "samples_ldm.npz") as saved:
+    with np.load(work / "samples_ldm.npz") as saved:
         assert saved["images"].shape[0] == 16 and saved["trimmed"].tolist() == []  # the tiny model trims nothing
         stale = {k: saved[k] for k in saved.files}
     # samples drawn under another outline choice are drawn again, not refitted on
-    np.savez_compressed(tmp_path / "w" / "samples_ldm.npz", **{**stale, "images": stale["images"] * 0,
+    np.savez_compressed(work / "samples_ldm.npz", **{**stale, "images": stale["images"] * 0,
                                                                 "trimmed": np.array(["T2w"])})
     again = recipe.raw_samples(tiny_pipeline, "ldm", stale["prompts"].tolist(), stale["seeds"].tolist(),
-                               tmp_path / "w" / "samples_ldm.npz")
+                               work / "samples_ldm.npz")
     assert np.allclose(again, stale["images"].astype(np.float32), atol=2e-3)
-    with np.load(tmp_path / "w" / "samples_ldm.npz") as saved:
+    with np.load(work / "samples_ldm.npz") as saved:
         assert saved["trimmed"].tolist() == [] and saved["images"].any()
     sys.path.insert(0, str(ROOT / "recipes"))
     import shipped_model
@@ -427,14 +457,13 @@ def test_the_grey_level_recipe_writes_maps_that_the_release_uses_and_a_weight_ch
     assert after["sampling"].keys() == info["sampling"].keys() - {INFO_KEY}  # the rest of sampling stays
 
 
-def test_the_grey_level_recipe_refits_the_contrasts_named_and_keeps_the_others(tiny_pipeline, tiny_prepared,
+def test_the_grey_level_recipe_refits_the_contrasts_named_and_keeps_the_others(grey_release, tiny_prepared,
                                                                                tmp_path):
     """--contrasts refits those contrasts' curves from their rows alone; the base's other curves stay as they were."""
     from dallebrain.pipelines.grey_levels import INFO_KEY
 
     recipe = _grey_recipe()
-    base = recipe.main(["--work", str(tmp_path / "all"), "--base", str(tiny_pipeline), "--data",
-                        str(tiny_prepared), "--route", "ldm", "--n", "16"])
+    base = grey_release[1]
     maps = json.loads((base / "dallebrain.json").read_text())["sampling"][INFO_KEY]["maps"]
     assert len(maps) >= 2
     one, *others = sorted(maps)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from test_text2mri import PROMPT, attribute_guided
 
-from cli_inprocess import run_cli
+from cli_inprocess import run_cli, run_script
 from dallebrain.api import load_pipeline
 from dallebrain.pipelines.request import guidance_distilled
 
@@ -89,6 +89,12 @@ def test_generate_refuses_another_guidance_on_a_distilled_model(tiny_pipeline, t
 
 
 def _recipe(*args):
+    """The recipe run in this process (cli_inprocess.run_script: a fresh interpreter per run paid ~8 s of imports);
+    its bad-input test runs the script itself."""
+    return run_script(RECIPE, *args)
+
+
+def _recipe_process(*args):
     return subprocess.run([sys.executable, str(RECIPE), *map(str, args)], capture_output=True, text=True,
                           timeout=600)
 
@@ -164,7 +170,7 @@ def test_the_recipe_trains_resumes_and_releases_a_model_that_samples_one_row(tin
 def test_the_recipe_refuses_bad_inputs_in_one_line(tiny_pipeline, tiny_prepared, tmp_path, bad, message):
     args = {"--work": str(tmp_path / "w"), "--data": str(tiny_prepared), "--base": str(tiny_pipeline)}
     args.update({bad[0]: str(tmp_path / bad[1]) if bad[1] == "NOWHERE" else bad[1]})
-    done = _recipe(*[x for kv in args.items() for x in kv])
+    done = _recipe_process(*[x for kv in args.items() for x in kv])
     assert done.returncode == 1 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "w").exists()
 

@@ -1,7 +1,7 @@
 """Seconds per image with and without guidance on the low-noise steps (sampling.unguided_below_timestep,
 generate's --unguided-below), in one process, alternating rounds, one image per pass (the default) and 8 per pass.
 
-    python benchmarks/bench_unguided_steps.py [--model FOLDER] [--rounds 3]
+    python benchmarks/bench_unguided_steps.py [--model FOLDER] [--rounds 3] [--steps N]
 
 Cases: a PDw prompt at its model's setting and guided on every step (unguided_below 0), a T1w prompt at its model's
 setting and unguided below 400. BENCHMARKS.md, "Guidance off on the low-noise steps".
@@ -23,13 +23,17 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error(f"--rounds must be at least 1, got {args.rounds}")
+    if args.steps is not None and args.steps < 1:
+        parser.error(f"--steps must be at least 1, got {args.steps}")
     from dallebrain.api import default_model, load_pipeline
 
     pipe = load_pipeline(args.model or default_model(), device="cpu")
-    pipe(PROMPT.format("PD-weighted"), n=1, seed=0)  # warm-up: first-call allocations out of the timings
+    # warm-up: first-call allocations out of the timings
+    pipe(PROMPT.format("PD-weighted"), n=1, seed=0, steps=args.steps)
     times: dict[tuple, list[float]] = {}
     for r in range(args.rounds):
         for contrast, below in CASES:
@@ -37,7 +41,7 @@ def main(argv: list[str] | None = None) -> dict:
             for per_pass, n in PASSES:
                 pipe.images_per_pass = per_pass
                 start = time.perf_counter()
-                result = pipe(PROMPT.format(contrast), n=n, seed=100 + r)
+                result = pipe(PROMPT.format(contrast), n=n, seed=100 + r, steps=args.steps)
                 times.setdefault((contrast, below, per_pass), []).append((time.perf_counter() - start) / n)
                 times.setdefault(("ran", contrast, below), [result.settings.get("unguided_below_timestep")])
     print(f"{'prompt':12s} {'unguided below':>22s} {'per pass':>8s} {'s/image (median)':>16s}  rounds")

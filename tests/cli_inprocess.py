@@ -31,8 +31,6 @@ class RecipeSubprocess:
     (shipped_model.run's `threads`) does not apply in-process. The slow whole-chain recipe test keeps real
     subprocesses."""
 
-    CalledProcessError = subprocess.CalledProcessError
-
     def run(self, command, check: bool = False, env=None, **_) -> subprocess.CompletedProcess:
         if list(command[1:3]) != ["-m", "dallebrain.cli"]:
             raise AssertionError(f"not a dallebrain command: {command}")

@@ -148,7 +148,6 @@ def test_pipelines_sample_gives_each_slice_its_own_seed(tiny_unclip_pipeline):
 def test_unclip_sample_uses_the_prior_guidance_it_is_given(tiny_unclip_pipeline):
     """evaluate --prior-guidance sets the pipeline's: its batched slices are generate's at that prior guidance."""
     from dallebrain.api import load_pipeline
-    from dallebrain.pipelines import defaults as D
 
     pipe = load_pipeline(tiny_unclip_pipeline, route="unclip", device="cpu")
     prompt = "axial T1-weighted slice of a healthy 30-year-old man"

@@ -115,8 +115,9 @@ class UnCLIPPipeline(Text2MRIPipeline):
         self.clip, self.prior = clip, prior
         self.prior_scheduler_config = dict(prior_scheduler_config or default_prior_schedule())
         self.lora = None
-        # the prior's settings for `sample` (an evaluation's many captions); __call__ takes its own
-        self.prior_steps, self.prior_guidance = D.PRIOR_STEPS, D.PRIOR_GUIDANCE
+        # the prior's guidance for `sample` (an evaluation's many captions; evaluate --prior-guidance); __call__
+        # takes its own
+        self.prior_guidance = D.PRIOR_GUIDANCE
         # "auto" is DPM-Solver++ here: the per-contrast samplers of dallebrain.json were measured on the LDM's UNet
         self.sampler_table = {}
         # likewise its attribute guidance: a decoder with attributes takes only what dallebrain.json measured on it
@@ -285,7 +286,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
     def _sample_batch(self, prompts: list[str], seeds: list[int], steps: int, guidance: float,
                       sampler: str) -> np.ndarray:
         # as __call__ does: embedding i comes from the prior with seeds[i] alone, then the decoder makes the slices
-        embeds = torch.cat([self.image_embeds_of_prompt(p, [s], self.prior_steps, self.prior_guidance)
+        embeds = torch.cat([self.image_embeds_of_prompt(p, [s], prior_guidance=self.prior_guidance)
                             for p, s in zip(prompts, seeds, strict=True)])
         images = self.decode_embeddings(embeds, seeds, steps, guidance, sampler, self.start_means(prompts), prompts)
         return self.standardised_for(images, prompts)

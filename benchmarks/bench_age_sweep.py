@@ -31,7 +31,8 @@ AGES = (20, 40, 60, 85)
 CONTRASTS = ("T1w", "T2w", "FLAIR")  # issue 11's sweep; the default
 # PDw on request: its age response is measured for the attribute guidance chosen for its realism, but the tissue
 # judge reads PDw ventricles less well (CSF and grey matter look alike there), so each contrast's own judged
-# cohort ratio is printed beside the sweep
+# cohort ratio is printed beside the sweep; where a decoder draws PDw CSF bright the judge reads almost none, and
+# bench_ventricle_contrast.py, which reads either polarity, is the check
 SWEEPABLE = (*CONTRASTS, "PDw")
 LONG = {"T1w": "T1-weighted", "T2w": "T2-weighted", "FLAIR": "FLAIR", "PDw": "PD-weighted"}
 LEVEL_MM = 23.0  # "at the level of the lateral ventricles" (data/landmarks.py)

@@ -72,10 +72,14 @@ SETTINGS = ["learning_rate=2e-4", "max_rows=16000", "checkpoint_every=250", "une
 # again: T1w 9.26 at 5, T2w 10.53 at 4.5 (FLAIR 5.23 at 8); T1w 3: 5.44, T2w 2.5: 3.95, 3: 4.79, FLAIR 5: 3.66, so
 # T1w 3, T2w 3, FLAIR 8 (BENCHMARKS.md, "The unCLIP decoder from v2.4"). Trained four times longer (6,000 steps) it
 # steers T1w less and FLAIR more: T1w 3.09 at 3, 4.36 at 4.5; T2w 4.48 at 3; FLAIR 8.84 at 8, 3.65 at 4.5, so T1w 4.5,
-# T2w 3, FLAIR 5.5 (BENCHMARKS.md, "The unCLIP decoder, four times longer")
+# T2w 3, FLAIR 5.5 (BENCHMARKS.md, "The unCLIP decoder, four times longer"). PDw, unmeasured until then, took the
+# model-wide 6: its texture distance doubled with the longer decoder; benchmarks/bench_contrast_guidance.py (each
+# scale with its own grey curve, evaluate's held-out PDw slices) gave GLCM 31.6 / 21.1 / 15.2 / 13.8 at 6 / 4.5 /
+# 3 / 2, sharpness 0.72 -> 0.75 at 3; the tissue judge reads too few PDw ventricles to sweep age there (bright CSF
+# in the cohort's long-TR scans), so PDw 3, T2w's (BENCHMARKS.md, "PDw's own attribute guidance on the unCLIP route")
 ATTRIBUTE_GUIDANCE = 6.0
 ATTRIBUTE_GUIDANCE_ANCHOR = "modality"
-ATTRIBUTE_GUIDANCE_BY_CONTRAST = "T1w=4.5,T2w=3,FLAIR=5.5"
+ATTRIBUTE_GUIDANCE_BY_CONTRAST = "T1w=4.5,T2w=3,PDw=3,FLAIR=5.5"
 NEEDED = ("unet", "scheduler", "vae", "clip", "prior")  # what the base must hold: the decoder's inputs and its route
 
 

@@ -397,7 +397,7 @@ def test_the_shipped_unclip_sampling_is_what_the_decoder_recipe_writes_by_defaul
     shipped = {k: v for k, v in shipped.items() if k not in ("grey_level_map", "brain_outline")}
     assert shipped == recipe.decoder_sampling(recipe.ATTRIBUTE_GUIDANCE, recipe.ATTRIBUTE_GUIDANCE_BY_CONTRAST,
                                               recipe.ATTRIBUTE_GUIDANCE_ANCHOR)
-    assert shipped["attribute_guidance_by_contrast"] == {"T1w": 4.5, "T2w": 3.0, "FLAIR": 5.5}
+    assert shipped["attribute_guidance_by_contrast"] == {"T1w": 4.5, "T2w": 3.0, "PDw": 3.0, "FLAIR": 5.5}
 
 
 def _grey_recipe():

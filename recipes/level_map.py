@@ -1,7 +1,7 @@
 """The recipe of the shipped level maps: where the model draws the slice for each grid level's caption, per contrast
 and plane (pipelines/level_map.py says why and how a prompt then uses it).
 
-    python recipes/level_map.py --work /path/to/cache/levels [--base MODEL] [--seeds 6] [--install]
+    python recipes/level_map.py --work /path/to/cache/levels [--base MODEL] [--seeds 6] [--contrasts PDw] [--install]
 
 For every level of the prepared grid that shows brain (the levels `caption_form` writes captions for; sagittal on
 the right side only, as the level judge reads |x|) and every contrast, it samples --seeds slices of the prompt
@@ -11,7 +11,9 @@ where they lie. The judged levels are kept in --work/judged.json, one entry per 
 interrupted run continues where it stopped. The map (the mean judged level per caption level, made non-decreasing)
 goes into a copy of the model's dallebrain.json ("sampling" -> "level_map"); no weights change. Nothing of a
 prepared set is read: the judge is the template's (judges/level.py), and bench_prompt_levels.py measures the result
-on other seeds and at levels between the grid's.
+on other seeds and at levels between the grid's. --contrasts measures those contrasts again and keeps the base's
+curves for the others (after a change of one contrast's sampling, e.g. its attribute guidance), listed under the
+map's "refits".
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--work", type=Path, required=True, help="working folder (judged levels, model, release)")
     parser.add_argument("--base", type=Path, default=SHIPPED, help="the model whose level maps are measured")
     parser.add_argument("--seeds", type=int, default=6, help="slices per caption level")
+    parser.add_argument("--contrasts", default=None,
+                        help="comma-separated contrasts to measure again (default: all; the others keep the base's "
+                             "curves)")
     parser.add_argument("--install", action="store_true", help="copy the result into the package as the default")
     args = parser.parse_args(argv)
     if not (args.base / "dallebrain.json").is_file():
@@ -71,10 +76,20 @@ def main(argv: list[str] | None = None) -> Path:
     from dallebrain.api import load_pipeline
     from dallebrain.data.io import write_text_atomic
     from dallebrain.pipelines.export import update_model_info
-    from dallebrain.pipelines.level_map import INFO_KEY, SEED_BASE, LevelMap, fit_curve
+    from dallebrain.pipelines.level_map import INFO_KEY, SEED_BASE, LevelMap, fit_curve, level_map_of
 
-    args.work.mkdir(parents=True, exist_ok=True)
     info = json.loads((args.base / "dallebrain.json").read_text())
+    measured, kept_map = list(CONTRASTS), None
+    if args.contrasts is not None:
+        measured = [c.strip() for c in args.contrasts.split(",") if c.strip()]
+        unknown = [c for c in measured if c not in CONTRASTS]
+        if not measured or unknown:
+            raise SystemExit(f"error: --contrasts {args.contrasts!r}: choose from {', '.join(CONTRASTS)}")
+        kept_map = level_map_of(info.get("sampling") or {})
+        if kept_map is None:
+            raise SystemExit(f"error: {args.base} has no level map to keep for the other contrasts: run without "
+                             "--contrasts")
+    args.work.mkdir(parents=True, exist_ok=True)
     levels = grid_levels(info)
     kept = args.work / "judged.json"
     judged = json.loads(kept.read_text()) if kept.is_file() else {}
@@ -83,7 +98,7 @@ def main(argv: list[str] | None = None) -> Path:
                          "choose another --work")
     judged.update({"seeds": args.seeds, "base": str(args.base)})
     pipe = None
-    for contrast in CONTRASTS:
+    for contrast in measured:
         for plane, mm in levels.items():
             key = f"{contrast} {plane}"
             if key in judged:
@@ -96,9 +111,15 @@ def main(argv: list[str] | None = None) -> Path:
             judged[key] = judge_levels(pipe, plane, contrast, mm, args.seeds)
             write_text_atomic(kept, json.dumps(judged))
             print(f"{key}: {len(mm)} levels x {args.seeds} seeds in {time.perf_counter() - tick:.0f} s", flush=True)
-    curves = {c: {p: fit_curve(levels[p], judged[f"{c} {p}"]) for p in levels} for c in CONTRASTS}
+    curves = {c: {p: fit_curve(levels[p], judged[f"{c} {p}"]) for p in levels} for c in measured}
     record = {"seeds": args.seeds, "seed_base": SEED_BASE, "subjects": [" ".join(s) for s in SUBJECTS],
-              "command": f"python recipes/level_map.py --seeds {args.seeds}"}
+              "command": f"python recipes/level_map.py --seeds {args.seeds}"
+                         + (f" --contrasts {','.join(measured)}" if kept_map else "")}
+    if kept_map is not None:  # the other contrasts' curves and the record that describes them are the base's
+        refit = {**record, "measured_again": measured}
+        base_record = {k: v for k, v in info["sampling"][INFO_KEY].items() if k != "curves"}
+        record = {**base_record, "refits": [*base_record.get("refits", []), refit]}
+        curves = {**kept_map.curves, **curves}
     model = model_with_parts(args.base, args.work, {})
     update_model_info(model, {"sampling": {INFO_KEY: LevelMap(curves).to_info(record)}})
     (model / ".dallebrain.json.lock").unlink(missing_ok=True)  # update_model_info's lock, not a part of the model

@@ -573,6 +573,24 @@ def test_the_level_map_recipe_measures_each_grid_caption_and_writes_a_map_the_re
     recipe.main(["--work", str(tmp_path / "w"), "--base", str(tiny_pipeline), "--seeds", "2"])
     assert calls == []
 
+    # --contrasts PDw on that release: PDw measured again (here 4 mm low), every other curve and the record kept
+    recipe.judge_levels = lambda pipe, plane, contrast, levels, seeds: (
+        calls.append((contrast, plane)) or [[mm - 4.0, mm - 4.0] for mm in levels])
+    again = recipe.main(["--work", str(tmp_path / "pd"), "--base", str(release), "--seeds", "2", "--contrasts", "PDw"])
+    assert sorted(calls) == [("PDw", plane) for plane in sorted(recipe.AXIS)]
+    before, after = info["sampling"]["level_map"], json.loads((again / "dallebrain.json").read_text())["sampling"]
+    after = after["level_map"]
+    assert after["curves"]["PDw"]["axial"]["judged_mm"] == [mm - 4.0 for mm in levels["axial"]]
+    assert {c: v for c, v in after["curves"].items() if c != "PDw"} == {
+        c: v for c, v in before["curves"].items() if c != "PDw"}
+    assert after["command"] == before["command"] and after["refits"] == [
+        {**{k: v for k, v in before.items() if k not in ("curves", "command")},
+         "command": "python recipes/level_map.py --seeds 2 --contrasts PDw", "measured_again": ["PDw"]}]
+    made = load_pipeline(again)(f"axial PD-weighted MRI slice of a healthy 30-year-old man at z = {asked:g} mm",
+                                seed=0, steps=2)
+    lower, upper = made.settings["level_map"]["caption_mm"]
+    assert lower <= asked + 4.0 <= upper
+
 
 def test_the_level_map_recipe_refuses_bad_inputs_in_one_line(tiny_pipeline, tmp_path):
     script = str(ROOT / "recipes" / "level_map.py")
@@ -580,7 +598,9 @@ def test_the_level_map_recipe_refuses_bad_inputs_in_one_line(tiny_pipeline, tmp_
     (tmp_path / "used" / "judged.json").write_text(json.dumps({"seeds": 6, "base": "elsewhere"}))
     cases = [(["--work", str(tmp_path / "w"), "--base", str(tmp_path)], "is not a pipeline folder"),
              (["--work", str(tmp_path / "w"), "--base", str(tiny_pipeline), "--seeds", "1"], "--seeds must be at"),
-             (["--work", str(tmp_path / "used"), "--base", str(tiny_pipeline), "--seeds", "2"], "holds another run")]
+             (["--work", str(tmp_path / "used"), "--base", str(tiny_pipeline), "--seeds", "2"], "holds another run"),
+             (["--work", str(tmp_path / "w"), "--base", str(tiny_pipeline), "--contrasts", "CT"], "choose from"),
+             (["--work", str(tmp_path / "w"), "--base", str(tiny_pipeline), "--contrasts", "PDw"], "no level map")]
     for extra, message in cases:
         done = subprocess.run([sys.executable, script, *extra], capture_output=True, text=True, timeout=120)
         assert done.returncode != 0 and message in done.stderr, (extra, done.stderr)

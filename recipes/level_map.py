@@ -85,7 +85,10 @@ def main(argv: list[str] | None = None) -> Path:
         unknown = [c for c in measured if c not in CONTRASTS]
         if not measured or unknown:
             raise SystemExit(f"error: --contrasts {args.contrasts!r}: choose from {', '.join(CONTRASTS)}")
-        kept_map = level_map_of(info.get("sampling") or {})
+        try:
+            kept_map = level_map_of(info.get("sampling") or {})
+        except ValueError as error:
+            raise SystemExit(f"error: {args.base}'s level map cannot be kept: {error}") from None
         if kept_map is None:
             raise SystemExit(f"error: {args.base} has no level map to keep for the other contrasts: run without "
                              "--contrasts")
@@ -114,7 +117,7 @@ def main(argv: list[str] | None = None) -> Path:
     curves = {c: {p: fit_curve(levels[p], judged[f"{c} {p}"]) for p in levels} for c in measured}
     record = {"seeds": args.seeds, "seed_base": SEED_BASE, "subjects": [" ".join(s) for s in SUBJECTS],
               "command": f"python recipes/level_map.py --seeds {args.seeds}"
-                         + (f" --contrasts {','.join(measured)}" if kept_map else "")}
+                         + (f" --contrasts {','.join(measured)}" if kept_map is not None else "")}
     if kept_map is not None:  # the other contrasts' curves and the record that describes them are the base's
         refit = {**record, "measured_again": measured}
         base_record = {k: v for k, v in info["sampling"][INFO_KEY].items() if k != "curves"}

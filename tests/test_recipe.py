@@ -3,6 +3,7 @@ the fp16 release folder on both routes. Slow (a few minutes): `pytest -m slow te
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -596,11 +597,18 @@ def test_the_level_map_recipe_refuses_bad_inputs_in_one_line(tiny_pipeline, tmp_
     script = str(ROOT / "recipes" / "level_map.py")
     (tmp_path / "used").mkdir()
     (tmp_path / "used" / "judged.json").write_text(json.dumps({"seeds": 6, "base": "elsewhere"}))
+    broken = tmp_path / "broken"  # a level map whose judged levels decrease
+    shutil.copytree(tiny_pipeline, broken)
+    info = json.loads((broken / "dallebrain.json").read_text())
+    info.setdefault("sampling", {})["level_map"] = {"curves": {"PDw": {"axial": {"caption_mm": [0, 3],
+                                                                                  "judged_mm": [2, 1]}}}}
+    (broken / "dallebrain.json").write_text(json.dumps(info))
     cases = [(["--work", str(tmp_path / "w"), "--base", str(tmp_path)], "is not a pipeline folder"),
              (["--work", str(tmp_path / "w"), "--base", str(tiny_pipeline), "--seeds", "1"], "--seeds must be at"),
              (["--work", str(tmp_path / "used"), "--base", str(tiny_pipeline), "--seeds", "2"], "holds another run"),
              (["--work", str(tmp_path / "w"), "--base", str(tiny_pipeline), "--contrasts", "CT"], "choose from"),
-             (["--work", str(tmp_path / "w"), "--base", str(tiny_pipeline), "--contrasts", "PDw"], "no level map")]
+             (["--work", str(tmp_path / "w"), "--base", str(tiny_pipeline), "--contrasts", "PDw"], "no level map"),
+             (["--work", str(tmp_path / "w"), "--base", str(broken), "--contrasts", "PDw"], "cannot be kept")]
     for extra, message in cases:
         done = subprocess.run([sys.executable, script, *extra], capture_output=True, text=True, timeout=120)
         assert done.returncode != 0 and message in done.stderr, (extra, done.stderr)

@@ -19,7 +19,6 @@ import numpy as np
 
 LEVELS = {"axial": (-30, -10, 0, 15, 30, 45, 60), "coronal": tuple(range(-70, 45, 10)),
           "sagittal": (-50, -30, -10, 10, 30, 50)}
-AXIS = {"axial": "z", "coronal": "y", "sagittal": "x"}
 SUBJECTS = ("25-year-old woman", "45-year-old man", "65-year-old woman", "85-year-old man")
 
 
@@ -29,7 +28,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--contrast", default="PDw")
     parser.add_argument("--seeds", type=int, default=8)
     args = parser.parse_args(argv)
-    from dallebrain.vocab import CONTRAST_LONG
+    from dallebrain.vocab import CONTRAST_LONG, ORIENTATION_AXIS
 
     if args.contrast not in CONTRAST_LONG:
         raise SystemExit(f"error: --contrast {args.contrast!r}: choose from {', '.join(CONTRAST_LONG)}")
@@ -39,13 +38,14 @@ def main(argv: list[str] | None = None) -> dict:
         if not (model / "dallebrain.json").is_file():
             raise SystemExit(f"error: {model} is not a pipeline folder (no dallebrain.json)")
     from dallebrain.api import load_pipeline
+    from dallebrain.evaluation.features import level_for_prediction
     from dallebrain.judges.level import estimate_levels
 
     rows = [(plane, mm, s) for plane, levels in LEVELS.items() for mm in levels for s in range(args.seeds)]
     prompts = [f"{plane} {CONTRAST_LONG[args.contrast]} MRI slice of a healthy {SUBJECTS[s % len(SUBJECTS)]} at "
-               f"{AXIS[plane]} = {mm} mm" for plane, mm, s in rows]
+               f"{ORIENTATION_AXIS[plane]} = {mm} mm" for plane, mm, s in rows]
     planes = [plane for plane, _, _ in rows]
-    asked = np.array([abs(mm) if plane == "sagittal" else mm for plane, mm, _ in rows], float)
+    asked = np.array([level_for_prediction(plane, mm) for plane, mm, _ in rows])  # sagittal as |x|, as judged
     print(f"{args.contrast}: {len(rows)} prompts ({args.seeds} seeds per level)")
     print("| model | MAE all (mm) | " + " | ".join(f"{p} MAE / bias" for p in LEVELS) + " |")
     print("|---|---|" + "---|" * len(LEVELS))
@@ -53,8 +53,8 @@ def main(argv: list[str] | None = None) -> dict:
     for model in args.models:
         images = load_pipeline(model).sample(prompts, [s for _, _, s in rows], batch_size=32)
         error = estimate_levels(images, planes) - asked
-        by_plane = {p: (float(np.abs(error[np.array(planes) == p]).mean()), float(error[np.array(planes) == p].mean()))
-                    for p in LEVELS}
+        of_plane = {p: error[np.array(planes) == p] for p in LEVELS}
+        by_plane = {p: (float(np.abs(e).mean()), float(e.mean())) for p, e in of_plane.items()}
         results[str(model)] = {"mae": float(np.abs(error).mean()), "planes": by_plane}
         print(f"| {model} | {np.abs(error).mean():.2f} | "
               + " | ".join(f"{m:.2f} / {b:+.2f}" for m, b in by_plane.values()) + " |", flush=True)

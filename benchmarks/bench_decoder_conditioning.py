@@ -28,7 +28,7 @@ def conditioning_report(model: str | None, data: Path, sources: int, latents_n: 
 
     from dallebrain.api import load_pipeline
     from dallebrain.data.dataset import SliceDataset
-    from dallebrain.models.conditioning import unstated_features, uses_attributes
+    from dallebrain.models.conditioning import fine_level_of, unstated_features, uses_attributes
     from dallebrain.models.decoder import decoder_inputs
     from dallebrain.models.vae import encode_images
 
@@ -52,7 +52,7 @@ def conditioning_report(model: str | None, data: Path, sources: int, latents_n: 
         latents = encode_images(pipe.vae, train_images).float()
         train_embeds = pipe.clip.encode_image(train_images).float()
         # a decoder with attributes: every attribute unstated, so the embedding's own effect is measured
-        attributes = unstated_features(len(latents)) if uses_attributes(unet) else None
+        attributes = unstated_features(len(latents), fine_level_of(unet)) if uses_attributes(unet) else None
         for t in TIMESTEPS:
             eps = torch.randn(latents.shape, generator=generator)
             steps = torch.full((len(latents),), t)

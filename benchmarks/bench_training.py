@@ -134,7 +134,7 @@ def _ldm_step_parts(configs: str):
     unet = use_cpu_training_attention(build_unet(unet_config_of(cfg, 4, 32)))
     b = cfg.batch_size
     latents, states = torch.randn(b, 4, 32, 32), torch.randn(b, 64, unet.config.cross_attention_dim)
-    extra = {"class_labels": unstated_features(b)} if cfg.unet.attributes else {}
+    extra = {"class_labels": unstated_features(b, cfg.unet.fine_level)} if cfg.unet.attributes else {}
     noise = DDPMScheduler.from_config(noise_scheduler_config())
 
     def loss_of(model):

@@ -7,15 +7,18 @@ import torch
 
 from dallebrain.models.conditioning import (
     ATTRIBUTES,
+    FINE_LEVEL_FREQUENCIES,
     attribute_features,
     descriptor_of,
     drop_attributes,
     feature_width,
     features_batch,
+    fine_level_of,
     fold_unstated,
     prompt_attributes,
     table_attributes,
     training_dropout,
+    unet_features,
     unstated_features,
     uses_attributes,
 )
@@ -113,6 +116,46 @@ def test_a_text_only_unet_fine_tuned_with_attributes_starts_as_itself(tmp_path):
     wider = build_unet(UnetConfig(**{**TINY, "block_out_channels": [8, 24]}))
     with pytest.raises(ValueError, match="another architecture"):
         load_initial_weights(wider, tmp_path)
+
+
+def test_the_fine_level_layout_appends_the_levels_finer_features_and_leaves_the_rest_as_it_was():
+    fine, base = attribute_features(WOMAN_85, fine_level=True), attribute_features(WOMAN_85)
+    extra = 2 * len(FINE_LEVEL_FREQUENCIES)
+    assert fine.shape == (feature_width(True),) == (feature_width() + extra,)
+    np.testing.assert_array_equal(fine[:-extra], base)
+    # 1.5 mm apart (one slice step): the finest base slots move little, the fine ones by far more
+    near = attribute_features({**WOMAN_85, "slice_mm": 24.5}, fine_level=True)
+    base_move = np.abs(attribute_features({**WOMAN_85, "slice_mm": 24.5}) - base).max()
+    assert np.abs(near[-extra:] - fine[-extra:]).max() > 2 * base_move
+    assert not attribute_features({}, fine_level=True)[-extra:].any()  # unstated: zero, beside its unstated slot
+    # dropping the level clears its fine slots too; dropping everything is the unstated row, in this layout as well
+    full = features_batch([WOMAN_85, WOMAN_85], fine_level=True)
+    level = np.zeros((2, len(ATTRIBUTES)), bool)
+    level[0, ATTRIBUTES.index("slice_mm")] = True
+    dropped = drop_attributes(full, level)
+    torch.testing.assert_close(dropped[0], features_batch([{**WOMAN_85, "slice_mm": None}], True)[0], rtol=0, atol=0)
+    torch.testing.assert_close(dropped[1], full[1], rtol=0, atol=0)
+    everything = drop_attributes(full, np.ones((2, len(ATTRIBUTES)), bool))
+    torch.testing.assert_close(everything, unstated_features(2, fine_level=True), rtol=0, atol=0)
+
+
+def test_a_unet_widened_to_the_fine_level_starts_as_itself_and_then_hears_the_fine_slots(tmp_path):
+    base = _attribute_unet()
+    base.save_pretrained(tmp_path / "unet", safe_serialization=True)
+    torch.manual_seed(5)
+    fine = build_unet(UnetConfig(attributes=True, fine_level=True, **TINY)).eval()
+    assert uses_attributes(fine) and fine_level_of(fine) and not fine_level_of(base)
+    left = load_initial_weights(fine, tmp_path)
+    assert left == []  # every tensor from the base, the projection widened with zero weights
+    rows = [WOMAN_85, {**WOMAN_85, "slice_mm": 24.5}]
+    torch.testing.assert_close(_run(fine, unet_features(fine, rows)), _run(base, unet_features(base, rows)),
+                               rtol=0, atol=0)
+    with torch.no_grad():  # once trained, the new inputs change the output
+        fine.class_embedding.linear_1.weight[:, feature_width():].normal_(0, 0.5)
+    assert (_run(fine, unet_features(fine, rows)) - _run(base, unet_features(base, rows))).abs().mean() > 1e-3
+    expected = _run(fine, unstated_features(2, fine_level=True))
+    fold_unstated(fine)  # stock clients: the fine layout folds as the base one does
+    torch.testing.assert_close(_run(fine), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_training_attributes_come_from_the_table_not_the_captions():

@@ -118,6 +118,24 @@ def test_caption_only_dropout_keeps_the_attributes(tiny_prepared, tiny_vae, tmp_
     assert not (seen["labels"] == unstated_features(1)).all(dim=1).any()  # every row keeps its attributes
 
 
+def test_a_fine_level_stage_trains_on_the_wider_ground_truth(tiny_prepared, tiny_vae, tmp_path):
+    """unet.fine_level=true: the table's attributes in the fine level layout reach the UNet, whose projection is
+    that wide."""
+    from accelerate import Accelerator
+
+    from dallebrain.data.dataset import SliceDataset
+    from dallebrain.models.conditioning import feature_width, fine_level_of
+
+    config = load_config(ldm.LdmTrainConfig, CONFIGS / "ldm.tiny.json", ["unet.fine_level=true", "attribute_dropout=0"])
+    dataset = SliceDataset(tiny_prepared, "train", max_rows=8, seed=0)
+    stage = ldm.LdmStage(config, dataset, tiny_vae, None, tmp_path, progress=False)
+    assert stage.attributes.shape == (len(dataset), feature_width(True)) and fine_level_of(stage.unet)
+    levels = {round(float(v), 1) for v in dataset.table["slice_mm"]}
+    assert len({tuple(r[-4:].tolist()) for r in stage.attributes}) >= min(len(levels), 2)
+    stage.setup(Accelerator(cpu=True))
+    assert all(torch.isfinite(v).all() for v in stage.loss(step=0, micro=0).values())
+
+
 def test_unet_architecture_is_nested_and_set_by_dotted_keys(tmp_path):
     tiny = load_config(ldm.LdmTrainConfig, CONFIGS / "ldm.tiny.json", ["unet.attention_head_dim=2"])
     assert tiny.unet.block_out_channels == [8, 16] and tiny.unet.attention_head_dim == 2

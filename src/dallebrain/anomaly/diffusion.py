@@ -75,9 +75,9 @@ def _noise(shape: tuple[int, ...], seed: int, n: int) -> torch.Tensor:
 def _unstated(pipe, rows: int) -> dict:
     """An attribute-conditioned UNet's class labels with every attribute unstated: the healing is steered by the
     healthy prompt's text alone, as with a text-only model (its normal model and calibration were fitted so)."""
-    from dallebrain.models.conditioning import unstated_features, uses_attributes
+    from dallebrain.models.conditioning import unet_features, uses_attributes
 
-    return {"class_labels": unstated_features(rows).to(pipe.device)} if uses_attributes(pipe.unet) else {}
+    return {"class_labels": unet_features(pipe.unet, [{}] * rows).to(pipe.device)} if uses_attributes(pipe.unet) else {}
 
 
 def _eps(pipe, latents: torch.Tensor, t, cond: torch.Tensor, uncond: torch.Tensor, guidance: float) -> torch.Tensor:

@@ -40,6 +40,13 @@ NUMBERS: dict[str, tuple[float, float]] = {
 }
 ATTRIBUTES = (*CATEGORIES, *NUMBERS)
 FREQUENCIES = (1.0, 2.0, 4.0, 8.0, 16.0)  # periods down to 1/16 of the range: ~6 years, ~12 mm
+# The "fine level" layout (UnetConfig.fine_level) appends sin/cos of the level at these frequencies (periods 6.25 and
+# 3.1 mm over the 200 mm range) after every other slot, zero when the level is unstated. Why: with periods down to
+# 12.5 mm the attributes alone place a slice 4.15 mm from its level, the caption's digits 1.32 mm (BENCHMARKS.md,
+# "Caption guidance against the level's scatter"); an MLP fits a function no finer than its input's frequencies
+# (Tancik et al. 2020) and anatomy changes over a few mm. Appended, not interleaved, so a UNet of the base layout
+# is the fine one with zero weights on the new inputs (models/unet.load_initial_weights).
+FINE_LEVEL_FREQUENCIES = (32.0, 64.0)
 
 
 def _number_width() -> int:
@@ -52,9 +59,19 @@ def _width(name: str) -> int:
     return (len(CATEGORIES[name]) if name in CATEGORIES else _number_width()) + 1
 
 
-def feature_width() -> int:
-    """Length of the feature vector."""
-    return sum(_width(name) for name in ATTRIBUTES)
+def feature_width(fine_level: bool = False) -> int:
+    """Length of the feature vector (with the fine level's slots appended when `fine_level`)."""
+    return sum(_width(name) for name in ATTRIBUTES) + (2 * len(FINE_LEVEL_FREQUENCIES) if fine_level else 0)
+
+
+def _slots(name: str, fine_level: bool) -> list[int]:
+    """Indices of one attribute's slots in the feature vector (the level's include the fine ones)."""
+    start = sum(_width(n) for n in ATTRIBUTES[:ATTRIBUTES.index(name)])
+    slots = list(range(start, start + _width(name)))
+    if fine_level and name == "slice_mm":
+        base = feature_width()
+        slots += list(range(base, base + 2 * len(FINE_LEVEL_FREQUENCIES)))
+    return slots
 
 
 def descriptor_of(z: float | None) -> str | None:
@@ -71,9 +88,9 @@ def _value(attributes: Mapping, name: str):
     return value
 
 
-def attribute_features(attributes: Mapping) -> np.ndarray:
-    """One slice's feature vector (float32, `feature_width()`). `attributes` maps names of ATTRIBUTES to values;
-    a missing or None value is "unstated". A category outside the vocabulary is a ValueError."""
+def attribute_features(attributes: Mapping, fine_level: bool = False) -> np.ndarray:
+    """One slice's feature vector (float32, `feature_width(fine_level)`). `attributes` maps names of ATTRIBUTES to
+    values; a missing or None value is "unstated". A category outside the vocabulary is a ValueError."""
     parts: list[np.ndarray] = []
     for name, options in CATEGORIES.items():
         slots = np.zeros(len(options) + 1, np.float32)
@@ -95,30 +112,43 @@ def attribute_features(attributes: Mapping) -> np.ndarray:
             angles = 2 * math.pi * np.asarray(FREQUENCIES) * x
             slots[:-1] = np.concatenate([[x], np.sin(angles), np.cos(angles)])
         parts.append(slots)
+    if fine_level:
+        slots = np.zeros(2 * len(FINE_LEVEL_FREQUENCIES), np.float32)
+        value = _value(attributes, "slice_mm")
+        if value is not None:
+            low, high = NUMBERS["slice_mm"]
+            angles = 2 * math.pi * np.asarray(FINE_LEVEL_FREQUENCIES) * (float(value) - low) / (high - low)
+            slots[:] = np.concatenate([np.sin(angles), np.cos(angles)])
+        parts.append(slots)
     return np.concatenate(parts)
 
 
-def features_batch(rows: list[Mapping]) -> torch.Tensor:
-    """(N, feature_width()) float32 for N attribute mappings."""
-    return torch.from_numpy(np.stack([attribute_features(r) for r in rows]))
+def features_batch(rows: list[Mapping], fine_level: bool = False) -> torch.Tensor:
+    """(N, feature_width(fine_level)) float32 for N attribute mappings."""
+    return torch.from_numpy(np.stack([attribute_features(r, fine_level) for r in rows]))
 
 
-def unstated_features(n: int = 1) -> torch.Tensor:
+def unstated_features(n: int = 1, fine_level: bool = False) -> torch.Tensor:
     """Every attribute unstated: the unconditional input of guidance and of attribute dropout."""
-    return features_batch([{}] * n)
+    return features_batch([{}] * n, fine_level)
+
+
+def unet_features(unet, rows: list[Mapping]) -> torch.Tensor:
+    """`features_batch` in the layout `unet` was built with (fine level or not), on its device."""
+    return features_batch(rows, fine_level_of(unet)).to(unet.device)
 
 
 def drop_attributes(features: torch.Tensor, drop: np.ndarray) -> torch.Tensor:
     """features with attribute j of row i replaced by its "unstated" slots where drop[i, j] (drop: (N,
-    len(ATTRIBUTES)) bool): per-attribute dropout in training, exactly what a prompt silent on it gives."""
+    len(ATTRIBUTES)) bool): per-attribute dropout in training, exactly what a prompt silent on it gives. The
+    layout (fine level or not) is read from the width."""
+    fine_level = features.shape[1] == feature_width(True)
     out = features.clone()
-    unstated = unstated_features(1)[0]
-    start = 0
+    unstated = unstated_features(1, fine_level)[0]
     for j, name in enumerate(ATTRIBUTES):
-        width = _width(name)
         rows = torch.from_numpy(np.asarray(drop[:, j], bool))
-        out[rows, start:start + width] = unstated[start:start + width]
-        start += width
+        slots = torch.tensor(_slots(name, fine_level))
+        out[rows.nonzero()[:, :1], slots] = unstated[slots]
     return out
 
 
@@ -195,10 +225,17 @@ def anchored_unconditional(prompts: list[str], negative_prompt: str,
 
 
 def uses_attributes(unet) -> bool:
-    """Whether a UNet takes attribute features (its class embedding is our projection of them)."""
+    """Whether a UNet takes attribute features (its class embedding is our projection of them, in either
+    layout)."""
     config = unet.config
     return (getattr(config, "class_embed_type", None) == "projection"
-            and getattr(config, "projection_class_embeddings_input_dim", None) == feature_width())
+            and getattr(config, "projection_class_embeddings_input_dim", None) in (feature_width(),
+                                                                                   feature_width(True)))
+
+
+def fine_level_of(unet) -> bool:
+    """Whether a UNet takes the fine level layout (its projection's input width says so)."""
+    return uses_attributes(unet) and unet.config.projection_class_embeddings_input_dim == feature_width(True)
 
 
 def fold_unstated(unet) -> None:
@@ -208,7 +245,7 @@ def fold_unstated(unet) -> None:
     if not uses_attributes(unet):
         raise ValueError("this UNet takes no attribute features: nothing to fold")
     with torch.no_grad():
-        constant = unet.class_embedding(unstated_features(1).to(unet.dtype))[0]
+        constant = unet.class_embedding(unstated_features(1, fine_level_of(unet)).to(unet.dtype))[0]
         unet.time_embedding.linear_2.bias += constant
     unet.class_embedding = None
     unet.register_to_config(class_embed_type=None, projection_class_embeddings_input_dim=None)

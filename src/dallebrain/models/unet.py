@@ -22,6 +22,9 @@ class UnetConfig:
     norm_num_groups: int = 32
     extra_condition_tokens: int = 0  # >0: an unCLIP decoder adds image-embedding tokens (see models/decoder)
     attributes: bool = False  # structured attribute conditioning (models/conditioning.py) beside the text
+    # with attributes: the level's finer Fourier features appended (conditioning.FINE_LEVEL_FREQUENCIES); a UNet
+    # of the base layout fine-tunes into it with init_from, the new inputs starting at zero weight
+    fine_level: bool = False
 
 
 def build_unet(config: UnetConfig):
@@ -39,7 +42,8 @@ def build_unet(config: UnetConfig):
     if config.attributes:
         from dallebrain.models.conditioning import feature_width
 
-        attributes = {"class_embed_type": "projection", "projection_class_embeddings_input_dim": feature_width()}
+        attributes = {"class_embed_type": "projection",
+                      "projection_class_embeddings_input_dim": feature_width(config.fine_level)}
     unet = UNet2DConditionModel(
         sample_size=config.sample_size, in_channels=config.latent_channels, out_channels=config.latent_channels,
         down_block_types=tuple(down), up_block_types=tuple(up),
@@ -78,10 +82,19 @@ def _trained_state(folder):
 
 def load_initial_weights(unet, folder) -> list[str]:
     """Copy a trained UNet's weights (a UNet folder or a pipeline folder holding unet/) into `unet`, which may
-    add the attribute embedding: fine-tuning a text-only model into an attribute-conditioned one. Returns the
-    parameters left at their initial value; any other mismatch is a one-line ValueError."""
+    add the attribute embedding: fine-tuning a text-only model into an attribute-conditioned one, or widen its
+    input to the fine level layout (the new inputs' weights start at zero, so step 0 is the trained model exactly).
+    Returns the parameters left at their initial value; any other mismatch is a one-line ValueError."""
+    import torch
+
     folder, state = _trained_state(folder)
     own = unet.state_dict()
+    key = "class_embedding.linear_1.weight"
+    if key in state and key in own and own[key].shape[0] == state[key].shape[0] \
+            and own[key].shape[1] > state[key].shape[1]:
+        widened = torch.zeros_like(own[key])
+        widened[:, :state[key].shape[1]] = state[key]
+        state[key] = widened
     wrong = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
     if wrong:
         raise ValueError(f"the UNet in {folder} has another architecture ({len(wrong)} tensors differ, e.g. "

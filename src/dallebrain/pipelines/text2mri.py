@@ -515,11 +515,11 @@ class Text2MRIPipeline:
     def encode_attributes(self, prompt: str) -> torch.Tensor | None:
         """(1, F) attribute features of what the prompt states (models/conditioning.py), or None when this
         UNet takes none (a text-only model, an unCLIP decoder)."""
-        from dallebrain.models.conditioning import features_batch, prompt_attributes, uses_attributes
+        from dallebrain.models.conditioning import prompt_attributes, unet_features, uses_attributes
 
         if not uses_attributes(self.unet):
             return None
-        return features_batch([prompt_attributes(prompt)]).to(self.device)
+        return unet_features(self.unet, [prompt_attributes(prompt)]).to(self.device)
 
     def start_means(self, prompts: list[str]) -> torch.Tensor | None:
         """(len(prompts), C, H, W) means sampling starts from, one per prompt (pipelines/leak_table.py), or None
@@ -806,7 +806,7 @@ class Text2MRIPipeline:
         """(conditional rows, unconditional row or rows) of attribute features, or None for a text-only UNet. The
         unconditional side is what the negative prompt states (nothing, for the empty one: all unstated) and,
         where the model has an `attribute_anchor`, each prompt's own value of those attributes (one row each)."""
-        from dallebrain.models.conditioning import anchored_unconditional, features_batch
+        from dallebrain.models.conditioning import anchored_unconditional, unet_features
 
         if not uses_attributes(self.unet):
             return None
@@ -814,4 +814,4 @@ class Text2MRIPipeline:
         if not self.attribute_anchor:
             return cond, self.encode_attributes(negative_prompt)
         rows = anchored_unconditional(prompts, negative_prompt, self.attribute_anchor)
-        return cond, features_batch(rows).to(self.device)
+        return cond, unet_features(self.unet, rows).to(self.device)

@@ -231,7 +231,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
                                 starts: torch.Tensor | None = None, prompts: list[str] | None = None,
                                 negative_prompt: str = "") -> Iterator[np.ndarray]:
         """`decode_embeddings` one pass of images at a time."""
-        from dallebrain.models.conditioning import unstated_features, uses_attributes
+        from dallebrain.models.conditioning import unet_features, uses_attributes
 
         embeds = image_embeds.to(self.device, self.unet.dtype)
         uncond = torch.zeros_like(embeds)
@@ -240,7 +240,7 @@ class UnCLIPPipeline(Text2MRIPipeline):
             attributes = self._attribute_pair(prompts, negative_prompt)
             scales = self.attribute_scales(prompts, guidance)
         elif uses_attributes(self.unet):  # nothing stated: the attribute rows equal, so one guidance scale
-            unstated = unstated_features(1).to(self.device)
+            unstated = unet_features(self.unet, [{}]).to(self.device)
             attributes, scales = (unstated, unstated), torch.full((1,), float(guidance))
         # the decoder's own unguided steps per contrast, where prompts state one (none for variations)
         unguided = self.unguided_rows(prompts) if prompts else None

@@ -118,7 +118,8 @@ class DecoderStage(Stage):
         self.latents = torch.from_numpy(np.array(cache["latents"]))
         self.image_embeds = torch.from_numpy(np.array(cache["image_embeds"]))
         # ground truth of the cached rows (the cache holds the dataset's rows in order)
-        self.attributes = features_batch(table_attributes(dataset.table)) if config.unet.attributes else None
+        self.attributes = (features_batch(table_attributes(dataset.table), config.unet.fine_level)
+                           if config.unet.attributes else None)
         channels, size = self.latents.shape[1], self.latents.shape[-1]
         torch.manual_seed(config.seed)
         unet_config = dataclasses.replace(config.unet, sample_size=size, latent_channels=channels)

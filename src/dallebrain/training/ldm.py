@@ -140,7 +140,8 @@ class LdmStage(Stage):
         if config.init_from:
             load_initial_weights(self.unet, Path(config.init_from))
         # ground truth from metadata.parquet, never re-parsed from the captions
-        self.attributes = features_batch(table_attributes(dataset.table)) if config.unet.attributes else None
+        self.attributes = (features_batch(table_attributes(dataset.table), config.unet.fine_level)
+                           if config.unet.attributes else None)
         self.row_weights = row_weights(dataset.table, config.modality_weights)
         self.ema = ema_copy(self.unet, config.ema_decay)
         self.noise = DDPMScheduler.from_config(self.scheduler_config)

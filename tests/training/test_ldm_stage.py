@@ -134,6 +134,23 @@ def test_a_fine_level_stage_trains_on_the_wider_ground_truth(tiny_prepared, tiny
     assert len({tuple(r[-4:].tolist()) for r in stage.attributes}) >= min(len(levels), 2)
     stage.setup(Accelerator(cpu=True))
     assert all(torch.isfinite(v).all() for v in stage.loss(step=0, micro=0).values())
+    assert isinstance(stage.trainable_parameters(), list) and not isinstance(stage.trainable_parameters()[0], dict)
+
+
+def test_the_attribute_projection_can_train_at_its_own_rate(tiny_prepared, tiny_vae, tmp_path):
+    """attribute_learning_rate_scale: the class embedding's parameters in their own AdamW group at the scaled
+    rate, every other UNet parameter at learning_rate; a scale that is not positive is refused in one line."""
+    from dallebrain.data.dataset import SliceDataset
+
+    config = load_config(ldm.LdmTrainConfig, CONFIGS / "ldm.tiny.json", ["attribute_learning_rate_scale=10"])
+    stage = ldm.LdmStage(config, SliceDataset(tiny_prepared, "train", max_rows=8, seed=0), tiny_vae, None, tmp_path,
+                         progress=False)
+    rest, projection = stage.trainable_parameters()
+    assert projection["lr"] == pytest.approx(10 * config.learning_rate) and rest["lr"] == config.learning_rate
+    assert {id(p) for p in projection["params"]} == {id(p) for p in stage.unet.class_embedding.parameters()}
+    assert len(rest["params"]) + len(projection["params"]) == len(list(stage.unet.parameters()))
+    with pytest.raises(ValueError, match="attribute_learning_rate_scale must be a positive number"):
+        load_config(ldm.LdmTrainConfig, CONFIGS / "ldm.tiny.json", ["attribute_learning_rate_scale=0"]).check()
 
 
 def test_unet_architecture_is_nested_and_set_by_dotted_keys(tmp_path):

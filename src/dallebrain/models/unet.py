@@ -87,11 +87,13 @@ def load_initial_weights(unet, folder) -> list[str]:
     Returns the parameters left at their initial value; any other mismatch is a one-line ValueError."""
     import torch
 
+    from dallebrain.models.conditioning import feature_width
+
     folder, state = _trained_state(folder)
     own = unet.state_dict()
     key = "class_embedding.linear_1.weight"
     if key in state and key in own and own[key].shape[0] == state[key].shape[0] \
-            and own[key].shape[1] > state[key].shape[1]:
+            and (state[key].shape[1], own[key].shape[1]) == (feature_width(), feature_width(True)):
         widened = torch.zeros_like(own[key])
         widened[:, :state[key].shape[1]] = state[key]
         state[key] = widened

@@ -109,7 +109,11 @@ def test_bad_requests_get_one_line_and_exit_2(report, tiny_pipeline, tiny_prepar
     normal, data = str(report / "normal"), str(tiny_prepared)
     unnamed = tmp_path / "unnamed.png"
     Image.fromarray(np.full((64, 64), 90, np.uint8)).save(unnamed)
+    earlier = tmp_path / "earlier"  # a folder holding a normal model fitted before: --data would replace it
+    (earlier / "normal").mkdir(parents=True)
     cases = [
+        (["anomaly", str(path), "--out", str(earlier), "--data", data, "--model", str(tiny_pipeline)],
+         "a normal model fitted before"),
         (["anomaly", str(tmp_path / "none.png"), "--out", "o", "--normal", normal], "not found"),
         (["anomaly", str(path), "--out", "o"], "--normal"),
         (["anomaly", str(path), "--out", "o", "--normal", normal, "--data", str(tiny_prepared)], "one of the two"),

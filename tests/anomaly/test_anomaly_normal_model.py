@@ -1,5 +1,7 @@
 """The normal model: pooled per-position statistics, safe save/load, refusals."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -56,6 +58,17 @@ def test_a_damaged_or_missing_model_is_refused_in_one_line(tmp_path):
     with pytest.raises(ValueError, match="cannot read the normal model") as info:
         NormalModel.load(tmp_path / "normal")
     assert "\n" not in str(info.value)
+    # a record that is not an object, or lacks what the model is made of (hand-edited, cut short)
+    _fit().save(tmp_path / "edited")
+    record = tmp_path / "edited" / "normal_model.json"
+    whole = json.loads(record.read_text())
+    for text, words in (("[1]", "not a JSON object"),
+                        (json.dumps({k: v for k, v in whole.items() if k != "counts"}), "lacks or garbles 'counts'"),
+                        (json.dumps({**whole, "pool_mm": "wide"}), "lacks or garbles")):
+        record.write_text(text)
+        with pytest.raises(ValueError, match=words) as info:
+            NormalModel.load(tmp_path / "edited")
+        assert "\n" not in str(info.value)
 
 
 def test_fitting_nothing_is_refused():

@@ -116,10 +116,13 @@ def test_generate_lesion_writes_the_slice_and_its_mask_on_one_affine(tiny_pipeli
         assert record["measured"]["core_area_mm2"] == pytest.approx(float(np.isin(mask, (4, 5)).sum()) * 9.0)
     again = CliRunner().invoke(app, ["generate-lesion", prompt, "--model", str(tiny_pipeline), "--out", str(out)])
     assert again.exit_code == 2 and "exists" in again.output
-    for bad, words in (("axial T2 of a healthy adult", "names no lesion"), ("axial slice with a tumour", "contrast"),
-                       ("axial FLAIR with WMH (Fazekas 7)", "Fazekas")):
+    for bad, words, more in (("axial T2 of a healthy adult", "names no lesion", []),
+                             ("axial slice with a tumour", "contrast", []),
+                             ("axial FLAIR with WMH (Fazekas 7)", "Fazekas", []),
+                             (prompt, "steps", ["--steps", "0"]),  # once taken as "the default"
+                             (prompt, "guidance", ["--guidance", "inf"])):
         result = CliRunner().invoke(app, ["generate-lesion", bad, "--model", str(tiny_pipeline), "--out",
-                                          str(tmp_path / "bad")])
+                                          str(tmp_path / "bad"), *more])
         lines = result.output.strip().splitlines()
         assert result.exit_code == 2 and len(lines) == 1 and words in lines[0], result.output
     assert not (tmp_path / "bad").exists()

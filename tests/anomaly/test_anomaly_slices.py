@@ -77,8 +77,13 @@ def test_bad_files_are_refused_in_one_line(tmp_path):
     sidecar = tmp_path / "bad.png"
     Image.fromarray(np.full((64, 64), 100, np.uint8)).save(sidecar)
     (tmp_path / "bad.json").write_text("{not json")
+    whole = tmp_path / "whole.nii.gz"  # a slice whose pixels are cut short: the header reads, the data do not
+    nib.save(nib.Nifti1Image(np.random.default_rng(0).random((64, 64, 1)).astype(np.float32), np.eye(4)), whole)
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     for path, words in ((wide, "square"), (volume, "3-D|single-slice"), (tmp_path / "broken.png", "PNG/NIfTI"),
-                        (sidecar, "sidecar"), (tmp_path / "missing.png", "not found")):
+                        (sidecar, "sidecar"), (tmp_path / "missing.png", "not found"),
+                        (cut, "cannot read NIfTI cut.nii.gz")):
         with pytest.raises(ValueError, match=words) as info:
             read_slice(path, GRID, prompt="axial T1 at z = 0 mm")
         assert "\n" not in str(info.value)

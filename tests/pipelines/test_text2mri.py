@@ -498,6 +498,7 @@ def test_long_prompt_is_truncated_with_a_warning(tiny_pipeline, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--steps", "0"], "steps"),
     (["--guidance", "-1"], "guidance"),
+    (["--guidance", "inf"], "guidance"),  # an unbounded range once let infinity through: NaN images, exit 0
     (["--n", "100000"], "number of images"),
     (["--sampler", "plms"], "sampler"),
     (["--attribute-guidance", "-1"], "--attribute-guidance must be a number"),

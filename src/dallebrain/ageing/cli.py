@@ -29,7 +29,7 @@ def evaluate_ageing_cmd(
     """Predict held-out people's later sessions from their first: the ageing network beside the copy and
     cohort-mean baselines (and sdedit with --ldm); SSIM, PSNR, tissue-fraction errors, identity retrieval and
     monotone ventricle sequences against the issue's targets."""
-    from dallebrain.cli._common import fail
+    from dallebrain.cli._common import fail, first_line
 
     try:
         from dallebrain.ageing.evaluate import AgeingEvalOptions, evaluate_ageing
@@ -39,7 +39,7 @@ def evaluate_ageing_cmd(
                                     overwrite=overwrite)
         report = evaluate_ageing(options, progress=True)
     except (ValueError, OSError) as exc:
-        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        fail(first_line(exc))
     met = sum(t["met"] for t in report["targets"])
     typer.echo(f"report: {out / 'ageing_report.md'} ({met} of {len(report['targets'])} targets met, "
                f"{report['seconds']:.0f} s)")
@@ -63,12 +63,12 @@ def age_cmd(
 ) -> None:
     """The same brain at other ages: one slice per age (PNG + NIfTI + JSON), a strip with the judged ventricle
     fraction under each frame, a GIF and ageing.json, from a prompt or from your own slice."""
-    from dallebrain.cli._common import fail
+    from dallebrain.cli._common import fail, first_line
 
     try:
         summary = run_age(source, ages, out, from_age, seed, model, ageing_model, steps, png16, overwrite)
     except (ValueError, FileExistsError, OSError) as exc:
-        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        fail(first_line(exc))
     typer.echo(f"source: {summary['source'].get('source_image') or summary['source'].get('source_prompt')} "
                f"at {summary['source']['age']:g} y")
     typer.echo("age    ventricles  CSF    GM     WM   (fractions of the brain area, tissue judge)")

@@ -11,18 +11,19 @@ import numpy as np
 # one slice position of one person in one contrast: the sessions of a key differ by ageing (and noise, pose)
 KEY = ["subject_id", "modality", "orientation", "slice_index"]
 CARRIED = ["slice_mm", "sex"]
+COLUMNS = [*KEY, *CARRIED, "session_id", "age", "image_path", "label_path", "split"]  # what pairs are made of
 
 
 def longitudinal_table(data: str | Path):
     """metadata.parquet of a prepared longitudinal data set, or a one-line ValueError saying why it is not one."""
-    import pandas as pd
+    from dallebrain.data.dataset import read_metadata
 
-    path = Path(data) / "metadata.parquet"
-    if not path.is_file():
-        raise ValueError(f"{data}: not a prepared data set (no metadata.parquet)")
-    table = pd.read_parquet(path)
+    table = read_metadata(data)
     if "session_id" not in table or table["session_id"].isna().all():
         raise ValueError(f"{data}: not longitudinal (no session_id): simulate with --timepoints, then prepare")
+    missing = [c for c in COLUMNS if c not in table]
+    if missing:
+        raise ValueError(f"{data}: metadata.parquet lacks the column(s) {', '.join(missing)}")
     table = table[table["session_id"].notna()]
     sessions = table.groupby("subject_id")["session_id"].nunique()
     if (sessions < 2).all():

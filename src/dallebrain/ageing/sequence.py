@@ -31,8 +31,8 @@ def parse_ages(text: str) -> list[float]:
         raise ValueError("--ages is empty: give years, e.g. 30,50,70,90")
     if any(not np.isfinite(a) or not AGE_RANGE[0] <= a <= AGE_RANGE[1] for a in ages):
         raise ValueError(f"--ages must lie between {AGE_RANGE[0]:g} and {AGE_RANGE[1]:g} years, got {text!r}")
-    if len(set(ages)) != len(ages):
-        raise ValueError(f"--ages repeats an age: {text!r}")
+    if len({frame_stem(a) for a in ages}) != len(ages):  # 30 and 30.04 would share the frame age-030p0
+        raise ValueError(f"--ages repeats an age (ages are kept to 0.1 year): {text!r}")
     return ages
 
 

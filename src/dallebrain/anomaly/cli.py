@@ -31,13 +31,13 @@ def anomaly_cmd(
 ) -> None:
     """Pseudo-healthy reconstruction, anomaly map, slice score and mask of each slice."""
     from dallebrain.anomaly.detect import DetectOptions, detect
-    from dallebrain.cli._common import fail
+    from dallebrain.cli._common import fail, first_line
 
     try:
         options = DetectOptions(tuple(inputs), out, normal, data, method, model, prompt, fpr, overwrite=overwrite)
         records = detect(options)
     except (ValueError, FileExistsError, OSError) as exc:
-        fail(str(exc).splitlines()[0])
+        fail(first_line(exc))
     flagged = sum(r["anomalous"] for r in records)
     typer.echo(f"{len(records)} slice(s) in {out}: {flagged} anomalous at the slice threshold")
 
@@ -62,7 +62,7 @@ def evaluate_anomaly_cmd(
 ) -> None:
     """Score every detection method against exact lesion masks: Dice, AUPRC, AUROC, slice AUROC, per lesion type
     and size, healthy false positives, with the VAE-error and intensity z-score baselines."""
-    from dallebrain.cli._common import fail
+    from dallebrain.cli._common import fail, first_line
     from dallebrain.data.lesions import parse_lesions
 
     try:
@@ -79,7 +79,7 @@ def evaluate_anomaly_cmd(
                                    _split(orientations), steps=steps, seed=seed)
         metrics = run_benchmark(options)
     except (ValueError, OSError) as exc:
-        fail(str(exc).splitlines()[0])
+        fail(first_line(exc))
     typer.echo(f"report: {out / 'report.html'} (summary.md, metrics.json, normal/) in "
                f"{metrics['timing']['total_s']:.0f} s")
 
@@ -99,21 +99,23 @@ def generate_lesion_cmd(
 ) -> None:
     """Slices with a lesion and its exact mask (paired data for segmentation): a healthy slice from the model
     with the lesion rendered in by the simulator's appearance model, at the stated place and size."""
-    from dallebrain.cli._common import fail
+    from dallebrain.cli._common import fail, first_line
 
     try:
         from dallebrain.anomaly.pathology import lesions_to_folder
         from dallebrain.api import check_output, default_model, load_pipeline
         from dallebrain.pipelines.text2mri import check_generation_args
 
-        check_generation_args(prompt, n, steps or 1, 0.0 if guidance is None else guidance, seed=seed)
+        # unstated steps and guidance take generate's defaults; stated ones are checked as given (0 steps is refused)
+        check_generation_args(prompt, n, 1 if steps is None else steps, 0.0 if guidance is None else guidance,
+                              seed=seed)
         _check_lesion_prompt(prompt)
         check_output(out, seed, n, overwrite)
         pipe = load_pipeline(model or default_model())
         written = lesions_to_folder(pipe, prompt, out, n, seed, steps, guidance, overwrite, str(model or
                                                                                               default_model()))
     except (ValueError, FileExistsError, OSError) as exc:
-        fail(str(exc).splitlines()[0])
+        fail(first_line(exc))
     typer.echo(f"{len(written)} image(s) with lesion masks in {out}")
 
 

@@ -102,6 +102,10 @@ def detect(options: DetectOptions, pipe=None) -> list[dict]:
     grid = model_grid(model)
     items = [read_slice(p, grid, options.prompt) for p in options.inputs]
     check_outputs(options.out, [item.name for item in items], options.overwrite)
+    if not options.normal and (options.out / "normal").exists() and not options.overwrite:
+        # fitted from --data below and saved there: an earlier run's normal model (minutes of fitting) is kept
+        raise FileExistsError(f"{options.out / 'normal'} exists (a normal model fitted before): give it as --normal, "
+                              "choose another --out or pass --overwrite")
     normal = NormalModel.load(options.normal) if options.normal else None
     if normal is not None and options.method not in normal.thresholds:
         raise ValueError(f"the normal model in {options.normal} has no thresholds for method {options.method} "

@@ -101,11 +101,16 @@ class NormalModel:
             arrays = load_file(str(arrays_path))
         except Exception as exc:  # a damaged file of any kind: one line naming it
             raise ValueError(f"cannot read the normal model in {folder}: {str(exc).splitlines()[0]}") from exc
+        if not isinstance(record, dict):
+            raise ValueError(f"cannot read the normal model in {folder}: normal_model.json is not a JSON object")
         if record.get("format_version") != FORMAT_VERSION:
             raise ValueError(f"normal model {folder} has format {record.get('format_version')}, this version reads "
                              f"{FORMAT_VERSION}: fit it again")
-        return cls(float(record["pool_mm"]), {k: v.astype(np.float32) for k, v in arrays.items()},
-                   {k: int(v) for k, v in record["counts"].items()}, record["thresholds"], record["settings"])
+        try:
+            return cls(float(record["pool_mm"]), {k: v.astype(np.float32) for k, v in arrays.items()},
+                       {k: int(v) for k, v in record["counts"].items()}, record["thresholds"], record["settings"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a hand-edited or truncated record
+            raise ValueError(f"normal model {folder}: normal_model.json lacks or garbles {exc}: fit it again") from None
 
 
 class NormalModelBuilder:

@@ -134,7 +134,7 @@ def generate_with_lesion(pipe, prompt: str, n: int = 1, seed: int = 0, steps: in
     size = int(pipe.unet.config.sample_size) * 2 ** (len(pipe.vae.config.block_out_channels) - 1)
     grid = grid_of(pipe.info, size)
     request, attributes, notes = plan(prompt, grid, seed)
-    result = pipe(attributes.healthy_prompt(), n=n, seed=seed, steps=steps or D.STEPS,
+    result = pipe(attributes.healthy_prompt(), n=n, seed=seed, steps=D.STEPS if steps is None else steps,
                   guidance=D.GUIDANCE if guidance is None else guidance, sampler=sampler or D.SAMPLER)
     slices = draw_lesions(result.images, result.seeds, request, attributes, grid)
     for item in slices:

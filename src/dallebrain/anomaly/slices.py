@@ -110,11 +110,17 @@ def _read_pixels(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         return load_slice(path, size[0]), None
     import nibabel as nib
 
-    img = nib.load(path)
-    shape = [int(s) for s in img.shape]
-    if len(shape) < 3 or any(s != 1 for s in shape[2:]):
-        raise ValueError(f"{path.name}: a single-slice NIfTI is (rows, columns, 1), got {tuple(shape)}")
-    data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape[:2])
+    try:  # check_slice_file read the header only: a truncated file fails here, as EOFError (typer: "Aborted!")
+        img = nib.load(path)
+        shape = [int(s) for s in img.shape]
+        if len(shape) < 3 or any(s != 1 for s in shape[2:]):
+            raise ValueError(f"{path.name}: a single-slice NIfTI is (rows, columns, 1), got {tuple(shape)}")
+        data = np.asarray(img.dataobj, dtype=np.float32).reshape(shape[:2])
+    except ValueError:
+        raise
+    except Exception as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"cannot read NIfTI {path.name}: {reason}") from None
     positive = data[data > 0]
     if not np.isfinite(data).all() or positive.size == 0:
         raise ValueError(f"{path.name} has no usable signal (empty or NaN)")

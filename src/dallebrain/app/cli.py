@@ -101,4 +101,6 @@ def serve_cmd(
     try:
         launch(config, host, port)
     except (ValueError, OSError) as exc:
-        _fail(str(exc).splitlines()[0])
+        from dallebrain.cli._common import first_line
+
+        _fail(first_line(exc))

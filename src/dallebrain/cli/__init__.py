@@ -44,5 +44,35 @@ app.add_typer(judge_app, name="judge")
 app.command("age")(age_cmd)
 
 
-def main() -> None:
-    app()
+def main(argv: list[str] | None = None) -> None:
+    """The `dallebrain` command. Click's own refusals (an option that is not a number, a missing argument, an
+    unknown option) come out as one line naming the command and the option, as every other bad input does,
+    instead of click's usage block; an EOFError that escapes a command (a file cut short) is named rather than
+    shown as "Aborted!"."""
+    import sys
+
+    from dallebrain.cli._common import first_line
+
+    # click's classes as typer raises them (typer 0.29 vendors its own click: `import click` would not catch them)
+    usage_error, click_exception = (next(c for c in typer.BadParameter.__mro__ if c.__name__ == name)
+                                    for name in ("UsageError", "ClickException"))
+    try:
+        code = typer.main.get_command(app).main(args=argv, prog_name="dallebrain", standalone_mode=False)
+    except usage_error as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `dallebrain` or a group alone: the help, exit 2
+            exc.show()
+        else:
+            path = exc.ctx.command_path if exc.ctx is not None else "dallebrain"
+            message = (exc.format_message().strip().splitlines() or [type(exc).__name__])[0]  # names the option
+            typer.echo(f"error: {path}: {message} (see {path} --help)", err=True)
+        code = exc.exit_code
+    except click_exception as exc:
+        typer.echo(f"error: {first_line(exc)}", err=True)
+        code = exc.exit_code
+    except typer.Abort as exc:
+        if isinstance(exc.__cause__, EOFError):
+            typer.echo(f"error: a file ended before its data did ({first_line(exc.__cause__)})", err=True)
+        else:
+            typer.echo("Aborted!", err=True)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)

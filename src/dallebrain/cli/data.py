@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dallebrain.cli._common import fail, workers_or_default
+from dallebrain.cli._common import fail, first_line, workers_or_default
 
 data_app = typer.Typer(help="Simulate and prepare training data.", no_args_is_help=True)
 
@@ -33,6 +33,8 @@ def simulate_cmd(
 
     if subjects < 1 or subjects > 100_000:
         fail(f"--subjects must be between 1 and 100000, got {subjects}")
+    if seed < 0:
+        fail(f"--seed must be 0 or more, got {seed}")
     if lesion_fraction is not None and not lesions:
         fail("--lesion-fraction needs --lesions (which lesion types to draw)")
     try:
@@ -48,7 +50,7 @@ def simulate_cmd(
     try:
         table = simulate_cohort(out, options, workers_or_default(workers))
     except ValueError as exc:
-        fail(str(exc).splitlines()[0])
+        fail(first_line(exc))
     typer.echo(f"{len(table)} subjects in {out} (participants.tsv)")
 
 
@@ -85,6 +87,10 @@ def prepare_cmd(
         fail(f"--min-brain must be in [0, 1), got {min_brain}")
     if captions_per_slice < 1:
         fail(f"--captions-per-slice must be at least 1, got {captions_per_slice}")
+    if seed < 0:  # numpy refuses it, but only after every subject is prepared
+        fail(f"--seed must be 0 or more, got {seed}")
+    if out.exists() and not out.is_dir():
+        fail(f"--out exists and is not a folder: {out}")
     max_voxels = MAX_VOXELS if max_voxels is None else max_voxels
     if max_voxels < MIN_VOXELS**3:
         fail(f"--max-voxels must be at least {MIN_VOXELS**3} (the smallest head volume), got {max_voxels}")
@@ -93,8 +99,8 @@ def prepare_cmd(
                              max_voxels=max_voxels)
     try:
         result = prepare(options)
-    except (ValueError, RuntimeError) as exc:
-        fail(str(exc).splitlines()[0])
+    except (ValueError, RuntimeError, OSError) as exc:  # OSError: an --out that cannot be written
+        fail(first_line(exc))
     typer.echo(f"{result.n_slices} slices of {result.n_subjects} subjects in {out} "
                f"({result.seconds:.0f} s); dataset card: {out / 'README.md'}")
     if result.failures:
@@ -122,5 +128,5 @@ def demo_cmd(
         simulate_cohort(out / "cohort", SimulationOptions(subjects), n_workers)
         prepare(PrepareOptions("simulated", out / "cohort", out / "prepared", workers=n_workers))
     except (ValueError, RuntimeError, OSError) as exc:
-        fail(str(exc).splitlines()[0])
+        fail(first_line(exc))
     typer.echo((out / "prepared" / "README.md").read_text())

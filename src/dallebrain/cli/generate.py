@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from dallebrain.cli._common import fail
+from dallebrain.cli._common import fail, first_line
 from dallebrain.pipelines import defaults as D
 from dallebrain.pipelines.precision import check_precision
 from dallebrain.pipelines.request import (
@@ -142,7 +142,7 @@ def generate_cmd(
         written = generate_to_folder(pipe, r.prompt, out, r.n, r.seed, r.steps, r.guidance, r.sampler, png16,
                                      overwrite, str(model_dir), negative_prompt=r.negative_prompt, **extra)
     except (ValueError, FileExistsError, OSError) as exc:
-        fail(str(exc).splitlines()[0])
+        fail(first_line(exc))
     for w in _warnings(written):
         typer.echo(f"warning: {w}", err=True)
     typer.echo(f"{len(written)} image(s) in {out}: " + ", ".join(p["png"].name for p in written[:4])
@@ -175,7 +175,7 @@ def variations_cmd(
         written = variations_to_folder(pipe, image, out, r.n, r.seed, r.steps, r.guidance, r.sampler, png16,
                                        overwrite, str(model_dir))
     except (ValueError, FileExistsError, OSError) as exc:
-        fail(str(exc).splitlines()[0])
+        fail(first_line(exc))
     typer.echo(f"{len(written)} variation(s) in {out}")
 
 
@@ -192,5 +192,5 @@ def export_cmd(
     try:
         export_stock_folder(model or default_model(), out)
     except (ValueError, OSError) as exc:
-        fail(str(exc).splitlines()[0])
+        fail(first_line(exc))
     typer.echo(f"stock diffusers folder: {out}")

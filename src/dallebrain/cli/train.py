@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import typer
 
-from dallebrain.cli._common import fail
+from dallebrain.cli._common import fail, first_line
 
 # stage -> what it trains (`dallebrain train --help` lists them)
 TRAIN_STAGES = {
@@ -36,4 +36,4 @@ def train_cmd(ctx: typer.Context, stage: str = typer.Argument(None, help=f"One o
     try:
         module.main(list(ctx.args))
     except (ValueError, FileNotFoundError, RuntimeError) as exc:
-        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        fail(first_line(exc))

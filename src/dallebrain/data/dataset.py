@@ -18,6 +18,28 @@ def batch_indices(n: int, batch_size: int, seed: int, step: int, rank: int = 0,
     return rng.choice(n, size=batch_size, replace=n < batch_size)
 
 
+def read_metadata(folder: str | Path, required=(), what: str | None = None):
+    """metadata.parquet of a prepared data set, or a one-line ValueError saying why it cannot serve: no table, a
+    table that is not readable parquet, or one without the `required` columns (a hand-made or truncated table
+    otherwise fails deep inside a command with a KeyError). `what` names the folder in the message (an option
+    such as "--real")."""
+    import pandas as pd
+
+    name = f"{what} {folder}" if what else str(folder)
+    path = Path(folder) / "metadata.parquet"
+    if not path.is_file():
+        raise ValueError(f"{name}: not a prepared data set (no metadata.parquet)")
+    try:
+        table = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises its own types (ArrowInvalid, OSError) for a damaged file
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ValueError(f"{name}: metadata.parquet is not a readable table ({reason})") from None
+    missing = [c for c in required if c not in table]
+    if missing:
+        raise ValueError(f"{name}: metadata.parquet lacks the column(s) {', '.join(missing)}")
+    return table
+
+
 class SliceDataset:
     """Rows of metadata.parquet (optionally one split / modality / orientation) with lazily cached pixels.
 
@@ -30,13 +52,10 @@ class SliceDataset:
 
     def __init__(self, prepared_dir: str | Path, split: str | None = "train", modalities=None,
                  orientations=None, max_rows: int | None = None, seed: int = 0):
-        import pandas as pd
-
         self.root = Path(prepared_dir)
-        meta = self.root / "metadata.parquet"
-        if not meta.is_file():
-            raise ValueError(f"not a prepared data set (no metadata.parquet): {self.root}")
-        table = pd.read_parquet(meta)
+        required = ["image_path", *(["split"] if split is not None else []), *(["modality"] if modalities else []),
+                    *(["orientation"] if orientations else [])]
+        table = read_metadata(self.root, required)
         if split is not None:
             table = table[table["split"] == split]
         if modalities:

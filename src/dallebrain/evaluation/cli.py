@@ -41,7 +41,7 @@ def evaluate_cmd(
     adherence, anatomy (tissue and age judges, head size by sex), latent space and privacy, each beside the
     real-vs-real floor; writes a self-contained HTML report."""
     from dallebrain.api import default_model
-    from dallebrain.cli._common import fail
+    from dallebrain.cli._common import fail, first_line
     from dallebrain.evaluation.features import EncoderConfig
     from dallebrain.evaluation.options import MAX_DRAWS, EvaluationOptions, check_inputs
 
@@ -49,7 +49,7 @@ def evaluate_cmd(
     try:
         check_inputs(model, data, split, n, route)
     except ValueError as exc:
-        fail(str(exc).splitlines()[0])
+        fail(first_line(exc))
     if steps < 1 or steps > 1000:
         fail(f"--steps must be between 1 and 1000, got {steps}")
     if guidance < 0:
@@ -75,7 +75,7 @@ def evaluate_cmd(
     try:
         metrics = evaluate(options)
     except (ValueError, OSError) as exc:
-        fail(str(exc).splitlines()[0])
+        fail(first_line(exc))
     for w in metrics.get("warnings", []):
         typer.echo(f"warning: {w}", err=True)
     targets = metrics.get("issue_targets", [])

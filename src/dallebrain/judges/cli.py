@@ -23,14 +23,14 @@ def train_cmd(
     overwrite: bool = typer.Option(False, help="Replace a judge already in --out."),
 ) -> None:
     """Train the tissue segmenter (background, CSF, ventricles, GM, WM) on the train split's labelled slices."""
-    from dallebrain.cli._common import fail
+    from dallebrain.cli._common import fail, first_line
     from dallebrain.judges.train import TrainOptions, train
 
     try:
         record = train(TrainOptions(data, out, steps, batch, crop, lr=3e-3, max_slices=max_slices, seed=seed,
                                     overwrite=overwrite))
     except (ValueError, OSError) as exc:
-        fail(str(exc).splitlines()[0])
+        fail(first_line(exc))
     typer.echo(f"tissue judge in {out}: {record['steps']} steps on {record['slices']} slices, "
                f"final loss {record['final_loss']:.3f} ({record['seconds']:.0f} s)")
 
@@ -60,7 +60,7 @@ def tissue_cmd(
     """Per slice, the CSF (outside the ventricles), ventricle, GM and WM fractions of the brain area."""
     import json
 
-    from dallebrain.cli._common import fail
+    from dallebrain.cli._common import fail, first_line
     from dallebrain.judges.tissue import FRACTIONS, load_tissue_judge
 
     try:
@@ -70,7 +70,7 @@ def tissue_cmd(
             shares = judge.fractions(_read_slice(path)[None])
             results.append({"image": str(path), **{k: _number(v[0]) for k, v in shares.items()}})
     except (ValueError, OSError) as exc:
-        fail(str(exc).splitlines()[0])
+        fail(first_line(exc))
     if as_json:
         typer.echo(json.dumps(results, indent=1))
         return
@@ -95,13 +95,13 @@ def fit_age_cmd(
     overwrite: bool = typer.Option(False, help="Replace an age judge already in --out."),
 ) -> None:
     """Fit the age judge: age from the tissue judge's fractions of a slice, its plane and its level."""
-    from dallebrain.cli._common import fail
+    from dallebrain.cli._common import fail, first_line
     from dallebrain.judges.age_fit import fit_age
 
     try:
         record = fit_age(data, out, tissue, max_slices, seed, overwrite)
     except (ValueError, OSError) as exc:
-        fail(str(exc).splitlines()[0])
+        fail(first_line(exc))
     typer.echo(f"age judge in {out}: {record['training']['slices']} slices, ridge alpha {record['alpha']}, "
                f"cross-validated MAE {record['cv_mae_by_alpha'][record['alpha']]:.1f} years")
 
@@ -118,7 +118,7 @@ def age_cmd(
     """Per slice, the age in years the anatomy suggests."""
     import json
 
-    from dallebrain.cli._common import fail
+    from dallebrain.cli._common import fail, first_line
     from dallebrain.judges.age import load_age_judge
 
     try:
@@ -126,7 +126,7 @@ def age_cmd(
         results = [{"image": str(p), "age": _number(judge.predict(_read_slice(p)[None], orientation, slice_mm)[0])}
                    for p in images]
     except (ValueError, OSError) as exc:
-        fail(str(exc).splitlines()[0])
+        fail(first_line(exc))
     if as_json:
         typer.echo(json.dumps(results, indent=1))
         return
@@ -144,7 +144,7 @@ def level_cmd(
     """Per slice, its MNI level in mm along the plane's axis (sagittal as |x|), read from its anatomy."""
     import json
 
-    from dallebrain.cli._common import fail
+    from dallebrain.cli._common import fail, first_line
     from dallebrain.judges.level import estimate_levels
     from dallebrain.judges.tissue import load_tissue_judge
 
@@ -152,7 +152,7 @@ def level_cmd(
         judge = load_tissue_judge(tissue)
         levels = [estimate_levels(_read_slice(p)[None], [orientation], judge)[0] for p in images]
     except (ValueError, OSError) as exc:
-        fail(str(exc).splitlines()[0])
+        fail(first_line(exc))
     results = [{"image": str(p), "level_mm": float(level)} for p, level in zip(images, levels, strict=True)]
     if as_json:
         typer.echo(json.dumps(results, indent=1))

@@ -33,6 +33,7 @@ def save_net_folder(net: torch.nn.Module, config: dict, folder: str | Path) -> N
 def load_net_folder(folder: str | Path, build: Callable[[dict], torch.nn.Module], what: str) -> torch.nn.Module:
     """build(config dict) with the folder's weights loaded, in eval mode; `what` names the network in errors
     ("tissue judge", "ageing model")."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     folder = Path(folder)
@@ -43,7 +44,7 @@ def load_net_folder(folder: str | Path, build: Callable[[dict], torch.nn.Module]
     try:
         net = build(json.loads(config_path.read_text()))
         net.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()})
-    except (KeyError, TypeError, ValueError, RuntimeError, json.JSONDecodeError) as exc:
+    except (KeyError, TypeError, ValueError, RuntimeError, SafetensorError, OSError) as exc:
         raise ValueError(f"{folder}: unreadable {what} ({type(exc).__name__}: "
                          f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
     return net.eval()

@@ -112,26 +112,33 @@ def write_ldm_pipeline(folder: Path, unet, vae, text_encoder, tokenizer, clip_di
 def export_stock_folder(model: Path, out: Path) -> Path:
     """Copy a pipeline folder for a stock diffusers client: weights and configs only (no checkpoints or
     caches), the text encoder materialised in full when it is stored compact."""
+    from dallebrain.data.io import atomic_dir
     from dallebrain.pipelines.folder import check_model_folder
     from dallebrain.pipelines.text_encoder import load_pipeline_text_encoder
 
     model = check_model_folder(model)
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} exists and is not a folder")
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"--out {out} exists and is not empty")
-    for sub in sorted(p for p in model.iterdir() if p.is_dir()):
-        if sub.name in ("checkpoints", "cache", "samples") or sub.name.startswith("."):
-            continue
-        if sub.name == "text_encoder":
-            encoder = load_pipeline_text_encoder(sub)
-            write_component(out, "text_encoder", lambda t, e=encoder: e.save_pretrained(t, safe_serialization=True))
-        elif sub.name == "unet" and _takes_attributes(sub):
-            write_component(out, "unet", lambda t, s=sub: _stock_unet(s).save_pretrained(t, safe_serialization=True))
-        else:
-            copy_component(out, sub.name, sub)
-    for name in FOLDER_FILES:
-        if (model / name).exists():
-            shutil.copy2(model / name, out / name)
+    # built in a temporary folder renamed onto --out at the end: a failure half-way (a text encoder that cannot be
+    # materialised, a full disk) leaves --out as it was, so the same command can simply be run again
+    with atomic_dir(out) as tmp:
+        for sub in sorted(p for p in model.iterdir() if p.is_dir()):
+            if sub.name in ("checkpoints", "cache", "samples") or sub.name.startswith("."):
+                continue
+            if sub.name == "text_encoder":
+                encoder = load_pipeline_text_encoder(sub)
+                write_component(tmp, "text_encoder", lambda t, e=encoder: e.save_pretrained(t, safe_serialization=True))
+            elif sub.name == "unet" and _takes_attributes(sub):
+                write_component(tmp, "unet", lambda t, s=sub: _stock_unet(s).save_pretrained(t,
+                                                                                              safe_serialization=True))
+            else:
+                copy_component(tmp, sub.name, sub)
+        for name in FOLDER_FILES:
+            if (model / name).exists():
+                shutil.copy2(model / name, tmp / name)
     return out
 
 

@@ -210,7 +210,7 @@ def real_number(value, name: str, low: float, high: float) -> float:
         number = float(value)
     except (TypeError, ValueError):
         raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not low <= number <= high:  # also refuses NaN
+    if not math.isfinite(number) or not low <= number <= high:  # NaN, and inf where the bound is open
         bound = f"between {low:g} and {high:g}" if math.isfinite(high) else f"a number of at least {low:g}"
         raise ValueError(f"{name} must be {bound}, got {value!r}")
     return number

@@ -46,7 +46,7 @@ def synthesize_cmd(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress bar with ETA."),
 ) -> None:
     """A synthetic data set in the prepared-data format: 16-bit PNG slices, metadata.parquet, split, card."""
-    from dallebrain.cli._common import fail
+    from dallebrain.cli._common import fail, first_line
     from dallebrain.synthesize.mix import parse_mix
     from dallebrain.synthesize.options import SynthesisOptions
 
@@ -66,7 +66,7 @@ def synthesize_cmd(
 
         result = synthesize(options, progress=progress)
     except (ValueError, FileExistsError, OSError) as exc:
-        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        fail(first_line(exc))
     rate = f" ({result.slices_per_second:.2f} slices/s)" if result.generated else ""
     typer.echo(f"generated {result.generated} slice(s){rate}" + (" (resumed)" if result.resumed else ""))
     if result.merged:
@@ -91,24 +91,25 @@ def evaluate_utility_cmd(
     on_prompt_only: bool = typer.Option(False, "--on-prompt-only", help="Only the synthetic slices the on-prompt "
                                         "judge passed (a data set made with synthesize --judge)."),
     progress: bool = typer.Option(True, "--progress/--no-progress"),
+    overwrite: bool = typer.Option(False, help="Replace an earlier report in --out."),
 ) -> None:
     """Train on real, synthetic, both, and scarce real with and without synthetic; test all on held-out real
     slices (contrast, plane, sex, age, level); a table and a plot."""
-    from dallebrain.cli._common import fail
+    from dallebrain.cli._common import fail, first_line
     from dallebrain.synthesize.utility import UtilityOptions
 
     options = UtilityOptions(real=real, synthetic=synthetic, out=out, scarce_subjects=scarce_subjects, steps=steps,
                              repeats=repeats, max_slices=max_slices, test_slices=test_slices,
                              settings=tuple(s.strip() for s in settings.split(",") if s.strip()),
-                             on_prompt_only=on_prompt_only)
+                             on_prompt_only=on_prompt_only, overwrite=overwrite)
     try:
         options.check()
         from dallebrain.synthesize.utility import run_utility
         from dallebrain.synthesize.utility_report import findings
 
         summary = run_utility(options, progress)
-    except (ValueError, OSError) as exc:
-        fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    except (ValueError, OSError) as exc:  # FileExistsError is an OSError
+        fail(first_line(exc))
     for line in findings(summary):
         typer.echo(line)
     typer.echo(f"table: {out / 'utility.md'}, plot: {out / 'utility.png'}")

@@ -20,13 +20,14 @@ their subsets (paired), so adding synthetic slices is compared on the same real 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from dallebrain.synthesize.utility_settings import CLASS_TASKS, REGRESSION_TASKS, SETTINGS
+from dallebrain.synthesize.utility_settings import CLASS_TASKS, REGRESSION_TASKS, REPORT_FILES, SETTINGS
 
 __all__ = ["CLASS_TASKS", "REGRESSION_TASKS", "SETTINGS", "UtilityOptions", "run_utility"]
 
@@ -44,6 +45,7 @@ class UtilityOptions:
     heldout_splits: tuple[str, ...] = ("val", "test")
     settings: tuple[str, ...] = SETTINGS  # which of SETTINGS to train
     on_prompt_only: bool = False  # synthetic slices the on-prompt judge passed (synthesize --judge) only
+    overwrite: bool = False  # replace an earlier report in out
 
     def check(self) -> None:
         unknown = [s for s in self.settings if s not in SETTINGS]
@@ -59,6 +61,13 @@ class UtilityOptions:
             raise ValueError(f"--max-slices must be at least 1, got {self.max_slices}")
         if Path(self.out).exists() and not Path(self.out).is_dir():
             raise ValueError(f"--out exists and is not a folder: {self.out}")
+        earlier = [Path(self.out) / name for name in REPORT_FILES if (Path(self.out) / name).exists()]
+        if earlier and not self.overwrite:
+            raise FileExistsError(f"{earlier[0]} exists: choose another --out or pass --overwrite")
+        # checked now, not after an hour of training (the folder is made only when the report is written)
+        existing = next(p for p in (Path(self.out).absolute(), *Path(self.out).absolute().parents) if p.exists())
+        if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+            raise ValueError(f"--out {self.out} cannot be written ({existing} is not a writable folder)")
 
 
 @dataclass
@@ -82,12 +91,14 @@ def load_pool(root: Path, table: pd.DataFrame, size: int) -> Pool:
 
 def read_tables(options: UtilityOptions) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """(real train, real held-out, synthetic) tables; refuses a real data set without train and held-out slices."""
-    real = pd.read_parquet(Path(options.real) / "metadata.parquet")
+    from dallebrain.data.dataset import read_metadata
+
+    real = read_metadata(options.real, ["subject_id", "image_path"], "--real")
     held = real["split"].isin(options.heldout_splits) if "split" in real else None
     if held is None or not (real["split"] == "train").any() or not held.any():
         raise ValueError(f"--real {options.real} needs a train split and held-out slices "
                          f"({', '.join(options.heldout_splits)})")
-    synthetic = pd.read_parquet(Path(options.synthetic) / "metadata.parquet")
+    synthetic = read_metadata(options.synthetic, ["image_path"], "--synthetic")
     if options.on_prompt_only:
         if "on_prompt" not in synthetic or synthetic["on_prompt"].isna().all():
             raise ValueError(f"--on-prompt-only: {options.synthetic} was not judged (synthesize --judge)")

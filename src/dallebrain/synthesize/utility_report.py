@@ -124,8 +124,10 @@ def plot(summary: dict, path: Path) -> None:
 
 
 def write_report(out: Path, summary: dict) -> None:
+    """utility.png, utility.md, then utility.json, each through a temporary file: the record last, so a run that
+    fails in the plot leaves an earlier report whole, never a new table beside an old plot and record."""
     out.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out / "utility.json", summary)
+    plot(summary, out / "utility.png")
     which = " (on-prompt slices only)" if summary.get("on_prompt_only") else ""
     text = [f"# Utility of {summary['synthetic']}{which} for training (tested on real {summary['real']})", "",
             f"{summary['steps']} optimiser steps per network, {summary['repeats']} repeat(s) (mean ± SD); "
@@ -133,4 +135,4 @@ def write_report(out: Path, summary: dict) -> None:
             "Tissue segmentation is not among the tasks: prepared slices carry no tissue labels (only per-subject "
             "volumes), so there is nothing to train or test a segmenter on.", ""]
     write_text_atomic(out / "utility.md", "\n".join(text))
-    plot(summary, out / "utility.png")
+    write_json_atomic(out / "utility.json", summary)

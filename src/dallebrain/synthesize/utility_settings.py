@@ -3,3 +3,4 @@
 SETTINGS = ("real", "synthetic", "real+synthetic", "scarce", "scarce+synthetic")
 CLASS_TASKS = ("contrast", "orientation", "sex")  # accuracy
 REGRESSION_TASKS = ("age", "level_mm")  # mean absolute error (years, mm)
+REPORT_FILES = ("utility.json", "utility.md", "utility.png")  # what a run writes in its --out

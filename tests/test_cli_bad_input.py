@@ -1,0 +1,159 @@
+"""Bad input found by a review of every command (2026-12-07): each gets one line and exit 2, never a traceback,
+"Aborted!" or a run that goes ahead, and nothing already written is lost or left half-written."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from dallebrain.cli import app
+from dallebrain.cli._common import first_line
+
+
+def _refused(args, words, cwd=None):
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2, (args, result.output)
+    assert len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], (args, result.output)
+    return lines[0]
+
+
+def test_an_exception_without_a_message_still_says_what_it_was():
+    assert first_line(EOFError()) == "EOFError"
+    assert first_line(ValueError("first\nsecond")) == "first"
+    assert first_line(KeyError("subject_id")) == "'subject_id'"
+
+
+def test_prepare_and_simulate_refuse_what_used_to_fail_late_or_in_a_traceback(tmp_path):
+    cohort = tmp_path / "cohort"
+    cohort.mkdir()
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    prepare = ["data", "prepare", "--source", "simulated", "--input", cohort]
+    _refused([*prepare, "--out", afile], "--out exists and is not a folder")  # was a FileExistsError traceback
+    _refused([*prepare, "--out", tmp_path / "p", "--seed", "-1"], "--seed")  # was refused after every subject
+    _refused([*prepare, "--out", tmp_path / "p", "--workers", "0"], "--workers must be at least 1")  # was 1
+    _refused(["data", "simulate", "--subjects", "2", "--out", tmp_path / "s", "--seed", "-3"], "--seed")
+    assert afile.read_text() == "x" and not (tmp_path / "p").exists() and not (tmp_path / "s").exists()
+
+
+def _table(folder, **columns):
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(columns).to_parquet(folder / "metadata.parquet", index=False)
+    return folder
+
+
+def test_a_table_without_the_columns_a_command_reads_is_refused_by_name(tmp_path):
+    from dallebrain.data.dataset import SliceDataset, read_metadata
+
+    longitudinal = _table(tmp_path / "longi", session_id=["ses-01", "ses-02"], image_path=["a.png", "b.png"])
+    _refused(["evaluate-ageing", "--data", longitudinal, "--out", tmp_path / "ea"], "lacks the column(s) subject_id")
+    real = _table(tmp_path / "real", split=["train", "test"], image_path=["a.png", "b.png"])
+    synthetic = _table(tmp_path / "syn", image_path=["a.png"])
+    _refused(["evaluate-utility", "--real", real, "--synthetic", synthetic, "--out", tmp_path / "eu"],
+             "--real")  # was KeyError: 'subject_id'
+    assert not (tmp_path / "ea").exists() and not (tmp_path / "eu").exists()
+    with pytest.raises(ValueError, match="lacks the column"):
+        SliceDataset(synthetic)  # no split column, and a split asked for
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "metadata.parquet").write_bytes((real / "metadata.parquet").read_bytes()[:40])
+    with pytest.raises(ValueError, match="not a readable table") as info:
+        read_metadata(tmp_path / "cut")
+    assert "\n" not in str(info.value)
+
+
+def test_evaluate_utility_keeps_an_earlier_report_and_checks_out_before_training(tmp_path):
+    real = _table(tmp_path / "real", split=["train", "test"], image_path=["a.png", "b.png"], subject_id=["1", "2"])
+    synthetic = _table(tmp_path / "syn", image_path=["a.png"])
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "utility.json").write_text('{"kept": true}')
+    args = ["evaluate-utility", "--real", real, "--synthetic", synthetic]
+    _refused([*args, "--out", report], "--overwrite")
+    assert json.loads((report / "utility.json").read_text()) == {"kept": True}
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    _refused([*args, "--out", afile / "report"], "cannot be written")
+
+
+def test_two_ages_that_share_a_frame_name_are_refused():
+    from dallebrain.ageing.sequence import frame_stem, parse_ages
+
+    assert frame_stem(30.0) == frame_stem(30.04)  # one file name: the first frame would be overwritten
+    with pytest.raises(ValueError, match="repeats an age"):
+        parse_ages("30,30.04")
+    assert parse_ages("30,30.1") == [30.0, 30.1]
+
+
+def test_damaged_judge_weights_are_refused_in_one_line(tmp_path):
+    from dallebrain.judges.tissue import SHIPPED
+
+    folder = tmp_path / "judge"
+    shutil.copytree(SHIPPED, folder)
+    weights = next(folder.glob("*.safetensors"))
+    weights.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00not a header")
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.fromarray(np.full((128, 128), 90, np.uint8)).save(image)
+    line = _refused(["judge", "tissue", image, "--weights", folder], "unreadable tissue judge")
+    assert "SafetensorError" in line
+
+
+def test_an_export_that_fails_half_way_leaves_no_folder_behind(tmp_path, monkeypatch):
+    from dallebrain.api import default_model
+    from dallebrain.pipelines import text_encoder
+
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    _refused(["export", "--out", afile], "exists and is not a folder")
+
+    def broken(folder):
+        raise ValueError("the MiniLM package is not installed")
+
+    monkeypatch.setattr(text_encoder, "load_pipeline_text_encoder", broken)
+    _refused(["export", "--model", default_model(), "--out", tmp_path / "stock"], "MiniLM")
+    assert not (tmp_path / "stock").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["afile"]  # no temporary folder left either
+
+
+@pytest.mark.parametrize("args, words", [
+    (["generate", "a prompt", "--n", "abc"], "dallebrain generate: Invalid value for '--n'"),
+    (["generate"], "dallebrain generate: Missing argument"),
+    (["data", "prepare", "--bogus", "1"], "dallebrain data prepare: No such option: --bogus"),
+])
+def test_options_click_refuses_are_one_line_too(args, words):
+    import subprocess
+    import sys
+
+    # the installed command and `python -m dallebrain.cli` go through cli.main, which turns click's usage block
+    # (Usage / Try --help / blank / Error) into the one line every other bad input gets
+    result = subprocess.run([sys.executable, "-m", "dallebrain.cli", *args], capture_output=True, text=True,
+                            timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: ") and words in lines[0], \
+        result.stderr
+    helped = subprocess.run([sys.executable, "-m", "dallebrain.cli"], capture_output=True, text=True, timeout=120)
+    assert helped.returncode == 2 and "Commands:" in helped.stdout + helped.stderr  # alone: the help, as before
+
+
+def test_a_file_cut_short_is_named_not_aborted(monkeypatch, capsys):
+    import typer
+
+    import dallebrain.cli as cli
+
+    cut = typer.Typer()
+
+    @cut.command()
+    def read():
+        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+
+    monkeypatch.setattr(cli, "app", cut)
+    with pytest.raises(SystemExit) as exited:
+        cli.main([])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 1 and lines == [
+        "error: a file ended before its data did (Compressed file ended before the end-of-stream marker was reached)"]

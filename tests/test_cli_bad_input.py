@@ -157,3 +157,89 @@ def test_a_file_cut_short_is_named_not_aborted(monkeypatch, capsys):
     lines = capsys.readouterr().err.strip().splitlines()
     assert exited.value.code == 1 and lines == [
         "error: a file ended before its data did (Compressed file ended before the end-of-stream marker was reached)"]
+
+
+def test_a_slice_to_vary_reads_the_same_grey_whatever_its_png_mode(tmp_path):
+    from PIL import Image
+
+    from dallebrain import api
+
+    grey = (np.arange(64 * 64).reshape(64, 64) % 200 + 20).astype(np.uint8)
+    expected = grey / 255.0
+    alpha = Image.merge("LA", [Image.fromarray(grey), Image.fromarray(np.full_like(grey, 255))])
+    palette = Image.fromarray(grey).convert("P")  # a palette of the greys: indices are not intensities
+    forms = {"L": Image.fromarray(grey), "LA": alpha, "RGB": Image.fromarray(grey).convert("RGB"), "P": palette}
+    for mode, image in forms.items():
+        image.save(tmp_path / f"{mode}.png")
+        read = api.load_slice(tmp_path / f"{mode}.png", 64)
+        assert np.abs(read - expected).max() < 2 / 255, mode
+    dark16 = (grey.astype(np.uint16) * 2)  # 16-bit values 40..438: a dark scan, not 8-bit data
+    Image.fromarray(dark16).save(tmp_path / "dark16.png")
+    assert np.allclose(api.load_slice(tmp_path / "dark16.png", 64), dark16 / 65535.0, atol=1e-6)
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "black.png")
+    with pytest.raises(ValueError, match="no usable signal"):
+        api.load_slice(tmp_path / "black.png", 64)
+    Image.fromarray(grey > 100).save(tmp_path / "mask.png")  # 1-bit
+    assert set(np.unique(api.load_slice(tmp_path / "mask.png", 64))) == {0.0, 1.0}
+
+
+def test_a_synthesis_folder_is_claimed_once_and_a_damaged_record_refused(tmp_path):
+    from dallebrain.data.io import create_json_exclusive
+    from dallebrain.synthesize.mix import parse_mix
+    from dallebrain.synthesize.options import SynthesisOptions, claim_folder
+
+    path = tmp_path / "record.json"
+    assert create_json_exclusive(path, {"a": 1}) is True
+    assert create_json_exclusive(path, {"a": 2}) is False  # the second claimant leaves the first's record
+    assert json.loads(path.read_text()) == {"a": 1} and [p.name for p in tmp_path.iterdir()] == ["record.json"]
+    record = {"identity": {"n": 4, "seed": 0}}
+    out = tmp_path / "synthetic"
+    assert claim_folder(out, record) is False  # new: claimed
+    assert claim_folder(out, record) is True  # the same settings (another process of the launch): resumed
+    with pytest.raises(ValueError, match="other settings"):
+        claim_folder(out, {"identity": {"n": 4, "seed": 1}})
+    (out / "synthesize.json").write_text('{"identity": []}')  # was an AttributeError traceback
+    with pytest.raises(ValueError, match="not a readable synthesis record"):
+        claim_folder(out, record)
+    no_paths = _table(tmp_path / "judge", split=["train"], modality=["T1w"], orientation=["axial"])
+    with pytest.raises(ValueError, match="--judge .* lacks the column"):  # was a KeyError after claiming --out
+        SynthesisOptions(n=2, out=tmp_path / "s2", mix=parse_mix(), judge=no_paths).check()
+    assert not (tmp_path / "s2").exists()
+
+
+def test_judge_training_refuses_before_reading_a_slice(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    table = _table(tmp_path / "nosplit", image_path=["a.png"], age=[40.0], subject_id=["1"])
+    _refused(["judge", "train", "--data", table, "--out", tmp_path / "j"], "lacks the column(s) split")
+    _refused(["judge", "fit-age", "--data", table, "--out", tmp_path / "a"], "lacks the column(s) split")
+    _refused(["judge", "fit-age", "--data", table, "--out", tmp_path / "a", "--max-slices", "0"], "--max-slices")
+    _refused(["judge", "train", "--data", table, "--out", afile], "--out exists and is not a folder")
+    _refused(["judge", "train", "--data", table, "--out", tmp_path / "j", "--crop", "20"], "--crop")
+
+
+def test_an_age_judge_with_garbled_numbers_is_refused_when_it_loads(tmp_path):
+    from dallebrain.judges.age import MODEL_FILE, SHIPPED, load_age_judge
+
+    whole = json.loads((SHIPPED / MODEL_FILE).read_text())
+    for change in ({"age_range": None}, {"coef": whole["coef"][:-1]}, {"scale": [0.0] * len(whole["scale"])},
+                   {"intercept": "forty"}):
+        folder = tmp_path / "age"
+        folder.mkdir(exist_ok=True)
+        (folder / MODEL_FILE).write_text(json.dumps({**whole, **change}))
+        with pytest.raises(ValueError, match="unreadable age judge") as info:
+            load_age_judge(folder)
+        assert "\n" not in str(info.value), change
+
+
+def test_a_damaged_evaluation_cache_is_read_again_not_fatal(tmp_path):
+    from dallebrain.evaluation.reference import load_train_split, save_train_split
+
+    folder = tmp_path / "train_split"
+    save_train_split(folder, "k", np.zeros((3, 8, 8), np.float16), None, [])
+    assert load_train_split(folder, "k", 3, 8, False) is not None
+    (folder / "key.json").write_text("[]")  # was an AttributeError traceback
+    assert load_train_split(folder, "k", 3, 8, False) is None
+    save_train_split(folder, "k", np.zeros((3, 8, 8), np.float16), None, [])
+    (folder / "work.npy").write_bytes(b"")  # was an EOFError
+    assert load_train_split(folder, "k", 3, 8, False) is None

@@ -215,12 +215,15 @@ def _read_png_slice(path: Path):
 
     with _open_png(path) as im:
         try:
-            arr = np.asarray(im)
+            # 16-bit grey opens as I;16 (or I): its values are the pixels, on 0..65535. Every other mode goes through
+            # PIL's grey conversion: a palette's colours, not its indices; grey+alpha without the alpha; 1-bit as 0/255
+            sixteen = im.mode.startswith("I;16") or im.mode == "I"
+            arr = np.asarray(im if sixteen else im.convert("L"))
         except (OSError, SyntaxError) as exc:
             raise ValueError(f"cannot read image {path.name}: {str(exc).splitlines()[0]}") from exc
-    if arr.ndim == 3:
-        arr = arr[..., :3].mean(axis=-1)
-    return arr.astype(np.float32) / (65535.0 if arr.max() > 255 else 255.0)
+    if not arr.any():
+        raise ValueError(f"{path.name} has no usable signal (every pixel black)")
+    return np.clip(arr.astype(np.float32) / (65535.0 if sixteen else 255.0), 0, 1)
 
 
 def variations_to_folder(pipe, image_path: str | Path, out: str | Path, n: int = 4, seed: int = 0,

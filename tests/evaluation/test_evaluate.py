@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -273,6 +274,10 @@ def test_cli_rejects_bad_inputs_with_one_line(tiny_pipeline, tiny_prepared, tmp_
     shutil.copytree(tiny_pipeline, no_unclip, ignore=shutil.ignore_patterns("checkpoints", "cache"))
     a_file = tmp_path / "a-file"
     a_file.write_text("not a folder")
+    no_split = tmp_path / "no_split"  # a hand-made table: was a KeyError traceback
+    no_split.mkdir()
+    table = pd.read_parquet(pathlib.Path(data) / "metadata.parquet")
+    table.drop(columns="split").to_parquet(no_split / "metadata.parquet")
     cases = [
         (["--model", str(tmp_path / "missing"), "--data", data], "model folder not found"),
         (["--model", model, "--data", str(tmp_path)], "not a prepared data set"),
@@ -284,7 +289,9 @@ def test_cli_rejects_bad_inputs_with_one_line(tiny_pipeline, tiny_prepared, tmp_
         (["--model", str(no_unclip), "--data", data, "--route", "both"], "needs clip/, prior/ and decoder/"),
         (["--model", model, "--data", data, "--steps", "0"], "--steps must be between 1 and 1000"),
         (["--model", model, "--data", data, "--sampler", "pndm"], "--sampler takes one of auto, dpm"),
-        (["--model", model, "--data", data, "--prior-guidance", "-1"], "--prior-guidance must be non-negative"),
+        (["--model", model, "--data", data, "--prior-guidance", "-1"], "--prior-guidance must be a non-negative"),
+        (["--model", model, "--data", data, "--guidance", "inf"], "--guidance must be a non-negative number"),
+        (["--model", model, "--data", str(no_split)], "metadata.parquet lacks the column(s) split"),
         (["--model", model, "--data", data, "--draws", "0"], "--draws must be between 1 and 8, got 0"),
         (["--model", model, "--data", data, "--draws", "9"], "--draws must be between 1 and 8, got 9"),
         # the last draw's seeds are checked before any work (draw 1 starts 1,000,000 after draw 0)

@@ -67,6 +67,28 @@ def write_json_atomic(path: str | Path, obj: object) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
+def create_json_exclusive(path: str | Path, obj: object) -> bool:
+    """Write `obj` as write_json_atomic does, but only if `path` does not exist yet: True if this call created it,
+    False if it was there (left as it was). Two processes racing for one path: exactly one gets True. The file
+    is written whole under a temporary name, then hard-linked to `path` (a link fails on an existing name)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{uuid.uuid4().hex[:8]}-{path.name}")
+    try:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: the check and the rename are not one step there
+            if path.exists():
+                return False
+            os.replace(tmp, path)
+        return True
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def save_nifti_atomic(img, path: str | Path) -> None:
     """nibabel save through a temporary file (gzip level 1 is nibabel's default: fast, ~2x smaller)."""
     import nibabel as nib

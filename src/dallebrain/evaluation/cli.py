@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -52,10 +53,10 @@ def evaluate_cmd(
         fail(first_line(exc))
     if steps < 1 or steps > 1000:
         fail(f"--steps must be between 1 and 1000, got {steps}")
-    if guidance < 0:
-        fail(f"--guidance must be non-negative, got {guidance}")
-    if prior_guidance < 0:
-        fail(f"--prior-guidance must be non-negative, got {prior_guidance}")
+    if not 0 <= guidance < math.inf:  # also NaN
+        fail(f"--guidance must be a non-negative number, got {guidance}")
+    if not 0 <= prior_guidance < math.inf:
+        fail(f"--prior-guidance must be a non-negative number, got {prior_guidance}")
     if sampler not in SAMPLER_CHOICES:
         fail(f"--sampler takes one of {', '.join(SAMPLER_CHOICES)}, got {sampler!r}")
     if not 1 <= draws <= MAX_DRAWS:

@@ -312,7 +312,7 @@ def load_or_train_encoder(cache: str | Path, images, targets: Targets, config: E
             encoder = TrainedEncoder.load(cache)
             if encoder.record.get("key") == key:
                 return encoder, True
-        except (ValueError, KeyError, TypeError, OSError, json.JSONDecodeError):
+        except Exception:  # any damage (a SafetensorError, a state dict of other shapes) is retrained, not fatal
             pass  # an unreadable cache is simply retrained
     encoder = train_encoder(images, targets, config, progress)
     encoder.record["key"] = key

@@ -74,6 +74,11 @@ class EvaluationOptions:
         return check_inputs(self.model, self.data, self.split, self.n, self.route)
 
 
+# what the evaluation reads of the prepared table: the split, the slices, their captions (the prompts) and what the
+# real reference is matched on
+TABLE_COLUMNS = ("split", "image_path", "caption", "modality", "orientation", "slice_mm")
+
+
 def check_inputs(model: str | Path, data: str | Path, split: str, n: int, route: str) -> list[str]:
     """The routes to evaluate; a one-line ValueError for anything that cannot be evaluated."""
     from dallebrain.pipelines.folder import LDM_COMPONENTS, UNCLIP_COMPONENTS, ModelFolderError, check_model_folder
@@ -89,6 +94,9 @@ def check_inputs(model: str | Path, data: str | Path, split: str, n: int, route:
         raise ValueError(f"model folder not found: {model}")
     if not (data / "metadata.parquet").is_file():
         raise ValueError(f"not a prepared data set (no metadata.parquet): {data}")
+    from dallebrain.data.dataset import read_metadata
+
+    read_metadata(data, TABLE_COLUMNS, "--data")  # a hand-made table without them: refused before any work
     routes = ["ldm", "unclip"] if route == "both" else [route]
     for r in routes:
         try:

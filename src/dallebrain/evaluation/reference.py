@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from dallebrain.evaluation import features as Fe
-from dallebrain.evaluation.options import EvaluationOptions
+from dallebrain.evaluation.options import TABLE_COLUMNS, EvaluationOptions
 
 TRAIN_BATCH = 256  # train slices read at once: the split is kept only at the encoder's (small) size
 # The train split's features, kept in the cache folder (train_split/) so that a rerun skips reading and embedding
@@ -83,11 +83,12 @@ class RealSlices:
 
 def load_real_slices(options: EvaluationOptions, warnings: list[str]) -> RealSlices:
     """Read what the evaluation needs of the prepared data set; one-line ValueError when it cannot serve."""
-    import pandas as pd
     from tqdm.auto import tqdm
 
+    from dallebrain.data.dataset import read_metadata
+
     data, progress = options.data, options.progress
-    table = pd.read_parquet(data / "metadata.parquet")
+    table = read_metadata(data, TABLE_COLUMNS, "--data")
     train = table[table["split"] == "train"].reset_index(drop=True)
     if len(train) < 2:
         raise ValueError(f"the train split of {data} has {len(train)} slice(s): need at least 2")
@@ -142,7 +143,7 @@ def load_train_split(folder: Path, key: str, rows: int, work: int,
             return None
         train_work = np.load(folder / "work.npy")
         train_clip = np.load(folder / "clip.npy") if with_clip else None
-    except (OSError, ValueError, json.JSONDecodeError):
+    except (OSError, ValueError, EOFError, AttributeError):  # unreadable or hand-edited: the split is read again
         return None
     if train_work.shape != (rows, work, work) or train_work.dtype != np.float16:
         return None

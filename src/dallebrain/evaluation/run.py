@@ -248,6 +248,12 @@ def _write_outputs(out, metrics: dict, data, t_start: float) -> None:
     write_report(out, metrics, data)
     metrics["timing"]["report_s"] = time.time() - t
     metrics["timing"]["total_s"] = time.time() - t_start
+    # a rerun into the same folder (the default cache is there) with fewer routes: an earlier run's samples of
+    # another route would sit beside a report that does not describe them
+    kept = {f"samples_{r}.npz" for r in [*metrics["settings"]["routes"], RECONSTRUCTION]}
+    for stale in out.glob("samples_*.npz"):
+        if stale.name not in kept:
+            stale.unlink()
     # not write_json_atomic: it sorts the keys, and metrics.json keeps settings first, then the columns
     write_text_atomic(out / "metrics.json", json.dumps(metrics, indent=2) + "\n")
 

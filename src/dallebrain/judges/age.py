@@ -95,11 +95,29 @@ def load_age_judge(folder: str | Path | None = None, tissue_folder: str | Path |
         raise ValueError(f"{path}: unreadable age judge ({type(exc).__name__})") from None
     if missing:
         raise ValueError(f"{path}: unreadable age judge (no {', '.join(sorted(missing))})")
+    _check_values(model, path)
     tissue = load_tissue_judge(tissue_folder)
     # The coefficients read one segmenter's fractions: another segmenter's would be judged on a wrong scale.
     if model.get("tissue_sha256") not in (None, tissue_fingerprint(tissue_folder)):
         raise ValueError(f"{path}: fitted on another tissue judge than {tissue_folder or 'the shipped one'}")
     return AgeJudge(tissue, model)
+
+
+def _check_values(model: dict, path: Path) -> None:
+    """The record's numbers, checked when it loads: a hand-edited age.json (a null range, a coefficient list cut
+    short) would otherwise fail as a TypeError at the first prediction, at the end of an `evaluate` run."""
+    try:
+        arrays = [np.asarray(model[k], dtype=np.float64) for k in ("coef", "mean", "scale")]
+        numbers = np.asarray([model["intercept"], *model.get("age_range", [0.0, 1.0])], dtype=np.float64)
+    except (TypeError, ValueError):
+        arrays, numbers = [], np.array([np.nan])
+    sizes = {a.shape for a in arrays}
+    valid = (len(arrays) == 3 and len(sizes) == 1 and arrays[0].ndim == 1 and arrays[0].size > 0
+             and all(np.isfinite(a).all() for a in arrays) and (arrays[2] != 0).all()
+             and numbers.shape == (3,) and np.isfinite(numbers).all() and numbers[1] <= numbers[2])
+    if not valid:
+        raise ValueError(f"{path}: unreadable age judge (coef, mean and scale must be lists of finite numbers of "
+                         "one length, intercept a number, age_range two ages)")
 
 
 def tissue_fingerprint(tissue_folder: str | Path | None = None) -> str:

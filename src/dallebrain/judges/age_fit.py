@@ -66,19 +66,15 @@ def fit_from_fractions(rows, shares: dict[str, np.ndarray], seed: int = 0) -> di
 def fit_age(data: Path, out: Path, tissue_folder: Path | None = None, max_slices: int = 6000, seed: int = 0,
             overwrite: bool = False) -> dict:
     """Fit on the train split (a random `max_slices` of its slices) and write OUT/age.json; returns the record."""
-    import pandas as pd
-
+    from dallebrain.data.dataset import read_metadata
     from dallebrain.data.io import write_json_atomic
     from dallebrain.data.slicing import load_png
     from dallebrain.judges.tissue import load_tissue_judge
+    from dallebrain.judges.train import check_run_options
     from dallebrain.training.common import data_provenance
 
-    if (Path(out) / MODEL_FILE).exists() and not overwrite:
-        raise ValueError(f"{out} already holds an age judge (--overwrite replaces it)")
-    table_path = Path(data) / "metadata.parquet"
-    if not table_path.is_file():
-        raise ValueError(f"{data}: not a prepared data set (no metadata.parquet)")
-    table = pd.read_parquet(table_path)
+    check_run_options(out, max_slices, overwrite, MODEL_FILE, "an age judge")
+    table = read_metadata(data, ("split", "age", "subject_id", "image_path", "orientation", "slice_mm"))
     rows = table[(table["split"] == "train") & table["age"].notna()]
     if rows["subject_id"].nunique() < FOLDS:
         raise ValueError(f"{data}: the train split needs at least {FOLDS} subjects with an age")

@@ -35,14 +35,22 @@ def label_classes(label_png: np.ndarray) -> np.ndarray:
     return table[label_png]
 
 
+def check_run_options(out: Path, max_slices: int | None, overwrite: bool, product: str, what: str) -> None:
+    """What `judge train` and `judge fit-age` refuse before reading a slice: --max-slices under 1, an --out that is
+    a file (it would fail only when the result is saved), or one holding a judge already (without --overwrite)."""
+    if max_slices is not None and max_slices < 1:
+        raise ValueError(f"--max-slices must be at least 1, got {max_slices}")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"--out exists and is not a folder: {out}")
+    if (Path(out) / product).exists() and not overwrite:
+        raise ValueError(f"{out} already holds {what} (--overwrite replaces it)")
+
+
 def labelled_rows(data: Path, splits: tuple[str, ...], max_rows: int | None = None, seed: int = 0):
     """Rows of metadata.parquet with a tissue label in `splits` (a random `max_rows` of them)."""
-    import pandas as pd
+    from dallebrain.data.dataset import read_metadata
 
-    table_path = Path(data) / "metadata.parquet"
-    if not table_path.is_file():
-        raise ValueError(f"{data}: not a prepared data set (no metadata.parquet)")
-    table = pd.read_parquet(table_path)
+    table = read_metadata(data, ("split", "image_path"))
     if "label_path" not in table or table["label_path"].isna().all():
         raise ValueError(f"{data}: no tissue labels (label_path): prepare a simulated cohort with this version")
     rows = table[table["label_path"].notna() & table["split"].isin(splits)]
@@ -132,8 +140,9 @@ def train(options: TrainOptions, progress: bool = True) -> dict:
 
     if options.steps < 1 or options.batch < 1:
         raise ValueError("--steps and --batch must be at least 1")
-    if (Path(options.out) / WEIGHTS_FILE).exists() and not options.overwrite:
-        raise ValueError(f"{options.out} already holds a tissue judge (--overwrite replaces it)")
+    check_run_options(options.out, options.max_slices, options.overwrite, WEIGHTS_FILE, "a tissue judge")
+    if options.crop < 16 or options.crop % 8:  # its upper bound, the slices' size, is known once they are read
+        raise ValueError(f"--crop must be a multiple of 8 from 16, got {options.crop}")
     rows = labelled_rows(options.data, ("train",), options.max_slices, options.seed)
     images, labels = load_pairs(options.data, rows)
     if options.crop > min(images.shape[1:]) or options.crop < 16 or options.crop % 8:

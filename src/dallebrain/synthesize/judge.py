@@ -60,7 +60,12 @@ class Judge:
         if reused and record.is_file():
             import json
 
-            return cls(encoder, json.loads(record.read_text()))
+            try:
+                heldout = json.loads(record.read_text())
+            except (ValueError, OSError):  # a damaged record is measured again below, not a refusal of every rerun
+                heldout = None
+            if isinstance(heldout, dict) and "n" in heldout:
+                return cls(encoder, heldout)
         test = real_split(prepared, "test", MAX_HELDOUT_SLICES)
         heldout = {"n": len(test)}
         if len(test):

@@ -69,6 +69,10 @@ class SynthesisOptions:
             folder = getattr(self, name)
             if folder is not None and not (Path(folder) / "metadata.parquet").is_file():
                 raise ValueError(f"--{name}: not a prepared data set (no metadata.parquet): {folder}")
+        if self.judge is not None:  # the judge is trained on its slices' contrast and plane (synthesize/judge.py)
+            from dallebrain.data.dataset import read_metadata
+
+            read_metadata(self.judge, ("split", "image_path", "modality", "orientation"), "--judge")
         if self.lora is not None and not Path(self.lora).is_dir():
             raise ValueError(f"--lora folder not found: {self.lora}")
         if Path(self.out).exists() and not Path(self.out).is_dir():
@@ -120,21 +124,26 @@ def claim_folder(out: Path, record: dict) -> bool:
     settings is resumed (True); anything else is refused, so nothing already there is mixed in or replaced."""
     import json
 
-    from dallebrain.data.io import write_json_atomic
+    from dallebrain.data.io import create_json_exclusive
 
     out = Path(out)
     path = out / SETTINGS_FILE
-    if path.is_file():
-        try:
-            old = json.loads(path.read_text())["identity"]
-        except (ValueError, KeyError, TypeError, OSError):
-            raise ValueError(f"{path} is not a readable synthesis record: choose another --out") from None
-        differ = sorted(k for k in set(old) | set(record["identity"]) if old.get(k) != record["identity"].get(k))
-        if differ:
-            raise ValueError(f"--out {out} holds a synthetic data set made with other settings "
-                             f"({', '.join(differ)}): rerun with the same ones or choose another --out")
-        return True
-    if out.is_dir() and any(p for p in out.iterdir() if not p.name.startswith(".tmp-")):
-        raise ValueError(f"--out {out} is a folder with other files in it: choose a new or empty folder")
-    write_json_atomic(path, record)
-    return False
+    if not path.is_file():
+        # (the record itself may appear in between: another process of this launch made it)
+        if out.is_dir() and any(p for p in out.iterdir() if not p.name.startswith(".tmp-") and p.name != SETTINGS_FILE):
+            raise ValueError(f"--out {out} is a folder with other files in it: choose a new or empty folder")
+        # of two runs claiming one empty folder at once, one creates the record; the other reads it below, as any
+        # earlier record, and resumes it or is refused
+        if create_json_exclusive(path, record):
+            return False
+    try:
+        old = json.loads(path.read_text())["identity"]
+        if not isinstance(old, dict):
+            raise TypeError
+    except (ValueError, KeyError, TypeError, OSError):
+        raise ValueError(f"{path} is not a readable synthesis record: choose another --out") from None
+    differ = sorted(k for k in set(old) | set(record["identity"]) if old.get(k) != record["identity"].get(k))
+    if differ:
+        raise ValueError(f"--out {out} holds a synthetic data set made with other settings "
+                         f"({', '.join(differ)}): rerun with the same ones or choose another --out")
+    return True

@@ -102,7 +102,7 @@ def synthesize(options: SynthesisOptions, progress: bool = True) -> SynthesisRes
     # cpu=True when there is no GPU: under `accelerate launch --multi_gpu` (which is what starts torchrun) the CPU
     # processes then join one gloo group instead of each believing it is alone
     state = PartialState(cpu=not torch.cuda.is_available())
-    resumed = claim_folder(options.out, record)
+    resumed = claim_folder(options.out, record)  # every process: one creates the record, the others read it
     todo = [b for b in my_batches(options.n_batches, state.process_index, state.num_processes)
             if not part_path(options.out, b).is_file()]
     judge = None

@@ -243,3 +243,26 @@ def test_a_damaged_evaluation_cache_is_read_again_not_fatal(tmp_path):
     save_train_split(folder, "k", np.zeros((3, 8, 8), np.float16), None, [])
     (folder / "work.npy").write_bytes(b"")  # was an EOFError
     assert load_train_split(folder, "k", 3, 8, False) is None
+
+
+def test_what_no_check_foresaw_is_one_line_and_its_traceback_one_variable_away(monkeypatch, capsys):
+    import typer
+
+    import dallebrain.cli as cli
+
+    broken = typer.Typer()
+
+    @broken.command()
+    def read():
+        raise KeyError("subject_id")
+
+    monkeypatch.setattr(cli, "app", broken)
+    monkeypatch.delenv(cli.TRACEBACK_VARIABLE, raising=False)
+    with pytest.raises(SystemExit) as exited:
+        cli.main([])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 1 and len(lines) == 1
+    assert lines[0].startswith("error: unexpected KeyError: 'subject_id'") and cli.TRACEBACK_VARIABLE in lines[0]
+    monkeypatch.setenv(cli.TRACEBACK_VARIABLE, "1")
+    with pytest.raises(KeyError):
+        cli.main([])

@@ -22,6 +22,7 @@ from dallebrain.synthesize.cli import evaluate_utility_cmd, synthesize_cmd
 configure_offline()
 
 __all__ = ["app", "fail", "main"]
+TRACEBACK_VARIABLE = "DALLEBRAIN_TRACEBACK"  # set: an unexpected exception shows its traceback (cli.main)
 
 app = typer.Typer(help="Dall-e Brain: text-prompted synthetic healthy brain MRI.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)
@@ -48,7 +49,9 @@ def main(argv: list[str] | None = None) -> None:
     """The `dallebrain` command. Click's own refusals (an option that is not a number, a missing argument, an
     unknown option) come out as one line naming the command and the option, as every other bad input does,
     instead of click's usage block; an EOFError that escapes a command (a file cut short) is named rather than
-    shown as "Aborted!"."""
+    shown as "Aborted!"; any other exception is one line too, its traceback shown when DALLEBRAIN_TRACEBACK is
+    set."""
+    import os
     import sys
 
     from dallebrain.cli._common import first_line
@@ -74,5 +77,13 @@ def main(argv: list[str] | None = None) -> None:
             typer.echo(f"error: a file ended before its data did ({first_line(exc.__cause__)})", err=True)
         else:
             typer.echo("Aborted!", err=True)
+        code = 1
+    except Exception as exc:
+        # what no check foresaw (an input no command validates, or a bug): still one line and exit 1, with the
+        # traceback one variable away for a bug report
+        if os.environ.get(TRACEBACK_VARIABLE):
+            raise
+        typer.echo(f"error: unexpected {type(exc).__name__}: {first_line(exc)} (run again with "
+                   f"{TRACEBACK_VARIABLE}=1 for the traceback)", err=True)
         code = 1
     sys.exit(code if isinstance(code, int) else 0)

@@ -266,3 +266,16 @@ def test_what_no_check_foresaw_is_one_line_and_its_traceback_one_variable_away(m
     monkeypatch.setenv(cli.TRACEBACK_VARIABLE, "1")
     with pytest.raises(KeyError):
         cli.main([])
+
+
+def test_training_and_serving_options_are_checked_before_any_work(tmp_path):
+    table = _table(tmp_path / "nocaptions", split=["train"], image_path=["a.png"], subject_id=["1"])
+    vae = tmp_path / "vae"
+    vae.mkdir()
+    _refused(["train", "ldm", "--data", table, "--vae", vae, "--out", tmp_path / "o"],
+             "lacks the column(s) captions")  # was a KeyError after the latents were encoded
+    _refused(["train", "ageing", "--data", table, "--out", tmp_path / "o", "--steps", "abc"],
+             "dallebrain train ageing: argument --steps")  # was argparse's usage block
+    _refused(["train", "ageing", "--data", table, "--out", tmp_path / "o", "--lr", "inf"], "--lr must be a positive")
+    _refused(["serve", "--device", "gpu"], "not a torch device")  # the server started, every request failed
+    assert not (tmp_path / "o").exists()

@@ -152,3 +152,65 @@ def test_a_budget_that_fits_leaves_max_steps_alone(tmp_path):
                          log_every=5, sample_every=0, time_budget_s=3600)
     assert fit(_Regression(), config, tmp_path / "run", progress=False)["steps"] == 25
     assert config.max_steps == 25
+
+
+def test_a_resume_with_other_settings_or_below_its_step_is_refused(tmp_path):
+    import dataclasses
+
+    config = TrainConfig(max_steps=4, batch_size=4, learning_rate=1e-2, warmup_steps=0, checkpoint_every=2,
+                         log_every=1, sample_every=0)
+    fit(_Regression(), config, tmp_path, progress=False, stop_at=2)
+    # the optimizer's rates come from the checkpoint: a new rate would not apply, while train_config.json said so
+    for change, named in (({"learning_rate": 0.5, "weight_decay": 0.3}, "learning_rate, weight_decay"),
+                          ({"seed": 3}, "seed")):
+        with pytest.raises(ValueError, match=f"other settings .*\\({named}\\)"):
+            fit(_Regression(), dataclasses.replace(config, **change), tmp_path, resume=True, progress=False)
+    with pytest.raises(ValueError, match="at step 2, beyond max_steps 1"):
+        fit(_Regression(), dataclasses.replace(config, max_steps=1), tmp_path, resume=True, progress=False)
+    # its length, logging and checkpoints may change
+    summary = fit(_Regression(), dataclasses.replace(config, max_steps=5, log_every=2, checkpoint_every=5), tmp_path,
+                  resume=True, progress=False)
+    assert summary["steps"] == 5
+
+
+def test_a_finished_model_whose_checkpoints_were_deleted_is_not_trained_over(tmp_path):
+    (tmp_path / "unet").mkdir()
+    (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").write_bytes(b"weights")
+    config = TrainConfig(max_steps=1, checkpoint_every=1, log_every=1, sample_every=0, warmup_steps=0)
+    with pytest.raises(ValueError, match="already holds a trained model"):
+        fit(_Regression(), config, tmp_path, progress=False)
+    assert (tmp_path / "unet" / "diffusion_pytorch_model.safetensors").read_bytes() == b"weights"
+
+
+@pytest.mark.parametrize("override, words", [
+    ("max_steps=0", "max_steps must be"),  # exported an untrained model
+    ("checkpoint_every=0", "checkpoint_every must be"),  # ZeroDivisionError at the first step
+    ("gradient_accumulation=0", "gradient_accumulation must be"),
+    ("log_every=0", "log_every must be"),
+    ("time_budget_s=inf", "time_budget_s must be a finite"),  # OverflowError after 20 steps, the steps lost
+    ("time_budget_s=nan", "time_budget_s must be a finite"),  # silently cut the run to ~20 steps
+    ("learning_rate=-1", "learning_rate must be a positive"),  # refused only by AdamW, after the caches
+    ("learning_rate=nan", "learning_rate must be a positive"),
+])
+def test_shared_settings_out_of_range_are_refused_when_loaded(override, words):
+    with pytest.raises(ValueError, match=words):
+        load_config(TrainConfig, None, [override])
+
+
+def test_config_files_hold_values_of_the_settings_types(tmp_path):
+    from dallebrain.training.ldm import LdmTrainConfig
+
+    config = tmp_path / "c.json"
+    for text, words in (('{"max_steps": "100"}', "max_steps must be a whole number"),
+                        ('{"compile": "false"}', "compile must be a true or false"),  # a string: true
+                        ('{"learning_rate": true}', "learning_rate must be a number"),
+                        ('{"unet": {"block_out_channels": 32}}', "block_out_channels must be a list")):
+        config.write_text(text)
+        with pytest.raises(ValueError, match=words):
+            load_config(LdmTrainConfig, config)
+    config.write_text('{"learning_rate": 1, "unet": {"block_out_channels": [32, 64]}}')
+    loaded = load_config(LdmTrainConfig, config)
+    assert loaded.learning_rate == 1.0 and isinstance(loaded.learning_rate, float)
+    assert tuple(loaded.unet.block_out_channels) == (32, 64)
+    with pytest.raises(ValueError, match="bad override 'unet.block_out_channels=5'"):  # was a TypeError
+        load_config(LdmTrainConfig, None, ["unet.block_out_channels=5"])

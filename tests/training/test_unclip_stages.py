@@ -112,9 +112,18 @@ def test_a_pipeline_with_another_vae_is_refused(parts, tmp_path):
 
     (tmp_path / "vae").mkdir()
     save_file({"w": torch.zeros(2)}, str(tmp_path / "vae" / "diffusion_pytorch_model.safetensors"))
+    (tmp_path / "model_index.json").write_text("{}")
     with pytest.raises(ValueError, match="other weights"):
         check_pipeline_parts(tmp_path, {"vae": parts / "vae"})
-    check_pipeline_parts(tmp_path / "empty", {"vae": parts / "vae"})  # nothing there yet: fine
+    (tmp_path / "ldm").mkdir()
+    (tmp_path / "ldm" / "model_index.json").write_text("{}")
+    check_pipeline_parts(tmp_path / "ldm", {"vae": parts / "vae"})  # a pipeline without a vae/ yet: fine
+    check_pipeline_parts(tmp_path / "new", {"vae": parts / "vae"})  # a new folder: an unCLIP pipeline assembled
+    # neither: the trained stage would be copied into it after all its training (was accepted)
+    (tmp_path / "afile").write_text("x")
+    for folder in (tmp_path / "vae", tmp_path / "afile"):
+        with pytest.raises(ValueError, match="not a pipeline folder"):
+            check_pipeline_parts(folder, {"vae": parts / "vae"})
 
 
 def test_dallebrain_json_merges_key_by_key_and_none_never_erases(tmp_path):

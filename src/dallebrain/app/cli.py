@@ -12,6 +12,21 @@ import typer
 from dallebrain.pipelines import defaults as D
 
 
+def _check_device(device: str) -> None:
+    """A device torch knows and this machine has: "gpu", or cuda without one, started a server whose every request
+    then failed."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        _fail(f"--device {device!r} is not a torch device: cpu, cuda, cuda:1, ...")
+    if kind == "cuda" and not torch.cuda.is_available():
+        _fail(f"--device {device}: this machine has no CUDA GPU")
+    if kind not in ("cpu", "cuda"):
+        _fail(f"--device takes cpu or cuda[:N], got {device!r}")
+
+
 def _fail(message: str) -> None:
     from dallebrain.cli._common import fail
 
@@ -54,6 +69,8 @@ def serve_cmd(
     'dallebrain\\[web]')."""
     if not 1 <= port <= 65535:
         _fail(f"--port must be between 1 and 65535, got {port}")
+    if device is not None:
+        _check_device(device)
     if model is not None and not model.is_dir():
         _fail(f"--model folder not found: {model}")
     if data is not None and not (data / "metadata.parquet").is_file():

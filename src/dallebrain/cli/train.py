@@ -19,7 +19,8 @@ TRAIN_STAGES = {
 }
 USAGE = ("Usage: dallebrain train STAGE --data PREPARED --out DIR [--config F] [--max-steps N] [--resume] "
          "[--set key=value]\n\nStages:\n" + "\n".join(f"  {k:<8} {v}" for k, v in TRAIN_STAGES.items())
-         + "\n\n`dallebrain train STAGE --help` lists a stage's options.")
+         + "\n\n`dallebrain train STAGE --help` lists a stage's options (ageing has its own: no --config, --set "
+           "or --resume).")
 
 
 def train_cmd(ctx: typer.Context, stage: str = typer.Argument(None, help=f"One of: {', '.join(TRAIN_STAGES)}.")):

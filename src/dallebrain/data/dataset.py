@@ -48,13 +48,15 @@ class SliceDataset:
         split: "train", "val", "test" or None for all.
         modalities, orientations: keep only these (None: all).
         max_rows: keep at most this many rows (a seeded random subset), for quick runs.
+        columns: more columns the caller reads (a training stage's captions), named in a one-line ValueError when
+            the table lacks them, before any slice or model is loaded.
     """
 
     def __init__(self, prepared_dir: str | Path, split: str | None = "train", modalities=None,
-                 orientations=None, max_rows: int | None = None, seed: int = 0):
+                 orientations=None, max_rows: int | None = None, seed: int = 0, columns=()):
         self.root = Path(prepared_dir)
         required = ["image_path", *(["split"] if split is not None else []), *(["modality"] if modalities else []),
-                    *(["orientation"] if orientations else [])]
+                    *(["orientation"] if orientations else []), *columns]
         table = read_metadata(self.root, required)
         if split is not None:
             table = table[table["split"] == split]

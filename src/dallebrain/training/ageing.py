@@ -11,7 +11,7 @@ after the follow-up is brought under the source's smooth intensity field (ageing
 
 from __future__ import annotations
 
-import argparse
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,8 +174,10 @@ def _check_options(options: AgeingTrainOptions) -> None:
         raise ValueError("--steps and --batch must be at least 1")
     if options.downsample not in (1, 2, 4) or options.crop % (options.downsample * 8):
         raise ValueError(f"--downsample must be 1, 2 or 4 and divide --crop / 8, got {options.downsample}")
-    if options.label_weight < 0:
+    if not 0 <= options.label_weight < math.inf:
         raise ValueError(f"--label-weight must be 0 or more, got {options.label_weight}")
+    if not 0 < options.lr < math.inf:  # inf trained and saved a model of NaN weights
+        raise ValueError(f"--lr must be a positive number, got {options.lr}")
     if (Path(options.out) / WEIGHTS_FILE).exists() and not options.overwrite:
         raise ValueError(f"{options.out} already holds an ageing model (--overwrite replaces it)")
 
@@ -260,8 +262,11 @@ def train(options: AgeingTrainOptions, progress: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="dallebrain train ageing",
-                                     description="Train the ageing network on a prepared longitudinal data set.")
+    from dallebrain.training.args import OneLineParser
+
+    parser = OneLineParser(prog="dallebrain train ageing",
+                           description="Train the ageing network on a prepared longitudinal data set (its own "
+                                       "options: no --config, --set or --resume; a run is minutes).")
     parser.add_argument("--data", type=Path, required=True, help="prepared longitudinal data set")
     parser.add_argument("--out", type=Path, required=True, help="folder for model.safetensors + config.json")
     defaults = AgeingTrainOptions(Path(), Path())

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 
-class _OneLineParser(argparse.ArgumentParser):
+class OneLineParser(argparse.ArgumentParser):
     """Bad arguments get the project's one-line `error: ...` and exit 2 (argparse prints its usage first)."""
 
     def error(self, message: str):
@@ -15,7 +15,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 
 def stage_parser(stage: str, description: str) -> argparse.ArgumentParser:
-    parser = _OneLineParser(prog=f"dallebrain train {stage}", description=description)
+    parser = OneLineParser(prog=f"dallebrain train {stage}", description=description)
     parser.add_argument("--data", type=Path, required=True, help="prepared data set folder")
     parser.add_argument("--out", type=Path, required=True, help="output folder (save_pretrained + checkpoints)")
     parser.add_argument("--config", type=Path, default=None, help="JSON settings (see configs/)")
@@ -43,9 +43,11 @@ def stage_config(stage_cls, config_cls, args: argparse.Namespace):
     import torch
 
     from dallebrain.training.config import check_compile, load_config
+    from dallebrain.training.loop import check_run_folder
 
     config = load_config(config_cls, args.config, overrides_of(args))
     if hasattr(config, "check"):  # a stage's own refusals of a setting's value (LdmTrainConfig.prediction_type)
         config.check()
     check_compile(config, stage_cls.name, stage_cls.compilable, torch.cuda.is_available())
+    check_run_folder(args.out, args.resume, config)  # before the data and caches (ldm's are minutes)
     return config

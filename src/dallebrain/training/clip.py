@@ -119,7 +119,7 @@ class ClipStage(Stage):
 
         self.config = config
         self.data_dir = Path(data_dir)
-        self.dataset = dataset if dataset is not None else SliceDataset(self.data_dir, "train")
+        self.dataset = dataset if dataset is not None else SliceDataset(self.data_dir, "train", columns=("captions",))
         self.images_per_step = config.batch_size
         self.model: BrainCLIP | None = None
         self.metrics: dict | None = None

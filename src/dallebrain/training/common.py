@@ -48,7 +48,15 @@ def _same_weights(a: Path, b: Path) -> bool:
 
 
 def check_pipeline_parts(pipeline: Path, parts: dict[str, Path]) -> None:
-    """Refuse (one line) to add a stage to a pipeline whose clip/ or vae/ differ from the ones it was trained on."""
+    """Refuse (one line) to add a stage to something that is neither a pipeline (model_index.json or
+    dallebrain.json: an LDM's folder, or an unCLIP pipeline being assembled) nor a new or empty folder (a file, a
+    VAE's run: the stage would be copied there after all its training), or to a pipeline whose clip/ or vae/
+    differ from the ones it was trained on."""
+    folder = Path(pipeline)
+    marked = any((folder / name).is_file() for name in ("model_index.json", "dallebrain.json"))
+    if folder.exists() and not (folder.is_dir() and (marked or not any(folder.iterdir()))):
+        raise ValueError(f"--into {pipeline} is not a pipeline folder (no model_index.json or dallebrain.json) nor a "
+                         "new one")
     for name, source in parts.items():
         target = Path(pipeline) / name
         if target.is_dir() and any(target.glob("*.safetensors")) and not _same_weights(target, Path(source)):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -124,8 +125,7 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
             raise ValueError(f"{path}: {'; '.join(wrong)}")
         for key, value in values.items():
             owner, name = settable[key]
-            current = getattr(owner, name)
-            setattr(owner, name, type(current)(value) if isinstance(current, tuple) else value)
+            setattr(owner, name, _from_json(value, getattr(owner, name), f"{path}: {key}"))
     for item in overrides or []:
         key, sep, value = item.partition("=")
         if not sep or key not in settable:
@@ -135,13 +135,54 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         owner, name = settable[key]
         try:
             setattr(owner, name, _coerce(value, getattr(owner, name)))
-        except ValueError as exc:  # e.g. int("abc"): say which override
+        except (ValueError, TypeError) as exc:  # int("abc"); tuple(5) for a list setting: say which override
             raise ValueError(f"bad override {item!r}: {exc}") from None
     if isinstance(config, TrainConfig):  # before a stage builds its caches: a bad value costs nothing
         import torch
 
+        check_shared(config)
         check_mixed_precision(config.mixed_precision, torch.cuda.is_available())
     return config
+
+
+# the shared settings' lowest values: below them a run fails only after its data and caches are loaded (a
+# ZeroDivisionError at the first checkpoint or log row, AdamW's refusal of the rate, an OverflowError where the
+# time budget cuts max_steps), or trains nothing (max_steps 0 exported an untrained model)
+LOWEST = {"max_steps": 1, "batch_size": 1, "gradient_accumulation": 1, "checkpoint_every": 1, "keep_checkpoints": 1,
+          "log_every": 1, "sample_every": 0, "warmup_steps": 0, "seed": 0, "weight_decay": 0.0,
+          "max_grad_norm": 0.0, "time_budget_s": 0.0}
+
+
+def check_shared(config: TrainConfig) -> None:
+    """One-line ValueError for a shared setting out of its range, or not finite."""
+    for name, lowest in LOWEST.items():
+        value = getattr(config, name)
+        if not math.isfinite(value) or value < lowest:
+            raise ValueError(f"{name} must be a finite number of at least {lowest:g}, got {value!r}")
+    if not math.isfinite(config.learning_rate) or config.learning_rate <= 0:
+        raise ValueError(f"learning_rate must be a positive number, got {config.learning_rate!r}")
+
+
+def _from_json(value: Any, current: Any, where: str) -> Any:
+    """A --config value as the setting holds it, or a one-line ValueError: JSON's "false" (a string, so true) or
+    "100" for a number would otherwise be stored as given."""
+    if isinstance(current, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(current, int):
+        ok, kind = isinstance(value, int) and not isinstance(value, bool), "whole number"
+    elif isinstance(current, float):
+        ok, kind = isinstance(value, (int, float)) and not isinstance(value, bool), "number"
+        value = float(value) if ok else value
+    elif isinstance(current, (list, tuple)):
+        ok, kind = isinstance(value, list), "list"
+        value = type(current)(value) if ok else value
+    elif isinstance(current, str):
+        ok, kind = isinstance(value, str), "string"
+    else:  # a setting without a default type (None): as given
+        ok, kind = True, ""
+    if not ok:
+        raise ValueError(f"{where} must be a {kind}, got {value!r}")
+    return value
 
 
 MIXED_PRECISIONS = ("no", "bf16", "fp16", "auto")

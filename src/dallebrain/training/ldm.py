@@ -249,7 +249,8 @@ def main(argv: list[str] | None = None) -> dict:
                         "the UNet (default: the pretrained MiniLM)")
     args = parser.parse_args(argv)
     config = stage_config(LdmStage, LdmTrainConfig, args)
-    dataset = SliceDataset(args.data, "train", max_rows=config.max_rows or None, seed=config.seed)
+    dataset = SliceDataset(args.data, "train", max_rows=config.max_rows or None, seed=config.seed,
+                           columns=("captions", "subject_id"))
     stage = LdmStage(config, dataset, args.vae, args.clip, args.out, progress=not args.no_progress)
     summary = fit(stage, config, args.out, resume=args.resume, progress=not args.no_progress,
                   started=started)

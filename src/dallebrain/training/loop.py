@@ -253,13 +253,9 @@ def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = F
     from tqdm import tqdm
 
     out = Path(out_dir)
+    check_run_folder(out, resume, config)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_root = out / "checkpoints"
-    if not resume and holds_run(ckpt_root):
-        raise ValueError(f"{out} already holds a training run: pass --resume to continue it, or choose "
-                         "another --out")
-    if resume:
-        require_run(ckpt_root)  # before the models are built: starting over would overwrite the run's log
     cuda = torch.cuda.is_available()
     # a config not from load_config: an unknown or unusable mixed_precision is refused here, before any model
     precision = resolve_mixed_precision(config.mixed_precision, cuda)
@@ -278,6 +274,9 @@ def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = F
     optimizer = accelerator.prepare(optimizer)
     modules = {k: unwrap(accelerator, m) for k, m in stage.modules().items()}
     start, notes = _resume(stage, ckpt_root, accelerator, modules, optimizer, scheduler) if resume else (0, [])
+    if start > config.max_steps:  # it would export the later weights as a run of max_steps
+        raise ValueError(f"the run in {out} is at step {start}, beyond max_steps {config.max_steps}: give at least "
+                         f"{start}")
     if accelerator.is_main_process:
         _keep_log_until(out / "losses.csv", start)
         write_text_atomic(out / "train_config.json", _run_record(config, precision))
@@ -313,6 +312,49 @@ def fit(stage: Stage, config: TrainConfig, out_dir: str | Path, resume: bool = F
     if accelerator.is_main_process and end == config.max_steps:
         stage.export(out)
     return {"steps": end, "resumed_from": start, "resume_notes": notes, "last_log": log.last}
+
+
+def check_run_folder(out: Path, resume: bool, config: TrainConfig) -> None:
+    """What --out and --resume must be, checked before any data, cache or model (every stage's main calls it
+    through args.stage_config, and fit again): a new run needs a folder without a run or a finished model in it
+    (one whose checkpoints were deleted was silently retrained over); a resumed one, a run with its settings."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out exists and is not a folder: {out}")
+    ckpt_root = out / "checkpoints"
+    if not resume and holds_run(ckpt_root):
+        raise ValueError(f"{out} already holds a training run: pass --resume to continue it, or choose "
+                         "another --out")
+    if not resume and out.is_dir() and any("checkpoints" not in p.relative_to(out).parts
+                                           for p in out.rglob("*.safetensors")):
+        raise ValueError(f"{out} already holds a trained model: choose another --out")
+    if resume:
+        require_run(ckpt_root)  # before the models are built: starting over would overwrite the run's log
+        check_resume_settings(out / "train_config.json", config)
+
+
+# what a resumed run may change: its length (never below the step it resumes from), its time budget, how it logs,
+# checkpoints and compiles, its precision (another machine), and how it is sampled and scored (the stages' val_*,
+# eval_* and sample_* settings). Any other change would not apply (the optimizer's rates come from the checkpoint)
+# or would not fit the checkpoint's modules, while train_config.json said it did
+RESUME_MAY_CHANGE = frozenset({"max_steps", "time_budget_s", "checkpoint_every", "keep_checkpoints", "log_every",
+                               "compile", "mixed_precision", "mixed_precision_resolved"})
+RESUME_MAY_CHANGE_PREFIXES = ("val_", "eval_", "sample_")
+
+
+def check_resume_settings(record: Path, config: TrainConfig) -> None:
+    """One-line ValueError naming the settings a --resume changes from the run's train_config.json (settings
+    the record lacks, added since it was written, are not compared)."""
+    try:
+        recorded = json.loads(record.read_text())
+    except (OSError, ValueError):
+        return  # no record (a run from before it was kept) or a damaged one: nothing to compare against
+    now = json.loads(json.dumps(config_dict(config)))  # tuples as the lists the record holds
+    changed = sorted(k for k in now if isinstance(recorded, dict) and k in recorded and k not in RESUME_MAY_CHANGE
+                     and not k.startswith(RESUME_MAY_CHANGE_PREFIXES) and recorded[k] != now[k])
+    if changed:
+        raise ValueError(f"--resume with other settings than the run in {record.parent} was started with "
+                         f"({', '.join(changed)}): resume with its own (train_config.json) or choose another --out")
 
 
 def _run_record(config: TrainConfig, precision: str) -> str:

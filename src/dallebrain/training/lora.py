@@ -347,7 +347,8 @@ def main(argv: list[str] | None = None) -> dict:
                          "another --out")
     base_hash = folder_hash(base)
     _check_base_record(args.out, base, base_hash, args.resume)
-    dataset = SliceDataset(args.data, "train", max_rows=config.max_rows or None, seed=config.seed)
+    dataset = SliceDataset(args.data, "train", max_rows=config.max_rows or None, seed=config.seed,
+                           columns=("captions",))
     stage = LoraStage(config, dataset, base, args.out, base_hash, progress=not args.no_progress)
     return fit(stage, config, args.out, resume=args.resume, progress=not args.no_progress,
                started=started)

@@ -241,7 +241,8 @@ def main(argv: list[str] | None = None) -> dict:
     config = stage_config(PriorStage, PriorTrainConfig, args)
     if args.into is not None:
         check_pipeline_parts(args.into, {"clip": args.clip})  # fail before training, not after
-    dataset = SliceDataset(args.data, "train", max_rows=config.max_rows or None, seed=config.seed)
+    dataset = SliceDataset(args.data, "train", max_rows=config.max_rows or None, seed=config.seed,
+                           columns=("captions",))
     stage = PriorStage(config, dataset, args.clip, args.out, args.data, progress=not args.no_progress)
     summary = fit(stage, config, args.out, resume=args.resume, progress=not args.no_progress,
                   started=started)

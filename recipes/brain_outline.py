@@ -36,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
 from grey_level_map import SEED_BASE, raw_samples, train_rows  # noqa: E402
-from shipped_model import SHIPPED, check_prepared, model_with_parts, release_recipe  # noqa: E402
+from shipped_model import SHIPPED, check_prepared, check_work, model_with_parts, release_recipe  # noqa: E402
 
 SLICES = 6000  # train slices reconstructed: 1500 per contrast of a four-contrast cohort
 N = 256  # train captions sampled to choose the contrasts: about 64 per contrast
@@ -62,10 +62,13 @@ def reconstructions(model: Path, data: Path, slices: int, work: Path) -> tuple[n
     picked = pd.concat([train[train["modality"] == c].sample(min(per, int((train["modality"] == c).sum())),
                                                              random_state=0) for c in contrasts])
     paths = picked["image_path"].tolist()
+    from dallebrain.pipelines.folder import folder_hash
+
     cached = work / "reconstructions.npz"
+    vae_hash = folder_hash(model / "vae")  # another --base's decoder: its own reconstructions
     if cached.is_file():
         with np.load(cached) as saved:
-            if saved["paths"].tolist() == paths:
+            if saved["paths"].tolist() == paths and "vae" in saved and str(saved["vae"]) == vae_hash:
                 return (saved["real"].astype(np.float32), saved["rec"].astype(np.float32),
                         saved["modality"].astype(str))
     real = load_slices(data, picked["image_path"])
@@ -75,7 +78,7 @@ def reconstructions(model: Path, data: Path, slices: int, work: Path) -> tuple[n
     modality = picked["modality"].to_numpy().astype(str)
     with atomic_path(cached) as tmp:
         np.savez_compressed(tmp, real=real.astype(np.float16), rec=rec.astype(np.float16), modality=modality,
-                            paths=np.array(paths))
+                            paths=np.array(paths), vae=np.array(vae_hash))
     return real, rec, modality
 
 
@@ -101,6 +104,7 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--route", choices=("ldm", "unclip"), default="ldm", help="the route whose choice is measured")
     parser.add_argument("--install", action="store_true", help="copy the result into the package as the default")
     args = parser.parse_args(argv)
+    check_work(args.work)
     check_prepared(args.data)
     if not (args.base / "dallebrain.json").is_file():
         raise SystemExit(f"error: {args.base} is not a pipeline folder (no dallebrain.json)")

@@ -26,7 +26,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
-from shipped_model import SHIPPED, check_prepared, model_with_parts, release_recipe  # noqa: E402
+from shipped_model import SHIPPED, check_prepared, check_work, model_with_parts, release_recipe  # noqa: E402
 
 N = 768  # train captions sampled per route: about 190 slices per contrast, 64 per contrast and plane
 ROW_SEED = 4242  # which train rows
@@ -63,14 +63,17 @@ def raw_samples(model: Path | None, route: str, prompts: list[str], seeds: list[
     from dallebrain.api import load_pipeline
     from dallebrain.data.io import atomic_path
     from dallebrain.models.brain_outline import outline_contrasts_of
+    from dallebrain.pipelines.folder import folder_hash
     from dallebrain.pipelines.grey_levels import route_sampling
 
     info = json.loads((Path(model) / "dallebrain.json").read_text())
     trimmed = sorted(outline_contrasts_of(route_sampling(info, route))) if trim_outline else []
+    drawn_by = folder_hash(model)  # another --base in the same --work: its own samples, not the earlier model's
     if cached.is_file():
         with np.load(cached) as saved:
             if (saved["prompts"].tolist() == prompts and saved["seeds"].tolist() == seeds
-                    and "trimmed" in saved and saved["trimmed"].tolist() == trimmed):
+                    and "trimmed" in saved and saved["trimmed"].tolist() == trimmed
+                    and "model" in saved and str(saved["model"]) == drawn_by):
                 return saved["images"].astype(np.float32)
     pipe = load_pipeline(model, route=route)
     pipe.standardise_grey_levels = False  # fitted on what the model draws, whatever maps the base already has
@@ -78,7 +81,7 @@ def raw_samples(model: Path | None, route: str, prompts: list[str], seeds: list[
     images = pipe.sample(prompts, seeds, progress=True)
     with atomic_path(cached) as tmp:
         np.savez_compressed(tmp, images=images.astype(np.float16), prompts=np.array(prompts), seeds=np.array(seeds),
-                            trimmed=np.array(trimmed, dtype=str))
+                            trimmed=np.array(trimmed, dtype=str), model=np.array(drawn_by))
     return images
 
 
@@ -93,6 +96,7 @@ def main(argv: list[str] | None = None) -> Path:
                         help="comma-separated contrasts to refit (default: all; the others keep the base's curves)")
     parser.add_argument("--install", action="store_true", help="copy the result into the package as the default")
     args = parser.parse_args(argv)
+    check_work(args.work)
     check_prepared(args.data)
     if not (args.base / "dallebrain.json").is_file():
         raise SystemExit(f"error: {args.base} is not a pipeline folder (no dallebrain.json)")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
-from shipped_model import SHIPPED, model_with_parts, release_recipe  # noqa: E402
+from shipped_model import SHIPPED, check_work, model_with_parts, release_recipe  # noqa: E402
 
 from dallebrain.vocab import CONTRAST_LONG as CONTRASTS  # noqa: E402  (short name -> the prompt's words)
 
@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> Path:
                              "curves)")
     parser.add_argument("--install", action="store_true", help="copy the result into the package as the default")
     args = parser.parse_args(argv)
+    check_work(args.work)
     if not (args.base / "dallebrain.json").is_file():
         raise SystemExit(f"error: {args.base} is not a pipeline folder (no dallebrain.json)")
     if args.seeds < 2:

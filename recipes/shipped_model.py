@@ -36,7 +36,11 @@ def run(args: list[str], log: list, threads: int | None = None) -> None:
     env = dict(os.environ)
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    subprocess.run([sys.executable, "-m", "dallebrain.cli", *args], check=True, env=env)
+    done = subprocess.run([sys.executable, "-m", "dallebrain.cli", *args], env=env)
+    if done.returncode:  # the command said why on stderr, just above: one line more, not a traceback
+        raise SystemExit(f"error: `dallebrain {args[0]}{' ' + args[1] if len(args) > 1 else ''} ...` failed "
+                         f"(exit {done.returncode}); the recipe stops here and a rerun continues from its finished "
+                         "steps")
     log.append({"command": "dallebrain " + " ".join(args), "seconds": round(time.time() - start, 1),
                 "threads": threads})
 
@@ -70,6 +74,13 @@ def add_stage_options(parser, base_help: str, steps: int, cohort: str = "the coh
     parser.add_argument("--data", type=Path, default=None,
                         help=f"a prepared set to train on (default: simulate and prepare {cohort} in --work)")
     parser.add_argument("--steps", type=int, default=steps)
+
+
+def check_work(work: Path) -> None:
+    """--work must be a folder or a new path: one line and exit 1 before any work (a file failed in a traceback
+    when the first result was written)."""
+    if Path(work).exists() and not Path(work).is_dir():
+        raise SystemExit(f"error: --work {work} exists and is not a folder")
 
 
 def check_prepared(data: Path | None) -> None:
@@ -117,6 +128,7 @@ def unet_fine_tune(args, stage_name: str, settings: list[str], record_key: str, 
     (1 - alpha) * base + alpha * fine-tune (WiSE-FT, training/weight_interpolation.py), recorded as
     "interpolated_with_base"; None releases the fine-tune as trained. Returns the release folder."""
     work, base, log = args.work, args.base, []
+    check_work(work)
     if not (base / "scheduler" / "scheduler_config.json").is_file() or not (base / "unet").is_dir():
         raise SystemExit(f"error: {base} is not a pipeline folder (no unet/ and scheduler/)")
     check_prepared(args.data)
@@ -173,6 +185,9 @@ def model_with_parts(base: Path, work: Path, parts: dict[str, Path], skip: tuple
     """work/model: the base with each named part replaced by a trained folder (files matching `skip` left out);
     the base's SHA256SUMS.json is not copied, since it no longer describes the folder (the release writes its own)."""
     model = work / "model"
+    if model.resolve() == Path(base).resolve() or model.resolve() in Path(base).resolve().parents:
+        raise SystemExit(f"error: --base {base} is {model}, which this recipe rebuilds: copy it elsewhere or choose "
+                         "another --work")
     shutil.rmtree(model, ignore_errors=True)
     shutil.copytree(base, model, ignore=shutil.ignore_patterns("SHA256SUMS.json"))
     for name, trained in parts.items():
@@ -202,16 +217,33 @@ def release_recipe(model: Path, work: Path, steps: int, log: list, install_it: b
 
 
 def install(release: Path) -> Path:
-    """Make `release` the package's default model: copied beside it, then swapped in, so an interrupted copy never
-    leaves the package without a whole model."""
+    """Make `release` the package's default model: copied beside it and checked against its SHA256SUMS.json, then
+    swapped in by renames (data.io.atomic_dir: the old default is renamed aside, not deleted first), so an
+    interrupted or damaged copy never leaves the package without a whole, matching model."""
+    from dallebrain.data.io import atomic_dir
+
     target = SHIPPED
-    staging = target.with_name("default.new")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(release, staging)
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    check_sums(release)
+    with atomic_dir(target) as staging:
+        shutil.copytree(release, staging, dirs_exist_ok=True)
+        check_sums(staging)
     print(f"installed as the package's default model: {target}")
     return target
+
+
+def check_sums(folder: Path) -> None:
+    """Every file of a release folder as its SHA256SUMS.json lists it, and no other (one line and exit 1 else)."""
+    import hashlib
+
+    sums_path = folder / "SHA256SUMS.json"
+    if not sums_path.is_file():
+        raise SystemExit(f"error: {folder} has no SHA256SUMS.json: not a release folder (pipelines/export.py)")
+    sums = json.loads(sums_path.read_text())
+    files = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file() and p != sums_path}
+    wrong = sorted(files ^ set(sums)) or [name for name in sorted(sums)
+                                         if hashlib.sha256((folder / name).read_bytes()).hexdigest() != sums[name]]
+    if wrong:
+        raise SystemExit(f"error: {folder} does not match its SHA256SUMS.json ({', '.join(wrong[:3])}): not installed")
 
 
 def stage(name: str, out: Path, args: list[str], configs: str, log: list, done_marker: str = "config.json",

@@ -1,6 +1,7 @@
 """The shipped-model recipe end to end with tiny configs: every command of the chain, then generation from
 the fp16 release folder on both routes. Slow (a few minutes): `pytest -m slow tests/test_recipe.py`."""
 
+import hashlib
 import importlib.util
 import json
 import shutil
@@ -241,10 +242,31 @@ def test_install_swaps_the_default_model_in_whole(tmp_path, monkeypatch):
     (target / "unet" / "old.json").write_text("{}")
     (release / "unet").mkdir(parents=True)
     (release / "unet" / "config.json").write_text('{"new": 1}')
+    sums = {"unet/config.json": hashlib.sha256(b'{"new": 1}').hexdigest()}
     monkeypatch.setattr(shipped_model, "SHIPPED", target)
+    # a release that does not match its checksums is not installed: the default stays whole
+    (release / "SHA256SUMS.json").write_text(json.dumps({**sums, "unet/config.json": "0" * 64}))
+    with pytest.raises(SystemExit, match="does not match its SHA256SUMS.json"):
+        shipped_model.install(release)
+    assert [p.name for p in (target / "unet").iterdir()] == ["old.json"]
+    (release / "SHA256SUMS.json").write_text(json.dumps(sums))
     assert shipped_model.install(release) == target
     assert [p.name for p in (target / "unet").iterdir()] == ["config.json"]
-    assert not (tmp_path / "default.new").exists() and (release / "unet" / "config.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["default", "release"]  # no staging or old folder left
+    assert (release / "unet" / "config.json").exists()
+
+
+def test_a_recipe_never_rebuilds_its_own_base_and_a_failed_step_is_one_line(tmp_path, monkeypatch, capsys):
+    sys.path.insert(0, str(ROOT / "recipes"))
+    import shipped_model
+
+    base = tmp_path / "work" / "model"  # where the recipe assembles its model: it was deleted, then copied from
+    (base / "unet").mkdir(parents=True)
+    with pytest.raises(SystemExit, match="which this recipe rebuilds"):
+        shipped_model.model_with_parts(base, tmp_path / "work", {})
+    assert (base / "unet").is_dir()
+    with pytest.raises(SystemExit, match=r"^error: `dallebrain data simulate \.\.\.` failed \(exit 2\)"):
+        shipped_model.run(["data", "simulate", "--subjects", "0", "--out", str(tmp_path / "c")], [])
 
 
 def test_decoder_recipe_replaces_only_the_decoder_and_follows_the_ldm_objective(tiny_pipeline, tiny_unclip,
@@ -447,6 +469,12 @@ def test_the_grey_level_recipe_writes_maps_that_the_release_uses_and_a_weight_ch
     assert np.allclose(again, stale["images"].astype(np.float32), atol=2e-3)
     with np.load(work / "samples_ldm.npz") as saved:
         assert saved["trimmed"].tolist() == [] and saved["images"].any()
+        assert "model" in saved.files
+    # and so are samples another model drew (another --base in the same --work)
+    np.savez_compressed(work / "samples_ldm.npz", **{**stale, "images": stale["images"] * 0, "model": np.array("x")})
+    again = recipe.raw_samples(tiny_pipeline, "ldm", stale["prompts"].tolist(), stale["seeds"].tolist(),
+                               work / "samples_ldm.npz")
+    assert np.allclose(again, stale["images"].astype(np.float32), atol=2e-3)
     sys.path.insert(0, str(ROOT / "recipes"))
     import shipped_model
 

@@ -57,6 +57,7 @@ def load_pipeline(model: str | Path | None = None, route: str = "ldm", device: s
     import torch
 
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(device)
     if route == "ldm":
         from dallebrain.pipelines.text2mri import Text2MRIPipeline
 
@@ -119,6 +120,21 @@ def generate_to_folder(pipe, prompt: str, out: str | Path, n: int = 1, seed: int
     chunks = pipe.generate_chunks(prompt, n=n, seed=seed, steps=steps, guidance=guidance, sampler=sampler,
                                   **route_options)
     return _write_chunks(pipe, chunks, out, seed, stems, prompt, png16, model_path)
+
+
+def check_device(device) -> None:
+    """A device torch knows and this machine has, or a one-line ValueError ("tpu", "gpu", or cuda without a GPU
+    reached torch's own error, or a pipeline whose every call failed)."""
+    import torch
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"device {device!r} is not a torch device: cpu, cuda, cuda:1, ...") from None
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"device takes cpu or cuda[:N], got {device!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device}: this machine has no CUDA GPU")
 
 
 def load_slice(path: str | Path, size: int):

@@ -569,3 +569,27 @@ def test_rerunning_with_the_default_folder_writes_beside_the_first_run(tiny_pipe
     assert sidecar["negative_prompt"] == "noise"
     chosen = _generate(*args, "--out", "dallebrain-output", cwd=tmp_path)  # an --out the user chose: never renumbered
     assert chosen.returncode == 2 and "exists" in chosen.stderr
+
+
+def test_the_python_api_uses_what_it_checked_and_names_what_it_refuses(tiny_pipeline):
+    from dallebrain.pipelines.text2mri import GenerationResult
+
+    pipe = load_pipeline(tiny_pipeline, device="cpu")
+    # numbers a caller may pass as floats or text are used as the ints they were checked to be (2.0 passed the
+    # check, then failed in range())
+    as_ints = pipe(PROMPT, n=2, seed=3, steps=1)
+    loose = pipe(PROMPT, n=2.0, seed="3", steps="1")
+    np.testing.assert_array_equal(loose.images, as_ints.images)
+    for kwargs, words in (({"prompt": 123}, "the prompt must be text, got int"),
+                          ({"prompt": PROMPT, "negative_prompt": 5}, "negative prompt must be text"),
+                          ({"prompt": PROMPT, "n": 2.5}, "number of images must be a whole number")):
+        with pytest.raises(ValueError, match=words) as info:
+            pipe(**{"n": 1, "steps": 1, **kwargs})
+        assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="batch_size must be a whole number"):
+        pipe.sample([PROMPT], [0], steps=1, batch_size=1.5)
+    with pytest.raises(ValueError, match="device 'tpu' is not a torch device|device takes cpu or cuda"):
+        load_pipeline(tiny_pipeline, device="tpu")
+    empty = GenerationResult(as_ints.images[:0], [], as_ints.settings)
+    with pytest.raises(ValueError, match="nothing to save"):
+        empty.save("unused")

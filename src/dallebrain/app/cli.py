@@ -15,16 +15,12 @@ from dallebrain.pipelines import defaults as D
 def _check_device(device: str) -> None:
     """A device torch knows and this machine has: "gpu", or cuda without one, started a server whose every request
     then failed."""
-    import torch
+    from dallebrain.api import check_device
 
     try:
-        kind = torch.device(device).type
-    except (RuntimeError, ValueError):
-        _fail(f"--device {device!r} is not a torch device: cpu, cuda, cuda:1, ...")
-    if kind == "cuda" and not torch.cuda.is_available():
-        _fail(f"--device {device}: this machine has no CUDA GPU")
-    if kind not in ("cpu", "cuda"):
-        _fail(f"--device takes cpu or cuda[:N], got {device!r}")
+        check_device(device)
+    except ValueError as exc:
+        _fail(f"--{exc}")
 
 
 def _fail(message: str) -> None:

@@ -165,7 +165,16 @@ RELEASE_PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler", "clip"
 
 def release_folder(model: Path, out: Path, fp16: bool = True) -> Path:
     """The folder to ship: components only (no checkpoints, caches or logs), float weights stored as fp16
-    (loaders upcast them to the model's float32), a sha256 list of the files."""
+    (loaders upcast them to the model's float32), a sha256 list of the files. Built in a temporary folder that
+    then takes the place of `out` (data.io.atomic_dir): a run killed half-way leaves the earlier release whole."""
+    from dallebrain.data.io import atomic_dir
+
+    with atomic_dir(out) as tmp:
+        _write_release(Path(model), tmp, fp16)
+    return Path(out)
+
+
+def _write_release(model: Path, out: Path, fp16: bool) -> None:
     import hashlib
 
     import torch
@@ -174,9 +183,6 @@ def release_folder(model: Path, out: Path, fp16: bool = True) -> Path:
 
     from dallebrain.data.io import write_json_atomic
 
-    model, out = Path(model), Path(out)
-    if out.exists():
-        shutil.rmtree(out)
     for name in RELEASE_PARTS:
         if (model / name).is_dir():
             copy_component(out, name, model / name)
@@ -204,4 +210,3 @@ def release_folder(model: Path, out: Path, fp16: bool = True) -> Path:
     sums = {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(out.rglob("*")) if p.is_file()}
     write_json_atomic(out / "SHA256SUMS.json", sums)
-    return out

@@ -106,6 +106,8 @@ class GenerationResult:
         checked first and nothing is replaced without `overwrite`. Returns the paths written per image."""
         from dallebrain.pipelines.output import check_output_folder, image_stems, result_prefix, write_result
 
+        if not len(self.seeds) or len(self.images) != len(self.seeds):
+            raise ValueError(f"nothing to save: {len(self.images)} image(s) for {len(self.seeds)} seed(s)")
         check_output_folder(folder, image_stems(self.seeds, result_prefix(self.settings)), overwrite)
         return write_result(self, folder, self.seeds[0], len(self.seeds), png16)
 
@@ -175,9 +177,11 @@ def guide(eps: tuple[torch.Tensor, ...], guidance: float, attribute_guidance: fl
 
 
 def check_generation_args(prompt: str, n: int, steps: int, guidance: float, max_n: int = API_LIMITS.max_n,
-                          seed: int = 0) -> None:
-    """One-line ValueError for a request that cannot be served (the rules of `GenerationRequest`)."""
-    GenerationRequest(prompt, n, seed, steps, guidance).checked(replace(API_LIMITS, max_n=max_n))
+                          seed: int = 0, negative_prompt: str = "") -> GenerationRequest:
+    """The request as the pipelines use it (n, steps and seed as ints: 2.0 or "2" passed the check and then failed
+    in range()), or a one-line ValueError for one that cannot be served (the rules of `GenerationRequest`)."""
+    return GenerationRequest(prompt, n, seed, steps, guidance, negative_prompt=negative_prompt).checked(
+        replace(API_LIMITS, max_n=max_n))
 
 
 class Text2MRIPipeline:
@@ -700,7 +704,8 @@ class Text2MRIPipeline:
                         negative_prompt: str = "") -> Iterator[GenerationResult]:
         """`self(...)` one pass at a time (the request is checked now, the images made as they are asked for):
         a caller can write each pass as it comes, holding one pass in memory whatever n is."""
-        check_generation_args(prompt, n, steps, guidance, seed=seed)
+        r = check_generation_args(prompt, n, steps, guidance, seed=seed, negative_prompt=negative_prompt)
+        n, steps, guidance, seed = r.n, r.steps, r.guidance, r.seed
         self.check_distilled(guidance)
         asked = (sampler, steps)
         sampler, steps = self.sampling_of(prompt, sampler, steps)  # an unknown sampler is refused now
@@ -766,6 +771,8 @@ class Text2MRIPipeline:
         rounding: see below). Prompts are encoded `batch_size` at a time."""
         from tqdm.auto import tqdm
 
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+            raise ValueError(f"batch_size must be a whole number, got {batch_size!r}")
         if not prompts or len(prompts) != len(seeds) or batch_size < 1:
             raise ValueError(f"sample needs one seed per prompt and batch_size >= 1, got {len(prompts)} prompts, "
                              f"{len(seeds)} seeds, batch_size {batch_size}")

@@ -96,8 +96,10 @@ def _check_image(image, name: str = "image") -> torch.Tensor:
     return torch.from_numpy(np.clip(arr, 0, 1))[None, None]
 
 
-def _check_prior_args(prior_steps: int, prior_guidance: float) -> None:
-    GenerationRequest("prior", prior_steps=prior_steps, prior_guidance=prior_guidance).checked(API_LIMITS)
+def _check_prior_args(prior_steps: int, prior_guidance: float) -> tuple[int, float]:
+    """The prior's steps and guidance as checked (an int, a float), or a one-line ValueError."""
+    r = GenerationRequest("prior", prior_steps=prior_steps, prior_guidance=prior_guidance).checked(API_LIMITS)
+    return r.prior_steps, r.prior_guidance
 
 
 class UnCLIPPipeline(Text2MRIPipeline):
@@ -256,8 +258,9 @@ class UnCLIPPipeline(Text2MRIPipeline):
                         prior_guidance: float = D.PRIOR_GUIDANCE,
                         negative_prompt: str = "") -> Iterator[GenerationResult]:
         """`self(...)` one pass at a time: the prior and the decoder run per pass, so memory stays bounded."""
-        check_generation_args(prompt, n, steps, guidance, seed=seed)
-        _check_prior_args(prior_steps, prior_guidance)
+        r = check_generation_args(prompt, n, steps, guidance, seed=seed, negative_prompt=negative_prompt)
+        n, steps, guidance, seed = r.n, r.steps, r.guidance, r.seed
+        prior_steps, prior_guidance = _check_prior_args(prior_steps, prior_guidance)
         asked, sampler = sampler, concrete_sampler(sampler)  # an unknown sampler is refused now
         if self.prior is None:
             raise ValueError("this pipeline has no prior: it can make variations, not text-to-image")
@@ -294,7 +297,8 @@ class UnCLIPPipeline(Text2MRIPipeline):
     def variation_chunks(self, image, n: int = 4, seed: int = 0, steps: int = D.STEPS, guidance: float = D.GUIDANCE,
                          sampler: str = D.SAMPLER) -> Iterator[GenerationResult]:
         """`variations` one pass at a time."""
-        check_generation_args("variations", n, steps, guidance, seed=seed)
+        r = check_generation_args("variations", n, steps, guidance, seed=seed)
+        n, steps, guidance, seed = r.n, r.steps, r.guidance, r.seed
         asked, sampler = sampler, concrete_sampler(sampler)
         from dallebrain.pipelines.variation_check import describe, with_readings
 
@@ -326,8 +330,9 @@ class UnCLIPPipeline(Text2MRIPipeline):
                     prior_guidance: float = D.PRIOR_GUIDANCE) -> GenerationResult:
         """n_frames slices along the great circle between the embeddings of two slices (or prompts: a str is
         sent through the prior); every frame uses the same decoder seed, so only the embedding changes."""
-        check_generation_args("interpolate", n_frames, steps, guidance, seed=seed)
-        _check_prior_args(prior_steps, prior_guidance)
+        r = check_generation_args("interpolate", n_frames, steps, guidance, seed=seed)
+        n_frames, steps, guidance, seed = r.n, r.steps, r.guidance, r.seed
+        prior_steps, prior_guidance = _check_prior_args(prior_steps, prior_guidance)
         asked, sampler = sampler, concrete_sampler(sampler)
         if n_frames < 2:
             raise ValueError(f"n_frames must be at least 2, got {n_frames}")

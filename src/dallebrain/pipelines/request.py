@@ -222,9 +222,9 @@ def check_seed(seed, n: int = 1, max_seed: int = MAX_SEED) -> int:
 
 
 def check_prompt(prompt, max_chars: int | None = None) -> str:
-    if not isinstance(prompt, str):
+    if prompt is not None and not isinstance(prompt, str):  # None: a form left empty, refused as empty below
         raise ValueError(f"the prompt must be text, got {type(prompt).__name__} {prompt!r:.40}")
-    if not prompt.strip():
+    if not prompt or not prompt.strip():
         raise ValueError(f"empty prompt: describe the slice, e.g. '{EXAMPLE_PROMPT}'")
     if max_chars is not None:
         prompt = " ".join(prompt.split())

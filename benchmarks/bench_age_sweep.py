@@ -20,11 +20,11 @@ generator that rendered FLAIR's ventricles exactly as real would score about 3.7
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
+from dallebrain.data.io import write_json_atomic
 from dallebrain.pipelines import defaults as D
 
 AGES = (20, 40, 60, 85)
@@ -218,11 +218,13 @@ def main(argv: list[str] | None = None) -> dict:
               f"{'yes' if ok else 'no':>11s} {real if real else float('nan'):11.2f} {versus}  "
               f"{r['mean_fraction_by_age']}")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=2))
+        write_json_atomic(args.json, result)  # a killed run leaves the earlier record whole
     if args.figure:
         figure(pipe, judge, args.figure, args.figure_seed, args.steps, args.guidance, args.sampler)
     return result
 
 
 if __name__ == "__main__":
-    main()
+    from dallebrain.cli._common import run_script
+
+    run_script(main)

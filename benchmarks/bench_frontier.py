@@ -242,4 +242,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dallebrain.cli._common import run_script
+
+    run_script(main)

@@ -89,4 +89,6 @@ def main(argv: list[str] | None = None) -> dict[float, dict[str, float]]:
 
 
 if __name__ == "__main__":
-    sys.exit(0 if main() else 1)
+    from dallebrain.cli._common import run_script
+
+    run_script(lambda: sys.exit(0 if main() else 1))

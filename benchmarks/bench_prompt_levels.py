@@ -25,10 +25,11 @@ gets a third column, caption form through the map (the second is then caption fo
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
+
+from dallebrain.data.io import write_json_atomic
 
 CONTRASTS = ("T1-weighted", "T2-weighted", "FLAIR", "proton density-weighted")
 AGES = (25, 45, 65, 85)
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> dict:
         result = {"route": args.route, "seeds": args.seeds, "offset_mm": args.offset,
                   "level_map": level_map is not None, "sweep": sweep(pipe, args.seeds, args.offset)}
         if args.out:
-            args.out.write_text(json.dumps(result, indent=2))
+            write_json_atomic(args.out, result)  # a killed run leaves the earlier record whole
         return result
     rows = prompts()
     result = {"route": args.route, "seeds": args.seeds, "prompts": len(rows)}
@@ -172,9 +173,11 @@ def main(argv: list[str] | None = None) -> dict:
         scale = 100 if "range" in key else 1
         print(f"| {key} | " + " | ".join(f"{scale * result[form][key]:.1f}{unit}" for form in forms) + " |")
     if args.out:
-        args.out.write_text(json.dumps(result, indent=2))
+        write_json_atomic(args.out, result)  # a killed run leaves the earlier record whole
     return result
 
 
 if __name__ == "__main__":
-    main()
+    from dallebrain.cli._common import run_script
+
+    run_script(main)

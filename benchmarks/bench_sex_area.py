@@ -52,6 +52,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--attribute-guidance", type=float, default=None, help="default: the model's")
     args = parser.parse_args()
+    # checked before the model samples for minutes
+    if not (args.real / "metadata.parquet").is_file():
+        raise SystemExit(f"error: --real {args.real} is not a prepared data set (no metadata.parquet)")
+    if args.seeds < 1 or args.steps < 1:
+        raise SystemExit(f"error: --seeds and --steps must be at least 1, got {args.seeds} and {args.steps}")
     from dallebrain.api import load_pipeline
     from dallebrain.judges.tissue import load_tissue_judge
 
@@ -76,4 +81,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dallebrain.cli._common import run_script
+
+    run_script(main)

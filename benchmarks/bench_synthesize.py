@@ -144,4 +144,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dallebrain.cli._common import run_script
+
+    run_script(main)

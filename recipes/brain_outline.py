@@ -186,4 +186,6 @@ def write_choice(model: Path, route: str, entry: dict | None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dallebrain.cli._common import run_script
+
+    run_script(main)

@@ -114,4 +114,6 @@ def _check_same_encoder(old: Path, new: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from dallebrain.cli._common import run_script
+
+    run_script(main)

@@ -279,3 +279,34 @@ def test_training_and_serving_options_are_checked_before_any_work(tmp_path):
     _refused(["train", "ageing", "--data", table, "--out", tmp_path / "o", "--lr", "inf"], "--lr must be a positive")
     _refused(["serve", "--device", "gpu"], "not a torch device")  # the server started, every request failed
     assert not (tmp_path / "o").exists()
+
+
+def test_a_benchmark_or_recipe_that_meets_what_it_did_not_check_ends_in_one_line(tmp_path, monkeypatch, capsys):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dallebrain.cli._common import TRACEBACK_VARIABLE, run_script
+
+    monkeypatch.delenv(TRACEBACK_VARIABLE, raising=False)
+
+    def missing():
+        raise FileNotFoundError(f"{tmp_path}/metadata.parquet")
+
+    with pytest.raises(SystemExit) as exited:
+        run_script(missing)
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert exited.value.code == 1 and len(lines) == 1 and "FileNotFoundError" in lines[0]
+    with pytest.raises(SystemExit) as exited:  # its own refusals keep their code and words
+        run_script(lambda: sys.exit("error: --n must be at least 1"))
+    assert exited.value.code == "error: --n must be at least 1"
+    monkeypatch.setenv(TRACEBACK_VARIABLE, "1")
+    with pytest.raises(FileNotFoundError):
+        run_script(missing)
+    # as a developer runs one: a data folder that is not there (a FileNotFoundError traceback before)
+    script = Path(__file__).parents[1] / "benchmarks" / "bench_level_judge.py"
+    done = subprocess.run([sys.executable, str(script), "--data", str(tmp_path / "nowhere")], capture_output=True,
+                          text=True, env={k: v for k, v in os.environ.items() if k != TRACEBACK_VARIABLE})
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.startswith("error: bench_level_judge.py:") and "metadata.parquet" in done.stderr

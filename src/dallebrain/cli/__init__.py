@@ -11,7 +11,7 @@ from dallebrain._env import configure_offline
 from dallebrain.ageing.cli import age_cmd, evaluate_ageing_cmd
 from dallebrain.anomaly.cli import anomaly_cmd, evaluate_anomaly_cmd, generate_lesion_cmd
 from dallebrain.app.cli import serve_cmd
-from dallebrain.cli._common import fail
+from dallebrain.cli._common import TRACEBACK_VARIABLE, fail
 from dallebrain.cli.data import data_app
 from dallebrain.cli.generate import export_cmd, generate_cmd, variations_cmd
 from dallebrain.cli.train import train_cmd
@@ -22,7 +22,6 @@ from dallebrain.synthesize.cli import evaluate_utility_cmd, synthesize_cmd
 configure_offline()
 
 __all__ = ["app", "fail", "main"]
-TRACEBACK_VARIABLE = "DALLEBRAIN_TRACEBACK"  # set: an unexpected exception shows its traceback (cli.main)
 
 app = typer.Typer(help="Dall-e Brain: text-prompted synthetic healthy brain MRI.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False, rich_markup_mode=None)

@@ -4,8 +4,13 @@ Imports nothing heavy, and nothing of the commands, so any command module can us
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import typer
+
+TRACEBACK_VARIABLE = "DALLEBRAIN_TRACEBACK"  # set: an unexpected exception shows its traceback (cli.main, run_script)
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -27,3 +32,17 @@ def workers_or_default(workers: int | None) -> int:
     if workers is not None and workers < 1:
         fail(f"--workers must be at least 1, got {workers}")
     return workers if workers is not None else min(4, os.cpu_count() or 1)
+
+
+def run_script(main: Callable[[], object]) -> None:
+    """A recipe's or benchmark's `__main__`: what its own checks did not foresee (a file missing halfway, a damaged
+    table) ends in one line and exit 1, as in `dallebrain`, rather than a traceback; SystemExit (its own one-line
+    refusals, argparse's exit 2) and Ctrl-C pass through; DALLEBRAIN_TRACEBACK=1 shows the traceback."""
+    try:
+        main()
+    except Exception as exc:
+        if os.environ.get(TRACEBACK_VARIABLE):
+            raise
+        print(f"error: {Path(sys.argv[0]).name}: {type(exc).__name__}: {first_line(exc)} (run again with "
+              f"{TRACEBACK_VARIABLE}=1 for the traceback)", file=sys.stderr)
+        raise SystemExit(1) from None

@@ -23,6 +23,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from _bench import check_at_least, check_holds, check_prepared  # benchmarks/_bench.py, beside this script
 
 from dallebrain.data.io import write_json_atomic
 from dallebrain.pipelines import defaults as D
@@ -160,6 +161,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-level-map", action="store_true",
                         help="encode each prompt's own caption even where the model has a level map")
     args = parser.parse_args(argv)
+    check_prepared("real", args.real)  # before the model, the judge and the cohort's slices load
+    check_holds("--model", args.model, "dallebrain.json", "a pipeline folder")
+    check_at_least(1, seeds=args.seeds, steps=args.steps)
+    check_at_least(0, guidance=args.guidance, attribute_guidance=args.attribute_guidance)
     contrasts = tuple(c.strip() for c in args.contrasts.split(","))
     if not contrasts or not set(contrasts) <= set(SWEEPABLE):
         parser.error(f"--contrasts takes some of {', '.join(SWEEPABLE)}, got {args.contrasts!r}")

@@ -198,6 +198,11 @@ def main() -> None:
     np.seterr(all="ignore")
     if args.mode != "prompts" and not args.data:
         parser.error(f"{args.mode} needs --data")
+    if not 1 <= args.steps <= 1000:  # before the cohort loads and the normal model is fitted
+        parser.error(f"--steps must be between 1 and 1000, got {args.steps}")
+    unknown = set(args.only.split(";")) - set(TUNE_SETTINGS) if args.only else set()
+    if unknown:
+        parser.error(f"--only: no tuning setting {', '.join(sorted(unknown))} (choose from {', '.join(TUNE_SETTINGS)})")
     {"tune": tune, "run": run, "prompts": prompts}[args.mode](args)
 
 

@@ -12,6 +12,8 @@ import subprocess
 import sys
 import time
 
+from _bench import check_at_least  # benchmarks/_bench.py, beside this script
+
 
 def wall(command: list[str], runs: int) -> float:
     times = []
@@ -26,6 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args(argv)
+    check_at_least(1, runs=args.runs)
     help_s = wall([sys.executable, "-m", "dallebrain.cli", "--help"], args.runs)
     bare_s = wall([sys.executable, "-c", "pass"], args.runs)
     trace = subprocess.run([sys.executable, "-X", "importtime", "-c", "import dallebrain.cli"], capture_output=True,

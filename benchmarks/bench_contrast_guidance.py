@@ -19,6 +19,7 @@ age sweep of a scale is bench_age_sweep.py's (--contrasts PDw --attribute-guidan
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -34,8 +35,8 @@ def scales_of(text: str) -> list[float]:
         scales = [float(s) for s in text.split(",") if s.strip()]
     except ValueError as error:
         raise SystemExit(f"error: --scales takes comma-separated numbers ({text!r}): {error}") from None
-    if not scales or min(scales) < 0:
-        raise SystemExit(f"error: --scales needs at least one scale >= 0, got {text!r}")
+    if not scales or not all(math.isfinite(s) and 0 <= s <= 50 for s in scales):  # the pipeline's own range
+        raise SystemExit(f"error: --scales takes one or more scales in [0, 50], got {text!r}")
     return scales
 
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import time
 from pathlib import Path
+
+from _bench import fresh_scratch  # benchmarks/_bench.py, beside this script
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,8 +27,8 @@ def main(argv: list[str] | None = None) -> None:
     from dallebrain.data.prepare import PrepareOptions, prepare
     from dallebrain.data.simulate import SimulationOptions, parse_contrasts, simulate_cohort
 
-    shutil.rmtree(args.out, ignore_errors=True)
     contrasts = parse_contrasts(args.contrasts)
+    fresh_scratch(args.out)
     volumes = args.subjects * len(contrasts)
     t0 = time.perf_counter()
     simulate_cohort(args.out / "cohort", SimulationOptions(args.subjects, 0, contrasts), args.workers)

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _bench import check_holds  # benchmarks/_bench.py, beside this script
 
 PROMPT = "Axial {} brain MRI of a healthy {}-year-old woman at the level of the lateral ventricles (z = +23 mm), 1.5 T."
 CONTRASTS = ("T1-weighted", "T2-weighted", "FLAIR", "PD-weighted")
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seeds", type=int, default=8, help="seeds per contrast and age for the differences")
     parser.add_argument("--steps", type=int, default=20, help="sampling steps (the default: 20)")
     args = parser.parse_args(argv)
+    check_holds("--student", args.student, "dallebrain.json", "a pipeline folder")  # before the teacher loads
+    check_holds("--teacher", args.teacher, "dallebrain.json", "a pipeline folder")
     if args.rounds < 0 or min(args.seeds, args.steps) < 1:
         parser.error(f"--rounds must be at least 0 (0: no timing), --seeds and --steps at least 1, got {args.rounds}, "
                      f"{args.seeds}, {args.steps}")

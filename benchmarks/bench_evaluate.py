@@ -16,6 +16,7 @@ import platform
 import time
 
 import numpy as np
+from _bench import check_at_least  # benchmarks/_bench.py, beside this script
 
 
 def main() -> None:
@@ -26,6 +27,7 @@ def main() -> None:
     parser.add_argument("--sample", type=int, default=8, help="images actually generated (then extrapolated)")
     parser.add_argument("--train", type=int, default=5000, help="train slices in the privacy search")
     args = parser.parse_args()
+    check_at_least(1, n=args.n, steps=args.steps, size=args.size, sample=args.sample, train=args.train)
 
     import torch
 

@@ -33,7 +33,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "src" / "dallebrain" / "weights" / "default"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench import check_at_least, check_holds, check_prepared  # noqa: E402  (benchmarks/_bench.py)
 from bench_sampling import Scorer  # noqa: E402  (the quality half of the sampling benchmark)
+
+from dallebrain.data.io import atomic_path  # noqa: E402
 
 LOADING = threading.Lock()  # one pipeline loaded at a time, whichever lane asks
 
@@ -203,6 +206,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--report", action="store_true", help="only the table and plot of what W/scores.json holds "
                         "(e.g. after a killed run)")
     args = parser.parse_args(argv)
+    check_prepared("data", args.data)  # before the train split is encoded
+    check_holds("--eval", args.eval, "encoder/config.json", "an evaluate folder with its encoder")
+    check_at_least(1, steps=args.steps, n=args.n, threads=args.threads, lanes=args.lanes)
     at = sorted({int(s) for s in args.at.split(",")})
     if at[-1] != args.steps or any(s % at[0] for s in at):
         raise SystemExit(f"error: --at must end at --steps ({args.steps}) and hold multiples of its first step")
@@ -224,7 +230,7 @@ def main(argv: list[str] | None = None) -> None:
                              "minutes": seconds_to(out, step) / 60, **done[out.name][str(step)]})
     if not rows or "shipped" not in done:
         raise SystemExit(f"error: {saved} holds no scores of these runs yet")
-    with open(args.work / "frontier.csv", "w", newline="") as f:
+    with atomic_path(args.work / "frontier.csv") as tmp, open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)

@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _bench import check_at_least  # benchmarks/_bench.py, beside this script
+
 PROMPT = "axial T2-weighted slice of a healthy 70-year-old woman at the level of the lateral ventricles"
 API_RUN = """
 import sys
@@ -50,10 +52,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--work", type=Path, default=None, help="folder for the images (default: a temp folder)")
     args = parser.parse_args(argv)
 
+    try:  # every run's numbers before the first run
+        passes, counts = ([int(v) for v in text.split(",")] for text in (args.images_per_pass, args.n))
+    except ValueError:
+        raise SystemExit(f"error: --n and --images-per-pass take comma-separated whole numbers, got {args.n!r} and "
+                         f"{args.images_per_pass!r}") from None
+    check_at_least(1, n=min(counts), images_per_pass=min(passes), steps=args.steps)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-generate-"))
     rows = []
-    for per_pass in (int(k) for k in args.images_per_pass.split(",")):
-        for n in (int(x) for x in args.n.split(",")):
+    for per_pass in passes:
+        for n in counts:
             out = work / f"n{n}-pass{per_pass}"
             shutil.rmtree(out, ignore_errors=True)
             if per_pass == 1:

@@ -22,6 +22,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _bench import check_at_least, check_holds  # benchmarks/_bench.py, beside this script
+
 PROMPT = "axial T2-weighted slice of a healthy 70-year-old woman at the level of the lateral ventricles"
 STOCK = """
 import sys
@@ -52,6 +54,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")
     args = parser.parse_args(argv)
+    check_at_least(1, n=args.n, runs=args.runs)
+    check_holds("--model", args.model, "dallebrain.json", "a pipeline folder")
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     tmp = Path(tempfile.mkdtemp(prefix="bench-generate-"))
     try:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _bench import check_at_least, check_prepared  # benchmarks/_bench.py, beside this script
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--per-plane", type=int, default=300)
     parser.add_argument("--judge", type=Path, default=None, help="a tissue judge folder (default: the shipped one)")
     args = parser.parse_args(argv)
+    check_prepared("data", args.data)
+    check_at_least(1, per_plane=args.per_plane)
     from dallebrain.judges.tissue import load_tissue_judge
 
     judge = load_tissue_judge(args.judge)

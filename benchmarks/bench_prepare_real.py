@@ -12,12 +12,12 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from _bench import check_at_least, fresh_scratch  # benchmarks/_bench.py, beside this script
 
 IXI_SHAPE = (256, 150, 256)  # A, R(150 sagittal slices), S after the axis codes below
 IXI_VOXEL = (0.9375, 1.2, 0.9375)
@@ -53,10 +53,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--out", type=Path, default=Path("/tmp/dallebrain-bench-ixi"))
     args = parser.parse_args(argv)
+    check_at_least(1, subjects=args.subjects, workers=args.workers)
+    check_at_least(16, size=args.size)  # smaller fails every subject, after the volumes are written
 
     from dallebrain.data.prepare import PrepareOptions, prepare
 
-    shutil.rmtree(args.out, ignore_errors=True)
+    fresh_scratch(args.out)
     cohort, prepared = args.out / "cohort", args.out / "prepared"
     start = time.time()
     write_cohort(cohort, args.subjects)

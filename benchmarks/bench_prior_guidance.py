@@ -16,9 +16,12 @@ real slices of that caption lie, the distance grows. BENCHMARKS.md, "The prior's
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 from pathlib import Path
+
+from _bench import check_at_least, check_prepared  # benchmarks/_bench.py, beside this script
 
 
 def guidance_list(text: str) -> list[float]:
@@ -26,7 +29,7 @@ def guidance_list(text: str) -> list[float]:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise SystemExit(f"error: --guidance takes comma-separated numbers, got {text!r}") from None
-    if not values or min(values) < 0:
+    if not values or not all(math.isfinite(v) and v >= 0 for v in values):  # NaN gave NaN embeddings
         raise SystemExit(f"error: --guidance takes non-negative numbers, got {text!r}")
     return values
 
@@ -40,6 +43,8 @@ def main(argv: list[str] | None = None) -> dict[float, dict[str, float]]:
     parser.add_argument("--guidance", default="1,1.5,2,3,4,6", help="prior guidance scales, comma-separated")
     parser.add_argument("--steps", type=int, default=None, help="prior steps (default: the pipeline's)")
     args = parser.parse_args(argv)
+    check_prepared("data", args.data)
+    check_at_least(1, steps=args.steps)
     scales = guidance_list(args.guidance)
     if args.n < 8:
         raise SystemExit(f"error: --n must be at least 8, got {args.n}")

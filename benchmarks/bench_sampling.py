@@ -37,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _bench import check_at_least, check_holds, check_prepared  # benchmarks/_bench.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "axial T2-weighted slice of a healthy 70-year-old woman at the level of the lateral ventricles"
@@ -214,6 +215,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     parser.add_argument("--guidance-grid", default=None, help="G:A,... caption:attribute guidance pairs to score")
     args = parser.parse_args(argv)
+    check_at_least(1, n=args.n, rounds=args.rounds, per_pass=args.per_pass, threads=args.threads)
+    check_holds("--model", args.model, "dallebrain.json", "a pipeline folder")  # before the real slices load
+    check_prepared("data", args.data)
     if args.threads:
         __import__("torch").set_num_threads(args.threads)
     if args.precision_table:

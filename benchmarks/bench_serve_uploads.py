@@ -17,7 +17,6 @@ import gzip
 import os
 import platform
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _bench import check_at_least, fresh_scratch  # benchmarks/_bench.py, beside this script
 
 
 def _free_port() -> int:
@@ -92,14 +92,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-upload-mb", type=float, default=20.0)
     parser.add_argument("--oversize-mb", type=int, default=500)
     args = parser.parse_args(argv)
+    check_at_least(0.01, max_upload_mb=args.max_upload_mb)
+    check_at_least(1, oversize_mb=args.oversize_mb)
 
     import httpx
     from gradio_client import Client, handle_file
 
     from dallebrain import api
 
-    shutil.rmtree(args.out, ignore_errors=True)
-    args.out.mkdir(parents=True)
+    fresh_scratch(args.out)
     cases = {"slice 128 x 128 PNG": _png(args.out / "slice.png", 128)}
     oversize = args.out / "oversize.png"
     with oversize.open("wb") as f:
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = []
     try:
         for _ in range(240):
+            if server.poll() is not None:  # it refused its options or crashed: no use waiting two minutes
+                break
             try:
                 if httpx.get(url, timeout=2).status_code == 200:
                     break

@@ -18,10 +18,12 @@ signal_leak.safetensors, which is how the shipped model got them (`dallebrain tr
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
 import numpy as np
+from _bench import check_at_least  # benchmarks/_bench.py, beside this script
 
 
 def corners(images: np.ndarray) -> np.ndarray:
@@ -84,6 +86,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--write", action="store_true", help="record the channel mean in the model's "
                         "dallebrain.json and the table as its signal_leak.safetensors")
     args = parser.parse_args(argv)
+    check_at_least(1, n=args.n, per_group=args.per_group)
+    if args.write and args.model is not None and not os.access(args.model, os.W_OK):
+        raise SystemExit(f"error: --write: {args.model} is not writable")
     if not (args.data / "metadata.parquet").is_file():
         parser.exit(2, f"error: no metadata.parquet in {args.data}: pass a `dallebrain data prepare` folder\n")
     if args.n < 1 or args.per_group < 1:
@@ -93,6 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
     args.band_mm = BAND_MM if args.band_mm is None else args.band_mm
     if not 0 < args.band_mm <= 100:
         parser.exit(2, "error: --band-mm must be in (0, 100]\n")
+    if not (table.split == "test").any():  # before every stratified train slice is encoded
+        parser.exit(2, f"error: {args.data} has no test split to score against\n")
     train, sizes = stratified_train(table, args.per_group, args.band_mm)
     test = table[table.split == "test"].sample(min(args.n, (table.split == "test").sum()), random_state=0)
     pipe = load_pipeline(model, device="cpu")

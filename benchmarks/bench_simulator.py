@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _bench import check_at_least, fresh_scratch  # benchmarks/_bench.py, beside this script
 
 CITED = {  # what lesion_plans cites, in the units printed
     "wmh": "Fazekas 1: 0.5-4, 2: 4-12, 3: 12-50 mL; grade rises with age (de Leeuw 2001)",
@@ -36,7 +36,7 @@ def _cpu_seconds() -> float:
 def throughput(out: Path, subjects: int, workers: int, lesions: tuple[str, ...], fraction: float) -> pd.DataFrame:
     from dallebrain.data.simulate import SimulationOptions, simulate_cohort
 
-    shutil.rmtree(out, ignore_errors=True)
+    fresh_scratch(out)
     options = SimulationOptions(subjects, seed=0, lesions=lesions, lesion_fraction=fraction)
     wall, cpu = time.perf_counter(), _cpu_seconds()
     table = simulate_cohort(out, options, workers, progress=False)
@@ -168,6 +168,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trend-spacing-mm", type=float, default=3.0)
     parser.add_argument("--out", type=Path, default=Path("/tmp/dallebrain-bench-simulator"))
     args = parser.parse_args(argv)
+    # every part's numbers before the first part's minutes
+    check_at_least(1, subjects=args.subjects, workers=args.workers, dice_subjects=args.dice_subjects,
+                   trend_subjects=args.trend_subjects)
+    check_at_least(0.1, trend_spacing_mm=args.trend_spacing_mm)
     if args.part in ("all", "throughput"):
         from dallebrain.data.lesions import parse_lesions
 

@@ -137,6 +137,17 @@ def main() -> None:
     parser.add_argument("--judge", type=Path, default=None, help="prepared data set for the on-prompt judge")
     parser.add_argument("--work", type=Path, default=None, help="keep the data sets here (default: a temp dir)")
     args = parser.parse_args()
+    from dallebrain.synthesize.mix import parse_mix
+    from dallebrain.synthesize.options import SynthesisOptions
+
+    for batch in args.batch_sizes:  # every run's settings before the first run's minutes
+        for precision in args.precisions:
+            for n in {args.n, *args.sizes}:
+                try:
+                    SynthesisOptions(n=n, out=Path("unused"), mix=parse_mix(), seed=0, steps=args.steps,
+                                     batch_size=batch, precision=precision, judge=args.judge).check()
+                except ValueError as exc:
+                    raise SystemExit(f"error: {exc}") from None
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)

@@ -21,6 +21,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from _bench import check_prepared  # benchmarks/_bench.py, beside this script
 
 CONTRASTS = ("T1w", "T2w", "PDw", "FLAIR")
 SETS = ("floor", "reconstruction", "synthetic")
@@ -138,6 +139,10 @@ def main(argv: list[str] | None = None) -> dict:
                              "(default: the report's model's); the synthetic slices are taken back through them, "
                              "trimmed, and mapped again, as the pipeline trims before its curves")
     args = parser.parse_args(argv)
+    check_prepared("data", args.data)  # the paths before the report's slices load
+    for option, path in (("head", args.head), ("curves", args.curves)):
+        if path is not None and not path.exists():
+            raise SystemExit(f"error: --{option} {path} is not there")
     if args.rim < 1:
         raise SystemExit(f"error: --rim must be at least 1, got {args.rim}")
     real, sets, modality = load_report(args.report, args.data, args.route)

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _bench import check_at_least, check_prepared  # benchmarks/_bench.py, beside this script
 
 from dallebrain.judges.network import CLASSES
 from dallebrain.judges.tissue import FRACTIONS, label_fractions, load_tissue_judge
@@ -134,6 +135,11 @@ def main() -> None:
     parser.add_argument("--age-slices", type=int, default=1500, help="Held-out slices outside the target band.")
     parser.add_argument("--only", choices=("tissue", "age"), default=None, help="Run one half.")
     args = parser.parse_args()
+    check_prepared("data", args.data)  # the paths and numbers before minutes of segmenting
+    for option, path in (("weights", args.weights), ("age", args.age)):
+        if path is not None and not path.exists():
+            raise SystemExit(f"error: --{option} {path} is not there")
+    check_at_least(1, max_slices=args.max_slices, age_slices=args.age_slices)
     if args.only != "age":
         judge = load_tissue_judge(args.weights)
         print(f"tissue judge: {judge.net.config.training}")

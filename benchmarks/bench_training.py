@@ -25,9 +25,10 @@ import argparse
 import csv
 import os
 import platform
-import shutil
 import time
 from pathlib import Path
+
+from _bench import check_at_least, fresh_scratch  # benchmarks/_bench.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -384,6 +385,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--configs", default="base", help="config set: base or cpu (configs/STAGE.SET.json)")
     parser.add_argument("--out", type=Path, default=Path("/tmp/dallebrain-bench-train"))
     args = parser.parse_args(argv)
+    check_at_least(1, rounds=args.rounds, threads=args.threads, steps=args.steps)
     if args.threads:
         __import__("torch").set_num_threads(args.threads)
     if args.precision_step:
@@ -397,7 +399,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.data is None:
         parser.error("--data is required (except with --precision-step)")
-    shutil.rmtree(args.out, ignore_errors=True)
+    if not (args.data / "metadata.parquet").is_file():
+        raise SystemExit(f"error: --data {args.data} is not a prepared data set (no metadata.parquet)")
+    fresh_scratch(args.out)
     rates = stage_rates(args.data, args.out, args.steps, args.configs)
     cached, uncached = caching_gain(args.data, args.out, args.steps, args.configs)
     print(f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "

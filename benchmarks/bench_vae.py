@@ -15,6 +15,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from _bench import check_at_least, check_holds, check_prepared  # benchmarks/_bench.py, beside this script
 
 from dallebrain.evaluation.reconstruction import reconstruct
 from dallebrain.evaluation.sharpness import sharpness
@@ -80,6 +81,10 @@ def main() -> None:
     parser.add_argument("--split", default="test")
     parser.add_argument("--n", type=int, default=256)
     args = parser.parse_args()
+    check_prepared("data", args.data)  # every VAE before the first one's reconstructions
+    for vae in args.vaes:
+        check_holds("VAE", vae, "config.json", "a VAE folder")
+    check_at_least(1, n=args.n)
     from dallebrain.models.vae import load_vae
 
     images, contrast = held_out(args.data, args.split, args.n)

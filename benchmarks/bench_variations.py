@@ -13,6 +13,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
+from _bench import check_at_least, check_holds, check_prepared  # benchmarks/_bench.py, beside this script
 
 
 def sources(data: Path, count: int, seed: int = 0):
@@ -38,6 +39,10 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=4, help="variations per source")
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
+    check_prepared("data", args.data)  # every model before the first one's run
+    for model in args.models:
+        check_holds("model", model, "decoder", "a pipeline with an unCLIP decoder")
+    check_at_least(1, sources=args.sources, n=args.n, steps=args.steps)
     from dallebrain.api import load_pipeline
     from dallebrain.pipelines.variation_check import LEVEL_TOLERANCE_MM, describe
 

@@ -304,9 +304,31 @@ def test_a_benchmark_or_recipe_that_meets_what_it_did_not_check_ends_in_one_line
     monkeypatch.setenv(TRACEBACK_VARIABLE, "1")
     with pytest.raises(FileNotFoundError):
         run_script(missing)
-    # as a developer runs one: a data folder that is not there (a FileNotFoundError traceback before)
+    # as a developer runs one: a data folder that is not there (a FileNotFoundError traceback before; checked
+    # first now, and run_script would have made it one line anyway)
     script = Path(__file__).parents[1] / "benchmarks" / "bench_level_judge.py"
     done = subprocess.run([sys.executable, str(script), "--data", str(tmp_path / "nowhere")], capture_output=True,
                           text=True, env={k: v for k, v in os.environ.items() if k != TRACEBACK_VARIABLE})
     assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
-    assert done.stderr.startswith("error: bench_level_judge.py:") and "metadata.parquet" in done.stderr
+    assert done.stderr.startswith("error: --data ") and "metadata.parquet" in done.stderr
+
+
+def test_a_benchmark_empties_only_a_scratch_folder_it_made(tmp_path, monkeypatch):
+    import sys
+    from pathlib import Path
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parents[1] / "benchmarks"))
+    from _bench import MARKER, check_at_least, fresh_scratch
+
+    precious = tmp_path / "prepared"
+    precious.mkdir()
+    (precious / "metadata.parquet").write_bytes(b"a user's data set")
+    with pytest.raises(SystemExit, match="holds files no benchmark made"):
+        fresh_scratch(precious)  # it was shutil.rmtree'd
+    assert (precious / "metadata.parquet").read_bytes() == b"a user's data set"
+    scratch = fresh_scratch(tmp_path / "scratch")
+    (scratch / "cohort").mkdir()
+    assert list(fresh_scratch(scratch).iterdir()) == [scratch / MARKER]  # its own is emptied for the next run
+    with pytest.raises(SystemExit, match="--trend-spacing-mm must be at least 0.1, got nan"):
+        check_at_least(0.1, steps=3, trend_spacing_mm=float("nan"))
+    assert sys.modules["_bench"].__file__.endswith("benchmarks/_bench.py")

@@ -11,6 +11,7 @@ and the model. Rows with --images-per-pass other than 1 run the same request thr
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import platform
 import shutil
@@ -59,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
                          f"{args.images_per_pass!r}") from None
     check_at_least(1, n=min(counts), images_per_pass=min(passes), steps=args.steps)
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-generate-"))
+    if args.work is None:  # thousands of PNGs: not left in /tmp
+        atexit.register(shutil.rmtree, work, ignore_errors=True)
     rows = []
     for per_pass in passes:
         for n in counts:

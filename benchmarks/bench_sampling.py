@@ -29,9 +29,11 @@ not depend on what the weights have learned.
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import platform
 import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -243,6 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     from dallebrain.pipelines.export import export_stock_folder
 
     tmp = Path(tempfile.mkdtemp())
+    atexit.register(shutil.rmtree, tmp, ignore_errors=True)  # a base pipeline and a stock export: not kept
     folder = args.model or (default_model() if args.data else build_base_pipeline(tmp / "base"))
     scorer = Scorer(args.data, args.eval, folder, args.n or 128) if args.data else None
     prompts = scorer.prompts if scorer else [PROMPT] * (args.n or 8)

@@ -19,12 +19,12 @@ generator that rendered FLAIR's ventricles exactly as real would score about 3.7
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 from _bench import check_at_least, check_holds, check_prepared  # benchmarks/_bench.py, beside this script
 
+from dallebrain.cli._common import OneLineParser
 from dallebrain.data.io import write_json_atomic
 from dallebrain.pipelines import defaults as D
 
@@ -138,7 +138,7 @@ def figure(pipe, judge, path: Path, seed: int, steps: int, guidance: float, samp
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real", type=Path, required=True, help="prepared real data with label slices")
     parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")
     parser.add_argument("--route", choices=("ldm", "unclip"), default="ldm",

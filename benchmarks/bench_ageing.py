@@ -12,17 +12,18 @@ each), so --slice-stride keeps a run of 8 people within minutes.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
+
+from dallebrain.cli._common import OneLineParser
 
 
 def main(argv: list[str] | None = None) -> None:
     from dallebrain.ageing.evaluate import AgeingEvalOptions, evaluate_ageing
     from dallebrain.ageing.evaluate_report import REPORT_MD
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--model", type=Path, default=None, help="ageing network folder (default: shipped)")
     parser.add_argument("--out", type=Path, default=None, help="report folder (default: a temporary one)")

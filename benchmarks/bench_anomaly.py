@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dallebrain.cli._common import OneLineParser
+
 TUNE_SETTINGS = {  # name -> changes to PartialNoising()
     "single 0.5 raw": {"levels": (0.5,), "match_intensity": False, "normative": False},
     "single 0.5 matched": {"levels": (0.5,), "normative": False},
@@ -173,7 +175,7 @@ def _mean(values) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=("tune", "run", "prompts"))
     parser.add_argument("--data", default=None)
     parser.add_argument("--n", type=int, default=4, help="prompts: images per prompt")

@@ -6,13 +6,14 @@ interpreter beside it, and what `python -X importtime` says the CLI imports (no 
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import subprocess
 import sys
 import time
 
 from _bench import check_at_least  # benchmarks/_bench.py, beside this script
+
+from dallebrain.cli._common import OneLineParser
 
 
 def wall(command: list[str], runs: int) -> float:
@@ -25,7 +26,7 @@ def wall(command: list[str], runs: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7)
     args = parser.parse_args(argv)
     check_at_least(1, runs=args.runs)

@@ -18,12 +18,13 @@ age sweep of a scale is bench_age_sweep.py's (--contrasts PDw --attribute-guidan
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from dallebrain.cli._common import OneLineParser
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRASTS = ("T1w", "T2w", "PDw", "FLAIR")
@@ -41,7 +42,7 @@ def scales_of(text: str) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="the prepared set the model was trained on")
     parser.add_argument("--eval", type=Path, required=True, help="an evaluate --out folder of --data (its encoder)")
     parser.add_argument("--work", type=Path, required=True, help="folder for the samples (kept between runs)")

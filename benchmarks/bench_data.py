@@ -7,7 +7,6 @@ A volume is one subject's image of one contrast (a subject with 4 contrasts coun
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import time
@@ -15,9 +14,11 @@ from pathlib import Path
 
 from _bench import fresh_scratch  # benchmarks/_bench.py, beside this script
 
+from dallebrain.cli._common import OneLineParser
+
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=20)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--contrasts", default="t1,t2,pd,flair")

@@ -14,9 +14,10 @@ decoder from the velocity LDM"). MODEL is a pipeline folder with clip/, vae/ and
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+from dallebrain.cli._common import OneLineParser
 
 TIMESTEPS = (999, 700, 400, 100)
 
@@ -65,7 +66,7 @@ def conditioning_report(model: str | None, data: Path, sources: int, latents_n: 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="prepared data set (train and test splits)")
     parser.add_argument("models", nargs="+", help="pipeline folders (DEFAULT: the shipped model)")
     parser.add_argument("--sources", type=int, default=6, help="held-out slices decoded from their embedding")

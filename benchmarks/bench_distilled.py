@@ -11,7 +11,6 @@ BENCHMARKS.md, "Guidance distilled into the UNet".
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from pathlib import Path
@@ -19,13 +18,15 @@ from pathlib import Path
 import numpy as np
 from _bench import check_holds  # benchmarks/_bench.py, beside this script
 
+from dallebrain.cli._common import OneLineParser
+
 PROMPT = "Axial {} brain MRI of a healthy {}-year-old woman at the level of the lateral ventricles (z = +23 mm), 1.5 T."
 CONTRASTS = ("T1-weighted", "T2-weighted", "FLAIR", "PD-weighted")
 PASSES = ((1, 4), (8, 16))  # (images per pass, images per timing)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--student", type=Path, required=True, help="the guidance-distilled pipeline folder")
     parser.add_argument("--teacher", type=Path, default=None, help="its teacher (default: the shipped model)")
     parser.add_argument("--rounds", type=int, default=3, help="timing rounds (0: differences only)")

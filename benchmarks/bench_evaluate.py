@@ -10,7 +10,6 @@ extrapolated to n + 16 diversity samples; the evaluation encoder is timed per tr
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import time
@@ -18,9 +17,11 @@ import time
 import numpy as np
 from _bench import check_at_least  # benchmarks/_bench.py, beside this script
 
+from dallebrain.cli._common import OneLineParser
+
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--size", type=int, default=128)

@@ -12,10 +12,11 @@ map it replaces, on prompts the map was not measured on.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
+
+from dallebrain.cli._common import OneLineParser
 
 LEVELS = {"axial": (-30, -10, 0, 15, 30, 45, 60), "coronal": tuple(range(-70, 45, 10)),
           "sagittal": (-50, -30, -10, 10, 30, 50)}
@@ -23,7 +24,7 @@ SUBJECTS = ("25-year-old woman", "45-year-old man", "65-year-old woman", "85-yea
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", type=Path, nargs="+", help="pipeline folders")
     parser.add_argument("--contrast", default="PDw")
     parser.add_argument("--seeds", type=int, default=8)

@@ -21,7 +21,6 @@ Note: checkpoints before the last are mid-schedule (the cosine decays to --steps
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import os
@@ -29,6 +28,8 @@ import subprocess
 import sys
 import threading
 from pathlib import Path
+
+from dallebrain.cli._common import OneLineParser
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "src" / "dallebrain" / "weights" / "default"
@@ -192,7 +193,7 @@ def measure(args, sizes: list[list[int]], at: list[int], done: dict) -> list[Pat
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="prepared data set")
     parser.add_argument("--eval", type=Path, required=True, help="a `dallebrain evaluate --out` folder (its encoder)")
     parser.add_argument("--work", type=Path, required=True, help="folder for the runs, the cache and the results")

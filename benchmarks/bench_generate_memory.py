@@ -10,7 +10,6 @@ and the model. Rows with --images-per-pass other than 1 run the same request thr
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import os
 import platform
@@ -22,6 +21,8 @@ import time
 from pathlib import Path
 
 from _bench import check_at_least  # benchmarks/_bench.py, beside this script
+
+from dallebrain.cli._common import OneLineParser
 
 PROMPT = "axial T2-weighted slice of a healthy 70-year-old woman at the level of the lateral ventricles"
 API_RUN = """
@@ -46,7 +47,7 @@ def measure(command: list[str]) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", default="1,1000", help="comma-separated image counts")
     parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--images-per-pass", default="1", help="comma-separated pass sizes (1 = the CLI)")

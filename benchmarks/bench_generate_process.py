@@ -11,7 +11,6 @@ diffusers classes each side needs) so the part no pipeline change can remove is 
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import shutil
@@ -23,6 +22,8 @@ import time
 from pathlib import Path
 
 from _bench import check_at_least, check_holds  # benchmarks/_bench.py, beside this script
+
+from dallebrain.cli._common import OneLineParser
 
 PROMPT = "axial T2-weighted slice of a healthy 70-year-old woman at the level of the lateral ventricles"
 STOCK = """
@@ -49,7 +50,7 @@ def timed(command: list[str], env: dict) -> float:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=8)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")

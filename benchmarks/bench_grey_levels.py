@@ -13,11 +13,12 @@ sharpness per contrast. "deciles, per plane" is what the recipe ships (checked a
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from dallebrain.cli._common import OneLineParser
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILIES = {"127 quantiles": np.linspace(0, 1, 129)[1:-1], "deciles": None,  # None: the package's LANDMARKS
@@ -61,7 +62,7 @@ def apply(images, keys, maps) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="the prepared set (as the recipe's --data)")
     parser.add_argument("--work", type=Path, required=True, help="recipes/grey_level_map.py's --work")
     parser.add_argument("--eval", type=Path, required=True, help="an evaluate --out folder of --data (its encoder)")

@@ -8,12 +8,13 @@ compared as |x| (a sagittal slice does not show its hemisphere).
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 from _bench import check_at_least, check_prepared  # benchmarks/_bench.py, beside this script
+
+from dallebrain.cli._common import OneLineParser
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -22,7 +23,7 @@ def main(argv: list[str] | None = None) -> dict:
     from dallebrain.data.slicing import load_png
     from dallebrain.judges.level import estimate_levels
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--per-plane", type=int, default=300)
     parser.add_argument("--judge", type=Path, default=None, help="a tissue judge folder (default: the shipped one)")

@@ -21,12 +21,12 @@ the spread of that clean estimate over the real latents' and its clipped share, 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from dallebrain.cli._common import OneLineParser
 from dallebrain.vocab import MODALITIES as CONTRASTS
 
 
@@ -253,7 +253,7 @@ def markdown(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="a prepared data set with a test split")
     parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")
     parser.add_argument("--per-contrast", type=int, default=16)

@@ -9,7 +9,6 @@ under 30 minutes on 2 cores. Writing the cohort is not timed.
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import sys
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 from _bench import check_at_least, fresh_scratch  # benchmarks/_bench.py, beside this script
+
+from dallebrain.cli._common import OneLineParser
 
 IXI_SHAPE = (256, 150, 256)  # A, R(150 sagittal slices), S after the axis codes below
 IXI_VOXEL = (0.9375, 1.2, 0.9375)
@@ -47,7 +48,7 @@ def write_cohort(root: Path, n: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subjects", type=int, default=12)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--size", type=int, default=128)

@@ -15,13 +15,14 @@ real slices of that caption lie, the distance grows. BENCHMARKS.md, "The prior's
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
 from pathlib import Path
 
 from _bench import check_at_least, check_prepared  # benchmarks/_bench.py, beside this script
+
+from dallebrain.cli._common import OneLineParser
 
 
 def guidance_list(text: str) -> list[float]:
@@ -35,7 +36,7 @@ def guidance_list(text: str) -> list[float]:
 
 
 def main(argv: list[str] | None = None) -> dict[float, dict[str, float]]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="prepared data set (dallebrain data prepare)")
     parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")
     parser.add_argument("--split", choices=("val", "test"), default="val")

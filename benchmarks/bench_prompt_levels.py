@@ -24,11 +24,11 @@ gets a third column, caption form through the map (the second is then caption fo
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
+from dallebrain.cli._common import OneLineParser
 from dallebrain.data.io import write_json_atomic
 
 CONTRASTS = ("T1-weighted", "T2-weighted", "FLAIR", "proton density-weighted")
@@ -129,7 +129,7 @@ def sweep(pipe, seeds: int, offset: float = 0.0) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")
     parser.add_argument("--route", choices=("ldm", "unclip"), default="ldm")
     parser.add_argument("--seeds", type=int, default=8)

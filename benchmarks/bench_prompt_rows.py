@@ -9,10 +9,11 @@ as the README's markdown rows. --figure writes the images in the same rows, to l
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
+
+from dallebrain.cli._common import OneLineParser
 
 BASE = "axial T1-weighted MRI slice of a healthy {age}-year-old {sex} {where}"
 LV = "at the level of the lateral ventricles"
@@ -73,7 +74,7 @@ def figure(rows, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--no-leak-table", action="store_true", help="sample from pure noise, as before the table")

@@ -28,7 +28,6 @@ not depend on what the weights have learned.
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import os
 import platform
@@ -40,6 +39,8 @@ from pathlib import Path
 
 import numpy as np
 from _bench import check_at_least, check_holds, check_prepared  # benchmarks/_bench.py, beside this script
+
+from dallebrain.cli._common import OneLineParser
 
 ROOT = Path(__file__).resolve().parents[1]
 PROMPT = "axial T2-weighted slice of a healthy 70-year-old woman at the level of the lateral ventricles"
@@ -204,7 +205,7 @@ def precision_table(folder: Path | None, n: int, rounds: int, per_pass: int) -> 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model "
                         "with --data, an untrained base-size pipeline without)")
     parser.add_argument("--data", type=Path, default=None, help="prepared data set: adds Frechet distances")

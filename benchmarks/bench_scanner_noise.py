@@ -18,11 +18,12 @@ Prints tables; asserts nothing; no weights change (BENCHMARKS.md, "Scanner noise
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from dallebrain.cli._common import OneLineParser
 
 ROOT = Path(__file__).resolve().parents[1]
 CONTRASTS = ("T1w", "T2w", "PDw", "FLAIR")
@@ -127,7 +128,7 @@ def row(label: str, s: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, required=True, help="the prepared set the model was trained on")
     parser.add_argument("--model", type=Path, default=ROOT / "src" / "dallebrain" / "weights" / "default")
     parser.add_argument("--report", type=Path, default=None, help="an `evaluate --route ldm` --out folder on --data")

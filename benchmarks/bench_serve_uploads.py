@@ -12,7 +12,6 @@ before decoding decides the last three rows; the table says which code ran.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import os
 import platform
@@ -25,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 from _bench import check_at_least, fresh_scratch  # benchmarks/_bench.py, beside this script
+
+from dallebrain.cli._common import OneLineParser
 
 
 def _free_port() -> int:
@@ -87,7 +88,7 @@ def _nifti_gzip_bomb(path: Path, side: int) -> Path:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/dallebrain-bench-serve"))
     parser.add_argument("--max-upload-mb", type=float, default=20.0)
     parser.add_argument("--oversize-mb", type=int, default=500)

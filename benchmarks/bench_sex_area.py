@@ -11,10 +11,11 @@ which differ in position, age and contrast as well (and had 15 women among 64 sl
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
+
+from dallebrain.cli._common import OneLineParser
 
 # (plane, landmark words of the prompt and of metadata.parquet)
 CASES = (("axial", "at the level of the lateral ventricles"), ("coronal", "through the thalami"),
@@ -45,7 +46,7 @@ def cohort_ratio(real: Path, judge, plane: str, landmark: str, per_sex: int = 20
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real", type=Path, required=True, help="prepared cohort (the model's training data)")
     parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")
     parser.add_argument("--seeds", type=int, default=8)

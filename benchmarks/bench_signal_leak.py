@@ -17,13 +17,14 @@ signal_leak.safetensors, which is how the shipped model got them (`dallebrain tr
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
 
 import numpy as np
 from _bench import check_at_least  # benchmarks/_bench.py, beside this script
+
+from dallebrain.cli._common import OneLineParser
 
 
 def corners(images: np.ndarray) -> np.ndarray:
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     from dallebrain.models.vae import encode_images
     from dallebrain.pipelines.leak_table import BAND_MM, fit_leak_table
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="prepared data set (its train and test splits)")
     parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")
     parser.add_argument("--n", type=int, default=64, help="held-out captions (one image each, per setting)")

@@ -10,7 +10,6 @@ A volume is one image of one contrast. CPU seconds include the worker processes 
 
 from __future__ import annotations
 
-import argparse
 import os
 import resource
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from _bench import check_at_least, fresh_scratch  # benchmarks/_bench.py, beside this script
+
+from dallebrain.cli._common import OneLineParser
 
 CITED = {  # what lesion_plans cites, in the units printed
     "wmh": "Fazekas 1: 0.5-4, 2: 4-12, 3: 12-50 mL; grade rises with age (de Leeuw 2001)",
@@ -157,7 +158,7 @@ def dice(per_type: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=("all", "throughput", "trend", "dice"), default="all")
     parser.add_argument("--dice-subjects", type=int, default=3)
     parser.add_argument("--subjects", type=int, default=40)

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dallebrain.cli._common import OneLineParser
+
 
 def make(out: Path, n: int, steps: int, batch: int, precision: str, judge: Path | None = None):
     from dallebrain.synthesize.mix import parse_mix
@@ -127,7 +129,7 @@ def _threads() -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = OneLineParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--part", choices=("speed", "quality", "launch", "memory"), default="speed")
     parser.add_argument("--n", type=int, default=64)
     parser.add_argument("--steps", type=int, default=20)

@@ -16,12 +16,13 @@ nothing. With --head, the table is instead each set as decoded against trimmed b
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import numpy as np
 from _bench import check_prepared  # benchmarks/_bench.py, beside this script
+
+from dallebrain.cli._common import OneLineParser
 
 CONTRASTS = ("T1w", "T2w", "PDw", "FLAIR")
 SETS = ("floor", "reconstruction", "synthetic")
@@ -126,7 +127,7 @@ def trimmed_table(args, real: np.ndarray, sets: dict[str, np.ndarray], modality:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--report", type=Path, required=True, help="a `dallebrain evaluate` --out folder")
     parser.add_argument("--data", type=Path, required=True, help="the prepared set it was evaluated on")
     parser.add_argument("--route", choices=("ldm", "unclip"), default="ldm")

@@ -16,13 +16,13 @@ prepared simulated cohort (its val and test subjects, never trained on). Prints 
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
 import numpy as np
 from _bench import check_at_least, check_prepared  # benchmarks/_bench.py, beside this script
 
+from dallebrain.cli._common import OneLineParser
 from dallebrain.judges.network import CLASSES
 from dallebrain.judges.tissue import FRACTIONS, label_fractions, load_tissue_judge
 from dallebrain.judges.train import labelled_rows, load_pairs
@@ -127,7 +127,7 @@ def age_table(data: Path, weights: Path | None, age_folder: Path | None, max_oth
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="Prepared simulated cohort with label_path.")
     parser.add_argument("--weights", type=Path, default=None, help="judge train folder (default: shipped).")
     parser.add_argument("--age", type=Path, default=None, help="judge fit-age folder (default: shipped).")

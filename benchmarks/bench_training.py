@@ -21,7 +21,6 @@ states (our stage), and the stock loop that runs the VAE encoder and the text en
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import platform
@@ -29,6 +28,8 @@ import time
 from pathlib import Path
 
 from _bench import check_at_least, fresh_scratch  # benchmarks/_bench.py, beside this script
+
+from dallebrain.cli._common import OneLineParser
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
@@ -369,7 +370,7 @@ def attention_table(model: Path, rounds: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--precision-step", action="store_true", help="one LDM step, fp32 vs bf16 (no --data)")
     parser.add_argument("--step-parts", action="store_true", help="where an LDM step's time goes, old vs new "
                         "optimiser and EMA (no --data)")

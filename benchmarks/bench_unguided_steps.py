@@ -9,10 +9,11 @@ setting and unguided below 400. BENCHMARKS.md, "Guidance off on the low-noise st
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 from pathlib import Path
+
+from dallebrain.cli._common import OneLineParser
 
 PROMPT = "Axial {} brain MRI of a healthy 46-year-old woman at the level of the lateral ventricles (z = +23 mm), 1.5 T."
 CASES = (("PD-weighted", None), ("PD-weighted", 0), ("T1-weighted", None), ("T1-weighted", 400))
@@ -20,7 +21,7 @@ PASSES = ((1, 4), (8, 16))  # (images per pass, images per timing)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model's)")

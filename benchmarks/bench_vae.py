@@ -11,12 +11,12 @@ Faster than `dallebrain evaluate` (no sampling) when comparing decoders, e.g. be
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 from _bench import check_at_least, check_holds, check_prepared  # benchmarks/_bench.py, beside this script
 
+from dallebrain.cli._common import OneLineParser
 from dallebrain.evaluation.reconstruction import reconstruct
 from dallebrain.evaluation.sharpness import sharpness
 
@@ -75,7 +75,7 @@ def texture_row(name, images, recon, contrast, contrasts, real_glcm) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("vaes", nargs="+", type=Path, help="VAE folders (or pipeline folders holding vae/)")
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--split", default="test")

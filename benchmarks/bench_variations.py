@@ -9,11 +9,12 @@ contrast, plane and level (within LEVEL_TOLERANCE_MM), and how often the judges 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 from _bench import check_at_least, check_holds, check_prepared  # benchmarks/_bench.py, beside this script
+
+from dallebrain.cli._common import OneLineParser
 
 
 def sources(data: Path, count: int, seed: int = 0):
@@ -32,7 +33,7 @@ def sources(data: Path, count: int, seed: int = 0):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("models", nargs="+", type=Path)
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--sources", type=int, default=24)

@@ -19,11 +19,12 @@ sweep (ages 20, 40, 60, 85, bench_age_sweep.py's prompt): the share of seeds who
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from dallebrain.cli._common import OneLineParser
 
 ROOT = Path(__file__).resolve().parents[1]
 OLD_AGE = 75  # the subjects whose ventricles define the region
@@ -52,7 +53,7 @@ def scores(images: np.ndarray, region: np.ndarray, white: np.ndarray) -> np.ndar
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--real", type=Path, required=True, help="prepared real data with label slices")
     parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")
     parser.add_argument("--route", choices=("ldm", "unclip"), default="unclip")

@@ -5,11 +5,12 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from dallebrain.cli._common import OneLineParser
 
 
 def trends(table: pd.DataFrame) -> list[tuple[str, float, str]]:
@@ -42,7 +43,7 @@ def trends(table: pd.DataFrame) -> list[tuple[str, float, str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("cohort", type=Path)
     args = parser.parse_args(argv)
     table = pd.read_csv(args.cohort / "participants.tsv", sep="\t")

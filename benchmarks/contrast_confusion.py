@@ -9,14 +9,15 @@ An evaluate run given --cache keeps its encoder there (CACHE/encoder), not in EV
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 
+from dallebrain.cli._common import OneLineParser
+
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--eval", type=Path, required=True, help="--out of `dallebrain evaluate`")
     parser.add_argument("--route", default="ldm", choices=("ldm", "unclip"))
     parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")

@@ -23,11 +23,12 @@ checkpoints are kept in --work).
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
 from pathlib import Path
+
+from dallebrain.cli._common import OneLineParser
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
@@ -55,7 +56,7 @@ SAMPLING = {"attribute_guidance": 6.0}  # measured: README "Model v2" (with the 
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="working folder (cohort, data, run)")
     parser.add_argument("--base", type=Path, default=SHIPPED,
                         help="the text-only v1 model to start from (`recipes/shipped_model.py --work W1`: W1/release)")

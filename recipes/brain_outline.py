@@ -26,12 +26,13 @@ Nothing of the held-out splits is read, so `dallebrain evaluate` measures the ch
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from dallebrain.cli._common import OneLineParser
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
@@ -94,7 +95,7 @@ def texture_by_contrast(real: np.ndarray, sets: dict[str, np.ndarray], modality:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="working folder (caches, model, release)")
     parser.add_argument("--base", type=Path, default=SHIPPED, help="the model whose decoder's halo is learned")
     parser.add_argument("--data", type=Path, required=True, help="the prepared set the model was trained on")

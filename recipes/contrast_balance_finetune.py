@@ -19,10 +19,11 @@ checkpoints are kept in --work).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
+
+from dallebrain.cli._common import OneLineParser
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
@@ -61,7 +62,7 @@ def check_base(base: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     add_stage_options(parser, "v2.1, the velocity-predicting model to start from", STEPS, cohort="v2's cohort")
     parser.add_argument("--interpolate", type=float, default=None, metavar="ALPHA",
                         help="release (1 - ALPHA) * base + ALPHA * fine-tune (WiSE-FT); measured: "

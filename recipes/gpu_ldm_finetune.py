@@ -31,7 +31,6 @@ first run built the LDM's caches on the CPU (training/cache.on_cache_device sinc
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -39,6 +38,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from dallebrain.cli._common import OneLineParser
 
 ROOT = Path(__file__).resolve().parents[1]
 CARRY = ROOT / ".gpu"
@@ -313,7 +314,7 @@ def install(files: Path, into: Path, base: Path = SHIPPED) -> Path:
 
 
 def main(argv: list[str] | None = None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("carry", help="here: build .gpu/ (wheels, data-only stubs, split MiniLM, base parts)")
     c.add_argument("--data", type=Path, required=True, help="a prepared set of the same cohort (its captions)")

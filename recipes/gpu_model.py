@@ -26,7 +26,6 @@ from").
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -35,6 +34,8 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+
+from dallebrain.cli._common import OneLineParser
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
@@ -198,7 +199,7 @@ def unpack(folder: Path, into: Path) -> Path:
 
 
 def main(argv: list[str] | None = None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="simulate, prepare, train every stage, pack the release")
     t.add_argument("--work", type=Path, required=True, help="working folder (cohort, data, runs)")

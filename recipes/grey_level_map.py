@@ -17,12 +17,13 @@ a sampling change that touches one contrast (its unguided steps, say), the rest 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from dallebrain.cli._common import OneLineParser
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
@@ -86,7 +87,7 @@ def raw_samples(model: Path | None, route: str, prompts: list[str], seeds: list[
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="working folder (samples, model, release)")
     parser.add_argument("--base", type=Path, default=SHIPPED, help="the model whose maps are fitted")
     parser.add_argument("--data", type=Path, required=True, help="the prepared set the model was trained on")

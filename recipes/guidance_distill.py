@@ -28,13 +28,14 @@ recipes/grey_level_map.py --base work/release for a shipped model.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from dallebrain.cli._common import OneLineParser
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
@@ -47,7 +48,7 @@ STATE = "state.safetensors"  # student, EMA, optimiser moments and step, in --wo
 
 
 def parse(argv: list[str] | None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = OneLineParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", type=Path, required=True, help="working folder (latent cache, state, release)")
     p.add_argument("--data", type=Path, required=True, help="the prepared set the base was trained on")
     p.add_argument("--base", type=Path, default=SHIPPED, help="the teacher model folder (default: the shipped one)")

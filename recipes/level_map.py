@@ -18,11 +18,12 @@ map's "refits".
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
+
+from dallebrain.cli._common import OneLineParser
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
@@ -60,7 +61,7 @@ def judge_levels(pipe, plane: str, contrast: str, levels: list[float], seeds: in
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="working folder (judged levels, model, release)")
     parser.add_argument("--base", type=Path, default=SHIPPED, help="the model whose level maps are measured")
     parser.add_argument("--seeds", type=int, default=6, help="slices per caption level")

@@ -23,10 +23,11 @@ v2.3 was made so; BENCHMARKS.md, "A longer CPU fine-tune", has what it measured.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
+
+from dallebrain.cli._common import OneLineParser
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
@@ -60,7 +61,7 @@ def check_base(base: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     add_stage_options(parser, "the velocity-predicting model to start from", STEPS, cohort="v2's cohort")
     parser.add_argument("--budget-s", type=float, default=BUDGET_S,
                         help="wall-clock seconds for the stage, caches included (0: all --steps)")

@@ -10,10 +10,11 @@ default sampler settings.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
+
+from dallebrain.cli._common import OneLineParser
 
 CONTRASTS = ("T1w", "T2w", "PDw", "FLAIR")
 ORIENTATIONS = ("axial", "coronal", "sagittal")
@@ -31,7 +32,7 @@ def pick_real(table, contrast: str, orientation: str, seed: int = 0):
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, required=True, help="prepared data set (with a test split)")
     parser.add_argument("--model", type=Path, default=None, help="pipeline folder (default: the shipped model)")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")

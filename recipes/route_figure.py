@@ -10,9 +10,10 @@ the images themselves, which the evaluation's distances summarise but do not sho
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+from dallebrain.cli._common import OneLineParser
 
 PROMPTS = (
     "axial T1-weighted slice of a healthy 30-year-old man at the level of the lateral ventricles",
@@ -38,7 +39,7 @@ def parse_row(spec: str) -> tuple[str, str | None, str]:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--row", action="append", required=True, help="LABEL=MODEL:ROUTE (MODEL: folder or DEFAULT)")
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
     parser.add_argument("--seed", type=int, default=0)

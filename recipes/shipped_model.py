@@ -16,7 +16,6 @@ skipped on a rerun (each stage resumes from its checkpoints), so a killed run co
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -25,6 +24,8 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+from dallebrain.cli._common import OneLineParser
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "src" / "dallebrain" / "weights" / "default"  # the package's default model
@@ -297,7 +298,7 @@ def _wait_for(path: Path, poll_s: float = 5.0) -> None:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--work", type=Path, required=True, help="working folder (cohort, data, runs)")
     parser.add_argument("--subjects", type=int, default=200)
     parser.add_argument("--configs", default="base",

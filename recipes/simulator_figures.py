@@ -10,10 +10,11 @@ simulator_lesions.png (8-bit grey, small: each well under 400 KB).
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
+
+from dallebrain.cli._common import OneLineParser
 
 CONTRASTS = ("T1w", "T2w", "PDw", "FLAIR")
 LESION_TYPES = ("wmh", "ms", "infarct", "tumour")
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
     matplotlib.use("Agg")
     from dallebrain.data.simulate import SIMULATION_GRID
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs"))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)

@@ -19,10 +19,10 @@ checkpoints are kept in --work).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
+from dallebrain.cli._common import OneLineParser
 from dallebrain.pipelines.folder import read_info
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,7 +109,7 @@ def decoder_sampling(scale: float, by_contrast: str, anchor: str = "") -> dict:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     add_stage_options(parser, "the model whose decoder is retrained", STEPS)
     parser.add_argument("--attribute-guidance", type=float, default=ATTRIBUTE_GUIDANCE,
                         help="the decoder's attribute guidance recorded in dallebrain.json (0: none, plain guidance)")

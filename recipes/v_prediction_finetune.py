@@ -16,10 +16,11 @@ checkpoints are kept in --work).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
+
+from dallebrain.cli._common import OneLineParser
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
@@ -50,7 +51,7 @@ def check_base(base: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     add_stage_options(parser, "the noise-predicting model v2 to start from", STEPS, cohort="v2's cohort")
     add_fine_tune_options(parser)
     return unet_fine_tune(parser.parse_args(argv), "model_v", SETTINGS, "prediction_stage", SAMPLING, check_base)

@@ -17,11 +17,11 @@ checkpoints are kept in --work).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
+from dallebrain.cli._common import OneLineParser
 from dallebrain.pipelines.folder import read_info
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def vae_command(steps: int, settings: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = OneLineParser(description=__doc__.splitlines()[0])
     add_stage_options(parser, "the model whose VAE decoder is retrained", STEPS)
     add_fine_tune_options(parser)
     args = parser.parse_args(argv)

@@ -332,3 +332,16 @@ def test_a_benchmark_empties_only_a_scratch_folder_it_made(tmp_path, monkeypatch
     with pytest.raises(SystemExit, match="--trend-spacing-mm must be at least 0.1, got nan"):
         check_at_least(0.1, steps=3, trend_spacing_mm=float("nan"))
     assert sys.modules["_bench"].__file__.endswith("benchmarks/_bench.py")
+
+
+@pytest.mark.parametrize("script", ["recipes/level_map.py", "benchmarks/bench_vae.py"])
+def test_a_recipe_or_benchmark_option_that_is_not_a_number_is_one_line(script):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    done = subprocess.run([sys.executable, str(Path(__file__).parents[1] / script), "--seeds" if "recipes" in script
+                           else "--n", "abc"], capture_output=True, text=True)
+    name = Path(script).name
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [done.stderr.strip()], done.stderr
+    assert done.stderr.startswith(f"error: {name}: ") and "'abc'" in done.stderr  # argparse printed its usage first

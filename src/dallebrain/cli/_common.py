@@ -3,6 +3,7 @@ Imports nothing heavy, and nothing of the commands, so any command module can us
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Callable
@@ -46,3 +47,11 @@ def run_script(main: Callable[[], object]) -> None:
         print(f"error: {Path(sys.argv[0]).name}: {type(exc).__name__}: {first_line(exc)} (run again with "
               f"{TRACEBACK_VARIABLE}=1 for the traceback)", file=sys.stderr)
         raise SystemExit(1) from None
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """Bad arguments get the project's one-line `error: ...` and exit 2 (argparse prints its usage first): the
+    parser of `dallebrain train STAGE`, the recipes and the benchmarks."""
+
+    def error(self, message: str):
+        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")

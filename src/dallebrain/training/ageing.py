@@ -262,7 +262,7 @@ def train(options: AgeingTrainOptions, progress: bool = True) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from dallebrain.training.args import OneLineParser
+    from dallebrain.cli._common import OneLineParser
 
     parser = OneLineParser(prog="dallebrain train ageing",
                            description="Train the ageing network on a prepared longitudinal data set (its own "

@@ -6,12 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-
-class OneLineParser(argparse.ArgumentParser):
-    """Bad arguments get the project's one-line `error: ...` and exit 2 (argparse prints its usage first)."""
-
-    def error(self, message: str):
-        self.exit(2, f"error: {self.prog}: {message} (see {self.prog} --help)\n")
+from dallebrain.cli._common import OneLineParser
 
 
 def stage_parser(stage: str, description: str) -> argparse.ArgumentParser:

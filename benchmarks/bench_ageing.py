@@ -33,11 +33,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ldm", type=Path, default=None)
     parser.add_argument("--ldm-pairs", type=int, default=48)
     parser.add_argument("--strength", type=float, default=0.3)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an earlier report in --out (as the CLI's evaluate-ageing --overwrite)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as scratch:
         out = args.out or Path(scratch) / "ageing"
         options = AgeingEvalOptions(args.data, out, args.model, tuple(args.split.split(",")), args.max_people,
-                                    args.slice_stride, args.ldm, args.ldm_pairs, args.strength, overwrite=True)
+                                    args.slice_stride, args.ldm, args.ldm_pairs, args.strength,
+                                    overwrite=args.overwrite or args.out is None)  # a temporary --out is new
         started = time.time()
         evaluate_ageing(options, progress=True)
         print((out / REPORT_MD).read_text())

@@ -1,6 +1,8 @@
-"""The scratch folder a benchmark writes its cohorts, runs and files into (its --out): emptied before each run, but
-only when this or another benchmark made it (it holds MARKER) or it is empty. A mistaken --out (a prepared set, a
-trained model, '.') is refused in one line rather than deleted."""
+"""What the benchmarks share. The scratch folder a benchmark writes its cohorts, runs and files into (its --out):
+emptied before each run, but only when this or another benchmark made it (it holds MARKER) or it is empty; a
+mistaken --out (a prepared set, a trained model, '.') is refused in one line rather than deleted. And the checks of
+paths and numbers a benchmark runs right after parsing, so a typo costs a second, not the minutes of work before
+the first use of the value."""
 
 from __future__ import annotations
 

@@ -161,10 +161,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--no-level-map", action="store_true",
                         help="encode each prompt's own caption even where the model has a level map")
     args = parser.parse_args(argv)
-    check_prepared("real", args.real)  # before the model, the judge and the cohort's slices load
-    check_holds("--model", args.model, "dallebrain.json", "a pipeline folder")
-    check_at_least(1, seeds=args.seeds, steps=args.steps)
-    check_at_least(0, guidance=args.guidance, attribute_guidance=args.attribute_guidance)
     contrasts = tuple(c.strip() for c in args.contrasts.split(","))
     if not contrasts or not set(contrasts) <= set(SWEEPABLE):
         parser.error(f"--contrasts takes some of {', '.join(SWEEPABLE)}, got {args.contrasts!r}")
@@ -182,6 +178,10 @@ def main(argv: list[str] | None = None) -> dict:
             early = attribute_guidance_early({"sampling": {"attribute_guidance_early": {c: entry for c in contrasts}}})
         except ValueError as exc:
             parser.error(f"--attribute-guidance-early takes SCALE@TIMESTEP (e.g. 8@500): {exc}")
+    check_prepared("real", args.real)  # after the options' form, before the model, the judge and the real slices
+    check_holds("--model", args.model, "dallebrain.json", "a pipeline folder")
+    check_at_least(1, seeds=args.seeds, steps=args.steps)
+    check_at_least(0, guidance=args.guidance, attribute_guidance=args.attribute_guidance)
     from dallebrain.api import default_model, load_pipeline
     from dallebrain.judges.tissue import load_tissue_judge
 

@@ -20,7 +20,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-from _bench import check_prepared  # benchmarks/_bench.py, beside this script
 
 from dallebrain.cli._common import OneLineParser
 
@@ -140,8 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
                              "(default: the report's model's); the synthetic slices are taken back through them, "
                              "trimmed, and mapped again, as the pipeline trims before its curves")
     args = parser.parse_args(argv)
-    check_prepared("data", args.data)  # the paths before the report's slices load
-    for option, path in (("head", args.head), ("curves", args.curves)):
+    for option, path in (("head", args.head), ("curves", args.curves)):  # before the report's slices load
         if path is not None and not path.exists():
             raise SystemExit(f"error: --{option} {path} is not there")
     if args.rim < 1:

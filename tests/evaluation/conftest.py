@@ -13,6 +13,8 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 def load_benchmark():
     """Import a script of benchmarks/ (not a package) by name, as a module its tests can call into."""
     def load(name: str):
+        if str(BENCHMARKS) not in sys.path:  # as when a script runs: its folder first, for benchmarks/_bench.py
+            sys.path.insert(0, str(BENCHMARKS))
         if name not in sys.modules:
             spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
             module = importlib.util.module_from_spec(spec)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from _bench import check_at_least, check_prepared  # benchmarks/_bench.py, beside this script
 
 from dallebrain.cli._common import OneLineParser
 
@@ -53,11 +54,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--attribute-guidance", type=float, default=None, help="default: the model's")
     args = parser.parse_args()
-    # checked before the model samples for minutes
-    if not (args.real / "metadata.parquet").is_file():
-        raise SystemExit(f"error: --real {args.real} is not a prepared data set (no metadata.parquet)")
-    if args.seeds < 1 or args.steps < 1:
-        raise SystemExit(f"error: --seeds and --steps must be at least 1, got {args.seeds} and {args.steps}")
+    check_prepared("real", args.real)  # before the model samples for minutes
+    check_at_least(1, seeds=args.seeds, steps=args.steps)
     from dallebrain.api import load_pipeline
     from dallebrain.judges.tissue import load_tissue_judge
 

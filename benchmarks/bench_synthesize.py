@@ -31,14 +31,18 @@ import numpy as np
 from dallebrain.cli._common import OneLineParser
 
 
-def make(out: Path, n: int, steps: int, batch: int, precision: str, judge: Path | None = None):
+def options_of(out: Path, n: int, steps: int, batch: int, precision: str, judge: Path | None = None):
     from dallebrain.synthesize.mix import parse_mix
     from dallebrain.synthesize.options import SynthesisOptions
+
+    return SynthesisOptions(n=n, out=out, mix=parse_mix(), seed=0, steps=steps, batch_size=batch,
+                            precision=precision, judge=judge)
+
+
+def make(out: Path, n: int, steps: int, batch: int, precision: str, judge: Path | None = None):
     from dallebrain.synthesize.run import synthesize
 
-    options = SynthesisOptions(n=n, out=out, mix=parse_mix(), seed=0, steps=steps, batch_size=batch,
-                               precision=precision, judge=judge)
-    return synthesize(options, progress=False)
+    return synthesize(options_of(out, n, steps, batch, precision, judge), progress=False)
 
 
 def speed(args, work: Path) -> None:
@@ -139,15 +143,11 @@ def main() -> None:
     parser.add_argument("--judge", type=Path, default=None, help="prepared data set for the on-prompt judge")
     parser.add_argument("--work", type=Path, default=None, help="keep the data sets here (default: a temp dir)")
     args = parser.parse_args()
-    from dallebrain.synthesize.mix import parse_mix
-    from dallebrain.synthesize.options import SynthesisOptions
-
     for batch in args.batch_sizes:  # every run's settings before the first run's minutes
         for precision in args.precisions:
             for n in {args.n, *args.sizes}:
                 try:
-                    SynthesisOptions(n=n, out=Path("unused"), mix=parse_mix(), seed=0, steps=args.steps,
-                                     batch_size=batch, precision=precision, judge=args.judge).check()
+                    options_of(Path("unused"), n, args.steps, batch, precision, args.judge).check()
                 except ValueError as exc:
                     raise SystemExit(f"error: {exc}") from None
     print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")

@@ -27,7 +27,7 @@ import platform
 import time
 from pathlib import Path
 
-from _bench import check_at_least, fresh_scratch  # benchmarks/_bench.py, beside this script
+from _bench import check_at_least, check_prepared, fresh_scratch  # benchmarks/_bench.py, beside this script
 
 from dallebrain.cli._common import OneLineParser
 
@@ -400,8 +400,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.data is None:
         parser.error("--data is required (except with --precision-step)")
-    if not (args.data / "metadata.parquet").is_file():
-        raise SystemExit(f"error: --data {args.data} is not a prepared data set (no metadata.parquet)")
+    check_prepared("data", args.data)
     fresh_scratch(args.out)
     rates = stage_rates(args.data, args.out, args.steps, args.configs)
     cached, uncached = caching_gain(args.data, args.out, args.steps, args.configs)

@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dallebrain.cli._common import OneLineParser
-
 
 def stage_parser(stage: str, description: str) -> argparse.ArgumentParser:
+    from dallebrain.cli._common import OneLineParser  # here: importing it loads the cli package, which imports this
+
     parser = OneLineParser(prog=f"dallebrain train {stage}", description=description)
     parser.add_argument("--data", type=Path, required=True, help="prepared data set folder")
     parser.add_argument("--out", type=Path, required=True, help="output folder (save_pretrained + checkpoints)")

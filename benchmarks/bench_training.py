@@ -10,8 +10,10 @@ size (4 x 32 x 32, batch_size of the config) on random latents and text states, 
 round, medians reported; plus the loss of the same first step from the same weights in fp32 and bf16.
 
 --step-parts: the same step split into its parts (forward + backward, clipping, AdamW, EMA), the optimiser and EMA
-as they were (per-tensor loops) and as `fit` runs them now (fused AdamW, one foreach EMA call); --compile adds
-the UNet's forward + backward compiled as `compile=true` compiles it (each block apart).
+as they were (per-tensor loops) and as `fit` runs them now (fused AdamW, one foreach EMA call), and, on a CPU that
+computes bf16 natively, the forward + backward under bf16 autocast (what the cpu configs' mixed_precision "auto"
+trains with there): the whole step before (fp32, loops) against now; --compile adds the UNet's forward + backward
+compiled as `compile=true` compiles it (each block apart, under bf16 where native).
 
 Each stage runs `--steps` optimiser steps through its own `main` (max_rows / val sizes cut so set-up is
 short); images/second is read from losses.csv (the last logged window, so start-up is excluded).
@@ -208,11 +210,13 @@ def step_parts(configs: str, rounds: int, compiled: bool) -> None:
     per-tensor loop, its CPU default, vs fused) and the EMA update (a Python loop over tensors vs one foreach
     call); with `compiled`, forward+backward of the UNet compiled as `compile=true` does (its compile time printed
     apart)."""
+    import contextlib
     import copy
     import statistics
 
     import torch
 
+    from dallebrain.pipelines.precision import native_bf16
     from dallebrain.training.diffusion import ema_copy, update_ema
 
     unet, b, loss_of = _ldm_step_parts(configs)
@@ -222,27 +226,33 @@ def step_parts(configs: str, rounds: int, compiled: bool) -> None:
     loop_adamw = torch.optim.AdamW(params, lr=1e-6)  # on a CPU torch's default is the per-tensor loop
     fused_adamw = torch.optim.AdamW(params, lr=1e-6, fused=True)
 
-    def forward_backward(model) -> None:
-        loss_of(model).backward()
+    def forward_backward(model, bf16: bool = False) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            loss = loss_of(model)
+        loss.backward()
 
     @torch.no_grad()
     def ema_loop() -> None:  # what update_ema did before
         for e, p in zip(ema.parameters(), unet.parameters(), strict=True):
             e.lerp_(p.detach(), 0.001)
 
+    # the cpu configs' mixed_precision "auto" trains under bf16 autocast where the CPU computes it natively
+    native = native_bf16("cpu")
     parts = {"forward + backward": lambda: forward_backward(unet),
              "gradient clipping": lambda: torch.nn.utils.clip_grad_norm_(params, 1.0),
              "AdamW, per-tensor loop (before)": loop_adamw.step, "AdamW, fused (now)": fused_adamw.step,
              "EMA, loop over tensors (before)": ema_loop,
              "EMA, one foreach call (now)": lambda: update_ema(ema, unet, 10 ** 6, 0.999)}
+    if native:
+        parts["forward + backward, bf16 autocast (now)"] = lambda: forward_backward(unet, bf16=True)
     if compiled:  # as `compile=true` compiles: each block of the UNet in place (training/loop.compile_regions)
         from dallebrain.training.loop import compile_regions
 
         fast_compiled = compile_regions(copy.deepcopy(unet))
         tick = time.perf_counter()
-        forward_backward(fast_compiled)
+        forward_backward(fast_compiled, bf16=native)  # compiled as training runs it: under bf16 where native
         print(f"torch.compile: first forward + backward (compiling) {time.perf_counter() - tick:.1f} s", flush=True)
-        parts["forward + backward, torch.compile"] = lambda: forward_backward(fast_compiled)
+        parts["forward + backward, torch.compile"] = lambda: forward_backward(fast_compiled, bf16=native)
     forward_backward(unet)  # warm-up; gradients exist for the optimisers from here on
     times = {k: [] for k in parts}
     names = list(parts)
@@ -259,13 +269,15 @@ def step_parts(configs: str, rounds: int, compiled: bool) -> None:
     print("| part of a step | ms (median) | range |\n|---|---|---|")
     for k, v in times.items():
         print(f"| {k} | {ms[k]:.1f} | {1000 * min(v):.1f}-{1000 * max(v):.1f} |")
-    common = ms["forward + backward"] + ms["gradient clipping"]
-    before = common + ms["AdamW, per-tensor loop (before)"] + ms["EMA, loop over tensors (before)"]
-    after = common + ms["AdamW, fused (now)"] + ms["EMA, one foreach call (now)"]
-    print(f"\nwhole step before {before:.0f} ms ({1000 * b / before:.1f} images/s), now {after:.0f} ms "
+    now_forward = ms["forward + backward, bf16 autocast (now)" if native else "forward + backward"]
+    before = ms["forward + backward"] + ms["gradient clipping"] + ms["AdamW, per-tensor loop (before)"] + \
+        ms["EMA, loop over tensors (before)"]
+    after = now_forward + ms["gradient clipping"] + ms["AdamW, fused (now)"] + ms["EMA, one foreach call (now)"]
+    print(f"\nwhole step before (fp32, loop AdamW and EMA) {before:.0f} ms ({1000 * b / before:.1f} images/s), now "
+          f"({'bf16' if native else 'fp32: no native bf16 on this CPU'}, fused AdamW, foreach EMA) {after:.0f} ms "
           f"({1000 * b / after:.1f} images/s): {before / after:.2f}x")
     if compiled:
-        with_compile = after - ms["forward + backward"] + ms["forward + backward, torch.compile"]
+        with_compile = after - now_forward + ms["forward + backward, torch.compile"]
         print(f"now + torch.compile {with_compile:.0f} ms ({1000 * b / with_compile:.1f} images/s): "
               f"{before / with_compile:.2f}x of before")
 
